@@ -1,0 +1,24 @@
+//! Shared domain and message types of ballast: pure data, serde, no IO, no clock.
+//!
+//! Every other ballast crate speaks in these types. The monitor produces [`Sample`]s, the
+//! predictor turns them into [`Assessment`]s, the scaler turns those into [`Command`]s for the
+//! plugin host, and the host answers with [`PluginEvent`]s. Nothing here reads the machine or the
+//! clock: time always comes in as a [`Timestamp`] argument.
+
+pub mod assessment;
+pub mod plugin;
+pub mod resource;
+pub mod sample;
+pub mod time;
+
+pub use assessment::{Anomaly, Assessment, Forecast, ResourceAssessment, TrendStats};
+pub use plugin::{
+    Command, Level, LevelHints, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
+    ResourceHints,
+};
+pub use resource::{Resource, UnknownResource};
+pub use sample::{
+    CpuReading, DiskReading, GpuReading, MemoryReading, MemoryScope, Metric, PluginUsage,
+    ProcessReading, PsiLine, PsiReading, PsiReadings, Sample,
+};
+pub use time::Timestamp;

@@ -1,0 +1,300 @@
+//! Plugins as the rest of ballast sees them: specs, levels, lifecycle states, commands, events.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// A degradation level. Level 0 is "full"; each higher level is a cheaper, reduced mode (for
+/// voice: 0 = large model, 1 = small model). A plugin with `n` levels accepts `0..n`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Level(pub u32);
+
+impl Level {
+    /// The full level.
+    pub const FULL: Level = Level(0);
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a plugin declares it needs at one level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LevelHints {
+    /// Memory it needs at least, in bytes.
+    pub memory_min_bytes: u64,
+    /// Memory it would like, in bytes.
+    pub memory_preferred_bytes: u64,
+    /// GPU memory it uses, in bytes (0 if none).
+    pub gpu_memory_bytes: u64,
+}
+
+/// What a plugin declares about its resource use.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceHints {
+    /// One entry per level, level 0 (full) first. Empty means one level with no declared needs.
+    pub levels: Vec<LevelHints>,
+    /// Share of one CPU core it uses at full level, e.g. 0.25.
+    pub cpu_share: f64,
+    /// Whether it uses a GPU at all.
+    pub needs_gpu: bool,
+}
+
+impl ResourceHints {
+    /// Number of levels, at least 1.
+    pub fn n_levels(&self) -> u32 {
+        u32::try_from(self.levels.len()).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// The hints of `level`, or zeros for an undeclared level.
+    pub fn level(&self, level: Level) -> LevelHints {
+        self.levels
+            .get(level.0 as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// A plugin as the scaler sees it: identity, importance and declared needs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginSpec {
+    /// Unique name, e.g. "voice".
+    pub name: String,
+    /// Importance: higher is kept longer. Under pressure the lowest priority is shed first and
+    /// restored last.
+    pub priority: i32,
+    /// An essential plugin is never shed, not even in an emergency.
+    pub essential: bool,
+    /// Declared resource needs.
+    pub hints: ResourceHints,
+    /// Whether it can be suspended (SIGSTOP) instead of disabled.
+    pub can_suspend: bool,
+}
+
+/// A plugin's lifecycle state in the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PluginState {
+    /// The library is loaded and validated; no instance exists.
+    Loaded,
+    /// An instance exists, is started and takes calls at `level`.
+    Enabled {
+        /// The current degradation level.
+        level: Level,
+    },
+    /// The instance takes no new calls and is finishing in-flight ones.
+    Draining,
+    /// The instance was stopped and destroyed; the library stays mapped.
+    Disabled,
+    /// The plugin is paused and will resume where it was.
+    Suspended,
+    /// The plugin failed and will not be used until re-enabled.
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl PluginState {
+    /// A short name: loaded, enabled, draining, disabled, suspended, failed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PluginState::Loaded => "loaded",
+            PluginState::Enabled { .. } => "enabled",
+            PluginState::Draining => "draining",
+            PluginState::Disabled => "disabled",
+            PluginState::Suspended => "suspended",
+            PluginState::Failed { .. } => "failed",
+        }
+    }
+
+    /// Whether calls are accepted in this state.
+    pub fn accepts_calls(&self) -> bool {
+        matches!(self, PluginState::Enabled { .. })
+    }
+}
+
+impl fmt::Display for PluginState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginState::Enabled { level } => write!(f, "enabled (level {level})"),
+            PluginState::Failed { reason } => write!(f, "failed: {reason}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// What the scaler (or an operator) asks the host to do. Every command carries its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Create and start the plugin at `level` (idempotent).
+    Enable {
+        /// Plugin name.
+        plugin: String,
+        /// Level to start at.
+        level: Level,
+        /// Why.
+        reason: String,
+    },
+    /// Drain, stop and destroy the plugin (idempotent).
+    Disable {
+        /// Plugin name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// Move an enabled plugin to another level.
+    SetLevel {
+        /// Plugin name.
+        plugin: String,
+        /// The new level.
+        level: Level,
+        /// Why.
+        reason: String,
+    },
+    /// Pause the plugin.
+    Suspend {
+        /// Plugin name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// Resume a paused plugin.
+    Resume {
+        /// Plugin name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// Change the plugin's max-concurrent-calls limit; `None` restores its configured default.
+    SetConcurrency {
+        /// Plugin name.
+        plugin: String,
+        /// The new limit.
+        limit: Option<u32>,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Command {
+    /// The plugin the command is for.
+    pub fn plugin(&self) -> &str {
+        match self {
+            Command::Enable { plugin, .. }
+            | Command::Disable { plugin, .. }
+            | Command::SetLevel { plugin, .. }
+            | Command::Suspend { plugin, .. }
+            | Command::Resume { plugin, .. }
+            | Command::SetConcurrency { plugin, .. } => plugin,
+        }
+    }
+
+    /// Why the command was issued.
+    pub fn reason(&self) -> &str {
+        match self {
+            Command::Enable { reason, .. }
+            | Command::Disable { reason, .. }
+            | Command::SetLevel { reason, .. }
+            | Command::Suspend { reason, .. }
+            | Command::Resume { reason, .. }
+            | Command::SetConcurrency { reason, .. } => reason,
+        }
+    }
+}
+
+/// Live figures of one plugin, as the host measures them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginStats {
+    /// Bytes allocated by the plugin and not yet freed (SDK allocator).
+    pub live_bytes: u64,
+    /// Highest `live_bytes` seen.
+    pub peak_bytes: u64,
+    /// Allocations made since load.
+    pub allocations: u64,
+    /// Threads the plugin runs.
+    pub threads: u32,
+    /// Calls answered.
+    pub calls: u64,
+    /// Calls that returned an error (timeouts included).
+    pub errors: u64,
+    /// Calls that did not answer within their timeout.
+    pub timeouts: u64,
+    /// Calls running now.
+    pub in_flight: u32,
+    /// Median call latency in microseconds.
+    pub latency_p50_us: u64,
+    /// 95th percentile call latency in microseconds.
+    pub latency_p95_us: u64,
+    /// 99th percentile call latency in microseconds.
+    pub latency_p99_us: u64,
+}
+
+/// What happened to a plugin, reported by the host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginEvent {
+    /// When.
+    pub at: Timestamp,
+    /// Which plugin.
+    pub plugin: String,
+    /// What.
+    pub kind: PluginEventKind,
+}
+
+/// The kinds of [`PluginEvent`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PluginEventKind {
+    /// The plugin moved from one state to another.
+    StateChanged {
+        /// The state before.
+        from: PluginState,
+        /// The state now.
+        to: PluginState,
+        /// Why.
+        reason: String,
+    },
+    /// Periodic or on-request figures.
+    Stats(PluginStats),
+    /// The plugin itself reported a change through the host API (e.g. it lost its connection).
+    Reported {
+        /// Whether the plugin says it is healthy.
+        healthy: bool,
+        /// Its message.
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_have_at_least_one_level() {
+        let hints = ResourceHints::default();
+        assert_eq!(hints.n_levels(), 1);
+        assert_eq!(hints.level(Level(3)), LevelHints::default());
+    }
+
+    #[test]
+    fn only_enabled_plugins_accept_calls() {
+        assert!(PluginState::Enabled { level: Level::FULL }.accepts_calls());
+        for s in [PluginState::Loaded, PluginState::Draining, PluginState::Disabled, PluginState::Suspended] {
+            assert!(!s.accepts_calls(), "{s}");
+        }
+    }
+
+    #[test]
+    fn commands_serialize_with_a_tag() {
+        let c = Command::Disable { plugin: "voice".into(), reason: "memory 0.86 over 0.80".into() };
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["command"], "disable");
+        assert_eq!(c.plugin(), "voice");
+    }
+}

@@ -1,0 +1,1 @@
+//! Loading and running ballast plugins, and the PluginHostActor.

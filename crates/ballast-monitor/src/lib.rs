@@ -1,0 +1,1 @@
+//! Resource samplers (memory, CPU, PSI, cgroup, disk, GPU) and the MonitorActor.

@@ -1,0 +1,1 @@
+//! Smoothing, trend, anomaly detection and forecasting, and the PredictorActor.

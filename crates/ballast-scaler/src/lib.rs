@@ -1,0 +1,1 @@
+//! The shedding policy as a pure state machine, and the ScalerActor.

@@ -1,0 +1,1 @@
+//! What a Rust plugin author writes against: a safe Plugin trait and export_plugin!.

@@ -1,0 +1,1 @@
+//! Hardware tier detection, tier profiles and the TierActor.

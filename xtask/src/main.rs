@@ -1,0 +1,2 @@
+//! Project automation for ballast: CI, plugin builds, header generation, benchmarks.
+fn main() {}
