@@ -6,9 +6,12 @@
 //! clock: time always comes in as a [`Timestamp`] argument.
 
 pub mod assessment;
+pub mod decision;
 pub mod plugin;
+pub mod policy;
 pub mod resource;
 pub mod sample;
+pub mod tier;
 pub mod time;
 
 pub use assessment::{Anomaly, Assessment, Forecast, ResourceAssessment, TrendStats};
@@ -16,6 +19,7 @@ pub use plugin::{
     Command, Level, LevelHints, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
     ResourceHints,
 };
+pub use policy::{ThresholdProfile, Thresholds};
 pub use resource::{Resource, UnknownResource};
 pub use sample::{
     CpuReading, DiskReading, GpuReading, MemoryReading, MemoryScope, Metric, PluginUsage,

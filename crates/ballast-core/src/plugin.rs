@@ -8,7 +8,9 @@ use crate::time::Timestamp;
 
 /// A degradation level. Level 0 is "full"; each higher level is a cheaper, reduced mode (for
 /// voice: 0 = large model, 1 = small model). A plugin with `n` levels accepts `0..n`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Level(pub u32);
 
@@ -285,14 +287,22 @@ mod tests {
     #[test]
     fn only_enabled_plugins_accept_calls() {
         assert!(PluginState::Enabled { level: Level::FULL }.accepts_calls());
-        for s in [PluginState::Loaded, PluginState::Draining, PluginState::Disabled, PluginState::Suspended] {
+        for s in [
+            PluginState::Loaded,
+            PluginState::Draining,
+            PluginState::Disabled,
+            PluginState::Suspended,
+        ] {
             assert!(!s.accepts_calls(), "{s}");
         }
     }
 
     #[test]
     fn commands_serialize_with_a_tag() {
-        let c = Command::Disable { plugin: "voice".into(), reason: "memory 0.86 over 0.80".into() };
+        let c = Command::Disable {
+            plugin: "voice".into(),
+            reason: "memory 0.86 over 0.80".into(),
+        };
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["command"], "disable");
         assert_eq!(c.plugin(), "voice");

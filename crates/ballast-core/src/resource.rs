@@ -68,7 +68,9 @@ impl fmt::Display for Resource {
 
 /// A resource name that is not one of [`Resource::ALL`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown resource `{0}` (expected one of: memory, cpu, gpu, gpu_memory, disk, memory_pressure, cpu_pressure, io_pressure)")]
+#[error(
+    "unknown resource `{0}` (expected one of: memory, cpu, gpu, gpu_memory, disk, memory_pressure, cpu_pressure, io_pressure)"
+)]
 pub struct UnknownResource(pub String);
 
 impl FromStr for Resource {

@@ -265,9 +265,21 @@ impl Sample {
         match resource {
             Resource::Memory => self.memory.value().map(MemoryReading::utilization),
             Resource::Cpu => self.cpu.value().map(|c| c.utilization.clamp(0.0, 1.0)),
-            Resource::Gpu => max(self.gpus.value()?.iter().map(|g| g.utilization.clamp(0.0, 1.0))),
-            Resource::GpuMemory => max(self.gpus.value()?.iter().map(GpuReading::memory_utilization)),
-            Resource::Disk => max(self.disks.iter().filter_map(Metric::value).map(DiskReading::utilization)),
+            Resource::Gpu => max(self
+                .gpus
+                .value()?
+                .iter()
+                .map(|g| g.utilization.clamp(0.0, 1.0))),
+            Resource::GpuMemory => max(self
+                .gpus
+                .value()?
+                .iter()
+                .map(GpuReading::memory_utilization)),
+            Resource::Disk => max(self
+                .disks
+                .iter()
+                .filter_map(Metric::value)
+                .map(DiskReading::utilization)),
             Resource::MemoryPressure => psi(&self.psi.memory),
             Resource::CpuPressure => psi(&self.psi.cpu),
             Resource::IoPressure => psi(&self.psi.io),
@@ -311,8 +323,16 @@ mod tests {
             scope: MemoryScope::Host,
         });
         s.gpus = Metric::available(vec![gpu(0, 10, 100, 0.9), gpu(1, 80, 100, 0.2)]);
-        let line = PsiLine { avg10: 12.5, avg60: 0.0, avg300: 0.0, total_us: 0 };
-        s.psi.memory = Metric::available(PsiReading { some: line, full: None });
+        let line = PsiLine {
+            avg10: 12.5,
+            avg60: 0.0,
+            avg300: 0.0,
+            total_us: 0,
+        };
+        s.psi.memory = Metric::available(PsiReading {
+            some: line,
+            full: None,
+        });
         assert_eq!(s.utilization(Resource::Memory), Some(0.75));
         assert_eq!(s.utilization(Resource::Gpu), Some(0.9));
         assert_eq!(s.utilization(Resource::GpuMemory), Some(0.8));

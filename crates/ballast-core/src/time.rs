@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 /// The daemon makes these from its clock; the simulator makes them from a trace's timestamps (or
 /// from a virtual origin when a trace has none). Arithmetic saturates instead of panicking, so a
 /// malformed trace cannot crash a pure core.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(u64);
 
@@ -92,7 +94,10 @@ mod tests {
     fn arithmetic_saturates_instead_of_panicking() {
         let t = Timestamp::from_secs(10);
         assert_eq!(t - Duration::from_secs(20), Timestamp::ZERO);
-        assert_eq!(Timestamp::from_millis(u64::MAX) + Duration::from_secs(1), Timestamp::from_millis(u64::MAX));
+        assert_eq!(
+            Timestamp::from_millis(u64::MAX) + Duration::from_secs(1),
+            Timestamp::from_millis(u64::MAX)
+        );
         assert_eq!(Timestamp::ZERO - t, Duration::ZERO);
         assert_eq!(t - Timestamp::from_secs(4), Duration::from_secs(6));
     }

@@ -1,0 +1,1 @@
+//! Hardware tiers: the facts detected about a machine and the tier they put it in.
