@@ -1,0 +1,507 @@
+//! The real work the example integrations do: a resident working set sized by config and level,
+//! and a worker thread that spends a configured share of a core on it.
+//!
+//! The examples are integrations in miniature. Their memory and CPU cost must be real, so that
+//! enabling, lowering or shedding one changes the process's RSS and CPU measurably: the end-to-end
+//! load tests shed them to relieve real pressure.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Page size used to touch memory so that it becomes resident.
+const PAGE: usize = 4096;
+
+/// How an example integration's work is sized. Every field is optional in the JSON config.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkloadConfig {
+    /// Working set in MiB for each level, level 0 first. Levels beyond the list use the last entry.
+    pub working_set_mb: Vec<u64>,
+    /// Share of one core the worker spends at level 0, in `0..=1`; level `n` spends
+    /// `cpu_duty / (n + 1)`.
+    pub cpu_duty: f64,
+    /// The worker's period in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl WorkloadConfig {
+    /// A config with these per-level working sets, a duty of 2% and a 100 ms tick.
+    pub fn with_working_sets(working_set_mb: &[u64]) -> Self {
+        WorkloadConfig {
+            working_set_mb: working_set_mb.to_vec(),
+            cpu_duty: 0.02,
+            tick_ms: 100,
+        }
+    }
+
+    /// Parses the `workload` object of a plugin's JSON config over `defaults`; a missing object
+    /// keeps the defaults. Errors name the field.
+    pub fn from_plugin_config(config_json: &str, defaults: WorkloadConfig) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(config_json)
+            .map_err(|e| format!("config is not valid JSON: {e}"))?;
+        let mut merged = serde_json::to_value(DefaultsView::from(&defaults))
+            .map_err(|e| format!("internal: cannot encode defaults: {e}"))?;
+        if let Some(overrides) = value.get("workload") {
+            let Some(overrides) = overrides.as_object() else {
+                return Err("config key `workload` must be a table".to_owned());
+            };
+            if let Some(target) = merged.as_object_mut() {
+                for (k, v) in overrides {
+                    target.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let config: WorkloadConfig =
+            serde_json::from_value(merged).map_err(|e| format!("config key `workload`: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.cpu_duty) {
+            return Err(format!(
+                "config key `workload.cpu_duty` must be between 0 and 1, got {}",
+                self.cpu_duty
+            ));
+        }
+        if self.tick_ms == 0 || self.tick_ms > 60_000 {
+            return Err(format!(
+                "config key `workload.tick_ms` must be 1..=60000, got {}",
+                self.tick_ms
+            ));
+        }
+        if let Some(mb) = self.working_set_mb.iter().find(|&&mb| mb > 1 << 20) {
+            return Err(format!(
+                "config key `workload.working_set_mb` entry {mb} is larger than 1 TiB"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The working set in bytes at `level`.
+    pub fn working_set_bytes(&self, level: u32) -> u64 {
+        let mb = self
+            .working_set_mb
+            .get(level as usize)
+            .or(self.working_set_mb.last())
+            .copied()
+            .unwrap_or(0);
+        mb << 20
+    }
+
+    fn duty(&self, level: u32) -> f64 {
+        self.cpu_duty / f64::from(level + 1)
+    }
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig::with_working_sets(&[16])
+    }
+}
+
+#[derive(Serialize)]
+struct DefaultsView {
+    working_set_mb: Vec<u64>,
+    cpu_duty: f64,
+    tick_ms: u64,
+}
+
+impl From<&WorkloadConfig> for DefaultsView {
+    fn from(c: &WorkloadConfig) -> Self {
+        DefaultsView {
+            working_set_mb: c.working_set_mb.clone(),
+            cpu_duty: c.cpu_duty,
+            tick_ms: c.tick_ms,
+        }
+    }
+}
+
+/// State shared between the plugin and its worker thread.
+struct Shared {
+    working_set: Mutex<Vec<u8>>,
+    duty_millis: AtomicU64,
+    stop: AtomicBool,
+    ticks: AtomicU64,
+    checksum: AtomicU64,
+}
+
+/// A resident working set plus a worker thread with a CPU duty cycle.
+pub struct Workload {
+    config: WorkloadConfig,
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+    level: u32,
+}
+
+impl Workload {
+    /// Allocates and touches the working set of `level`; the worker starts with [`Workload::start`].
+    pub fn new(config: WorkloadConfig, level: u32) -> Workload {
+        let bytes = config.working_set_bytes(level);
+        let shared = Arc::new(Shared {
+            working_set: Mutex::new(resident(bytes)),
+            duty_millis: AtomicU64::new((config.duty(level) * 1000.0) as u64),
+            stop: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
+            checksum: AtomicU64::new(0),
+        });
+        Workload {
+            config,
+            shared,
+            worker: None,
+            level,
+        }
+    }
+
+    /// Starts the worker thread (idempotent).
+    pub fn start(&mut self, thread_name: &str) -> std::io::Result<()> {
+        if self.worker.is_some() {
+            return Ok(());
+        }
+        self.shared.stop.store(false, Ordering::SeqCst);
+        let shared = Arc::clone(&self.shared);
+        let tick = Duration::from_millis(self.config.tick_ms);
+        let handle = std::thread::Builder::new()
+            .name(thread_name.to_owned())
+            .spawn(move || worker(&shared, tick))?;
+        self.worker = Some(handle);
+        Ok(())
+    }
+
+    /// Resizes the working set for `level` and changes the duty; memory no longer needed is given
+    /// back to the operating system.
+    pub fn set_level(&mut self, level: u32) {
+        if level == self.level {
+            return;
+        }
+        let bytes = self.config.working_set_bytes(level);
+        let mut set = self
+            .shared
+            .working_set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Drop the old set before allocating the new one so the peak is the larger of the two.
+        *set = Vec::new();
+        release_free_memory();
+        *set = resident(bytes);
+        drop(set);
+        self.shared
+            .duty_millis
+            .store((self.config.duty(level) * 1000.0) as u64, Ordering::SeqCst);
+        self.level = level;
+    }
+
+    /// Stops and joins the worker thread (idempotent).
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.worker.take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// The current level.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
+    /// Bytes in the working set now.
+    pub fn working_set_bytes(&self) -> u64 {
+        let set = self
+            .shared
+            .working_set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        set.len() as u64
+    }
+
+    /// Worker ticks done so far.
+    pub fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Whether the worker thread runs.
+    pub fn running(&self) -> bool {
+        self.worker.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// Threads this workload runs (0 or 1).
+    pub fn threads(&self) -> u32 {
+        u32::from(self.running())
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop();
+        let mut set = self
+            .shared
+            .working_set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *set = Vec::new();
+        drop(set);
+        release_free_memory();
+    }
+}
+
+/// A vector of `bytes` bytes with every page written, so that it is resident.
+fn resident(bytes: u64) -> Vec<u8> {
+    let Ok(bytes) = usize::try_from(bytes) else {
+        return Vec::new();
+    };
+    let mut v = vec![0u8; bytes];
+    for (i, chunk) in v.chunks_mut(PAGE).enumerate() {
+        chunk[0] = (i % 251) as u8 + 1;
+    }
+    v
+}
+
+/// Gives freed heap memory back to the operating system where the allocator supports it.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The worker: each tick, spend `duty` of it walking the working set, then sleep the rest.
+fn worker(shared: &Shared, tick: Duration) {
+    let mut cursor = 0usize;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let duty = shared.duty_millis.load(Ordering::Relaxed) as f64 / 1000.0;
+        let busy = tick.mul_f64(duty);
+        let mut sum = shared.checksum.load(Ordering::Relaxed);
+        {
+            let mut set = shared.working_set.lock().unwrap_or_else(|e| e.into_inner());
+            let len = set.len();
+            while started.elapsed() < busy && len > 0 {
+                for _ in 0..64 {
+                    cursor = (cursor + PAGE) % len;
+                    set[cursor] = set[cursor].wrapping_add(1);
+                    sum = sum.wrapping_mul(31).wrapping_add(u64::from(set[cursor]));
+                }
+            }
+        }
+        shared.checksum.store(sum, Ordering::Relaxed);
+        shared.ticks.fetch_add(1, Ordering::Relaxed);
+        if let Some(rest) = tick.checked_sub(started.elapsed()) {
+            // Sleep in short steps so that stop is prompt.
+            let deadline = Instant::now() + rest;
+            while !shared.stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+            }
+        }
+    }
+}
+
+/// State an example integration keeps across shed/restore cycles through its checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Requests answered over the integration's life, across instances.
+    pub calls_served: u64,
+    /// Instances created so far (1 for the first).
+    pub generation: u64,
+}
+
+impl Counters {
+    /// Restores counters from a checkpoint blob (empty or unreadable: start fresh), and counts
+    /// this instance.
+    pub fn restore(checkpoint: &[u8]) -> Counters {
+        let mut c: Counters = serde_json::from_slice(checkpoint).unwrap_or_default();
+        c.generation += 1;
+        c
+    }
+
+    /// The checkpoint blob.
+    pub fn to_checkpoint(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_overrides_defaults_field_by_field() {
+        let defaults = WorkloadConfig::with_working_sets(&[64, 8]);
+        let c = WorkloadConfig::from_plugin_config(
+            r#"{"workload":{"cpu_duty":0.5}}"#,
+            defaults.clone(),
+        )
+        .unwrap();
+        assert_eq!(c.working_set_mb, vec![64, 8]);
+        assert_eq!(c.cpu_duty, 0.5);
+        assert_eq!(
+            WorkloadConfig::from_plugin_config("{}", defaults.clone()).unwrap(),
+            defaults
+        );
+        assert_eq!(c.working_set_bytes(1), 8 << 20);
+        assert_eq!(c.working_set_bytes(5), 8 << 20);
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let d = WorkloadConfig::default();
+        let e = WorkloadConfig::from_plugin_config(r#"{"workload":{"cpu_duty":2}}"#, d.clone())
+            .unwrap_err();
+        assert!(e.contains("workload.cpu_duty"), "{e}");
+        let e = WorkloadConfig::from_plugin_config(r#"{"workload":{"colour":1}}"#, d.clone())
+            .unwrap_err();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = WorkloadConfig::from_plugin_config("not json", d).unwrap_err();
+        assert!(e.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn levels_resize_the_working_set_and_the_worker_runs() {
+        let mut w = Workload::new(WorkloadConfig::with_working_sets(&[2, 1]), 0);
+        assert_eq!(w.working_set_bytes(), 2 << 20);
+        w.start("test-worker").unwrap();
+        w.set_level(1);
+        assert_eq!(w.working_set_bytes(), 1 << 20);
+        while w.ticks() == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(w.threads(), 1);
+        w.stop();
+        assert_eq!(w.threads(), 0);
+    }
+
+    #[test]
+    fn counters_survive_a_checkpoint() {
+        let mut c = Counters::restore(&[]);
+        assert_eq!(c.generation, 1);
+        c.calls_served = 7;
+        let again = Counters::restore(&c.to_checkpoint());
+        assert_eq!(
+            again,
+            Counters {
+                calls_served: 7,
+                generation: 2
+            }
+        );
+        assert_eq!(Counters::restore(b"garbage").generation, 1);
+    }
+}
+
+/// What every example integration has in common: config parsing, the workload, counters that
+/// survive a checkpoint, and a JSON answer naming the plugin and its level. Each example wraps one
+/// and adds its own behaviour.
+pub struct Integration {
+    name: &'static str,
+    workload: Workload,
+    counters: Mutex<Counters>,
+}
+
+impl Integration {
+    /// Builds the integration from `create`'s context with `defaults` for the workload.
+    pub fn create(
+        name: &'static str,
+        ctx: &ballast_sdk::CreateContext<'_>,
+        defaults: WorkloadConfig,
+    ) -> Result<Integration, ballast_sdk::PluginError> {
+        let config = WorkloadConfig::from_plugin_config(ctx.config_json(), defaults)
+            .map_err(|e| ballast_sdk::PluginError::invalid(format!("{name}: {e}")))?;
+        let counters = Counters::restore(ctx.checkpoint());
+        log::info!(
+            "{name}: creating instance {} with a {} MiB working set ({} calls served before)",
+            counters.generation,
+            config.working_set_bytes(ctx.level()) >> 20,
+            counters.calls_served
+        );
+        Ok(Integration {
+            name,
+            workload: Workload::new(config, ctx.level()),
+            counters: Mutex::new(counters),
+        })
+    }
+
+    /// Starts the worker thread.
+    pub fn start(&mut self) -> Result<(), ballast_sdk::PluginError> {
+        self.workload
+            .start(&format!("{}-worker", self.name))
+            .map_err(|e| {
+                ballast_sdk::PluginError::new(format!(
+                    "{}: cannot start worker thread: {e}",
+                    self.name
+                ))
+            })
+    }
+
+    /// Moves to `level`, resizing the working set.
+    pub fn set_level(&mut self, level: u32) {
+        self.workload.set_level(level);
+    }
+
+    /// Stops the worker thread.
+    pub fn stop(&mut self) {
+        self.workload.stop();
+    }
+
+    /// The current level.
+    pub fn level(&self) -> u32 {
+        self.workload.level()
+    }
+
+    /// Threads running.
+    pub fn threads(&self) -> u32 {
+        self.workload.threads()
+    }
+
+    /// Counts a call and builds the JSON answer: plugin, level, the request echoed, the calls
+    /// served so far, the working set, and `extra` fields.
+    pub fn answer(
+        &self,
+        request: &[u8],
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u8>, ballast_sdk::PluginError> {
+        let calls_served = {
+            let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            c.calls_served += 1;
+            c.calls_served
+        };
+        let mut body = serde_json::Map::new();
+        body.insert("plugin".into(), self.name.into());
+        body.insert("level".into(), self.level().into());
+        body.insert(
+            "echo".into(),
+            String::from_utf8_lossy(request).into_owned().into(),
+        );
+        body.insert("calls_served".into(), calls_served.into());
+        body.insert(
+            "working_set_bytes".into(),
+            self.workload.working_set_bytes().into(),
+        );
+        body.extend(extra);
+        serde_json::to_vec(&body)
+            .map_err(|e| ballast_sdk::PluginError::new(format!("{}: {e}", self.name)))
+    }
+
+    /// The checkpoint blob (the counters).
+    pub fn checkpoint(&self) -> Vec<u8> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_checkpoint()
+    }
+
+    /// Health: unhealthy when the worker thread died.
+    pub fn health(&self, started: bool) -> ballast_sdk::Health {
+        if started && !self.workload.running() {
+            ballast_sdk::Health::Unhealthy(format!("{}: worker thread is not running", self.name))
+        } else {
+            ballast_sdk::Health::Healthy
+        }
+    }
+}

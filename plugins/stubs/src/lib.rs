@@ -1,1 +1,0 @@
-//! Example ballast integration: stubs.
