@@ -611,7 +611,7 @@ fn csv_error(source_name: &str, error: &csv::Error) -> TraceError {
 pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
-        if !seconds.is_finite() || seconds < 0.0 || seconds > 1.0e15 {
+        if !(0.0..=1.0e15).contains(&seconds) {
             return None;
         }
         return Some(Timestamp::from_millis((seconds * 1000.0).round() as u64));

@@ -1,0 +1,3 @@
+//! Integration tests of ballast-predict, one binary with a module per area.
+
+mod accuracy;
