@@ -1,1 +1,35 @@
-//! Resource samplers (memory, CPU, PSI, cgroup, disk, GPU) and the MonitorActor.
+//! Resource samplers (memory, CPU, PSI, cgroup, disk, GPU) and the [`MonitorActor`].
+//!
+//! The [`Monitor`] reads the machine and produces plain [`ballast_core::Sample`] values: no
+//! sysinfo or NVML type leaves this crate, and nothing else in ballast calls either library.
+//! Files are read with a few targeted reads per sample (`/proc/meminfo`, `/proc/stat`,
+//! `/proc/loadavg`, the PSI files, the daemon's own `stat`/`statm` and, inside a memory-limited
+//! cgroup, its limit and usage), parsed by the pure functions in [`parse`]. Roots are injectable
+//! so that tests run on fixture trees, and so is the NVML library, so that tests run
+//! nvml-wrapper's real code path against a fake `libnvidia-ml.so`.
+//!
+//! A metric that cannot be read is [`ballast_core::Metric::Unavailable`] with the reason (logged
+//! once), never a zero. No NVIDIA driver is the normal case and is not an error.
+//!
+//! The [`MonitorActor`] samples on a tick, on a PSI memory-pressure trigger and on request
+//! (pre-flight), and publishes each sample to its subscribers.
+
+mod actor;
+mod cpu;
+mod disk;
+mod gpu;
+mod memory;
+mod monitor;
+pub mod parse;
+mod reasons;
+mod source;
+mod trigger;
+
+pub use actor::{MonitorActor, Preflight, ReportPluginUsage, SampleNow, Subscribe, Wake};
+pub use cpu::{CpuSampler, ProcessSampler};
+pub use disk::DiskSampler;
+pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NvmlSource};
+pub use memory::{MemoryOutcome, MemorySampler};
+pub use monitor::{Monitor, MonitorConfig};
+pub use source::SampleError;
+pub use trigger::{ManualTrigger, ManualTriggerHandle, NoTrigger, PsiTrigger, TriggerSource};

@@ -1,0 +1,127 @@
+//! The CPU sampler (`/proc/stat`, `/proc/loadavg`) and the daemon's own process figures
+//! (`/proc/self/stat`, `/proc/self/statm`).
+
+use std::path::Path;
+
+use ballast_core::{CpuReading, ProcessReading, Timestamp};
+
+use crate::parse::{
+    CpuTimes, parse_loadavg, parse_proc_stat, parse_self_stat, parse_statm_resident_pages,
+};
+use crate::source::{SampleError, Source};
+
+/// Host CPU: utilization between two readings of `/proc/stat`, load averages and core count.
+#[derive(Debug)]
+pub struct CpuSampler {
+    stat: Source,
+    loadavg: Source,
+    previous: Option<CpuTimes>,
+    last_utilization: Option<f64>,
+    buf: String,
+}
+
+impl CpuSampler {
+    /// A sampler over `<proc_root>/stat` and `<proc_root>/loadavg`.
+    pub fn new(proc_root: &Path) -> Self {
+        CpuSampler {
+            stat: Source::under(proc_root, "stat"),
+            loadavg: Source::under(proc_root, "loadavg"),
+            previous: None,
+            last_utilization: None,
+            buf: String::with_capacity(4096),
+        }
+    }
+
+    /// The number of logical cores, read now.
+    pub fn cores(&mut self) -> Result<u32, SampleError> {
+        Ok(self.stat.parse(&mut self.buf, parse_proc_stat)?.cores)
+    }
+
+    /// Reads the figures once. The first call has no utilization yet (it needs two readings);
+    /// a call so soon after the previous one that no tick passed repeats the last utilization.
+    pub fn sample(&mut self) -> Result<CpuReading, SampleError> {
+        let times = self.stat.parse(&mut self.buf, parse_proc_stat)?;
+        let load_average = self.loadavg.parse(&mut self.buf, parse_loadavg)?;
+        let previous = self.previous.replace(times);
+        if let Some(previous) = previous {
+            let total = times.total.saturating_sub(previous.total);
+            let busy = times.busy.saturating_sub(previous.busy);
+            if total > 0 {
+                self.last_utilization = Some((busy as f64 / total as f64).clamp(0.0, 1.0));
+            }
+        }
+        let utilization = self.last_utilization.ok_or(SampleError::NotReady(
+            "CPU utilization needs two readings; the next sample will have it",
+        ))?;
+        Ok(CpuReading {
+            utilization,
+            load_average,
+            cores: times.cores,
+        })
+    }
+}
+
+/// The daemon's own RSS and CPU use.
+#[derive(Debug)]
+pub struct ProcessSampler {
+    stat: Source,
+    statm: Source,
+    page_size: u64,
+    ticks_per_second: u64,
+    previous: Option<(u64, Timestamp)>,
+    last_cpu: Option<f64>,
+    buf: String,
+}
+
+impl ProcessSampler {
+    /// A sampler over `<proc_root>/self/stat` and `<proc_root>/self/statm`.
+    pub fn new(proc_root: &Path) -> Self {
+        ProcessSampler {
+            stat: Source::under(proc_root, "self/stat"),
+            statm: Source::under(proc_root, "self/statm"),
+            page_size: sysconf(libc::_SC_PAGESIZE, 4096),
+            ticks_per_second: sysconf(libc::_SC_CLK_TCK, 100),
+            previous: None,
+            last_cpu: None,
+            buf: String::with_capacity(512),
+        }
+    }
+
+    /// Reads the figures at `now`. CPU use is the CPU time used since the previous reading over
+    /// the time between them; readings less than 100 ms apart repeat the last figure.
+    pub fn sample(&mut self, now: Timestamp) -> Result<ProcessReading, SampleError> {
+        let ticks = self.stat.parse(&mut self.buf, parse_self_stat)?.ticks;
+        let pages = self
+            .statm
+            .parse(&mut self.buf, parse_statm_resident_pages)?;
+        match self.previous {
+            Some((previous_ticks, previous_at)) => {
+                let elapsed = now.saturating_duration_since(previous_at).as_secs_f64();
+                if elapsed >= 0.1 {
+                    let used =
+                        ticks.saturating_sub(previous_ticks) as f64 / self.ticks_per_second as f64;
+                    self.last_cpu = Some(used / elapsed);
+                    self.previous = Some((ticks, now));
+                }
+            }
+            None => self.previous = Some((ticks, now)),
+        }
+        let cpu_cores = self.last_cpu.ok_or(SampleError::NotReady(
+            "the daemon's CPU use needs two readings; the next sample will have it",
+        ))?;
+        Ok(ProcessReading {
+            rss_bytes: pages.saturating_mul(self.page_size),
+            cpu_cores,
+        })
+    }
+}
+
+/// `sysconf(name)`, or `default` when the system does not say.
+fn sysconf(name: libc::c_int, default: u64) -> u64 {
+    // SAFETY: sysconf reads a configuration value and has no memory-safety preconditions.
+    let value = unsafe { libc::sysconf(name) };
+    u64::try_from(value)
+        .ok()
+        .filter(|v| *v > 0)
+        .unwrap_or(default)
+}

@@ -1,0 +1,194 @@
+//! The memory sampler: `/proc/meminfo`, relative to the cgroup's limit when the daemon runs in a
+//! memory-limited cgroup (v1 or v2).
+
+use std::path::{Path, PathBuf};
+
+use ballast_core::{MemoryReading, MemoryScope};
+
+use crate::parse::{
+    parse_cgroup_limit, parse_cgroup_u64, parse_meminfo, parse_memory_stat_key, parse_proc_cgroup,
+};
+use crate::source::{SampleError, Source};
+
+/// Which cgroup version a memory controller belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// The memory files of the daemon's own cgroup.
+#[derive(Clone, Debug)]
+struct CgroupMemory {
+    version: Version,
+    /// The cgroup's path inside its hierarchy, as `/proc/self/cgroup` names it.
+    path: String,
+    limit: Source,
+    usage: Source,
+    stat: Source,
+}
+
+impl CgroupMemory {
+    /// Finds the daemon's memory cgroup from `/proc/self/cgroup`, under the cgroup mounts at
+    /// `<sys>/fs/cgroup` (v2) or `<sys>/fs/cgroup/memory` (v1). Inside a cgroup namespace the
+    /// mount's root is the cgroup itself, so the mount root is tried when the path is not found.
+    fn discover(proc_root: &Path, sys_root: &Path) -> Option<CgroupMemory> {
+        let source = Source::under(proc_root, "self/cgroup");
+        let mut buf = String::new();
+        let entries = match source.parse(&mut buf, parse_proc_cgroup) {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::debug!(%error, "no cgroup information: memory is the host's");
+                return None;
+            }
+        };
+        let cgroup_root = sys_root.join("fs/cgroup");
+        let v1 = entries.iter().find(|e| e.has_memory_controller());
+        let v2 = entries.iter().find(|e| e.is_v2());
+        if let Some(entry) = v1 {
+            let mount = cgroup_root.join("memory");
+            if let Some(dir) = find_dir(&mount, &entry.path, "memory.limit_in_bytes") {
+                return Some(CgroupMemory {
+                    version: Version::V1,
+                    path: entry.path.clone(),
+                    limit: Source::new(dir.join("memory.limit_in_bytes")),
+                    usage: Source::new(dir.join("memory.usage_in_bytes")),
+                    stat: Source::new(dir.join("memory.stat")),
+                });
+            }
+        }
+        if let Some(entry) = v2
+            && let Some(dir) = find_dir(&cgroup_root, &entry.path, "memory.max")
+        {
+            return Some(CgroupMemory {
+                version: Version::V2,
+                path: entry.path.clone(),
+                limit: Source::new(dir.join("memory.max")),
+                usage: Source::new(dir.join("memory.current")),
+                stat: Source::new(dir.join("memory.stat")),
+            });
+        }
+        None
+    }
+
+    fn scope(&self) -> MemoryScope {
+        match self.version {
+            Version::V1 => MemoryScope::CgroupV1 {
+                path: self.path.clone(),
+            },
+            Version::V2 => MemoryScope::CgroupV2 {
+                path: self.path.clone(),
+            },
+        }
+    }
+
+    fn inactive_file_key(&self) -> &'static str {
+        match self.version {
+            Version::V1 => "total_inactive_file",
+            Version::V2 => "inactive_file",
+        }
+    }
+}
+
+/// `<mount>/<path>` if it holds `file`, else `<mount>` if that does.
+fn find_dir(mount: &Path, path: &str, file: &str) -> Option<PathBuf> {
+    let nested = mount.join(path.trim_start_matches('/'));
+    [nested, mount.to_path_buf()]
+        .into_iter()
+        .find(|dir| dir.join(file).is_file())
+}
+
+/// Reads memory figures: the host's from `/proc/meminfo`, or the cgroup's when its limit is
+/// below the host's total.
+#[derive(Debug)]
+pub struct MemorySampler {
+    meminfo: Source,
+    cgroup: Option<CgroupMemory>,
+    buf: String,
+}
+
+/// A memory reading, and the problem with the cgroup files if they could not be used.
+#[derive(Debug)]
+pub struct MemoryOutcome {
+    /// The reading (host scope when the cgroup could not be read).
+    pub reading: Result<MemoryReading, SampleError>,
+    /// Why the cgroup's figures were not used although the daemon is in a memory cgroup.
+    pub cgroup_problem: Option<SampleError>,
+}
+
+impl MemorySampler {
+    /// A sampler over `<proc_root>/meminfo` and the cgroup files under `<sys_root>/fs/cgroup`.
+    pub fn new(proc_root: &Path, sys_root: &Path) -> Self {
+        MemorySampler {
+            meminfo: Source::under(proc_root, "meminfo"),
+            cgroup: CgroupMemory::discover(proc_root, sys_root),
+            buf: String::with_capacity(4096),
+        }
+    }
+
+    /// Reads the figures once.
+    pub fn sample(&mut self) -> MemoryOutcome {
+        let host = match self.meminfo.parse(&mut self.buf, parse_meminfo) {
+            Ok(host) => host,
+            Err(error) => {
+                return MemoryOutcome {
+                    reading: Err(error),
+                    cgroup_problem: None,
+                };
+            }
+        };
+        let swap_used = host.swap_total.saturating_sub(host.swap_free);
+        let host_reading = MemoryReading {
+            total_bytes: host.total,
+            used_bytes: host.total.saturating_sub(host.available),
+            available_bytes: host.available,
+            swap_total_bytes: host.swap_total,
+            swap_used_bytes: swap_used,
+            scope: MemoryScope::Host,
+        };
+        let Some(cgroup) = &self.cgroup else {
+            return MemoryOutcome {
+                reading: Ok(host_reading),
+                cgroup_problem: None,
+            };
+        };
+        match read_cgroup(cgroup, &mut self.buf) {
+            Ok(Some((limit, used))) if limit < host.total => {
+                let used = used.min(limit);
+                MemoryOutcome {
+                    reading: Ok(MemoryReading {
+                        total_bytes: limit,
+                        used_bytes: used,
+                        available_bytes: limit - used,
+                        swap_total_bytes: host.swap_total,
+                        swap_used_bytes: swap_used,
+                        scope: cgroup.scope(),
+                    }),
+                    cgroup_problem: None,
+                }
+            }
+            Ok(_) => MemoryOutcome {
+                reading: Ok(host_reading),
+                cgroup_problem: None,
+            },
+            Err(error) => MemoryOutcome {
+                reading: Ok(host_reading),
+                cgroup_problem: Some(error),
+            },
+        }
+    }
+}
+
+/// The cgroup's limit and its working set (usage less inactive file cache, as the kernel would
+/// reclaim that first), or `None` when it has no limit.
+fn read_cgroup(cgroup: &CgroupMemory, buf: &mut String) -> Result<Option<(u64, u64)>, SampleError> {
+    let Some(limit) = cgroup.limit.parse(buf, parse_cgroup_limit)? else {
+        return Ok(None);
+    };
+    let usage = cgroup.usage.parse(buf, parse_cgroup_u64)?;
+    let key = cgroup.inactive_file_key();
+    let inactive = cgroup
+        .stat
+        .parse(buf, |file, text| parse_memory_stat_key(file, text, key))?;
+    Ok(Some((limit, usage.saturating_sub(inactive))))
+}

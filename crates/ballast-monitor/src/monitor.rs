@@ -1,0 +1,257 @@
+//! The [`Monitor`]: every sampler together, producing one [`Sample`] per call.
+
+use std::path::{Path, PathBuf};
+
+use ballast_core::tier::HardwareFacts;
+use ballast_core::{
+    CpuReading, DiskReading, GpuReading, MemoryReading, Metric, PluginUsage, ProcessReading,
+    PsiReading, PsiReadings, Sample, Timestamp,
+};
+
+use crate::cpu::{CpuSampler, ProcessSampler};
+use crate::disk::DiskSampler;
+use crate::gpu::{GpuSampler, NvmlSource};
+use crate::memory::MemorySampler;
+use crate::parse::parse_psi;
+use crate::reasons::Reasons;
+use crate::source::{SampleError, Source};
+
+/// Where the monitor reads from. Tests point the roots at fixture trees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// The proc file system, `/proc` on a real machine.
+    pub proc_root: PathBuf,
+    /// The sys file system, `/sys` on a real machine (cgroups are under `fs/cgroup`).
+    pub sys_root: PathBuf,
+    /// Paths whose file systems' space is watched (the data directory by default).
+    pub disk_paths: Vec<PathBuf>,
+    /// Where NVML comes from.
+    pub nvml: NvmlSource,
+}
+
+impl Default for MonitorConfig {
+    /// The real machine: `/proc`, `/sys`, the system's NVML, no disk paths.
+    fn default() -> Self {
+        MonitorConfig {
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+            disk_paths: Vec::new(),
+            nvml: NvmlSource::System,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// Whether the roots are the real machine's (`/proc` and `/sys`).
+    pub fn is_real_machine(&self) -> bool {
+        self.proc_root == Path::new("/proc") && self.sys_root == Path::new("/sys")
+    }
+}
+
+/// One PSI file.
+#[derive(Debug)]
+struct PsiSource {
+    key: &'static str,
+    source: Source,
+}
+
+impl PsiSource {
+    fn read(&self, buf: &mut String) -> Metric<PsiReading> {
+        match self.source.parse(buf, parse_psi) {
+            Ok(reading) => Metric::available(reading),
+            Err(error) if error.is_not_found() => Metric::unavailable(format!(
+                "no pressure stall information: {} does not exist (kernel without PSI, or \
+                 booted with psi=0)",
+                self.source.name
+            )),
+            Err(error) => Metric::unavailable(error.to_string()),
+        }
+    }
+}
+
+/// Every sampler of the machine. Each call to [`Monitor::sample`] reads a handful of small files
+/// (targeted reads only: no process list, no full refresh) and asks NVML about each GPU.
+///
+/// Nothing read from outside can make it panic: a file that cannot be read or parsed makes its
+/// metric [`Metric::Unavailable`] with the reason, which is logged once, not on every sample.
+#[derive(Debug)]
+pub struct Monitor {
+    config: MonitorConfig,
+    memory: MemorySampler,
+    cpu: CpuSampler,
+    psi: [PsiSource; 3],
+    disks: DiskSampler,
+    gpu: GpuSampler,
+    process: ProcessSampler,
+    plugins: Vec<PluginUsage>,
+    reasons: Reasons,
+    buf: String,
+}
+
+impl Monitor {
+    /// A monitor reading from `config`'s roots. It never fails: what cannot be read is reported
+    /// unavailable in each sample. NVML is loaded here, once.
+    pub fn new(config: MonitorConfig) -> Self {
+        let proc = config.proc_root.as_path();
+        let mut monitor = Monitor {
+            memory: MemorySampler::new(proc, &config.sys_root),
+            cpu: CpuSampler::new(proc),
+            psi: [
+                PsiSource {
+                    key: "psi.cpu",
+                    source: Source::under(proc, "pressure/cpu"),
+                },
+                PsiSource {
+                    key: "psi.memory",
+                    source: Source::under(proc, "pressure/memory"),
+                },
+                PsiSource {
+                    key: "psi.io",
+                    source: Source::under(proc, "pressure/io"),
+                },
+            ],
+            disks: DiskSampler::new(&config.disk_paths),
+            gpu: GpuSampler::new(&config.nvml),
+            process: ProcessSampler::new(proc),
+            plugins: Vec::new(),
+            reasons: Reasons::default(),
+            buf: String::with_capacity(512),
+            config,
+        };
+        // The first CPU reading is the baseline the next sample's utilization is measured from.
+        let _ = monitor.cpu.sample();
+        monitor
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    /// Takes one sample at `now`.
+    pub fn sample(&mut self, now: Timestamp) -> Sample {
+        Sample {
+            at: now,
+            memory: self.sample_memory(),
+            cpu: self.sample_cpu(),
+            psi: self.sample_psi(),
+            gpus: self.sample_gpus(),
+            disks: self.sample_disks(),
+            daemon: self.sample_daemon(now),
+            plugins: self.plugins.clone(),
+        }
+    }
+
+    /// Memory: the host's, or the cgroup's when its limit is lower.
+    pub fn sample_memory(&mut self) -> Metric<MemoryReading> {
+        let outcome = self.memory.sample();
+        let cgroup_problem = outcome
+            .cgroup_problem
+            .map(|e| format!("{e}; memory figures are the host's instead of the cgroup's"));
+        self.reasons
+            .note_reason("memory.cgroup", cgroup_problem.as_deref());
+        let metric = into_metric(outcome.reading);
+        self.reasons.note("memory", &metric);
+        metric
+    }
+
+    /// CPU utilization since the previous call, load averages and cores.
+    pub fn sample_cpu(&mut self) -> Metric<CpuReading> {
+        let metric = match self.cpu.sample() {
+            Ok(reading) => Metric::available(reading),
+            // Not ready is expected on the first sample and not worth a log line.
+            Err(SampleError::NotReady(reason)) => return Metric::unavailable(reason),
+            Err(error) => Metric::unavailable(error.to_string()),
+        };
+        self.reasons.note("cpu", &metric);
+        metric
+    }
+
+    /// The three PSI files.
+    pub fn sample_psi(&mut self) -> PsiReadings {
+        let [cpu, memory, io] = &self.psi;
+        let readings = PsiReadings {
+            cpu: cpu.read(&mut self.buf),
+            memory: memory.read(&mut self.buf),
+            io: io.read(&mut self.buf),
+        };
+        for (source, metric) in self
+            .psi
+            .iter()
+            .zip([&readings.cpu, &readings.memory, &readings.io])
+        {
+            self.reasons.note(source.key, metric);
+        }
+        readings
+    }
+
+    /// The watched paths' file systems.
+    pub fn sample_disks(&mut self) -> Vec<Metric<DiskReading>> {
+        let disks = self.disks.sample();
+        for (path, metric) in self.disks.paths().zip(&disks) {
+            self.reasons.note(path, metric);
+        }
+        disks
+    }
+
+    /// Every GPU NVML sees.
+    pub fn sample_gpus(&mut self) -> Metric<Vec<GpuReading>> {
+        let metric = self.gpu.sample();
+        self.reasons.note("gpu", &metric);
+        metric
+    }
+
+    /// The daemon's own RSS and CPU use (CPU measured between calls, at `now`).
+    pub fn sample_daemon(&mut self, now: Timestamp) -> Metric<ProcessReading> {
+        let metric = match self.process.sample(now) {
+            Ok(reading) => Metric::available(reading),
+            Err(SampleError::NotReady(reason)) => return Metric::unavailable(reason),
+            Err(error) => Metric::unavailable(error.to_string()),
+        };
+        self.reasons.note("daemon", &metric);
+        metric
+    }
+
+    /// Replaces the per-plugin figures the host reported; later samples carry them.
+    pub fn set_plugin_usage(&mut self, plugins: Vec<PluginUsage>) {
+        self.plugins = plugins;
+    }
+
+    /// Loads NVML again, e.g. after a driver was installed or a GPU appeared.
+    pub fn reload_gpu(&mut self) {
+        self.gpu = GpuSampler::new(&self.config.nvml);
+    }
+
+    /// Detects the facts tier classification needs: memory (the cgroup limit when lower),
+    /// cores and GPUs. Physical cores and the CPU architecture come from sysinfo, and only when
+    /// the roots are the real machine's.
+    pub fn hardware_facts(&mut self) -> Result<HardwareFacts, SampleError> {
+        let memory = self.memory.sample().reading?;
+        let cores = self.cpu.cores()?;
+        let (physical_cores, cpu_arch) = if self.config.is_real_machine() {
+            (
+                sysinfo::System::physical_core_count()
+                    .ok()
+                    .and_then(|n| u32::try_from(n).ok()),
+                Some(sysinfo::System::cpu_arch()),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(HardwareFacts {
+            memory_total_bytes: memory.total_bytes,
+            memory_scope: memory.scope,
+            cores,
+            physical_cores,
+            cpu_arch,
+            gpus: self.gpu.facts(),
+        })
+    }
+}
+
+fn into_metric<T>(result: Result<T, SampleError>) -> Metric<T> {
+    match result {
+        Ok(value) => Metric::available(value),
+        Err(error) => Metric::unavailable(error.to_string()),
+    }
+}

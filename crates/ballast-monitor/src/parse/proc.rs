@@ -1,0 +1,286 @@
+//! Parsers for the /proc files: `meminfo`, `stat`, `loadavg`, `self/stat` and `self/statm`.
+
+use super::{ParseError, Problem, error, parse_f64, parse_u64, unexpected};
+
+/// The figures of `/proc/meminfo` the monitor uses, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meminfo {
+    /// `MemTotal`.
+    pub total: u64,
+    /// `MemAvailable`, or `MemFree + Buffers + Cached` on kernels without it.
+    pub available: u64,
+    /// `SwapTotal` (0 when absent).
+    pub swap_total: u64,
+    /// `SwapFree` (0 when absent).
+    pub swap_free: u64,
+}
+
+/// Parses `/proc/meminfo` (`Key:   value kB` lines). `MemTotal` is required, and either
+/// `MemAvailable` or `MemFree`; lines the monitor does not use are skipped unread.
+pub fn parse_meminfo(file: &str, text: &str) -> Result<Meminfo, ParseError> {
+    let mut total = None;
+    let mut available = None;
+    let mut free = None;
+    let mut buffers = 0;
+    let mut cached = 0;
+    let mut swap_total = 0;
+    let mut swap_free = 0;
+    let mut any_line = false;
+    for (index, line) in text.lines().enumerate() {
+        let n = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        any_line = true;
+        let Some((key, rest)) = line.split_once(':') else {
+            return Err(unexpected(file, n, "`Key: value kB`", line));
+        };
+        let field: &'static str = match key {
+            "MemTotal" => "MemTotal",
+            "MemAvailable" => "MemAvailable",
+            "MemFree" => "MemFree",
+            "Buffers" => "Buffers",
+            "Cached" => "Cached",
+            "SwapTotal" => "SwapTotal",
+            "SwapFree" => "SwapFree",
+            _ => continue,
+        };
+        let value = kilobytes(file, n, field, rest)?;
+        match field {
+            "MemTotal" => total = Some(value),
+            "MemAvailable" => available = Some(value),
+            "MemFree" => free = Some(value),
+            "Buffers" => buffers = value,
+            "Cached" => cached = value,
+            "SwapTotal" => swap_total = value,
+            _ => swap_free = value,
+        }
+    }
+    if !any_line {
+        return Err(error(file, Problem::Empty));
+    }
+    let total = total.ok_or_else(|| error(file, Problem::Missing("MemTotal")))?;
+    let available = match (available, free) {
+        (Some(a), _) => a,
+        (None, Some(f)) => f.saturating_add(buffers).saturating_add(cached),
+        (None, None) => return Err(error(file, Problem::Missing("MemAvailable or MemFree"))),
+    };
+    Ok(Meminfo {
+        total,
+        available: available.min(total),
+        swap_total,
+        swap_free: swap_free.min(swap_total),
+    })
+}
+
+/// `  123456 kB` as bytes.
+fn kilobytes(file: &str, n: usize, field: &'static str, rest: &str) -> Result<u64, ParseError> {
+    let mut words = rest.split_ascii_whitespace();
+    let number = words.next().unwrap_or("");
+    let value = parse_u64(file, n, field, number)?;
+    match (words.next(), words.next()) {
+        (None, None) => Ok(value),
+        (Some("kB"), None) => Ok(value.saturating_mul(1024)),
+        _ => Err(unexpected(file, n, "a number of kB", rest.trim())),
+    }
+}
+
+/// Cumulative CPU time of the whole machine, in clock ticks, from the `cpu` line of `/proc/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Busy time: everything but idle and iowait.
+    pub busy: u64,
+    /// All time: user, nice, system, idle, iowait, irq, softirq and steal.
+    pub total: u64,
+    /// Logical cores: the number of `cpuN` lines.
+    pub cores: u32,
+}
+
+/// Parses `/proc/stat`: the aggregate `cpu` line (at least user, nice, system and idle) and the
+/// count of `cpuN` lines. Other lines are skipped.
+pub fn parse_proc_stat(file: &str, text: &str) -> Result<CpuTimes, ParseError> {
+    const NAMES: [&str; 8] = [
+        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+    ];
+    let mut times = None;
+    let mut cores: u32 = 0;
+    for (index, line) in text.lines().enumerate() {
+        let n = index + 1;
+        let mut words = line.split_ascii_whitespace();
+        match words.next() {
+            Some("cpu") => {
+                if times.is_some() {
+                    return Err(error(
+                        file,
+                        Problem::Duplicate {
+                            line: n,
+                            what: "cpu",
+                        },
+                    ));
+                }
+                let mut values = [0u64; 8];
+                let mut count = 0;
+                for (slot, (word, name)) in values.iter_mut().zip(words.zip(NAMES)) {
+                    *slot = parse_u64(file, n, name, word)?;
+                    count += 1;
+                }
+                if count < 4 {
+                    return Err(unexpected(file, n, "at least 4 numbers after `cpu`", line));
+                }
+                let total = values.iter().fold(0u64, |a, v| a.saturating_add(*v));
+                let idle = values[3].saturating_add(values[4]);
+                times = Some((total.saturating_sub(idle), total));
+            }
+            Some(word)
+                if word.len() > 3
+                    && word.starts_with("cpu")
+                    && word[3..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                cores = cores.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+    if text.trim().is_empty() {
+        return Err(error(file, Problem::Empty));
+    }
+    let (busy, total) = times.ok_or_else(|| error(file, Problem::Missing("the `cpu` line")))?;
+    Ok(CpuTimes {
+        busy,
+        total,
+        cores: cores.max(1),
+    })
+}
+
+/// Parses `/proc/loadavg` (`0.52 0.40 0.33 1/234 5678`): the three load averages.
+pub fn parse_loadavg(file: &str, text: &str) -> Result<[f64; 3], ParseError> {
+    let mut words = text.split_ascii_whitespace();
+    let mut out = [0.0; 3];
+    for (slot, name) in out.iter_mut().zip(["load1", "load5", "load15"]) {
+        let Some(word) = words.next() else {
+            if text.trim().is_empty() {
+                return Err(error(file, Problem::Empty));
+            }
+            return Err(error(file, Problem::Missing("three load averages")));
+        };
+        *slot = parse_f64(file, 1, name, word)?;
+    }
+    Ok(out)
+}
+
+/// CPU time a process has used, in clock ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessTimes {
+    /// User plus system time.
+    pub ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat`: utime and stime (fields 14 and 15). The command name (field 2) is
+/// in parentheses and may itself hold spaces and parentheses, so fields are counted from the
+/// last `)`.
+pub fn parse_self_stat(file: &str, text: &str) -> Result<ProcessTimes, ParseError> {
+    if text.trim().is_empty() {
+        return Err(error(file, Problem::Empty));
+    }
+    let Some(close) = text.rfind(')') else {
+        return Err(unexpected(file, 1, "`pid (comm) state ...`", text));
+    };
+    let mut fields = text[close + 1..].split_ascii_whitespace();
+    // After `)` come field 3 (state) and onwards, so utime (field 14) is the 12th word.
+    let utime = fields.nth(11);
+    let stime = fields.next();
+    match (utime, stime) {
+        (Some(u), Some(s)) => {
+            let utime = parse_u64(file, 1, "utime", u)?;
+            let stime = parse_u64(file, 1, "stime", s)?;
+            Ok(ProcessTimes {
+                ticks: utime.saturating_add(stime),
+            })
+        }
+        _ => Err(error(
+            file,
+            Problem::Missing("utime and stime (fields 14 and 15)"),
+        )),
+    }
+}
+
+/// Parses `/proc/<pid>/statm`: the resident set size, in pages (the second field).
+pub fn parse_statm_resident_pages(file: &str, text: &str) -> Result<u64, ParseError> {
+    let mut words = text.split_ascii_whitespace();
+    match (words.next(), words.next()) {
+        (Some(_), Some(resident)) => parse_u64(file, 1, "resident", resident),
+        (None, _) => Err(error(file, Problem::Empty)),
+        (Some(_), None) => Err(error(file, Problem::Missing("the resident field"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_falls_back_to_free_buffers_cached() {
+        let m = parse_meminfo(
+            "meminfo",
+            "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 10 kB\nCached: 20 kB\n",
+        )
+        .unwrap();
+        assert_eq!(m.available, 130 * 1024);
+        assert_eq!(m.swap_total, 0);
+    }
+
+    #[test]
+    fn meminfo_errors_name_the_field() {
+        let e = parse_meminfo("meminfo", "MemTotal: lots kB\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "meminfo: line 1: `MemTotal` is not a valid number: `lots`"
+        );
+        let e = parse_meminfo("meminfo", "MemFree: 1 kB\n").unwrap_err();
+        assert_eq!(e.to_string(), "meminfo: missing MemTotal");
+        let e = parse_meminfo("meminfo", "MemTotal 1 kB\n").unwrap_err();
+        assert!(e.to_string().contains("expected `Key: value kB`"), "{e}");
+    }
+
+    #[test]
+    fn stat_counts_cores_and_busy_time() {
+        let t = parse_proc_stat(
+            "stat",
+            "cpu  10 0 10 70 10 0 0 0 0 0\ncpu0 5 0 5 35 5 0 0 0 0 0\ncpu1 5 0 5 35 5 0 0 0 0 0\nintr 1 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            CpuTimes {
+                busy: 20,
+                total: 100,
+                cores: 2
+            }
+        );
+        let e = parse_proc_stat("stat", "cpu 1 2\n").unwrap_err();
+        assert!(e.to_string().contains("at least 4 numbers"), "{e}");
+    }
+
+    #[test]
+    fn self_stat_counts_from_the_last_parenthesis() {
+        let text = "42 (we (ird) name) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 1 2 3";
+        assert_eq!(
+            parse_self_stat("stat", text).unwrap(),
+            ProcessTimes { ticks: 10 }
+        );
+        assert!(parse_self_stat("stat", "42 (x) S 1").is_err());
+    }
+
+    #[test]
+    fn loadavg_and_statm() {
+        assert_eq!(
+            parse_loadavg("loadavg", "0.52 0.40 0.33 1/234 5678\n").unwrap(),
+            [0.52, 0.40, 0.33]
+        );
+        assert!(parse_loadavg("loadavg", "0.5 nan 1").is_err());
+        assert_eq!(
+            parse_statm_resident_pages("statm", "100 25 3 1 0 20 0\n").unwrap(),
+            25
+        );
+    }
+}

@@ -1,0 +1,218 @@
+/*
+ * A fake libnvidia-ml.so for ballast-monitor's tests: it exports the NVML functions that
+ * nvml-wrapper calls for a sample, with values scripted in a file named fake-nvml.conf in the
+ * same directory as the library. Each test copies the library into its own directory, so that
+ * every copy is loaded separately and has its own script.
+ *
+ * Script lines ("#" starts a comment):
+ *   init RC                  return code of nvmlInit_v2 (0 = success, 9 = driver not loaded)
+ *   count N                  number of devices (at most 8)
+ *   I name TEXT              device I's name
+ *   I memory_total BYTES     device I's memory
+ *   I memory_used BYTES
+ *   I utilization PERCENT
+ *   I temperature CELSIUS
+ *   I power_mw MILLIWATTS
+ *   I temperature_rc RC      return code of its temperature call (3 = not supported)
+ *   I power_rc RC            return code of its power call
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEVICES 8
+#define NVML_SUCCESS 0
+#define NVML_ERROR_UNINITIALIZED 1
+#define NVML_ERROR_INVALID_ARGUMENT 2
+#define NVML_ERROR_INSUFFICIENT_SIZE 7
+#define NVML_ERROR_ARGUMENT_VERSION_MISMATCH 25
+
+struct fake_device {
+    char name[96];
+    unsigned long long memory_total;
+    unsigned long long memory_used;
+    unsigned int utilization;
+    unsigned int temperature;
+    unsigned int power_mw;
+    int temperature_rc;
+    int power_rc;
+};
+
+typedef struct fake_device *nvmlDevice_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned long long total;
+    unsigned long long reserved;
+    unsigned long long free;
+    unsigned long long used;
+} nvmlMemory_v2_t;
+
+typedef struct {
+    unsigned int gpu;
+    unsigned int memory;
+} nvmlUtilization_t;
+
+static struct fake_device devices[MAX_DEVICES];
+static unsigned int device_count = 0;
+static int init_rc = 0;
+static int initialized = 0;
+
+static void load_script(void) {
+    Dl_info info;
+    char path[4096];
+    char line[512];
+    memset(devices, 0, sizeof devices);
+    device_count = 0;
+    init_rc = 0;
+    if (dladdr((void *)load_script, &info) == 0 || info.dli_fname == NULL) {
+        return;
+    }
+    snprintf(path, sizeof path, "%s", info.dli_fname);
+    char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        return;
+    }
+    snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "fake-nvml.conf");
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        return;
+    }
+    while (fgets(line, sizeof line, file) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0') {
+            continue;
+        }
+        char key[64];
+        unsigned int index;
+        int consumed = 0;
+        if (sscanf(line, "init %d", &init_rc) == 1) {
+            continue;
+        }
+        if (sscanf(line, "count %u", &device_count) == 1) {
+            if (device_count > MAX_DEVICES) {
+                device_count = MAX_DEVICES;
+            }
+            continue;
+        }
+        if (sscanf(line, "%u %63s %n", &index, key, &consumed) < 2 || index >= MAX_DEVICES) {
+            continue;
+        }
+        struct fake_device *d = &devices[index];
+        const char *value = line + consumed;
+        if (strcmp(key, "name") == 0) {
+            snprintf(d->name, sizeof d->name, "%s", value);
+        } else if (strcmp(key, "memory_total") == 0) {
+            d->memory_total = strtoull(value, NULL, 10);
+        } else if (strcmp(key, "memory_used") == 0) {
+            d->memory_used = strtoull(value, NULL, 10);
+        } else if (strcmp(key, "utilization") == 0) {
+            d->utilization = (unsigned int)strtoul(value, NULL, 10);
+        } else if (strcmp(key, "temperature") == 0) {
+            d->temperature = (unsigned int)strtoul(value, NULL, 10);
+        } else if (strcmp(key, "power_mw") == 0) {
+            d->power_mw = (unsigned int)strtoul(value, NULL, 10);
+        } else if (strcmp(key, "temperature_rc") == 0) {
+            d->temperature_rc = atoi(value);
+        } else if (strcmp(key, "power_rc") == 0) {
+            d->power_rc = atoi(value);
+        }
+    }
+    fclose(file);
+}
+
+int nvmlInit_v2(void) {
+    load_script();
+    if (init_rc == 0) {
+        initialized = 1;
+    }
+    return init_rc;
+}
+
+int nvmlShutdown(void) {
+    initialized = 0;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetCount_v2(unsigned int *count) {
+    if (!initialized) {
+        return NVML_ERROR_UNINITIALIZED;
+    }
+    if (count == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    *count = device_count;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+    if (!initialized) {
+        return NVML_ERROR_UNINITIALIZED;
+    }
+    if (device == NULL || index >= device_count) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    *device = &devices[index];
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+    if (device == NULL || name == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    if (strlen(device->name) + 1 > length) {
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    snprintf(name, length, "%s", device->name);
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
+    if (device == NULL || memory == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    if ((memory->version >> 24) != 2 || (memory->version & 0xffffff) != sizeof(nvmlMemory_v2_t)) {
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    }
+    memory->total = device->memory_total;
+    memory->reserved = 0;
+    memory->used = device->memory_used;
+    memory->free = device->memory_total > device->memory_used
+                       ? device->memory_total - device->memory_used
+                       : 0;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *utilization) {
+    if (device == NULL || utilization == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    utilization->gpu = device->utilization;
+    utilization->memory = 0;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetTemperature(nvmlDevice_t device, int sensor, unsigned int *temperature) {
+    (void)sensor;
+    if (device == NULL || temperature == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    if (device->temperature_rc != 0) {
+        return device->temperature_rc;
+    }
+    *temperature = device->temperature;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
+    if (device == NULL || power == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    if (device->power_rc != 0) {
+        return device->power_rc;
+    }
+    *power = device->power_mw;
+    return NVML_SUCCESS;
+}

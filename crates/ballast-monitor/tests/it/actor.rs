@@ -1,0 +1,153 @@
+//! The MonitorActor on tokio's paused clock: the tick, the pressure trigger (which must not
+//! wait for the tick), pre-flight requests and the fallback when triggers are not permitted.
+
+use std::time::Duration;
+
+use actix::{Actor, Message};
+use ballast_core::{PluginUsage, Sample, Timestamp};
+use ballast_monitor::{
+    ManualTrigger, Monitor, MonitorActor, Preflight, PsiTrigger, ReportPluginUsage, Subscribe,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::machine::FakeMachine;
+
+/// A subscriber's own message type, as another crate would define it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Observed(Sample);
+
+impl From<Sample> for Observed {
+    fn from(sample: Sample) -> Self {
+        Observed(sample)
+    }
+}
+
+struct Collector(mpsc::UnboundedSender<Sample>);
+
+impl Actor for Collector {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Observed> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: Observed, _ctx: &mut Self::Context) {
+        let _ = self.0.send(msg.0);
+    }
+}
+
+fn channel_subscriber() -> (Subscribe, mpsc::UnboundedReceiver<Sample>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Subscribe::callback(move |s| tx.send(s.clone()).is_ok()), rx)
+}
+
+fn fixed_clock() -> Timestamp {
+    Timestamp::from_secs(1_000)
+}
+
+#[actix::test]
+async fn publishes_a_sample_at_start_and_on_every_tick() {
+    tokio::time::pause();
+    let machine = FakeMachine::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let actor = MonitorActor::new(Monitor::new(machine.config()))
+        .with_interval(Duration::from_secs(1))
+        .with_trigger(ballast_monitor::NoTrigger)
+        .with_clock(fixed_clock)
+        .with_subscriber(Subscribe::new(collector.recipient::<Observed>()));
+    let _addr = actor.start();
+    let start = Instant::now();
+    for _ in 0..4 {
+        let sample = rx.recv().await.unwrap();
+        assert_eq!(sample.at, fixed_clock());
+    }
+    // One sample at start, then one per tick: three ticks, three (virtual) seconds. The paused
+    // clock rounds timers up to the next millisecond, hence the range.
+    let elapsed = Instant::now() - start;
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+}
+
+#[actix::test]
+async fn a_pressure_trigger_publishes_without_waiting_for_the_tick() {
+    tokio::time::pause();
+    let machine = FakeMachine::new();
+    let (trigger, handle) = ManualTrigger::new();
+    let (subscribe, mut rx) = channel_subscriber();
+    let interval = Duration::from_secs(3600);
+    let addr = MonitorActor::new(Monitor::new(machine.config()))
+        .with_interval(interval)
+        .with_trigger(trigger)
+        .with_clock(fixed_clock)
+        .with_subscriber(subscribe)
+        .start();
+    let start = Instant::now();
+    rx.recv().await.unwrap();
+    // Make sure the actor has started (and armed the trigger) before firing it.
+    addr.send(Preflight).await.unwrap();
+    machine.write(
+        "proc/pressure/memory",
+        "some avg10=80.00 avg60=20.00 avg300=5.00 total=99999\nfull avg10=60.00 avg60=10.00 avg300=2.00 total=5000\n",
+    );
+    assert!(handle.fire());
+    let sample = rx.recv().await.unwrap();
+    assert_eq!(sample.psi.memory.value().unwrap().some.avg10, 80.0);
+    // The clock is paused and advances only when everything waits: had the sample come from the
+    // tick, an hour would have passed.
+    assert!(Instant::now() - start < interval);
+}
+
+#[actix::test]
+async fn preflight_returns_a_fresh_sample_without_publishing_it() {
+    tokio::time::pause();
+    let machine = FakeMachine::new();
+    let (subscribe, mut rx) = channel_subscriber();
+    let addr = MonitorActor::new(Monitor::new(machine.config()))
+        .with_interval(Duration::from_secs(3600))
+        .with_trigger(ballast_monitor::NoTrigger)
+        .with_clock(fixed_clock)
+        .with_subscriber(subscribe)
+        .start();
+    rx.recv().await.unwrap();
+    addr.send(ReportPluginUsage(vec![PluginUsage {
+        plugin: "voice".into(),
+        live_bytes: 10,
+        peak_bytes: 20,
+    }]))
+    .await
+    .unwrap();
+    let sample = addr.send(Preflight).await.unwrap();
+    assert_eq!(sample.plugins.len(), 1);
+    assert_eq!(sample.plugins[0].plugin, "voice");
+    assert!(
+        rx.try_recv().is_err(),
+        "a pre-flight sample is not published"
+    );
+}
+
+#[actix::test]
+async fn falls_back_to_the_tick_where_triggers_are_not_permitted() {
+    tokio::time::pause();
+    let machine = FakeMachine::new();
+    let (subscribe, mut rx) = channel_subscriber();
+    // No such file: the trigger cannot be armed, and the monitor keeps its tick.
+    let trigger = PsiTrigger::memory(machine.path("proc/pressure/missing"));
+    let _addr = MonitorActor::new(Monitor::new(machine.config()))
+        .with_interval(Duration::from_secs(2))
+        .with_trigger(trigger)
+        .with_clock(fixed_clock)
+        .with_subscriber(subscribe)
+        .start();
+    let start = Instant::now();
+    rx.recv().await.unwrap();
+    rx.recv().await.unwrap();
+    let elapsed = Instant::now() - start;
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+}

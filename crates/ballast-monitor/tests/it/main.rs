@@ -1,0 +1,9 @@
+//! Integration tests of ballast-monitor: the parsers on fixture files, the monitor on fixture
+//! trees, nvml-wrapper against the fake NVML library and the actor on tokio's paused clock.
+
+mod actor;
+mod fixtures;
+mod machine;
+mod monitor;
+mod nvml;
+mod props;

@@ -1,0 +1,49 @@
+//! Property tests: no parser panics, whatever text it is given.
+
+use ballast_monitor::parse::{
+    parse_cgroup_limit, parse_cgroup_u64, parse_loadavg, parse_meminfo, parse_memory_stat_key,
+    parse_proc_cgroup, parse_proc_stat, parse_psi, parse_self_stat, parse_statm_resident_pages,
+};
+use proptest::prelude::*;
+
+/// Arbitrary text, and text close to the real formats (the interesting malformed cases).
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "((some|full|cpu|cpu0|MemTotal:|[0-9]+:[a-z,]*:)( [a-z0-9=.:/()-]{0,14}){0,12}\n?){0,4}",
+        "[0-9 ()a-z.\n/:-]{0,80}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn no_parser_panics(text in text()) {
+        let _ = parse_psi("f", &text);
+        let _ = parse_meminfo("f", &text);
+        let _ = parse_proc_stat("f", &text);
+        let _ = parse_loadavg("f", &text);
+        let _ = parse_self_stat("f", &text);
+        let _ = parse_statm_resident_pages("f", &text);
+        let _ = parse_proc_cgroup("f", &text);
+        let _ = parse_cgroup_limit("f", &text);
+        let _ = parse_cgroup_u64("f", &text);
+        let _ = parse_memory_stat_key("f", &text, "inactive_file");
+    }
+
+    #[test]
+    fn psi_round_trips_what_the_kernel_writes(
+        avg in proptest::array::uniform3(0u32..10_000),
+        total in any::<u64>(),
+    ) {
+        let text = format!(
+            "some avg10={}.{:02} avg60={}.{:02} avg300={}.{:02} total={total}\n",
+            avg[0] / 100, avg[0] % 100, avg[1] / 100, avg[1] % 100, avg[2] / 100, avg[2] % 100
+        );
+        let reading = parse_psi("f", &text).unwrap();
+        prop_assert_eq!(reading.some.total_us, total);
+        prop_assert!((reading.some.avg10 - f64::from(avg[0]) / 100.0).abs() < 1e-9);
+        prop_assert!(reading.full.is_none());
+    }
+}
