@@ -1,1 +1,45 @@
 //! The shedding policy as a pure state machine, and the ScalerActor.
+//!
+//! [`Scaler`] turns the predictor's [`ballast_core::Assessment`]s into shed and restore
+//! [`ballast_core::Command`]s, one step at a time and lowest priority first, and records every
+//! [`ballast_core::decision::Decision`] with the figures and the rule behind it. It is written in
+//! the sans-IO style: time is an argument of every `handle_*` call, outputs are drained with
+//! `poll_*`, and [`Scaler::poll_timeout`] says when it wants to be woken. It never reads a clock,
+//! never sleeps and never does IO, so the daemon, `ballast simulate` and the property tests run
+//! the very same code.
+//!
+//! The policy, in order of urgency:
+//!
+//! 1. **Emergency**: a resource at its emergency threshold sheds every non-essential plugin in
+//!    one evaluation, pinned ones included, without a cool-down.
+//! 2. **Hard limit**: a resource at its shed threshold takes one step on the lowest-priority
+//!    plugin that may be touched (a lower level if it has one, else disable, or suspend when
+//!    `prefer_suspend` is set and it can be suspended), then waits for the cool-down. For GPU
+//!    resources, plugins that declare GPU use go first.
+//! 3. **Soft limit**: between the soft limit and the shed threshold the scaler warns once and
+//!    lowers concurrency limits one plugin per cool-down (the gentlest step).
+//! 4. **Restore**: after every resource stayed below its restore threshold for the stabilization
+//!    period (counted again after every step), one step back up, highest priority first, only if
+//!    the pre-flight check finds that the step's declared needs fit under every shed threshold.
+//!    A plugin shed again within its stabilization period after a restore has flapped: its next
+//!    stabilization doubles, up to `flap_backoff_max`.
+//!
+//! Pressure is `max(smoothed, forecast)` where the forecast counts only at or above
+//! `min_confidence`. Performance figures from the host (p95 latency over an objective, failure
+//! rate over a limit) take the same step down on that plugin, with that reason.
+//! Operator pins hold a plugin on or off, optionally until a time; only an emergency overrides
+//! them. In observe mode the scaler decides exactly as in enforce mode but sends no command.
+
+#![deny(missing_docs)]
+
+pub mod actor;
+pub mod config;
+mod error;
+mod scaler;
+
+pub use actor::ScalerActor;
+pub use config::{ConcurrencyConfig, MachineTotals, PluginPolicy, ScalerConfig, ThresholdsConfig};
+pub use error::ScalerError;
+pub use scaler::{PinTarget, Placement, PluginStatus, Scaler};
+
+pub use ballast_core::decision::{Action, Decision, DecisionKind, Mode, Rule};

@@ -1,0 +1,1302 @@
+//! The shedding policy as a sans-IO state machine: `handle_*(now, ..)` in, `poll_*()` out.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use ballast_core::decision::{
+    Action, Decision, DecisionKind, Mode, PerformanceFigures, ResourceFigures, Rule,
+};
+use ballast_core::{
+    Assessment, Command, Level, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
+    Resource, ThresholdProfile, Thresholds, Timestamp,
+};
+
+use crate::config::{DEFAULT_MIN_CALLS, MachineTotals, PluginPolicy, ScalerConfig};
+use crate::error::ScalerError;
+
+/// The number of resources, the size of the per-resource tables.
+const N_RESOURCES: usize = Resource::ALL.len();
+
+/// The flap count at which the back-off stops doubling (the cap applies long before).
+const MAX_FLAP_EXPONENT: u32 = 16;
+
+/// The position of `resource` in [`Resource::ALL`].
+const fn resource_index(resource: Resource) -> usize {
+    match resource {
+        Resource::Memory => 0,
+        Resource::Cpu => 1,
+        Resource::Gpu => 2,
+        Resource::GpuMemory => 3,
+        Resource::Disk => 4,
+        Resource::MemoryPressure => 5,
+        Resource::CpuPressure => 6,
+        Resource::IoPressure => 7,
+    }
+}
+
+/// What an operator pins a plugin to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum PinTarget {
+    /// Keep the plugin enabled at this level.
+    On {
+        /// The level to hold.
+        level: Level,
+    },
+    /// Keep the plugin off.
+    Off,
+}
+
+/// The state the scaler has put a plugin in (or, in observe mode, would have).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Placement {
+    /// Enabled at a level.
+    On {
+        /// The level.
+        level: Level,
+    },
+    /// Disabled or suspended.
+    Off {
+        /// Whether it was suspended (it resumes) rather than disabled (it is enabled again).
+        suspended: bool,
+        /// The level it had when it went off; a resume comes back at it.
+        level: Level,
+    },
+}
+
+/// What the scaler knows about one plugin, for the control API.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PluginStatus {
+    /// The plugin's name.
+    pub name: String,
+    /// Where the scaler has put it.
+    pub placement: Placement,
+    /// Whether its concurrency is lowered.
+    pub throttled: bool,
+    /// The operator's pin, if any, and until when.
+    pub pin: Option<(PinTarget, Option<Timestamp>)>,
+    /// Whether the host reported it failed.
+    pub failed: bool,
+    /// How many times in a row it was shed soon after a restore.
+    pub flaps: u32,
+    /// The calm time it needs before its next restore (doubled per flap).
+    pub stabilization: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pin {
+    target: PinTarget,
+    until: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    spec: PluginSpec,
+    policy: PluginPolicy,
+    n_levels: u32,
+    placement: Placement,
+    throttled: bool,
+    pin: Option<Pin>,
+    failed: bool,
+    reported: Option<PluginState>,
+    last_restore_at: Option<Timestamp>,
+    flaps: u32,
+    last_performance_step_at: Option<Timestamp>,
+    performance_base: Option<PluginStats>,
+}
+
+impl Slot {
+    /// The placement the scaler brings the plugin back to: full, or the pin's target.
+    fn target(&self) -> Placement {
+        match self.pin.map(|p| p.target) {
+            Some(PinTarget::Off) => Placement::Off {
+                suspended: false,
+                level: self.lowest_level(),
+            },
+            Some(PinTarget::On { level }) => Placement::On { level },
+            None => Placement::On { level: Level::FULL },
+        }
+    }
+
+    fn lowest_level(&self) -> Level {
+        Level(self.n_levels.saturating_sub(1))
+    }
+
+    /// Whether the plugin is below its target (shed further than it should be when calm).
+    fn below_target(&self) -> bool {
+        match (self.placement, self.target()) {
+            (_, Placement::Off { .. }) => false,
+            (Placement::Off { .. }, Placement::On { .. }) => true,
+            (Placement::On { level }, Placement::On { level: target }) => level > target,
+        }
+    }
+
+    /// Whether the policy may take a step on this plugin for pressure (not in an emergency).
+    fn sheddable(&self) -> bool {
+        !self.spec.essential
+            && self.pin.is_none()
+            && !self.failed
+            && matches!(self.placement, Placement::On { .. })
+    }
+
+    /// Declared utilization of `resource` at `placement`, if it can be known.
+    fn need(&self, placement: Placement, resource: Resource, machine: &MachineTotals) -> f64 {
+        let Placement::On { level } = placement else {
+            return 0.0;
+        };
+        if let Some(costs) = self.policy.cost.get(&resource) {
+            let index = (level.0 as usize).min(costs.len().saturating_sub(1));
+            return costs.get(index).copied().unwrap_or(0.0);
+        }
+        let hints = self.spec.hints.level(level);
+        match resource {
+            Resource::Memory => match machine.memory_bytes {
+                Some(total) if total > 0 => {
+                    let bytes = hints.memory_preferred_bytes.max(hints.memory_min_bytes);
+                    bytes as f64 / total as f64
+                }
+                _ => 0.0,
+            },
+            Resource::GpuMemory => match machine.gpu_memory_bytes {
+                Some(total) if total > 0 => hints.gpu_memory_bytes as f64 / total as f64,
+                _ => 0.0,
+            },
+            Resource::Cpu => match machine.cpu_cores {
+                Some(cores) if cores > 0.0 => self.spec.hints.cpu_share / cores,
+                _ => 0.0,
+            },
+            _ => 0.0,
+        }
+    }
+
+    fn uses(&self, resource: Resource) -> bool {
+        !resource.is_gpu()
+            || self.spec.hints.needs_gpu
+            || self
+                .policy
+                .cost
+                .get(&resource)
+                .is_some_and(|c| c.iter().any(|v| *v > 0.0))
+    }
+}
+
+/// Where pressure stands for one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Zone {
+    Calm,
+    Hold,
+    Soft,
+    Hard,
+    Emergency,
+}
+
+/// The shedding policy: a pure state machine.
+///
+/// Feed it [`Assessment`]s with [`Scaler::handle_assessment`], plugin events with
+/// [`Scaler::handle_plugin_event`] and expired timers with [`Scaler::handle_timeout`]; then drain
+/// [`Scaler::poll_command`], [`Scaler::poll_decision`] and [`Scaler::poll_warning`], and arm a
+/// timer for [`Scaler::poll_timeout`]. It never reads a clock, never sleeps and never does IO:
+/// every `now` is an argument, so the daemon, the simulator and the property tests run the same
+/// code.
+#[derive(Debug)]
+pub struct Scaler {
+    config: ScalerConfig,
+    profile: ThresholdProfile,
+    thresholds: [Thresholds; N_RESOURCES],
+    soft_limits: [f64; N_RESOURCES],
+    views: [Option<ResourceFigures>; N_RESOURCES],
+    soft_warned: [bool; N_RESOURCES],
+    /// Slots sorted by shed order: lowest priority first, then configuration order.
+    slots: Vec<Slot>,
+    now: Timestamp,
+    calm_since: Option<Timestamp>,
+    last_shed_at: Option<Timestamp>,
+    last_step_at: Option<Timestamp>,
+    nothing_to_shed_warned: bool,
+    preflight_warned: bool,
+    commands: VecDeque<Command>,
+    decisions: VecDeque<Decision>,
+    warnings: VecDeque<Decision>,
+}
+
+impl Scaler {
+    /// A scaler for `plugins` under `config`. All plugins are taken to start enabled at full
+    /// level. Fails with every problem of the configuration and the plugin list.
+    pub fn new(config: ScalerConfig, plugins: Vec<PluginSpec>) -> Result<Self, ScalerError> {
+        let mut problems = config.problems();
+        for (i, spec) in plugins.iter().enumerate() {
+            if spec.name.trim().is_empty() {
+                problems.push(format!("plugin #{}: name must not be empty", i + 1));
+            }
+            if plugins[..i].iter().any(|p| p.name == spec.name) {
+                problems.push(format!("plugin `{}`: listed twice", spec.name));
+            }
+            if !(spec.hints.cpu_share >= 0.0 && spec.hints.cpu_share.is_finite()) {
+                problems.push(format!(
+                    "plugin `{}`: hints.cpu_share must be a number at least 0",
+                    spec.name
+                ));
+            }
+        }
+        for (name, policy) in &config.plugins {
+            match plugins.iter().find(|p| &p.name == name) {
+                None => problems.push(format!("plugins.{name}: no plugin of that name")),
+                Some(spec) => {
+                    let n_levels = spec.hints.n_levels() as usize;
+                    for (resource, costs) in &policy.cost {
+                        if costs.len() > n_levels {
+                            problems.push(format!(
+                                "plugins.{name}.cost.{resource}: lists {} levels but the plugin has {n_levels}",
+                                costs.len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ScalerError::Config(problems));
+        }
+        let mut slots: Vec<Slot> = plugins
+            .into_iter()
+            .map(|spec| Slot {
+                policy: config.plugins.get(&spec.name).cloned().unwrap_or_default(),
+                n_levels: spec.hints.n_levels(),
+                spec,
+                placement: Placement::On { level: Level::FULL },
+                throttled: false,
+                pin: None,
+                failed: false,
+                reported: None,
+                last_restore_at: None,
+                flaps: 0,
+                last_performance_step_at: None,
+                performance_base: None,
+            })
+            .collect();
+        // A stable sort keeps configuration order among equal priorities.
+        slots.sort_by_key(|s| s.spec.priority);
+        let profile = config.profile();
+        let mut scaler = Scaler {
+            thresholds: [Thresholds::DEFAULT; N_RESOURCES],
+            soft_limits: [0.0; N_RESOURCES],
+            views: std::array::from_fn(|_| None),
+            soft_warned: [false; N_RESOURCES],
+            slots,
+            now: Timestamp::ZERO,
+            calm_since: None,
+            last_shed_at: None,
+            last_step_at: None,
+            nothing_to_shed_warned: false,
+            preflight_warned: false,
+            commands: VecDeque::new(),
+            decisions: VecDeque::new(),
+            warnings: VecDeque::new(),
+            profile: profile.clone(),
+            config,
+        };
+        scaler.apply_profile(profile);
+        Ok(scaler)
+    }
+
+    fn apply_profile(&mut self, profile: ThresholdProfile) {
+        for resource in Resource::ALL {
+            let i = resource_index(resource);
+            let t = profile.thresholds(resource);
+            self.thresholds[i] = t;
+            self.soft_limits[i] = self
+                .config
+                .soft_limits
+                .get(&resource)
+                .copied()
+                .unwrap_or(t.shed - self.config.soft_margin)
+                .clamp(0.0, t.shed);
+            if let Some(view) = &mut self.views[i] {
+                view.thresholds = t;
+                view.soft_limit = self.soft_limits[i];
+            }
+        }
+        self.profile = profile;
+    }
+
+    /// Switches to another threshold profile (a tier change). Plugin states are kept; the new
+    /// thresholds count from the next evaluation.
+    pub fn set_profile(&mut self, profile: ThresholdProfile) -> Result<(), ScalerError> {
+        let problems = profile.problems("profile");
+        if !problems.is_empty() {
+            return Err(ScalerError::Config(problems));
+        }
+        self.apply_profile(profile);
+        Ok(())
+    }
+
+    /// The threshold profile in force.
+    pub fn profile(&self) -> &ThresholdProfile {
+        &self.profile
+    }
+
+    /// Switches mode. Going from observe or advise to enforce forgets the steps that were only
+    /// recorded: each plugin's placement becomes what the host last reported (full when it never
+    /// reported), and the cool-down and stabilization clocks start again, so enforcement begins
+    /// from the machine as it is rather than with a burst of catch-up commands.
+    pub fn set_mode(&mut self, mode: Mode) {
+        let was = self.config.mode;
+        self.config.mode = mode;
+        if was != Mode::Enforce && mode == Mode::Enforce {
+            for slot in &mut self.slots {
+                slot.placement = match &slot.reported {
+                    Some(PluginState::Enabled { level }) => Placement::On { level: *level },
+                    Some(PluginState::Suspended) => Placement::Off {
+                        suspended: true,
+                        level: slot.lowest_level(),
+                    },
+                    Some(PluginState::Disabled | PluginState::Loaded) => Placement::Off {
+                        suspended: false,
+                        level: slot.lowest_level(),
+                    },
+                    _ => Placement::On { level: Level::FULL },
+                };
+                slot.throttled = false;
+            }
+            self.last_shed_at = None;
+            self.last_step_at = Some(self.now);
+        }
+    }
+
+    /// The mode in force.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// The configuration the scaler was made with (mode as currently set).
+    pub fn config(&self) -> &ScalerConfig {
+        &self.config
+    }
+
+    /// Updates the machine totals used by the pre-flight check (e.g. from the first sample).
+    pub fn set_machine(&mut self, machine: MachineTotals) {
+        self.config.machine = machine;
+    }
+
+    /// What the scaler knows about every plugin, in shed order.
+    pub fn plugins(&self) -> Vec<PluginStatus> {
+        self.slots
+            .iter()
+            .map(|s| PluginStatus {
+                name: s.spec.name.clone(),
+                placement: s.placement,
+                throttled: s.throttled,
+                pin: s.pin.map(|p| (p.target, p.until)),
+                failed: s.failed,
+                flaps: s.flaps,
+                stabilization: self.stabilization_for(s),
+            })
+            .collect()
+    }
+
+    /// The placement of one plugin, if it exists.
+    pub fn placement(&self, plugin: &str) -> Option<Placement> {
+        self.slots
+            .iter()
+            .find(|s| s.spec.name == plugin)
+            .map(|s| s.placement)
+    }
+
+    /// Takes in the predictor's assessment made at `now` and decides.
+    pub fn handle_assessment(&mut self, now: Timestamp, assessment: &Assessment) {
+        let now = self.advance(now);
+        for ra in &assessment.resources {
+            let i = resource_index(ra.resource);
+            let (forecast, confidence) = match &ra.forecast {
+                Some(f) => (Some(f.value), Some(f.confidence)),
+                None => (None, None),
+            };
+            let forecast_used = match (forecast, confidence) {
+                (Some(f), Some(c)) => c >= self.config.min_confidence && f.is_finite(),
+                _ => false,
+            };
+            let smoothed = if ra.smoothed.is_finite() {
+                ra.smoothed
+            } else {
+                0.0
+            };
+            let pressure = match forecast {
+                Some(f) if forecast_used => smoothed.max(f),
+                _ => smoothed,
+            };
+            self.views[i] = Some(ResourceFigures {
+                resource: ra.resource,
+                value: ra.value,
+                smoothed,
+                forecast,
+                confidence,
+                forecast_used,
+                pressure,
+                thresholds: self.thresholds[i],
+                soft_limit: self.soft_limits[i],
+            });
+            self.soft_limit_warning(now, i);
+        }
+        let all_calm = self
+            .views
+            .iter()
+            .flatten()
+            .all(|v| v.pressure < v.thresholds.restore);
+        if all_calm {
+            self.calm_since.get_or_insert(now);
+        } else {
+            self.calm_since = None;
+            self.preflight_warned = false;
+        }
+        if !self
+            .views
+            .iter()
+            .flatten()
+            .any(|v| v.pressure >= v.thresholds.shed)
+        {
+            self.nothing_to_shed_warned = false;
+        }
+        self.evaluate(now);
+    }
+
+    /// Takes in what the host reports about a plugin: state changes and performance figures.
+    pub fn handle_plugin_event(&mut self, now: Timestamp, event: &PluginEvent) {
+        let now = self.advance(now);
+        let Some(i) = self.slots.iter().position(|s| s.spec.name == event.plugin) else {
+            return;
+        };
+        match &event.kind {
+            PluginEventKind::StateChanged { to, .. } => {
+                let slot = &mut self.slots[i];
+                match to {
+                    PluginState::Failed { .. } => slot.failed = true,
+                    PluginState::Enabled { .. } => slot.failed = false,
+                    _ => {}
+                }
+                slot.reported = Some(to.clone());
+            }
+            PluginEventKind::Stats(stats) => self.performance(now, i, stats),
+            PluginEventKind::Reported { .. } => {}
+        }
+        self.expire_pins(now);
+    }
+
+    /// Tells the scaler that the time it asked for with [`Scaler::poll_timeout`] has come.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let now = self.advance(now);
+        self.evaluate(now);
+    }
+
+    /// The next command for the host. Only enforce mode produces any.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The next decision for the decision log.
+    pub fn poll_decision(&mut self) -> Option<Decision> {
+        self.decisions.pop_front()
+    }
+
+    /// The next warning for operators: every decision in advise mode; soft limits, blocked
+    /// restores and performance breaches of untouchable plugins in enforce mode; none in observe
+    /// mode.
+    pub fn poll_warning(&mut self) -> Option<Decision> {
+        self.warnings.pop_front()
+    }
+
+    /// When the scaler wants [`Scaler::handle_timeout`] called, if it does: the end of a
+    /// cool-down while pressure is up, the end of a stabilization period while a restore waits,
+    /// or the end of a pin. Always later than the latest `now` it was given.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        let mut consider = |t: Timestamp| {
+            if t > self.now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for slot in &self.slots {
+            if let Some(until) = slot.pin.and_then(|p| p.until) {
+                consider(until);
+            }
+        }
+        let zone = self.worst_zone().map_or(Zone::Calm, |(zone, _)| zone);
+        if zone >= Zone::Soft
+            && let Some(t) = self.last_shed_at
+        {
+            consider(t + self.profile.cooldown);
+        }
+        if let Some(ready) = self.restore_ready_at() {
+            consider(ready);
+        }
+        next
+    }
+
+    /// Pins `plugin` to `target` until `until` (or until released). The scaler moves it there now
+    /// and leaves it alone afterwards, except in an emergency.
+    pub fn pin(
+        &mut self,
+        now: Timestamp,
+        plugin: &str,
+        target: PinTarget,
+        until: Option<Timestamp>,
+    ) -> Result<(), ScalerError> {
+        let now = self.advance(now);
+        let i = self.slot_index(plugin)?;
+        if let PinTarget::On { level } = target
+            && level.0 >= self.slots[i].n_levels
+        {
+            return Err(ScalerError::InvalidLevel {
+                plugin: plugin.to_owned(),
+                level,
+                n_levels: self.slots[i].n_levels,
+            });
+        }
+        self.slots[i].pin = Some(Pin { target, until });
+        let mut reason = match target {
+            PinTarget::On { level } => format!("operator pinned it on at level {level}"),
+            PinTarget::Off => "operator pinned it off".to_owned(),
+        };
+        if let Some(until) = until {
+            let _ = write!(reason, " until {until}");
+        }
+        let from = self.slots[i].placement;
+        let to = match target {
+            PinTarget::On { level } => Placement::On { level },
+            PinTarget::Off => Placement::Off {
+                suspended: self.config.prefer_suspend && self.slots[i].spec.can_suspend,
+                level: match from {
+                    Placement::On { level } | Placement::Off { level, .. } => level,
+                },
+            },
+        };
+        let action = match (from, to) {
+            (a, b) if a == b => Action::None,
+            (Placement::Off { .. }, Placement::Off { .. }) => Action::None,
+            (
+                Placement::On { .. },
+                Placement::Off {
+                    suspended: true, ..
+                },
+            ) => Action::Suspend,
+            (Placement::On { .. }, Placement::Off { .. }) => Action::Disable,
+            (
+                Placement::Off {
+                    suspended: true,
+                    level: was,
+                },
+                Placement::On { level },
+            ) if was == level => Action::Resume,
+            (Placement::Off { .. }, Placement::On { level }) => Action::Enable { level },
+            (Placement::On { level: from }, Placement::On { level: to }) => {
+                Action::SetLevel { from, to }
+            }
+        };
+        if action != Action::None {
+            self.slots[i].placement = to;
+        }
+        self.record(
+            now,
+            DecisionKind::Override,
+            action,
+            Some(i),
+            Rule::Pinned,
+            None,
+            None,
+            reason,
+        );
+        Ok(())
+    }
+
+    /// Hands a pinned plugin back to the policy. Nothing changes at once: it is shed or restored
+    /// by the rules from the next evaluation on.
+    pub fn release(&mut self, now: Timestamp, plugin: &str) -> Result<(), ScalerError> {
+        let now = self.advance(now);
+        let i = self.slot_index(plugin)?;
+        if self.slots[i].pin.take().is_some() {
+            self.record(
+                now,
+                DecisionKind::Override,
+                Action::None,
+                Some(i),
+                Rule::Released,
+                None,
+                None,
+                "operator released its pin".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    fn slot_index(&self, plugin: &str) -> Result<usize, ScalerError> {
+        self.slots
+            .iter()
+            .position(|s| s.spec.name == plugin)
+            .ok_or_else(|| ScalerError::UnknownPlugin(plugin.to_owned()))
+    }
+
+    /// Time never goes back inside the scaler: an earlier `now` counts as the latest one.
+    fn advance(&mut self, now: Timestamp) -> Timestamp {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn stabilization_for(&self, slot: &Slot) -> Duration {
+        let factor = 1u32 << slot.flaps.min(MAX_FLAP_EXPONENT);
+        self.profile
+            .stabilization
+            .saturating_mul(factor)
+            .min(self.config.flap_backoff_max.max(self.profile.stabilization))
+    }
+
+    fn expire_pins(&mut self, now: Timestamp) {
+        for i in 0..self.slots.len() {
+            if let Some(pin) = self.slots[i].pin
+                && pin.until.is_some_and(|until| until <= now)
+            {
+                self.slots[i].pin = None;
+                self.record(
+                    now,
+                    DecisionKind::Override,
+                    Action::None,
+                    Some(i),
+                    Rule::PinExpired,
+                    None,
+                    None,
+                    "the operator's pin ran out".to_owned(),
+                );
+            }
+        }
+    }
+
+    fn zone(&self, view: &ResourceFigures) -> Zone {
+        let t = view.thresholds;
+        let p = view.pressure;
+        if t.emergency.is_some_and(|e| p >= e) {
+            Zone::Emergency
+        } else if p >= t.shed {
+            Zone::Hard
+        } else if p >= view.soft_limit {
+            Zone::Soft
+        } else if p < t.restore {
+            Zone::Calm
+        } else {
+            Zone::Hold
+        }
+    }
+
+    /// The most urgent zone and the resource most over the matching threshold.
+    fn worst_zone(&self) -> Option<(Zone, usize)> {
+        let mut worst: Option<(Zone, f64, usize)> = None;
+        for (i, view) in self.views.iter().enumerate() {
+            let Some(view) = view else { continue };
+            let zone = self.zone(view);
+            let t = view.thresholds;
+            let excess = match zone {
+                Zone::Emergency => view.pressure - t.emergency.unwrap_or(t.shed),
+                Zone::Hard => view.pressure - t.shed,
+                Zone::Soft => view.pressure - view.soft_limit,
+                Zone::Hold | Zone::Calm => view.pressure - t.restore,
+            };
+            let better = match worst {
+                None => true,
+                Some((z, e, _)) => zone > z || (zone == z && excess > e),
+            };
+            if better {
+                worst = Some((zone, excess, i));
+            }
+        }
+        worst.map(|(zone, _, i)| (zone, i))
+    }
+
+    fn soft_limit_warning(&mut self, now: Timestamp, i: usize) {
+        let Some(view) = &self.views[i] else { return };
+        let zone = self.zone(view);
+        if zone == Zone::Calm {
+            self.soft_warned[i] = false;
+        } else if zone == Zone::Soft && !self.soft_warned[i] {
+            self.soft_warned[i] = true;
+            let reason = format!(
+                "{} pressure {:.2} reached soft limit {:.2}{}",
+                view.resource,
+                view.pressure,
+                view.soft_limit,
+                forecast_note(view)
+            );
+            let figures = view.clone();
+            self.record(
+                now,
+                DecisionKind::Warn,
+                Action::None,
+                None,
+                Rule::SoftLimit,
+                Some(figures),
+                None,
+                reason,
+            );
+        }
+    }
+
+    fn evaluate(&mut self, now: Timestamp) {
+        self.expire_pins(now);
+        let Some((zone, i)) = self.worst_zone() else {
+            return;
+        };
+        let cooled_down = self
+            .last_shed_at
+            .is_none_or(|t| now >= t + self.profile.cooldown);
+        match zone {
+            Zone::Emergency => self.emergency(now, i),
+            Zone::Hard if cooled_down => self.shed_step(now, i),
+            Zone::Soft if cooled_down && self.config.concurrency.enabled => {
+                self.throttle_step(now, i)
+            }
+            Zone::Calm if self.calm_since.is_some() => self.restore_step(now),
+            _ => {}
+        }
+    }
+
+    /// The plugin a pressure step on resource `i` goes to: the lowest priority one that may be
+    /// touched and, for a GPU resource, one that uses the GPU while any such is left.
+    fn pick(&self, i: usize, eligible: impl Fn(&Slot) -> bool) -> Option<usize> {
+        let resource = Resource::ALL[i];
+        let mut fallback = None;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if !eligible(slot) {
+                continue;
+            }
+            if slot.uses(resource) {
+                return Some(index);
+            }
+            fallback.get_or_insert(index);
+        }
+        fallback
+    }
+
+    fn shed_step(&mut self, now: Timestamp, i: usize) {
+        let Some(view) = self.views[i].clone() else {
+            return;
+        };
+        let Some(index) = self.pick(i, Slot::sheddable) else {
+            if !self.nothing_to_shed_warned {
+                self.nothing_to_shed_warned = true;
+                let reason = format!(
+                    "{} pressure {:.2} reached shed {:.2} but no plugin is left that may be shed",
+                    view.resource, view.pressure, view.thresholds.shed
+                );
+                self.record(
+                    now,
+                    DecisionKind::Warn,
+                    Action::None,
+                    None,
+                    Rule::NothingToShed,
+                    Some(view),
+                    None,
+                    reason,
+                );
+            }
+            return;
+        };
+        let reason = format!(
+            "{} pressure {:.2} reached shed {:.2}{}",
+            view.resource,
+            view.pressure,
+            view.thresholds.shed,
+            forecast_note(&view)
+        );
+        self.step_down(now, index, Rule::HighPressure, Some(view), None, reason);
+        self.last_shed_at = Some(now);
+    }
+
+    fn throttle_step(&mut self, now: Timestamp, i: usize) {
+        let Some(view) = self.views[i].clone() else {
+            return;
+        };
+        let Some(index) = self.pick(i, |s| s.sheddable() && !s.throttled) else {
+            return;
+        };
+        let limit = self.throttled_limit(&self.slots[index]);
+        self.slots[index].throttled = true;
+        let reason = format!(
+            "{} pressure {:.2} reached soft limit {:.2}{}, lowering concurrency first",
+            view.resource,
+            view.pressure,
+            view.soft_limit,
+            forecast_note(&view)
+        );
+        self.record(
+            now,
+            DecisionKind::Throttle,
+            Action::SetConcurrency { limit: Some(limit) },
+            Some(index),
+            Rule::SoftLimit,
+            Some(view),
+            None,
+            reason,
+        );
+        self.last_shed_at = Some(now);
+        self.last_step_at = Some(now);
+    }
+
+    fn throttled_limit(&self, slot: &Slot) -> u32 {
+        let normal = slot
+            .policy
+            .max_concurrency
+            .unwrap_or(self.config.concurrency.default_limit);
+        ((f64::from(normal) * self.config.concurrency.factor).floor() as u32).max(1)
+    }
+
+    fn emergency(&mut self, now: Timestamp, i: usize) {
+        let Some(view) = self.views[i].clone() else {
+            return;
+        };
+        let reason = format!(
+            "{} pressure {:.2} reached emergency {:.2}{}",
+            view.resource,
+            view.pressure,
+            view.thresholds.emergency.unwrap_or(view.thresholds.shed),
+            forecast_note(&view)
+        );
+        let mut any = false;
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.spec.essential || slot.failed {
+                continue;
+            }
+            let Placement::On { level } = slot.placement else {
+                continue;
+            };
+            any = true;
+            let suspended = self.config.prefer_suspend && slot.spec.can_suspend;
+            self.go_off(
+                now,
+                index,
+                level,
+                suspended,
+                Rule::Emergency,
+                Some(view.clone()),
+                None,
+                reason.clone(),
+            );
+        }
+        if any {
+            self.last_shed_at = Some(now);
+        } else if !self.nothing_to_shed_warned {
+            self.nothing_to_shed_warned = true;
+            let reason = format!("{reason} but no plugin is left that may be shed");
+            self.record(
+                now,
+                DecisionKind::Warn,
+                Action::None,
+                None,
+                Rule::NothingToShed,
+                Some(view),
+                None,
+                reason,
+            );
+        }
+    }
+
+    /// One step down for `index`: a lower level if it has one, else off.
+    fn step_down(
+        &mut self,
+        now: Timestamp,
+        index: usize,
+        rule: Rule,
+        figures: Option<ResourceFigures>,
+        performance: Option<PerformanceFigures>,
+        reason: String,
+    ) {
+        let slot = &self.slots[index];
+        let Placement::On { level } = slot.placement else {
+            return;
+        };
+        if level.0 + 1 < slot.n_levels {
+            let to = Level(level.0 + 1);
+            let reason = self.flap_accounting(now, index, reason);
+            self.slots[index].placement = Placement::On { level: to };
+            self.record(
+                now,
+                DecisionKind::Shed,
+                Action::SetLevel { from: level, to },
+                Some(index),
+                rule,
+                figures,
+                performance,
+                reason,
+            );
+            self.last_step_at = Some(now);
+        } else {
+            let suspended = self.config.prefer_suspend && slot.spec.can_suspend;
+            self.go_off(
+                now,
+                index,
+                level,
+                suspended,
+                rule,
+                figures,
+                performance,
+                reason,
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn go_off(
+        &mut self,
+        now: Timestamp,
+        index: usize,
+        level: Level,
+        suspended: bool,
+        rule: Rule,
+        figures: Option<ResourceFigures>,
+        performance: Option<PerformanceFigures>,
+        reason: String,
+    ) {
+        let reason = self.flap_accounting(now, index, reason);
+        self.slots[index].placement = Placement::Off { suspended, level };
+        let action = if suspended {
+            Action::Suspend
+        } else {
+            Action::Disable
+        };
+        self.record(
+            now,
+            DecisionKind::Shed,
+            action,
+            Some(index),
+            rule,
+            figures,
+            performance,
+            reason,
+        );
+        self.last_step_at = Some(now);
+    }
+
+    /// A shed soon after the plugin's last restore is a flap: its stabilization doubles. A shed
+    /// after a restore that held for its whole stabilization resets the count.
+    fn flap_accounting(&mut self, now: Timestamp, index: usize, mut reason: String) -> String {
+        let stabilization = self.stabilization_for(&self.slots[index]);
+        let slot = &mut self.slots[index];
+        if let Some(restored) = slot.last_restore_at.take() {
+            if now - restored < stabilization {
+                slot.flaps = slot.flaps.saturating_add(1);
+                let next = self.stabilization_for(&self.slots[index]);
+                let _ = write!(
+                    reason,
+                    "; flap {} (restored {} ago), its next restore waits {}",
+                    self.slots[index].flaps,
+                    humantime::format_duration(now - restored),
+                    humantime::format_duration(next)
+                );
+            } else {
+                slot.flaps = 0;
+            }
+        }
+        reason
+    }
+
+    /// The next plugin to restore: the highest priority one below its target, else the highest
+    /// priority throttled one.
+    fn restore_candidate(&self) -> Option<usize> {
+        let ok = |s: &Slot| !s.failed && (s.pin.is_none() || s.below_target());
+        self.slots
+            .iter()
+            .rposition(|s| ok(s) && s.below_target())
+            .or_else(|| {
+                self.slots
+                    .iter()
+                    .rposition(|s| ok(s) && s.throttled && s.pin.is_none())
+            })
+    }
+
+    fn restore_ready_at(&self) -> Option<Timestamp> {
+        let calm_since = self.calm_since?;
+        let index = self.restore_candidate()?;
+        let start = self.last_step_at.map_or(calm_since, |t| t.max(calm_since));
+        Some(start + self.stabilization_for(&self.slots[index]))
+    }
+
+    fn restore_step(&mut self, now: Timestamp) {
+        let Some(index) = self.restore_candidate() else {
+            return;
+        };
+        let Some(ready) = self.restore_ready_at() else {
+            return;
+        };
+        if now < ready {
+            return;
+        }
+        let stabilization = self.stabilization_for(&self.slots[index]);
+        let slot = &self.slots[index];
+        let (action, to) = if slot.below_target() {
+            match slot.placement {
+                Placement::Off {
+                    suspended: true,
+                    level,
+                } => (Action::Resume, Placement::On { level }),
+                Placement::Off { .. } => {
+                    let level = match slot.target() {
+                        Placement::On { level } => level.max(slot.lowest_level()),
+                        Placement::Off { .. } => slot.lowest_level(),
+                    };
+                    (Action::Enable { level }, Placement::On { level })
+                }
+                Placement::On { level } => {
+                    let to = Level(level.0.saturating_sub(1));
+                    (
+                        Action::SetLevel { from: level, to },
+                        Placement::On { level: to },
+                    )
+                }
+            }
+        } else {
+            (Action::SetConcurrency { limit: None }, slot.placement)
+        };
+        // The pre-flight check: the declared needs of the step must fit under every shed
+        // threshold, given the pressure now.
+        let machine = self.config.machine;
+        let mut blocked: Option<(ResourceFigures, f64)> = None;
+        let mut headroom: Option<(ResourceFigures, f64)> = None;
+        for view in self.views.iter().flatten() {
+            let added = slot.need(to, view.resource, &machine)
+                - slot.need(slot.placement, view.resource, &machine);
+            let projected = view.pressure + added.max(0.0);
+            if projected >= view.thresholds.shed && blocked.is_none() {
+                blocked = Some((view.clone(), projected));
+            }
+            let margin = view.pressure - view.thresholds.restore;
+            if headroom
+                .as_ref()
+                .is_none_or(|(v, _)| margin > v.pressure - v.thresholds.restore)
+            {
+                headroom = Some((view.clone(), projected));
+            }
+        }
+        if let Some((view, projected)) = blocked {
+            if !self.preflight_warned {
+                self.preflight_warned = true;
+                let reason = format!(
+                    "restoring {} ({action}) would bring {} to {projected:.2}, not under shed {:.2}",
+                    slot.spec.name, view.resource, view.thresholds.shed
+                );
+                self.record(
+                    now,
+                    DecisionKind::Warn,
+                    Action::None,
+                    Some(index),
+                    Rule::PreflightFailed,
+                    Some(view),
+                    None,
+                    reason,
+                );
+            }
+            return;
+        }
+        let calm_for = now - self.calm_since.unwrap_or(now);
+        let mut reason = format!(
+            "every resource below its restore threshold for {} (needs {})",
+            humantime::format_duration(calm_for),
+            humantime::format_duration(stabilization)
+        );
+        if let Some((view, projected)) = &headroom {
+            let _ = write!(
+                reason,
+                "; {} {:.2} -> {projected:.2} after it",
+                view.resource, view.pressure
+            );
+        }
+        let kind = if matches!(action, Action::SetConcurrency { .. }) {
+            self.slots[index].throttled = false;
+            DecisionKind::Unthrottle
+        } else {
+            self.slots[index].placement = to;
+            self.slots[index].last_restore_at = Some(now);
+            DecisionKind::Restore
+        };
+        self.record(
+            now,
+            kind,
+            action,
+            Some(index),
+            Rule::Stabilized,
+            headroom.map(|(v, _)| v),
+            None,
+            reason,
+        );
+        self.last_step_at = Some(now);
+        self.preflight_warned = false;
+    }
+
+    fn performance(&mut self, now: Timestamp, index: usize, stats: &PluginStats) {
+        let slot = &mut self.slots[index];
+        let objective = slot.policy.latency_p95_objective;
+        let limit = slot.policy.max_failure_rate;
+        if objective.is_none() && limit.is_none() {
+            return;
+        }
+        // The failure rate counts the calls since the last figures that had enough of them.
+        let base = slot.performance_base.clone().unwrap_or_default();
+        let (calls, errors) = if stats.calls < base.calls {
+            // The plugin was re-created: its counters started again.
+            (stats.calls, stats.errors)
+        } else {
+            (
+                stats.calls - base.calls,
+                stats.errors.saturating_sub(base.errors),
+            )
+        };
+        let min_calls = slot.policy.min_calls.unwrap_or(DEFAULT_MIN_CALLS).max(1);
+        let failure_rate = if calls >= min_calls {
+            slot.performance_base = Some(stats.clone());
+            (errors as f64 / calls as f64).min(1.0)
+        } else {
+            if slot.performance_base.is_none() {
+                slot.performance_base = Some(PluginStats::default());
+            }
+            0.0
+        };
+        let objective_us = objective.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let figures = PerformanceFigures {
+            latency_p95_us: stats.latency_p95_us,
+            latency_objective_us: objective_us,
+            failure_rate,
+            failure_rate_limit: limit,
+        };
+        let (rule, reason) = if let Some(o) = objective_us.filter(|o| stats.latency_p95_us > *o) {
+            (
+                Rule::LatencyObjective,
+                format!(
+                    "p95 latency {:.1} ms over its objective {:.1} ms",
+                    stats.latency_p95_us as f64 / 1000.0,
+                    o as f64 / 1000.0
+                ),
+            )
+        } else if let Some(l) = limit.filter(|l| calls >= min_calls && failure_rate > *l) {
+            (
+                Rule::FailureRate,
+                format!(
+                    "failure rate {failure_rate:.2} over its limit {l:.2} ({errors} of {calls} calls)"
+                ),
+            )
+        } else {
+            return;
+        };
+        if !matches!(slot.placement, Placement::On { .. }) || slot.failed {
+            return;
+        }
+        let cooled_down = slot
+            .last_performance_step_at
+            .is_none_or(|t| now >= t + self.profile.cooldown);
+        if !cooled_down {
+            return;
+        }
+        slot.last_performance_step_at = Some(now);
+        if slot.spec.essential || slot.pin.is_some() {
+            let why = if slot.spec.essential {
+                "essential"
+            } else {
+                "pinned"
+            };
+            let reason = format!("{reason}; not degraded because it is {why}");
+            self.record(
+                now,
+                DecisionKind::Warn,
+                Action::None,
+                Some(index),
+                rule,
+                None,
+                Some(figures),
+                reason,
+            );
+            return;
+        }
+        self.step_down(now, index, rule, None, Some(figures), reason);
+    }
+
+    /// Records a decision, and in enforce mode sends its command.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        now: Timestamp,
+        kind: DecisionKind,
+        action: Action,
+        index: Option<usize>,
+        rule: Rule,
+        resource: Option<ResourceFigures>,
+        performance: Option<PerformanceFigures>,
+        reason: String,
+    ) {
+        let mode = self.config.mode;
+        let plugin = index.map(|i| self.slots[i].spec.name.clone());
+        let command = match (&plugin, mode) {
+            (Some(plugin), Mode::Enforce) => command_for(plugin, &action, &reason),
+            _ => None,
+        };
+        let applied = command.is_some();
+        if let Some(command) = command {
+            self.commands.push_back(command);
+        }
+        let decision = Decision {
+            at: now,
+            kind,
+            action,
+            plugin,
+            rule,
+            resource,
+            performance,
+            applied,
+            mode,
+            reason,
+        };
+        let warn = match mode {
+            Mode::Observe => false,
+            Mode::Advise => true,
+            Mode::Enforce => kind == DecisionKind::Warn,
+        };
+        if warn {
+            self.warnings.push_back(decision.clone());
+        }
+        self.decisions.push_back(decision);
+    }
+}
+
+/// The command that carries out `action` on `plugin`, if it changes anything.
+fn command_for(plugin: &str, action: &Action, reason: &str) -> Option<Command> {
+    let plugin = plugin.to_owned();
+    let reason = reason.to_owned();
+    Some(match action {
+        Action::SetLevel { to, .. } => Command::SetLevel {
+            plugin,
+            level: *to,
+            reason,
+        },
+        Action::Disable => Command::Disable { plugin, reason },
+        Action::Enable { level } => Command::Enable {
+            plugin,
+            level: *level,
+            reason,
+        },
+        Action::Suspend => Command::Suspend { plugin, reason },
+        Action::Resume => Command::Resume { plugin, reason },
+        Action::SetConcurrency { limit } => Command::SetConcurrency {
+            plugin,
+            limit: *limit,
+            reason,
+        },
+        Action::None => return None,
+    })
+}
+
+fn forecast_note(view: &ResourceFigures) -> String {
+    match (view.forecast, view.confidence) {
+        (Some(f), Some(c)) if view.forecast_used && f > view.smoothed => {
+            format!(
+                " (forecast {f:.2} at confidence {c:.2}, smoothed {:.2})",
+                view.smoothed
+            )
+        }
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,426 @@
+//! Scenario tests of the policy: decision timelines on hand-written assessments.
+
+use std::time::Duration;
+
+use ballast_core::decision::Mode;
+use ballast_core::{
+    LevelHints, PluginEvent, PluginEventKind, PluginState, PluginStats, Resource, ThresholdProfile,
+    Timestamp,
+};
+use ballast_scaler::{PinTarget, PluginPolicy, Scaler, ScalerConfig, ScalerError};
+use expect_test::expect;
+
+use crate::support::*;
+
+#[test]
+fn sheds_lowest_priority_first_one_step_per_cooldown_levels_before_disable() {
+    let mut h = Harness::new(scaler(plugins()));
+    h.memory(0, 10, 1, 0.5);
+    h.memory(10, 200, 5, 0.9);
+    expect![[r#"
+        10s shed discord (disable) [high_pressure]
+        40s shed voice (level 0 -> 1) [high_pressure]
+        70s shed voice (disable) [high_pressure]
+        100s shed android (disable) [high_pressure]
+        130s warn [nothing_to_shed]
+    "#]]
+    .assert_eq(&h.timeline());
+    expect![[r#"
+        disable discord
+        set_level voice 1
+        disable voice
+        disable android
+    "#]]
+    .assert_eq(&h.command_lines());
+}
+
+#[test]
+fn emergency_sheds_every_non_essential_plugin_in_one_tick() {
+    let mut h = Harness::new(scaler(plugins()));
+    h.memory(0, 5, 1, 0.5);
+    h.memory(5, 6, 1, 0.97);
+    expect![[r#"
+            5s shed discord (disable) [emergency]
+            5s shed voice (disable) [emergency]
+            5s shed android (disable) [emergency]
+    "#]]
+    .assert_eq(&h.timeline());
+    assert!(h.decisions.iter().all(|d| d.at == Timestamp::from_secs(5)));
+}
+
+#[test]
+fn restores_highest_priority_first_after_stabilization_one_step_each() {
+    let mut h = Harness::new(scaler(plugins()));
+    h.memory(0, 1, 1, 0.97);
+    h.memory(1, 30, 1, 0.7);
+    h.memory(30, 3000, 10, 0.3);
+    expect![[r#"
+        0s shed discord (disable) [emergency]
+        0s shed voice (disable) [emergency]
+        0s shed android (disable) [emergency]
+        330s restore android (enable at level 0) [stabilized]
+        630s restore voice (enable at level 1) [stabilized]
+        930s restore voice (level 1 -> 0) [stabilized]
+        1230s restore discord (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
+fn restore_waits_on_a_timer_not_on_the_next_assessment() {
+    let mut h = Harness::new(scaler(vec![spec("discord", 10, 1)]));
+    h.memory(0, 1, 1, 0.9);
+    h.memory(1, 2, 1, 0.3);
+    assert_eq!(h.scaler.poll_timeout(), Some(Timestamp::from_secs(301)));
+    h.run_timers_until(Timestamp::from_secs(1000));
+    expect![[r#"
+        0s shed discord (disable) [high_pressure]
+        301s restore discord (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
+fn preflight_blocks_a_restore_whose_declared_needs_would_not_fit() {
+    let mut config = ScalerConfig::default();
+    config.machine.memory_bytes = Some(1000);
+    let mut voice = spec("voice", 20, 1);
+    voice.hints.levels = vec![LevelHints {
+        memory_min_bytes: 300,
+        memory_preferred_bytes: 400,
+        gpu_memory_bytes: 0,
+    }];
+    let mut h = Harness::new(Scaler::new(config, vec![voice]).unwrap());
+    h.memory(0, 1, 1, 0.9);
+    // 0.5 + 0.4 would reach the shed threshold: the restore is held, once warned.
+    h.memory(1, 1000, 10, 0.5);
+    // At 0.3 it fits (0.7 < 0.8), and the calm time already counts.
+    h.memory(1000, 1400, 10, 0.3);
+    expect![[r#"
+        0s shed voice (disable) [high_pressure]
+        301s warn voice [preflight_failed]
+        1000s restore voice (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
+fn a_plugin_that_flaps_waits_exponentially_longer() {
+    let mut h = Harness::new(scaler(vec![spec("discord", 10, 1)]));
+    let mut t = 0;
+    for _ in 0..3 {
+        // High until shed, then calm until restored, then high again at once.
+        h.memory(t, t + 1, 1, 0.9);
+        t += 1;
+        while h.scaler.placement("discord")
+            != Some(ballast_scaler::Placement::On { level: level(0) })
+        {
+            h.memory(t, t + 10, 10, 0.3);
+            t += 10;
+        }
+    }
+    h.memory(t, t + 1, 1, 0.9);
+    expect![[r#"
+        0s shed discord (disable) [high_pressure]
+        301s restore discord (enable at level 0) [stabilized]
+        311s shed discord (disable) [high_pressure]
+        912s restore discord (enable at level 0) [stabilized]
+        922s shed discord (disable) [high_pressure]
+        2123s restore discord (enable at level 0) [stabilized]
+        2133s shed discord (disable) [high_pressure]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
+fn pinned_plugins_are_left_alone_until_an_emergency_and_time_boxed_pins_run_out() {
+    let mut h = Harness::new(scaler(plugins()));
+    h.scaler
+        .pin(
+            Timestamp::from_secs(0),
+            "discord",
+            PinTarget::On { level: level(0) },
+            None,
+        )
+        .unwrap();
+    h.scaler
+        .pin(
+            Timestamp::from_secs(0),
+            "android",
+            PinTarget::On { level: level(0) },
+            Some(Timestamp::from_secs(100)),
+        )
+        .unwrap();
+    h.memory(1, 150, 10, 0.85);
+    h.memory(150, 151, 1, 0.96);
+    h.scaler
+        .release(Timestamp::from_secs(152), "discord")
+        .unwrap();
+    expect![[r#"
+        0s override discord [pinned]
+        0s override android [pinned]
+        1s shed voice (level 0 -> 1) [high_pressure]
+        31s shed voice (disable) [high_pressure]
+        61s warn [nothing_to_shed]
+        100s override android [pin_expired]
+        100s shed android (disable) [high_pressure]
+        150s shed discord (disable) [emergency]
+    "#]]
+    .assert_eq(&h.timeline());
+    expect![[r#"
+        set_level voice 1
+        disable voice
+        disable android
+        disable discord
+    "#]]
+    .assert_eq(&h.command_lines());
+    assert_eq!(
+        h.scaler
+            .pin(Timestamp::from_secs(200), "nope", PinTarget::Off, None),
+        Err(ScalerError::UnknownPlugin("nope".into()))
+    );
+    assert!(matches!(
+        h.scaler.pin(
+            Timestamp::from_secs(200),
+            "voice",
+            PinTarget::On { level: level(5) },
+            None
+        ),
+        Err(ScalerError::InvalidLevel { .. })
+    ));
+}
+
+#[test]
+fn observe_mode_decides_the_same_and_sends_nothing_advise_mode_warns() {
+    let run = |mode: Mode| {
+        let config = ScalerConfig {
+            mode,
+            ..ScalerConfig::default()
+        };
+        let mut h = Harness::new(Scaler::new(config, plugins()).unwrap());
+        h.memory(0, 100, 5, 0.9);
+        h.memory(100, 1000, 10, 0.3);
+        h
+    };
+    let enforce = run(Mode::Enforce);
+    let observe = run(Mode::Observe);
+    let advise = run(Mode::Advise);
+    assert!(observe.commands.is_empty() && advise.commands.is_empty());
+    assert!(observe.warnings.is_empty());
+    assert_eq!(advise.warnings.len(), advise.decisions.len());
+    assert!(!enforce.commands.is_empty());
+    let strip = |h: &Harness| {
+        h.decisions
+            .iter()
+            .map(|d| (d.at, d.kind, d.action.clone(), d.plugin.clone(), d.rule))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&enforce), strip(&observe));
+    assert!(
+        observe
+            .decisions
+            .iter()
+            .all(|d| !d.applied && d.mode == Mode::Observe)
+    );
+    expect![[r#"
+        0s shed discord (disable) [high_pressure] not applied
+        30s shed voice (level 0 -> 1) [high_pressure] not applied
+        60s shed voice (disable) [high_pressure] not applied
+        90s shed android (disable) [high_pressure] not applied
+        400s restore android (enable at level 0) [stabilized] not applied
+        700s restore voice (enable at level 1) [stabilized] not applied
+    "#]]
+    .assert_eq(&observe.timeline());
+}
+
+#[test]
+fn gpu_pressure_sheds_gpu_users_first_and_others_only_when_none_is_left() {
+    let mut gpu_user = spec("voice", 20, 1);
+    gpu_user.hints.needs_gpu = true;
+    let mut h = Harness::new(scaler(vec![spec("discord", 10, 1), gpu_user]));
+    let mut t = 0;
+    while t < 100 {
+        h.feed(&assessment(
+            t,
+            &[(Resource::Memory, 0.3), (Resource::GpuMemory, 0.9)],
+        ));
+        t += 10;
+    }
+    expect![[r#"
+        0s shed voice (disable) [high_pressure]
+        30s shed discord (disable) [high_pressure]
+        60s warn [nothing_to_shed]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
+fn soft_limit_warns_once_and_throttles_before_shedding() {
+    let mut config = ScalerConfig::default();
+    config.plugins.insert(
+        "voice".into(),
+        PluginPolicy {
+            max_concurrency: Some(6),
+            ..PluginPolicy::default()
+        },
+    );
+    let mut h = Harness::new(Scaler::new(config, plugins()).unwrap());
+    h.memory(0, 100, 10, 0.75);
+    h.memory(100, 200, 10, 0.5);
+    h.memory(200, 800, 10, 0.3);
+    expect![[r#"
+        0s warn [soft_limit]
+        0s throttle discord (concurrency 4) [soft_limit]
+        30s throttle voice (concurrency 3) [soft_limit]
+        60s throttle android (concurrency 4) [soft_limit]
+        400s unthrottle android (concurrency default) [stabilized]
+        700s unthrottle voice (concurrency default) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+    expect![[r#"
+        set_concurrency discord Some(4)
+        set_concurrency voice Some(3)
+        set_concurrency android Some(4)
+        set_concurrency android None
+        set_concurrency voice None
+    "#]]
+    .assert_eq(&h.command_lines());
+    assert_eq!(
+        h.warnings.len(),
+        1,
+        "only the soft limit warns in enforce mode"
+    );
+}
+
+#[test]
+fn a_confident_forecast_counts_an_unconfident_one_does_not() {
+    let mut h = Harness::new(scaler(vec![spec("discord", 10, 1)]));
+    h.feed(&with_forecast(0, 0.6, 0.9, 0.3));
+    assert!(h.decisions.is_empty());
+    h.feed(&with_forecast(1, 0.6, 0.9, 0.8));
+    expect![[r#"
+            1s shed discord (disable) [high_pressure]
+    "#]]
+    .assert_eq(&h.timeline());
+    insta_reason(&h);
+}
+
+fn insta_reason(h: &Harness) {
+    expect![
+        "memory pressure 0.90 reached shed 0.80 (forecast 0.90 at confidence 0.80, smoothed 0.60)"
+    ]
+    .assert_eq(&h.decisions[0].reason);
+}
+
+#[test]
+fn performance_signals_degrade_a_plugin_with_that_reason() {
+    let mut config = ScalerConfig::default();
+    config.plugins.insert(
+        "voice".into(),
+        PluginPolicy {
+            latency_p95_objective: Some(Duration::from_millis(500)),
+            max_failure_rate: Some(0.1),
+            ..PluginPolicy::default()
+        },
+    );
+    let mut h = Harness::new(Scaler::new(config, plugins()).unwrap());
+    let stats = |secs: u64, calls: u64, errors: u64, p95_ms: u64| PluginEvent {
+        at: Timestamp::from_secs(secs),
+        plugin: "voice".into(),
+        kind: PluginEventKind::Stats(PluginStats {
+            calls,
+            errors,
+            latency_p95_us: p95_ms * 1000,
+            ..PluginStats::default()
+        }),
+    };
+    for event in [
+        stats(0, 10, 0, 100),
+        stats(10, 100, 1, 900),
+        stats(20, 200, 2, 900),
+        stats(60, 300, 60, 100),
+    ] {
+        h.scaler.handle_plugin_event(event.at, &event);
+    }
+    h.feed(&assessment(61, &[(Resource::Memory, 0.3)]));
+    expect![[r#"
+           10s shed voice (level 0 -> 1) [latency_objective]
+           60s shed voice (disable) [failure_rate]
+    "#]]
+    .assert_eq(&h.timeline());
+    let reasons: Vec<_> = h.decisions.iter().map(|d| d.reason.clone()).collect();
+    expect![[r#"
+        [
+            "p95 latency 900.0 ms over its objective 500.0 ms",
+            "failure rate 0.58 over its limit 0.10 (58 of 100 calls)",
+        ]
+    "#]]
+    .assert_debug_eq(&reasons);
+}
+
+#[test]
+fn a_failed_plugin_is_neither_shed_nor_restored() {
+    let mut h = Harness::new(scaler(plugins()));
+    let failed = PluginEvent {
+        at: Timestamp::from_secs(0),
+        plugin: "discord".into(),
+        kind: PluginEventKind::StateChanged {
+            from: PluginState::Enabled { level: level(0) },
+            to: PluginState::Failed {
+                reason: "crashed".into(),
+            },
+            reason: "crashed".into(),
+        },
+    };
+    h.scaler.handle_plugin_event(failed.at, &failed);
+    h.memory(1, 2, 1, 0.9);
+    assert_eq!(h.decisions[0].plugin.as_deref(), Some("voice"));
+}
+
+#[test]
+fn a_tier_change_swaps_thresholds_and_bad_profiles_are_refused() {
+    let mut h = Harness::new(scaler(plugins()));
+    h.memory(0, 1, 1, 0.75);
+    let shed_count = |h: &Harness| {
+        h.decisions
+            .iter()
+            .filter(|d| d.kind == ballast_core::decision::DecisionKind::Shed)
+            .count()
+    };
+    assert_eq!(shed_count(&h), 0);
+    let mut profile = ThresholdProfile::default();
+    profile.default.shed = 0.7;
+    profile.default.restore = 0.5;
+    profile.resources.clear();
+    h.scaler.set_profile(profile.clone()).unwrap();
+    h.memory(40, 41, 1, 0.75);
+    assert_eq!(shed_count(&h), 1);
+    profile.default.restore = 0.9;
+    assert!(matches!(
+        h.scaler.set_profile(profile),
+        Err(ScalerError::Config(_))
+    ));
+}
+
+#[test]
+fn going_from_observe_to_enforce_starts_from_the_reported_states() {
+    let config = ScalerConfig {
+        mode: Mode::Observe,
+        ..ScalerConfig::default()
+    };
+    let mut h = Harness::new(Scaler::new(config, plugins()).unwrap());
+    h.memory(0, 100, 10, 0.9);
+    assert!(h.commands.is_empty());
+    h.scaler.set_mode(Mode::Enforce);
+    assert!(
+        h.scaler
+            .plugins()
+            .iter()
+            .all(|p| p.placement == ballast_scaler::Placement::On { level: level(0) })
+    );
+    h.memory(100, 101, 1, 0.9);
+    expect![[r#"
+        disable discord
+    "#]]
+    .assert_eq(&h.command_lines());
+}
