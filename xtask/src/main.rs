@@ -1,2 +1,343 @@
-//! Project automation for ballast: CI, plugin builds, header generation, benchmarks.
-fn main() {}
+//! Project automation for ballast (`cargo xtask ...`): CI, plugin builds, the C header, plugin
+//! scaffolding and benchmarks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// ballast's project automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run everything CI runs: formatting, lints, docs, header check, plugin builds and all tests.
+    Ci,
+    /// Build the example plugins and run ballast on its built-in default config with them.
+    Run {
+        /// Extra arguments for `ballast run`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Build the example plugins (Rust and C) into target/<profile>/.
+    Plugins {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Regenerate crates/ballast-abi/include/ballast_plugin.h from the ABI crate.
+    Header {
+        /// Fail if the checked-in header differs from a fresh generation instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Scaffold a new Rust plugin under plugins/rust/NAME.
+    NewPlugin {
+        /// The plugin's name (letters, digits, `-`, `_`).
+        name: String,
+    },
+    /// Run the criterion benchmarks (or those of one package).
+    Bench {
+        /// Only this package, e.g. ballast-host.
+        #[arg(long, short)]
+        package: Option<String>,
+    },
+}
+
+/// The Rust example plugins, by package.
+const RUST_PLUGINS: [&str; 5] = [
+    "ballast-plugin-voice",
+    "ballast-plugin-android",
+    "ballast-plugin-discord",
+    "ballast-plugin-stubs",
+    "ballast-plugin-faulty",
+];
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
+    match cli.command {
+        Task::Ci => ci(&root),
+        Task::Run { args } => run(&root, &args),
+        Task::Plugins { release } => build_plugins(&root, release),
+        Task::Header { check } => header(&root, check),
+        Task::NewPlugin { name } => new_plugin(&root, &name),
+        Task::Bench { package } => bench(package.as_deref()),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+/// Runs `command`, failing with its description if it does not succeed.
+fn step(what: &str, command: &mut Command) -> Result<()> {
+    eprintln!("==> {what}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start: {what}"))?;
+    if !status.success() {
+        bail!("failed: {what} ({status})");
+    }
+    Ok(())
+}
+
+fn ci(root: &Path) -> Result<()> {
+    install_system_packages()?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    step(
+        "cargo clippy -D warnings",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "cargo doc -D warnings",
+        cargo()
+            .args([
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--document-private-items",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    header(root, true)?;
+    build_plugins(root, false)?;
+    step(
+        "cargo test",
+        cargo().args(["test", "--workspace", "--all-targets"]),
+    )?;
+    step(
+        "cargo test --doc",
+        cargo().args(["test", "--workspace", "--doc"]),
+    )?;
+    eprintln!("==> all checks passed");
+    Ok(())
+}
+
+/// Debian packages the test suite uses. Installed only where missing, and only as root.
+const SYSTEM_PACKAGES: [(&str, &str); 1] = [("cc", "gcc")];
+
+fn install_system_packages() -> Result<()> {
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step("apt-get update", Command::new("apt-get").arg("update"))?;
+    step(
+        &format!("apt-get install {}", missing.join(" ")),
+        Command::new("apt-get")
+            .args(["install", "-y"])
+            .args(&missing),
+    )
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn run(root: &Path, args: &[String]) -> Result<()> {
+    build_plugins(root, false)?;
+    step(
+        "ballast run",
+        cargo()
+            .args(["run", "--quiet", "-p", "ballast", "--", "run"])
+            .args(args),
+    )
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn build_plugins(root: &Path, release: bool) -> Result<()> {
+    let mut build = cargo();
+    build.arg("build");
+    for p in RUST_PLUGINS {
+        build.args(["-p", p]);
+    }
+    if release {
+        build.arg("--release");
+    }
+    step("build the Rust example plugins", &mut build)?;
+    let out = target_dir(root).join(if release { "release" } else { "debug" });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let include = root.join("crates/ballast-abi/include");
+    let source = root.join("plugins/c/clock/clock.c");
+    let library = out.join("libclock.so");
+    step(
+        "build the C example plugin (plugins/c/clock)",
+        Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()))
+            .args([
+                "-std=c11", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
+            ])
+            .arg("-I")
+            .arg(&include)
+            .arg("-o")
+            .arg(&library)
+            .arg(&source),
+    )?;
+    eprintln!("==> plugins are in {}", out.display());
+    Ok(())
+}
+
+fn header(root: &Path, check: bool) -> Result<()> {
+    let crate_dir = root.join("crates/ballast-abi");
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .map_err(|e| anyhow::anyhow!("cannot read crates/ballast-abi/cbindgen.toml: {e}"))?;
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&crate_dir)
+        .with_config(config)
+        .generate()
+        .context("cbindgen could not generate the header")?;
+    let mut fresh = Vec::new();
+    bindings.write(&mut fresh);
+    let path = crate_dir.join("include/ballast_plugin.h");
+    if check {
+        eprintln!("==> check that include/ballast_plugin.h is current");
+        let current =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if current != fresh {
+            bail!(
+                "{} is out of date with crates/ballast-abi/src/lib.rs; run `cargo xtask header` and commit the result",
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, fresh).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn new_plugin(root: &Path, name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!("plugin name `{name}` must be letters, digits, `-` or `_`");
+    }
+    let dir = root.join("plugins/rust").join(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    let lib_name = name.replace('-', "_");
+    let type_name: String = name
+        .split(['-', '_'])
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let manifest = format!(
+        r#"[package]
+name = "ballast-plugin-{name}"
+description = "The {name} integration for ballast"
+version = "0.1.0"
+edition.workspace = true
+publish = false
+
+[lib]
+name = "{lib_name}"
+crate-type = ["cdylib"]
+
+[dependencies]
+ballast-sdk = {{ workspace = true }}
+log = {{ workspace = true }}
+"#
+    );
+    let source = format!(
+        r#"//! The `{name}` integration for ballast.
+
+use ballast_sdk::{{export_plugin, CreateContext, LevelInfo, Plugin, PluginError, PluginInfo}};
+
+/// The `{name}` integration.
+pub struct {type_name} {{
+    level: u32,
+}}
+
+impl Plugin for {type_name} {{
+    const INFO: PluginInfo = PluginInfo {{
+        name: "{name}",
+        version: env!("CARGO_PKG_VERSION"),
+        // Level 0 is full service; add cheaper levels after it, e.g. LevelInfo::new("reduced", 8 << 20).
+        levels: &[LevelInfo::new("full", 16 << 20)],
+        cpu_share: 0.05,
+        needs_gpu: false,
+    }};
+
+    fn create(ctx: CreateContext<'_>) -> Result<Self, PluginError> {{
+        log::info!("{name}: created with config {{}}", ctx.config_json());
+        Ok({type_name} {{ level: 0 }})
+    }}
+
+    fn set_level(&mut self, level: u32) -> Result<(), PluginError> {{
+        self.level = level;
+        Ok(())
+    }}
+
+    fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {{
+        let mut answer = format!("{name} (level {{}}): ", self.level).into_bytes();
+        answer.extend_from_slice(request);
+        Ok(answer)
+    }}
+}}
+
+export_plugin!({type_name});
+"#
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).context("cannot write Cargo.toml")?;
+    std::fs::write(dir.join("src/lib.rs"), source).context("cannot write src/lib.rs")?;
+    eprintln!(
+        "created {}\nbuild it with `cargo build -p ballast-plugin-{name}` and check it with\n`cargo run -p ballast -- plugin inspect target/debug/lib{lib_name}.so`",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn bench(package: Option<&str>) -> Result<()> {
+    let mut command = cargo();
+    command.arg("bench");
+    match package {
+        Some(p) => command.args(["-p", p]),
+        None => command.arg("--workspace"),
+    };
+    step("cargo bench", &mut command)
+}

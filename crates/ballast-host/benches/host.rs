@@ -1,0 +1,2 @@
+//! Benchmarks of the plugin call path and plugin loading.
+fn main() {}

@@ -1,0 +1,339 @@
+//! `PluginHostActor`: the actix shell around [`PluginHost`]. Commands in, plugin events out.
+//!
+//! Lifecycle work (create, drain, stop) can take seconds, so it never runs on the actor's thread:
+//! each plugin has its own lifecycle thread that executes its commands in the order they arrived.
+//! Calls run on the plugin's call workers; the actor only awaits the answer with a timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use ballast_core::plugin::{Command, Level, PluginEvent};
+
+use crate::host::{CallError, HostError, PluginHost, PluginStatus};
+
+/// A plugin event, as sent to subscribers.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct HostEvent(pub PluginEvent);
+
+/// Subscribe to plugin events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<HostEvent>);
+
+/// Execute a scaler or operator command; the reply says whether it worked.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HostError>")]
+pub struct Execute(pub Command);
+
+/// Enable a plugin at a level.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HostError>")]
+pub struct Enable {
+    /// The plugin.
+    pub plugin: String,
+    /// The level.
+    pub level: Level,
+    /// Why.
+    pub reason: String,
+}
+
+/// Disable a plugin.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HostError>")]
+pub struct Disable {
+    /// The plugin.
+    pub plugin: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Change a plugin's level.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HostError>")]
+pub struct SetLevel {
+    /// The plugin.
+    pub plugin: String,
+    /// The level.
+    pub level: Level,
+    /// Why.
+    pub reason: String,
+}
+
+/// Suspend a plugin.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HostError>")]
+pub struct Suspend {
+    /// The plugin.
+    pub plugin: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Resume a plugin.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HostError>")]
+pub struct Resume {
+    /// The plugin.
+    pub plugin: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Call a plugin.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<u8>, CallError>")]
+pub struct Call {
+    /// The plugin.
+    pub plugin: String,
+    /// The request bytes.
+    pub request: Vec<u8>,
+}
+
+/// The status of one plugin, or of all of them.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<PluginStatus>, HostError>")]
+pub struct Status {
+    /// One plugin, or `None` for all.
+    pub plugin: Option<String>,
+}
+
+type LifecycleJob = Box<dyn FnOnce() + Send>;
+
+/// The actor around a [`PluginHost`].
+pub struct PluginHostActor {
+    host: Arc<PluginHost>,
+    subscribers: Arc<RwLock<Vec<Recipient<HostEvent>>>>,
+    lifecycles: HashMap<String, crossbeam_channel::Sender<LifecycleJob>>,
+    stats_interval: Duration,
+}
+
+impl PluginHostActor {
+    /// An actor around a host built by `make_host`, which receives the event sink to pass to
+    /// [`PluginHost::new`]. Stats and health are polled every `stats_interval`.
+    pub fn new(
+        make_host: impl FnOnce(crate::host::EventSink) -> PluginHost,
+        stats_interval: Duration,
+    ) -> Self {
+        let subscribers: Arc<RwLock<Vec<Recipient<HostEvent>>>> = Arc::default();
+        let sink_subscribers = Arc::clone(&subscribers);
+        let host = make_host(Arc::new(move |event: PluginEvent| {
+            for s in sink_subscribers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                s.do_send(HostEvent(event.clone()));
+            }
+        }));
+        PluginHostActor {
+            host: Arc::new(host),
+            subscribers,
+            lifecycles: HashMap::new(),
+            stats_interval,
+        }
+    }
+
+    /// The host, for read-only use by the daemon (status pages).
+    pub fn host(&self) -> Arc<PluginHost> {
+        Arc::clone(&self.host)
+    }
+
+    /// Runs `job` on `plugin`'s lifecycle thread, after every job queued before it.
+    fn on_lifecycle<T: Send + 'static>(
+        &mut self,
+        plugin: &str,
+        job: impl FnOnce(&PluginHost) -> Result<T, HostError> + Send + 'static,
+    ) -> ResponseFuture<Result<T, HostError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let host = Arc::clone(&self.host);
+        let boxed: LifecycleJob = Box::new(move || {
+            let _ = tx.send(job(&host));
+        });
+        let sender = self.lifecycles.entry(plugin.to_owned()).or_insert_with(|| {
+            let (sender, receiver) = crossbeam_channel::unbounded::<LifecycleJob>();
+            let spawned = std::thread::Builder::new()
+                .name(format!("lifecycle-{plugin}"))
+                .spawn(move || {
+                    while let Ok(job) = receiver.recv() {
+                        job();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%plugin, %error, "cannot start lifecycle thread");
+            }
+            sender
+        });
+        let plugin = plugin.to_owned();
+        if sender.send(boxed).is_err() {
+            return Box::pin(async move {
+                Err(HostError::Config {
+                    problems: vec![format!(
+                        "plugin `{plugin}`: lifecycle thread is not running"
+                    )],
+                })
+            });
+        }
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(HostError::Config {
+                    problems: vec![format!("plugin `{plugin}`: lifecycle job was dropped")],
+                })
+            })
+        })
+    }
+}
+
+impl Actor for PluginHostActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.stats_interval, |actor, _ctx| {
+            let host = Arc::clone(&actor.host);
+            // Health and stats call into plugins: keep them off the actor's thread.
+            tokio::task::spawn_blocking(move || {
+                for name in host.names() {
+                    if let Err(error) = host.check_health(&name) {
+                        tracing::warn!(plugin = %name, %error, "health check failed");
+                    }
+                    let _ = host.refresh_stats(&name);
+                }
+            });
+        });
+    }
+}
+
+impl Handler<Subscribe> for PluginHostActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
+        self.subscribers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg.0);
+    }
+}
+
+impl Handler<Execute> for PluginHostActor {
+    type Result = ResponseFuture<Result<(), HostError>>;
+
+    fn handle(&mut self, msg: Execute, _ctx: &mut Self::Context) -> Self::Result {
+        let plugin = msg.0.plugin().to_owned();
+        self.on_lifecycle(&plugin, move |host| match msg.0 {
+            Command::Enable {
+                plugin,
+                level,
+                reason,
+            } => host.enable(&plugin, level, &reason),
+            Command::Disable { plugin, reason } => host.disable(&plugin, &reason),
+            Command::SetLevel {
+                plugin,
+                level,
+                reason,
+            } => host.set_level(&plugin, level, &reason),
+            Command::Suspend { plugin, reason } => host.suspend(&plugin, &reason),
+            Command::Resume { plugin, reason } => host.resume(&plugin, &reason),
+            Command::SetConcurrency {
+                plugin,
+                limit,
+                reason,
+            } => {
+                let applied = host.set_concurrency(&plugin, limit)?;
+                tracing::info!(%plugin, limit = applied, %reason, "concurrency limit changed");
+                Ok(())
+            }
+        })
+    }
+}
+
+impl Handler<Enable> for PluginHostActor {
+    type Result = ResponseFuture<Result<(), HostError>>;
+
+    fn handle(&mut self, msg: Enable, _ctx: &mut Self::Context) -> Self::Result {
+        let plugin = msg.plugin.clone();
+        self.on_lifecycle(&plugin, move |host| {
+            host.enable(&msg.plugin, msg.level, &msg.reason)
+        })
+    }
+}
+
+impl Handler<Disable> for PluginHostActor {
+    type Result = ResponseFuture<Result<(), HostError>>;
+
+    fn handle(&mut self, msg: Disable, _ctx: &mut Self::Context) -> Self::Result {
+        let plugin = msg.plugin.clone();
+        self.on_lifecycle(&plugin, move |host| host.disable(&msg.plugin, &msg.reason))
+    }
+}
+
+impl Handler<SetLevel> for PluginHostActor {
+    type Result = ResponseFuture<Result<(), HostError>>;
+
+    fn handle(&mut self, msg: SetLevel, _ctx: &mut Self::Context) -> Self::Result {
+        let plugin = msg.plugin.clone();
+        self.on_lifecycle(&plugin, move |host| {
+            host.set_level(&msg.plugin, msg.level, &msg.reason)
+        })
+    }
+}
+
+impl Handler<Suspend> for PluginHostActor {
+    type Result = ResponseFuture<Result<(), HostError>>;
+
+    fn handle(&mut self, msg: Suspend, _ctx: &mut Self::Context) -> Self::Result {
+        let plugin = msg.plugin.clone();
+        self.on_lifecycle(&plugin, move |host| host.suspend(&msg.plugin, &msg.reason))
+    }
+}
+
+impl Handler<Resume> for PluginHostActor {
+    type Result = ResponseFuture<Result<(), HostError>>;
+
+    fn handle(&mut self, msg: Resume, _ctx: &mut Self::Context) -> Self::Result {
+        let plugin = msg.plugin.clone();
+        self.on_lifecycle(&plugin, move |host| host.resume(&msg.plugin, &msg.reason))
+    }
+}
+
+impl Handler<Call> for PluginHostActor {
+    type Result = ResponseFuture<Result<Vec<u8>, CallError>>;
+
+    fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
+        let host = Arc::clone(&self.host);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let submitted = host.submit(
+            &msg.plugin,
+            msg.request,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        Box::pin(async move {
+            submitted?;
+            let timeout = host
+                .call_timeout(&msg.plugin)
+                .unwrap_or(Duration::from_secs(5));
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(CallError::Failed {
+                    plugin: msg.plugin,
+                    message: "the call worker stopped before answering".to_owned(),
+                }),
+                Err(_) => Err(host.timed_out(&msg.plugin, timeout)),
+            }
+        })
+    }
+}
+
+impl Handler<Status> for PluginHostActor {
+    type Result = Result<Vec<PluginStatus>, HostError>;
+
+    fn handle(&mut self, msg: Status, _ctx: &mut Self::Context) -> Self::Result {
+        match msg.plugin {
+            Some(name) => Ok(vec![self.host.status(&name)?]),
+            None => Ok(self.host.statuses()),
+        }
+    }
+}
