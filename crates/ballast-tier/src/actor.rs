@@ -1,0 +1,167 @@
+//! The [`TierActor`]: detects the facts at start and on request, classifies them and publishes
+//! the tier to its subscribers when it changes.
+
+use std::time::SystemTime;
+
+use actix::{Actor, Context, Handler, Message, MessageResult, Recipient};
+use ballast_core::Timestamp;
+use ballast_core::tier::{HardwareFacts, Tier};
+
+use crate::classify::classify;
+use crate::config::TierConfig;
+
+/// Something that detects the machine's facts (the daemon wires the monitor's detection in;
+/// tests use fixed facts).
+pub trait DetectFacts: 'static {
+    /// Detects the facts now, or says why it could not.
+    fn detect(&mut self) -> Result<HardwareFacts, String>;
+}
+
+impl<F> DetectFacts for F
+where
+    F: FnMut() -> Result<HardwareFacts, String> + 'static,
+{
+    fn detect(&mut self) -> Result<HardwareFacts, String> {
+        self()
+    }
+}
+
+/// Detects the facts again (e.g. a GPU appeared or vanished), publishes the tier if it changed
+/// and returns it.
+#[derive(Clone, Copy, Debug, Default, Message)]
+#[rtype(result = "Result<Tier, String>")]
+pub struct Redetect;
+
+/// Asks for the current tier (`None` while detection has never succeeded).
+#[derive(Clone, Copy, Debug, Default, Message)]
+#[rtype(result = "Option<Tier>")]
+pub struct CurrentTier;
+
+type Subscriber = Box<dyn Fn(&Tier) -> bool + Send>;
+
+/// Subscribes to the tier: the current one at once, if any, and every change.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeTier(Subscriber);
+
+impl SubscribeTier {
+    /// Delivers each tier to `recipient` as its own message type `M`, made with `M::from(tier)`.
+    pub fn new<M>(recipient: Recipient<M>) -> Self
+    where
+        M: Message<Result = ()> + From<Tier> + Send + 'static,
+    {
+        SubscribeTier(Box::new(move |tier: &Tier| {
+            if !recipient.connected() {
+                return false;
+            }
+            recipient.do_send(M::from(tier.clone()));
+            true
+        }))
+    }
+
+    /// Calls `callback` with each tier until it returns `false`.
+    pub fn callback(callback: impl Fn(&Tier) -> bool + Send + 'static) -> Self {
+        SubscribeTier(Box::new(callback))
+    }
+}
+
+impl std::fmt::Debug for SubscribeTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubscribeTier(..)")
+    }
+}
+
+/// Holds the tier rules and the current tier.
+pub struct TierActor {
+    config: TierConfig,
+    detector: Box<dyn DetectFacts>,
+    clock: Box<dyn Fn() -> Timestamp>,
+    current: Option<Tier>,
+    subscribers: Vec<Subscriber>,
+}
+
+impl TierActor {
+    /// An actor classifying by `config` (which should be valid) what `detector` finds.
+    pub fn new(config: TierConfig, detector: impl DetectFacts) -> Self {
+        TierActor {
+            config,
+            detector: Box::new(detector),
+            clock: Box::new(system_now),
+            current: None,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Stamps detections with `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Adds a subscriber before the actor starts, so that it also gets the first tier.
+    pub fn with_subscriber(mut self, subscribe: SubscribeTier) -> Self {
+        self.subscribers.push(subscribe.0);
+        self
+    }
+
+    fn detect(&mut self) -> Result<Tier, String> {
+        let facts = self.detector.detect().inspect_err(|reason| {
+            tracing::warn!(%reason, "hardware detection failed; keeping the current tier");
+        })?;
+        let tier = classify(&facts, &self.config, (self.clock)());
+        let changed = self
+            .current
+            .as_ref()
+            .is_none_or(|old| old.name != tier.name || old.facts != tier.facts);
+        if changed {
+            tracing::info!(tier = %tier.name, rule = %tier.rule, "hardware tier");
+            self.current = Some(tier.clone());
+            self.subscribers.retain(|deliver| deliver(&tier));
+        }
+        Ok(tier)
+    }
+}
+
+fn system_now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp::from_millis(millis)
+}
+
+impl Actor for TierActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        let _ = self.detect();
+    }
+}
+
+impl Handler<Redetect> for TierActor {
+    type Result = Result<Tier, String>;
+
+    fn handle(&mut self, _msg: Redetect, _ctx: &mut Self::Context) -> Self::Result {
+        self.detect()
+    }
+}
+
+impl Handler<CurrentTier> for TierActor {
+    type Result = MessageResult<CurrentTier>;
+
+    fn handle(&mut self, _msg: CurrentTier, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.current.clone())
+    }
+}
+
+impl Handler<SubscribeTier> for TierActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeTier, _ctx: &mut Self::Context) {
+        if let Some(tier) = &self.current
+            && !(msg.0)(tier)
+        {
+            return;
+        }
+        self.subscribers.push(msg.0);
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of ballast-tier: classification of fixture machines, configuration files
+//! (good and bad) and the TierActor on tokio's paused clock.
+
+mod actor;
+mod classify;
+mod config;
