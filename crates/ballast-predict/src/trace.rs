@@ -559,7 +559,7 @@ pub fn parse_telemetry_jsonl(
                 source_name: source_name.to_owned(),
                 line: line_number,
                 column: e.column() as u64,
-                message: e.to_string(),
+                message: json_message(&e),
             })?;
         let candidate = match value.get("sample") {
             Some(inner) => inner.clone(),
@@ -588,6 +588,15 @@ pub fn parse_telemetry_jsonl(
         points,
         skipped,
     })
+}
+
+/// serde_json's message without its own "at line 1 column 5" suffix (the line is ours).
+fn json_message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
 }
 
 fn csv_error(source_name: &str, error: &csv::Error) -> TraceError {

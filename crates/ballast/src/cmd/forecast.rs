@@ -1,12 +1,220 @@
-//! `ballast forecast`: placeholder until the command is implemented.
+//! `ballast forecast`: offline tools for the forecaster. `evaluate` measures its accuracy on a
+//! recorded trace against the persistence forecast ("next = last").
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ballast_predict::forecast::{Evaluation, ForecastConfig, Model, evaluate};
+use ballast_predict::trace::{Spacing, Trace, TraceOptions, read_trace};
 
 /// Arguments of `ballast forecast`.
 #[derive(Debug, clap::Args)]
-pub struct ForecastArgs {}
+pub struct ForecastArgs {
+    #[command(subcommand)]
+    command: ForecastCommand,
+}
+
+/// The subcommands of `ballast forecast`.
+#[derive(Debug, clap::Subcommand)]
+enum ForecastCommand {
+    /// Walk the forecaster over a trace (no look-ahead) and compare its error with persistence.
+    Evaluate(EvaluateArgs),
+}
+
+/// Arguments of `ballast forecast evaluate`.
+#[derive(Debug, clap::Args)]
+struct EvaluateArgs {
+    /// The trace: CSV (`timestamp,value`, NAB, Google 2019, Azure) or telemetry JSON lines.
+    #[arg(long, value_name = "FILE")]
+    trace: PathBuf,
+    /// The value column (CSV) or resource (telemetry); default: `value`, else the first
+    /// non-timestamp column (telemetry: `cpu`).
+    #[arg(long, value_name = "NAME")]
+    column: Option<String>,
+    /// Forecast this many steps of the trace's own sampling interval ahead.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    horizon: usize,
+    /// The spacing of rows in a CSV without a timestamp column [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    interval: Option<f64>,
+    /// Bin an event log (e.g. request arrivals) into a rate series with bins this wide; logs
+    /// whose median gap is under a second are binned at 10 s without it.
+    #[arg(long, value_name = "SECONDS")]
+    bin: Option<f64>,
+    /// The seasonal period the forecaster may use; 0 disables the seasonal model.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400.0)]
+    season: f64,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs `ballast forecast`.
-pub fn run(_args: ForecastArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`ballast forecast` is not implemented yet")
+pub fn run(args: ForecastArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ForecastCommand::Evaluate(args) => run_evaluate(&args),
+    }
+}
+
+fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 && v < 1e12 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => anyhow::bail!("{flag} must be a positive number of seconds, got {v}"),
+    }
+}
+
+fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
+    if args.horizon == 0 {
+        anyhow::bail!("--horizon must be at least 1 step");
+    }
+    if !(args.season.is_finite() && args.season >= 0.0) {
+        anyhow::bail!(
+            "--season must be a number of seconds (0 disables it), got {}",
+            args.season
+        );
+    }
+    let options = TraceOptions {
+        column: args.column.clone(),
+        interval: seconds("--interval", args.interval)?,
+        bin: seconds("--bin", args.bin)?,
+        format: None,
+    };
+    let name = args.trace.display().to_string();
+    let file =
+        std::fs::File::open(&args.trace).with_context(|| format!("cannot open trace {name}"))?;
+    let trace = read_trace(&name, std::io::BufReader::new(file), &options)?;
+    let values = trace.values();
+    if values.len() <= args.horizon {
+        anyhow::bail!(
+            "{name}: column `{}` has {} readings; evaluating a forecast {} steps ahead needs more \
+             than {}",
+            trace.column,
+            values.len(),
+            args.horizon,
+            args.horizon
+        );
+    }
+    let interval = trace.median_interval().filter(|i| !i.is_zero());
+    let season = match interval {
+        Some(interval) if args.season > 0.0 => {
+            let steps = (args.season / interval.as_secs_f64()).round();
+            (steps >= 2.0 && steps < 1e7).then_some(steps as usize)
+        }
+        _ => None,
+    };
+    let config = ForecastConfig {
+        horizon: args.horizon,
+        season,
+        ..ForecastConfig::default()
+    };
+    let evaluation = evaluate(&values, &config);
+    if args.json {
+        println!("{}", to_json(&trace, interval, &config, &evaluation));
+    } else {
+        print!("{}", to_text(&trace, interval, &config, &evaluation));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spacing_text(spacing: Spacing) -> String {
+    match spacing {
+        Spacing::FromFile => "timestamps from the file".to_owned(),
+        Spacing::Fixed(d) => format!("no timestamps, rows {} s apart", d.as_secs_f64()),
+        Spacing::Binned(d) => format!("events binned into {} s rates", d.as_secs_f64()),
+    }
+}
+
+fn to_json(
+    trace: &Trace,
+    interval: Option<Duration>,
+    config: &ForecastConfig,
+    evaluation: &Evaluation,
+) -> serde_json::Value {
+    let models: serde_json::Map<String, serde_json::Value> = Model::ALL
+        .iter()
+        .zip(evaluation.mae_by_model)
+        .filter(|(m, _)| **m != Model::Seasonal || config.season.is_some())
+        .map(|(m, mae)| (m.name().to_owned(), serde_json::json!(mae)))
+        .collect();
+    serde_json::json!({
+        "trace": trace.source,
+        "column": trace.column,
+        "points": trace.points.len(),
+        "skipped": trace.skipped,
+        "interval_seconds": interval.map(|i| i.as_secs_f64()),
+        "horizon": config.horizon,
+        "season_steps": config.season,
+        "n": evaluation.n,
+        "mae": evaluation.mae,
+        "mae_persistence": evaluation.mae_persistence,
+        "ratio": evaluation.ratio,
+        "mae_by_model": models,
+    })
+}
+
+fn to_text(
+    trace: &Trace,
+    interval: Option<Duration>,
+    config: &ForecastConfig,
+    evaluation: &Evaluation,
+) -> String {
+    let mut out = String::new();
+    let interval_text = interval.map_or_else(
+        || "unknown interval".to_owned(),
+        |i| format!("median interval {} s", i.as_secs_f64()),
+    );
+    let _ = writeln!(out, "trace        {}", trace.source);
+    let _ = writeln!(
+        out,
+        "series       {}: {} points, {interval_text} ({})",
+        trace.column,
+        trace.points.len(),
+        spacing_text(trace.spacing)
+    );
+    let ahead = interval.map_or_else(String::new, |i| {
+        format!(" ({} s)", i.as_secs_f64() * config.horizon as f64)
+    });
+    let _ = writeln!(out, "horizon      {} steps{ahead}", config.horizon);
+    let season = config
+        .season
+        .map_or_else(|| "off".to_owned(), |s| format!("{s} steps"));
+    let _ = writeln!(out, "season       {season}");
+    let _ = writeln!(out, "scored       {} forecasts", evaluation.n);
+    let _ = writeln!(out, "mae          {:.6}", evaluation.mae);
+    let _ = writeln!(out, "persistence  {:.6}", evaluation.mae_persistence);
+    match evaluation.ratio {
+        Some(ratio) => {
+            let verdict = if ratio <= 1.0 {
+                format!("{:.1}% lower error than persistence", (1.0 - ratio) * 100.0)
+            } else {
+                format!(
+                    "{:.1}% higher error than persistence",
+                    (ratio - 1.0) * 100.0
+                )
+            };
+            let _ = writeln!(out, "ratio        {ratio:.3} ({verdict})");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "ratio        n/a (persistence is exact on this series)"
+            );
+        }
+    }
+    let mut models: Vec<(Model, f64)> = Model::ALL
+        .iter()
+        .copied()
+        .zip(evaluation.mae_by_model)
+        .filter(|(m, _)| *m != Model::Seasonal || config.season.is_some())
+        .collect();
+    models.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let _ = writeln!(out, "models alone (mae, best first):");
+    for (model, mae) in models {
+        let _ = writeln!(out, "  {:<18} {mae:.6}", model.name());
+    }
+    out
 }
