@@ -337,7 +337,17 @@ impl Shared {
         }
     }
 
-    /// The live instance if the plugin takes calls.
+    /// The instance that calls admitted earlier may still use: the current one while it is
+    /// enabled or draining (a drain lets admitted calls finish).
+    fn serving(&self) -> Option<Arc<Instance>> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        match current.state {
+            PluginState::Enabled { .. } | PluginState::Draining => current.instance.clone(),
+            _ => None,
+        }
+    }
+
+    /// The live instance if the plugin takes new calls.
     fn callable(&self) -> Option<Arc<Instance>> {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         if current.state.accepts_calls() {
@@ -1010,7 +1020,7 @@ fn worker(shared: &Shared, jobs: &crossbeam_channel::Receiver<Job>) {
         shared.permits.acquire();
         let started = Instant::now();
         let still_current = shared
-            .callable()
+            .serving()
             .is_some_and(|current| Arc::ptr_eq(&current, &job.instance));
         let result = if still_current {
             match job.instance.call(&job.request) {

@@ -1,0 +1,8 @@
+//! Integration tests of ballast-host against real plugin files: the example plugins, the faulty
+//! test plugin and small C fixtures compiled here.
+
+mod actor;
+mod calls;
+mod lifecycle;
+mod load;
+mod support;
