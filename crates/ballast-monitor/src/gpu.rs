@@ -14,6 +14,13 @@ use nvml_wrapper::error::NvmlError;
 /// The library NVML is loaded from when no path is configured.
 pub const DEFAULT_NVML_LIBRARY: &str = "libnvidia-ml.so.1";
 
+/// The start of the reason given when the system has no NVML library: the normal case on
+/// machines without an NVIDIA GPU.
+const NO_DRIVER: &str = "no NVIDIA driver";
+
+/// The reason given when GPU monitoring is turned off.
+const DISABLED: &str = "GPU monitoring is disabled in the configuration";
+
 /// Where the GPU figures come from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum NvmlSource {
@@ -50,6 +57,13 @@ impl GpuSampler {
     /// Why GPUs are unavailable, if they are.
     pub fn unavailable_reason(&self) -> Option<&str> {
         self.nvml.as_ref().err().map(String::as_str)
+    }
+
+    /// Whether GPUs are unavailable only because the machine has no NVIDIA driver, the normal
+    /// case on most machines (not worth more than a debug log line).
+    pub fn absent_normally(&self) -> bool {
+        self.unavailable_reason()
+            .is_some_and(|r| r.starts_with(NO_DRIVER) || r.starts_with(DISABLED))
     }
 
     /// Reads every device once. An empty list means NVML works and sees no device.
@@ -120,7 +134,11 @@ fn check_library(path: &OsStr) -> Result<(), String> {
     if handle.is_null() {
         let detail = dlerror().unwrap_or_else(|| "dlopen failed".into());
         return Err(if matches!(path.to_str(), Some(DEFAULT_NVML_LIBRARY)) {
-            format!("no NVIDIA driver: {DEFAULT_NVML_LIBRARY} is not installed ({detail})")
+            if detail.contains("cannot open shared object file") {
+                format!("{NO_DRIVER} ({DEFAULT_NVML_LIBRARY} is not installed)")
+            } else {
+                format!("{NO_DRIVER} ({detail})")
+            }
         } else {
             format!("cannot load the NVML library {shown}: {detail}")
         });

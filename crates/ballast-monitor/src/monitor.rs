@@ -197,7 +197,8 @@ impl Monitor {
     /// Every GPU NVML sees.
     pub fn sample_gpus(&mut self) -> Metric<Vec<GpuReading>> {
         let metric = self.gpu.sample();
-        self.reasons.note("gpu", &metric);
+        let expected = self.gpu.absent_normally();
+        self.reasons.note_expected("gpu", &metric, expected);
         metric
     }
 

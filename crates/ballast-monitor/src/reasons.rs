@@ -18,10 +18,24 @@ impl Reasons {
 
     /// Notes `reason` (`None`: the metric is fine) for metric `key`.
     pub(crate) fn note_reason(&mut self, key: &str, reason: Option<&str>) {
+        self.note_reason_quietly(key, reason, false);
+    }
+
+    /// Like [`Reasons::note`], logging a new reason at debug level when `expected` (e.g. no
+    /// NVIDIA driver on a machine without a GPU).
+    pub(crate) fn note_expected<T>(&mut self, key: &str, metric: &Metric<T>, expected: bool) {
+        self.note_reason_quietly(key, metric.unavailable_reason(), expected);
+    }
+
+    fn note_reason_quietly(&mut self, key: &str, reason: Option<&str>, expected: bool) {
         match (reason, self.last.get(key)) {
             (Some(reason), Some(last)) if last == reason => {}
             (Some(reason), _) => {
-                tracing::info!(metric = key, reason, "metric unavailable");
+                if expected {
+                    tracing::debug!(metric = key, reason, "metric unavailable");
+                } else {
+                    tracing::info!(metric = key, reason, "metric unavailable");
+                }
                 self.last.insert(key.to_owned(), reason.to_owned());
             }
             (None, Some(_)) => {
