@@ -30,8 +30,11 @@ pub enum Model {
     EmaSlow,
     /// Exponential moving average with weight 0.03.
     EmaSlowest,
-    /// The median of the last few values: robust to isolated spikes.
+    /// The median of the last few values ([`ForecastConfig::median_len`]): robust to isolated
+    /// spikes.
     Median,
+    /// The median of three times as many values: robust to bursts.
+    MedianLong,
     /// The mean of the window.
     WindowMean,
     /// Holt's linear trend with a damped slope, extrapolated to the horizon.
@@ -46,7 +49,7 @@ pub enum Model {
 }
 
 /// How many candidate models there are.
-pub const N_MODELS: usize = 11;
+pub const N_MODELS: usize = 12;
 
 impl Model {
     /// Every model, in a stable order (the index of a model's error in reports).
@@ -57,6 +60,7 @@ impl Model {
         Model::EmaSlow,
         Model::EmaSlowest,
         Model::Median,
+        Model::MedianLong,
         Model::WindowMean,
         Model::DampedTrend,
         Model::LagRegression,
@@ -73,6 +77,7 @@ impl Model {
             Model::EmaSlow => "ema0.1",
             Model::EmaSlowest => "ema0.03",
             Model::Median => "median",
+            Model::MedianLong => "median_long",
             Model::WindowMean => "mean",
             Model::DampedTrend => "damped_trend",
             Model::LagRegression => "lag_regression",
@@ -118,7 +123,7 @@ impl Default for ForecastConfig {
             window: 60,
             min_points: 10,
             fit_memory: 1000,
-            refit_every: 8,
+            refit_every: 32,
             median_len: 9,
             error_half_life: 40.0,
             blend_top: 3,
@@ -227,12 +232,28 @@ impl NormalEquations {
             self.b[i] = keep * self.b[i] + x[i] * target;
         }
         self.rows = keep * self.rows + 1.0;
+        // Values whose squares overflow leave nothing to fit: start over rather than keep
+        // infinities around forever.
+        if !self.b.iter().all(|v| v.is_finite()) || !self.a.iter().flatten().all(|v| v.is_finite())
+        {
+            *self = NormalEquations::new();
+        }
     }
 
     /// Solves for the coefficients with smartcore's SVD (a pseudo-inverse, so a constant or
     /// duplicated feature is harmless, where QR would return garbage). A small ridge relative to
     /// each feature's own scale keeps nearly collinear features from fitting noise.
     fn solve(&self) -> Option<Linear> {
+        // smartcore's SVD panics when it does not converge, which it cannot on non-finite
+        // input; values so large that their squares overflow never reach it.
+        let finite = self
+            .b
+            .iter()
+            .chain(self.a.iter().flatten())
+            .all(|v| v.is_finite());
+        if !finite {
+            return None;
+        }
         let mut values = Vec::with_capacity(N_UNKNOWNS * N_UNKNOWNS);
         for (i, row) in self.a.iter().enumerate() {
             for (j, cell) in row.iter().enumerate() {
@@ -246,7 +267,12 @@ impl NormalEquations {
         }
         let a = DenseMatrix::new(N_UNKNOWNS, N_UNKNOWNS, values, false).ok()?;
         let b = DenseMatrix::new(N_UNKNOWNS, 1, self.b.to_vec(), false).ok()?;
-        let w = a.svd_solve_mut(b).ok()?;
+        // The SVD's iteration limit is an `assert!` in smartcore, not an error. Finite input
+        // does not reach it in practice, but a panic here would take the daemon down with it,
+        // so it is contained and counts as a failed fit.
+        let w = std::panic::catch_unwind(move || a.svd_solve_mut(b))
+            .ok()?
+            .ok()?;
         let mut fit = Linear {
             intercept: *w.get((N_FEATURES, 0)),
             coefficients: [0.0; N_FEATURES],
@@ -350,7 +376,7 @@ impl SeriesPredictor {
             since_fit: 0,
             next_step: 0,
             seen: 0,
-            median_scratch: Vec::with_capacity(config.median_len),
+            median_scratch: Vec::with_capacity(config.median_len.saturating_mul(3)),
             config,
         }
     }
@@ -359,7 +385,11 @@ impl SeriesPredictor {
         let season = config
             .season
             .map_or(0, |s| s.saturating_mul(config.season_cycles.max(1)) + 1);
-        config.window.max(config.median_len).max(season).max(3)
+        config
+            .window
+            .max(config.median_len.saturating_mul(3))
+            .max(season)
+            .max(3)
     }
 
     /// The settings in use.
@@ -423,11 +453,9 @@ impl SeriesPredictor {
                 continue;
             }
             for (error, forecast) in self.errors.iter_mut().zip(forecasts) {
-                let miss = (forecast - value).abs();
-                *error = Some(error.map_or(miss, |e| e + decay * (miss - e)));
+                *error = Some(track_error(*error, (forecast - value).abs(), decay));
             }
-            let miss = (blend - value).abs();
-            self.blend_error = Some(self.blend_error.map_or(miss, |e| e + decay * (miss - e)));
+            self.blend_error = Some(track_error(self.blend_error, (blend - value).abs(), decay));
             self.scored += 1;
         }
     }
@@ -565,19 +593,27 @@ impl SeriesPredictor {
         // Sum of phi^1..=phi^h, the damped trend's total slope multiplier.
         let damping = phi * (1.0 - phi.powi(h as i32)) / (1.0 - phi);
         let seasonal = clamp(last + self.seasonal_change());
-        [
+        let mut forecasts = [
             last,
             self.emas[0],
             self.emas[1],
             self.emas[2],
             self.emas[3],
-            self.median(),
+            self.median(self.config.median_len),
+            self.median(self.config.median_len.saturating_mul(3)),
             self.window_mean(),
             clamp(holt_level + damping * holt_slope),
             level,
             delta,
             seasonal,
-        ]
+        ];
+        // Sums over extreme values can overflow; such a model falls back to the last value.
+        for forecast in &mut forecasts {
+            if !forecast.is_finite() {
+                *forecast = last;
+            }
+        }
+        forecasts
     }
 
     /// The mean change from a step to `horizon` steps later, one, two, ... seasons ago (as many
@@ -612,15 +648,10 @@ impl SeriesPredictor {
         (low - margin, high + margin)
     }
 
-    fn median(&mut self) -> f64 {
+    fn median(&mut self, len: usize) -> f64 {
         self.median_scratch.clear();
-        self.median_scratch.extend(
-            self.history
-                .iter()
-                .rev()
-                .take(self.config.median_len)
-                .copied(),
-        );
+        self.median_scratch
+            .extend(self.history.iter().rev().take(len.max(1)).copied());
         let middle = self.median_scratch.len() / 2;
         let (_, median, _) = self
             .median_scratch
@@ -647,17 +678,19 @@ impl SeriesPredictor {
             .collect();
         ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
         ranked.truncate(self.config.blend_top);
-        // Inverse squared error weights; a tiny floor keeps a perfect model from dividing by 0.
-        let floor = ranked.first().map_or(0.0, |(_, e)| e * 1e-3).max(1e-12);
+        // Inverse squared error weights, written relative to the best model's error so that
+        // huge errors cannot overflow; a tiny floor keeps a perfect model from dividing by 0.
+        let best = ranked.first().map_or(0.0, |(_, e)| *e);
+        let floor = (best * 1e-3).max(1e-12);
         let weights: Vec<f64> = ranked
             .iter()
-            .map(|(_, e)| 1.0 / (e + floor).powi(2))
+            .map(|(_, e)| ((best + floor) / (e + floor)).powi(2))
             .collect();
         let total: f64 = weights.iter().sum();
         let value = ranked
             .iter()
             .zip(&weights)
-            .map(|((i, _), w)| forecasts[*i] * w / total)
+            .map(|((i, _), w)| forecasts[*i] * (w / total))
             .sum();
         PointForecast {
             value,
@@ -681,6 +714,21 @@ impl SeriesPredictor {
         let scored = self.scored as f64;
         let warmup = scored / (scored + self.config.min_points as f64);
         (skill * warmup).clamp(0.0, 1.0)
+    }
+}
+
+/// The exponentially weighted mean of absolute errors after one more `miss`. A miss too large
+/// to represent counts as the largest finite error, so that one overflow cannot make the mean
+/// infinite (or NaN) for ever.
+fn track_error(mean: Option<f64>, miss: f64, decay: f64) -> f64 {
+    let miss = if miss.is_finite() {
+        miss
+    } else {
+        f64::MAX / 4.0
+    };
+    match mean {
+        Some(mean) => mean + decay * (miss - mean),
+        None => miss,
     }
 }
 

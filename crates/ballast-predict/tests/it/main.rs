@@ -1,3 +1,6 @@
 //! Integration tests of ballast-predict, one binary with a module per area.
 
 mod accuracy;
+mod actor;
+mod properties;
+mod series;
