@@ -123,7 +123,6 @@ fn ci(root: &Path) -> Result<()> {
             ])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    header(root, true)?;
     build_plugins(root, false)?;
     step(
         "cargo test",
@@ -209,19 +208,10 @@ fn build_plugins(root: &Path, release: bool) -> Result<()> {
 }
 
 fn header(root: &Path, check: bool) -> Result<()> {
-    let crate_dir = root.join("crates/ballast-abi");
-    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
-        .map_err(|e| anyhow::anyhow!("cannot read crates/ballast-abi/cbindgen.toml: {e}"))?;
-    let bindings = cbindgen::Builder::new()
-        .with_crate(&crate_dir)
-        .with_config(config)
-        .generate()
-        .context("cbindgen could not generate the header")?;
-    let mut fresh = Vec::new();
-    bindings.write(&mut fresh);
-    let path = crate_dir.join("include/ballast_plugin.h");
+    let path = root.join(xtask::HEADER_PATH);
+    let fresh = xtask::generate_header(root)?;
     if check {
-        eprintln!("==> check that include/ballast_plugin.h is current");
+        eprintln!("==> check that {} is current", xtask::HEADER_PATH);
         let current =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         if current != fresh {

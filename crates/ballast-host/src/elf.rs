@@ -70,34 +70,51 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 /// Checks `bytes` (the whole file) as a 64-bit little-endian ELF shared object whose program
 /// headers, loadable segments and section headers all lie within the file.
 pub fn check_shared_object(bytes: &[u8]) -> Result<(), ElfProblem> {
-    let size = bytes.len() as u64;
-    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+    check(bytes.len() as u64, |offset, len| {
+        let start = usize::try_from(offset).ok()?;
+        bytes
+            .get(start..start.checked_add(len)?)
+            .map(<[u8]>::to_vec)
+    })
+}
+
+/// Like [`check_shared_object`], reading only the headers from `file` (of `size` bytes) instead
+/// of the whole file.
+pub(crate) fn check_shared_object_file(file: &std::fs::File, size: u64) -> Result<(), ElfProblem> {
+    use std::os::unix::fs::FileExt;
+    check(size, |offset, len| {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset).ok().map(|()| buf)
+    })
+}
+
+/// The checks, over a file of `size` bytes read through `read(offset, len)`, which returns `None`
+/// when the range is not in the file.
+fn check(size: u64, read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Result<(), ElfProblem> {
+    const HEADER: u64 = 64;
+    let truncated = |needed: u64| ElfProblem::Truncated { size, needed };
+    let magic = read(0, 4).ok_or(ElfProblem::NotElf)?;
+    if magic != b"\x7fELF" {
         return Err(ElfProblem::NotElf);
     }
-    const HEADER: u64 = 64;
-    if size < HEADER {
-        return Err(ElfProblem::Truncated {
-            size,
-            needed: HEADER,
-        });
-    }
+    let header = read(0, HEADER as usize).ok_or(truncated(HEADER))?;
     // EI_CLASS 2 = 64-bit, EI_DATA 1 = little-endian.
-    if bytes[4] != 2 || bytes[5] != 1 {
+    if header[4] != 2 || header[5] != 1 {
         return Err(ElfProblem::WrongClass);
     }
-    let truncated = |needed: u64| ElfProblem::Truncated { size, needed };
-    let e_type = u16_at(bytes, 16).ok_or(truncated(HEADER))?;
+    let e_type = u16_at(&header, 16).ok_or(truncated(HEADER))?;
     if e_type != 3 {
         return Err(ElfProblem::NotShared { e_type });
     }
-    let e_phoff = u64_at(bytes, 32).ok_or(truncated(HEADER))?;
-    let e_shoff = u64_at(bytes, 40).ok_or(truncated(HEADER))?;
-    let e_phentsize = u64::from(u16_at(bytes, 54).ok_or(truncated(HEADER))?);
-    let e_phnum = u64::from(u16_at(bytes, 56).ok_or(truncated(HEADER))?);
-    let e_shentsize = u64::from(u16_at(bytes, 58).ok_or(truncated(HEADER))?);
-    let e_shnum = u64::from(u16_at(bytes, 60).ok_or(truncated(HEADER))?);
+    let e_phoff = u64_at(&header, 32).ok_or(truncated(HEADER))?;
+    let e_shoff = u64_at(&header, 40).ok_or(truncated(HEADER))?;
+    let e_phentsize = u64::from(u16_at(&header, 54).ok_or(truncated(HEADER))?);
+    let e_phnum = u64::from(u16_at(&header, 56).ok_or(truncated(HEADER))?);
+    let e_shentsize = u64::from(u16_at(&header, 58).ok_or(truncated(HEADER))?);
+    let e_shnum = u64::from(u16_at(&header, 60).ok_or(truncated(HEADER))?);
 
-    let ph_end = e_phoff.saturating_add(e_phnum.saturating_mul(e_phentsize));
+    let ph_len = e_phnum.saturating_mul(e_phentsize);
+    let ph_end = e_phoff.saturating_add(ph_len);
     let sh_end = if e_shnum == 0 {
         0
     } else {
@@ -107,16 +124,24 @@ pub fn check_shared_object(bytes: &[u8]) -> Result<(), ElfProblem> {
     if needed > size {
         return Err(truncated(needed));
     }
+    if e_phentsize < 56 && e_phnum > 0 {
+        return Err(ElfProblem::WrongClass);
+    }
+    let phdrs = read(
+        e_phoff,
+        usize::try_from(ph_len).map_err(|_| truncated(ph_end))?,
+    )
+    .ok_or(truncated(ph_end))?;
     // Every loadable segment's file bytes must be present: mapping past the end of the file is
     // what turns a truncated library into SIGBUS.
     for i in 0..e_phnum {
-        let at = usize::try_from(e_phoff + i * e_phentsize).map_err(|_| truncated(ph_end))?;
-        let p_type = u32_at(bytes, at).ok_or(truncated(ph_end))?;
+        let at = usize::try_from(i * e_phentsize).map_err(|_| truncated(ph_end))?;
+        let p_type = u32_at(&phdrs, at).ok_or(truncated(ph_end))?;
         if p_type != 1 {
             continue; // Only PT_LOAD segments are mapped from the file.
         }
-        let p_offset = u64_at(bytes, at + 8).ok_or(truncated(ph_end))?;
-        let p_filesz = u64_at(bytes, at + 32).ok_or(truncated(ph_end))?;
+        let p_offset = u64_at(&phdrs, at + 8).ok_or(truncated(ph_end))?;
+        let p_filesz = u64_at(&phdrs, at + 32).ok_or(truncated(ph_end))?;
         needed = needed.max(p_offset.saturating_add(p_filesz));
     }
     if needed > size {
@@ -148,12 +173,32 @@ mod tests {
     }
 
     #[test]
+    fn the_file_reader_agrees_with_the_slice_reader() {
+        let lib = own_library();
+        let dir = tempfile::tempdir().unwrap();
+        for cut in [lib.len(), lib.len() / 2, 100] {
+            let path = dir.path().join(format!("lib{cut}.so"));
+            std::fs::write(&path, &lib[..cut]).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            assert_eq!(
+                check_shared_object_file(&file, cut as u64),
+                check_shared_object(&lib[..cut]),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn text_is_not_elf() {
         assert_eq!(
             check_shared_object(b"#!/bin/sh\necho hi\n"),
             Err(ElfProblem::NotElf)
         );
         assert_eq!(check_shared_object(b""), Err(ElfProblem::NotElf));
+        assert!(matches!(
+            check_shared_object(b"\x7fELF\x02\x01"),
+            Err(ElfProblem::Truncated { .. })
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! holder (possibly a call still finishing after a drain deadline) lets go.
 
 use std::ffi::c_void;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -61,26 +62,38 @@ impl std::fmt::Display for PluginFault {
     }
 }
 
-/// A message buffer the plugin writes into.
+/// A message buffer the plugin writes into: on the stack and never zeroed, since only the bytes
+/// the plugin reports writing are read back.
 struct Message {
-    bytes: Vec<u8>,
-    buf: BallastMessageBuf,
+    bytes: [MaybeUninit<u8>; MESSAGE_CAPACITY],
+    len: usize,
 }
 
 impl Message {
     fn new() -> Message {
-        let mut bytes = vec![0u8; MESSAGE_CAPACITY];
-        let buf = BallastMessageBuf {
-            ptr: bytes.as_mut_ptr(),
-            cap: bytes.len(),
+        Message {
+            bytes: [MaybeUninit::uninit(); MESSAGE_CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Runs `f` with an ABI view of this buffer and keeps the length it reports.
+    fn with<R>(&mut self, f: impl FnOnce(&mut BallastMessageBuf) -> R) -> R {
+        let mut buf = BallastMessageBuf {
+            ptr: self.bytes.as_mut_ptr().cast(),
+            cap: MESSAGE_CAPACITY,
             len: 0,
         };
-        Message { bytes, buf }
+        let result = f(&mut buf);
+        self.len = buf.len.min(MESSAGE_CAPACITY);
+        result
     }
 
     fn text(&self) -> String {
-        let len = self.buf.len.min(self.bytes.len());
-        String::from_utf8_lossy(&self.bytes[..len]).into_owned()
+        // SAFETY: the plugin wrote `len` bytes (bounded by the capacity) at the start of the buffer.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.bytes.as_ptr().cast::<u8>(), self.len) };
+        String::from_utf8_lossy(bytes).into_owned()
     }
 
     fn result(&self, status: BallastStatus) -> Result<(), PluginFault> {
@@ -127,15 +140,15 @@ impl Instance {
         let mut ptr: *mut c_void = std::ptr::null_mut();
         // SAFETY: a validated vtable function, called with a host table that lives forever,
         // borrowed bytes valid for the call, and valid out-pointers.
-        let status = unsafe {
+        let status = message.with(|buf| unsafe {
             create(
                 host_api,
                 BallastBytes::new(config_json),
                 BallastBytes::new(checkpoint),
                 &mut ptr,
-                &mut message.buf,
+                buf,
             )
-        };
+        });
         message.result(status)?;
         if ptr.is_null() {
             return Err(PluginFault::host(
@@ -179,7 +192,7 @@ impl Instance {
     ) -> Result<(), PluginFault> {
         let _gate = self.exclusive(wait)?;
         let mut message = Message::new();
-        let status = f(self.ptr, &mut message.buf);
+        let status = message.with(|buf| f(self.ptr, buf));
         message.result(status)
     }
 
@@ -237,7 +250,7 @@ impl Instance {
         let mut message = Message::new();
         let mut out = BallastBuffer::EMPTY;
         // SAFETY: as in `start`, with a valid out-buffer.
-        let status = unsafe { checkpoint(self.ptr, &mut out, &mut message.buf) };
+        let status = message.with(|buf| unsafe { checkpoint(self.ptr, &mut out, buf) });
         message.result(status)?;
         // SAFETY: the plugin handed out `out`; it is copied and given back through its own free.
         let blob = unsafe { take_buffer(out, free) };
@@ -259,14 +272,8 @@ impl Instance {
         let mut out = BallastBuffer::EMPTY;
         // SAFETY: a validated vtable function on this live instance; calls run concurrently only
         // for thread-safe plugins (else `serial` is held); request and out-pointers are valid.
-        let status = unsafe {
-            call(
-                self.ptr,
-                BallastBytes::new(request),
-                &mut out,
-                &mut message.buf,
-            )
-        };
+        let status = message
+            .with(|buf| unsafe { call(self.ptr, BallastBytes::new(request), &mut out, buf) });
         if status != BALLAST_STATUS_OK {
             // A failing plugin should not hand out a buffer, but free one if it did.
             // SAFETY: as below.
@@ -293,7 +300,7 @@ impl Instance {
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
         let mut message = Message::new();
         // SAFETY: as in `call`.
-        let status = unsafe { health(self.ptr, &mut message.buf) };
+        let status = message.with(|buf| unsafe { health(self.ptr, buf) });
         message.result(status).map(|()| message.text())
     }
 
@@ -326,7 +333,7 @@ impl Drop for Instance {
         if let Some(destroy) = self.library.vtable().destroy {
             let mut message = Message::new();
             // SAFETY: the instance is live and referenced by nobody else; destroy is called once.
-            let status = unsafe { destroy(self.ptr, &mut message.buf) };
+            let status = message.with(|buf| unsafe { destroy(self.ptr, buf) });
             if let Err(fault) = message.result(status) {
                 tracing::warn!(plugin = %name, %fault, "plugin destroy failed");
             }

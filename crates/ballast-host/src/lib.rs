@@ -21,4 +21,4 @@ pub use elf::{ElfProblem, check_shared_object};
 pub use host::{CallError, EventSink, HostError, PluginHost, PluginStatus, Reply};
 pub use host_api::{Clock, StateReport, system_clock};
 pub use instance::PluginFault;
-pub use library::{LevelInfo, LoadError, PluginInfo, PluginLibrary};
+pub use library::{LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file};

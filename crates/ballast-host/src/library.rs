@@ -15,7 +15,7 @@ use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::elf::{ElfProblem, check_shared_object};
+use crate::elf::{ElfProblem, check_shared_object_file};
 
 /// Longest plugin name accepted.
 const MAX_NAME_LEN: usize = 64;
@@ -155,8 +155,8 @@ pub struct PluginInfo {
     pub abi: String,
     /// The file it was loaded from.
     pub file: PathBuf,
-    /// The file's sha256, hex.
-    pub sha256: String,
+    /// The file's sha256, hex (computed when a pin is checked, or by `ballast plugin inspect`).
+    pub sha256: Option<String>,
     /// The file's size in bytes.
     pub size_bytes: u64,
     /// Capability names: thread_safe_calls, checkpoint, drain, alloc_stats.
@@ -214,24 +214,31 @@ impl PluginLibrary {
     /// Loads `path`, checks it (ELF structure, optional sha256 pin) before `dlopen`, then validates
     /// its descriptor.
     pub fn load(path: &Path, sha256_pin: Option<&str>) -> Result<PluginLibrary, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let read_error = |source| LoadError::Read {
             path: path.to_owned(),
             source,
-        })?;
-        check_shared_object(&bytes).map_err(|problem| LoadError::BadFile {
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let size = file.metadata().map_err(read_error)?.len();
+        check_shared_object_file(&file, size).map_err(|problem| LoadError::BadFile {
             path: path.to_owned(),
             problem,
         })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        if let Some(expected) = sha256_pin
-            && !expected.eq_ignore_ascii_case(&sha256)
-        {
-            return Err(LoadError::ChecksumMismatch {
-                path: path.to_owned(),
-                expected: expected.to_owned(),
-                actual: sha256,
-            });
-        }
+        // Hashing reads the whole file, so it is done only when a pin asks for it.
+        let sha256 = match sha256_pin {
+            Some(expected) => {
+                let actual = sha256_file(path).map_err(read_error)?;
+                if !expected.eq_ignore_ascii_case(&actual) {
+                    return Err(LoadError::ChecksumMismatch {
+                        path: path.to_owned(),
+                        expected: expected.to_owned(),
+                        actual,
+                    });
+                }
+                Some(actual)
+            }
+            None => None,
+        };
         // dlopen resolves a bare file name through the library search path; make it explicit.
         let path_for_dlopen = if path.components().count() == 1 {
             Path::new(".").join(path)
@@ -245,7 +252,7 @@ impl PluginLibrary {
                 path: path.to_owned(),
                 message: error_chain(&e),
             })?;
-        let result = Self::from_library(&library, path, sha256, bytes.len() as u64);
+        let result = Self::from_library(&library, path, sha256, size);
         // Never unload: keep the library mapped for the life of the process, also on failure
         // (its initialisers may have started threads or registered TLS destructors).
         std::mem::forget(library);
@@ -255,7 +262,7 @@ impl PluginLibrary {
     fn from_library(
         library: &Library,
         path: &Path,
-        sha256: String,
+        sha256: Option<String>,
         size: u64,
     ) -> Result<PluginLibrary, LoadError> {
         let file = path.file_name().map_or_else(
@@ -310,8 +317,10 @@ impl PluginLibrary {
         &self.info
     }
 
-    /// The plugin's functions.
-    pub(crate) fn vtable(&self) -> &BallastPluginVTable {
+    /// The plugin's functions, for tools that drive a plugin directly (benchmarks, a worker
+    /// process). The host itself goes through [`crate::PluginHost`], which keeps the ABI's
+    /// threading and ownership rules.
+    pub fn vtable(&self) -> &BallastPluginVTable {
         &self.vtable
     }
 
@@ -326,7 +335,7 @@ fn validate(
     path: &Path,
     file: String,
     name: String,
-    sha256: String,
+    sha256: Option<String>,
     size: u64,
 ) -> Result<PluginLibrary, LoadError> {
     let bad = |problem: String| LoadError::BadDescriptor {
@@ -507,6 +516,22 @@ fn read_str(s: BallastStr, max: usize) -> Result<String, String> {
     std::str::from_utf8(bytes)
         .map(str::to_owned)
         .map_err(|e| format!("not UTF-8: {e}"))
+}
+
+/// The sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// An error and its sources on one line (libloading's Display says only "dlopen failed").

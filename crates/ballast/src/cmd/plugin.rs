@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ballast_host::{PluginInfo, PluginLibrary};
+use ballast_host::{PluginInfo, PluginLibrary, sha256_file};
 
 /// Arguments of `ballast plugin`.
 #[derive(Debug, clap::Args)]
@@ -34,7 +34,11 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         PluginCommand::Inspect { file, json, sha256 } => {
             let library = PluginLibrary::load(&file, sha256.as_deref())
                 .with_context(|| format!("{} is not a loadable ballast plugin", file.display()))?;
-            let info = library.info();
+            let mut info = library.info().clone();
+            if info.sha256.is_none() {
+                info.sha256 = Some(sha256_file(&file).with_context(|| format!("cannot hash {}", file.display()))?);
+            }
+            let info = &info;
             if json {
                 println!("{}", serde_json::to_string_pretty(info)?);
             } else {
@@ -76,7 +80,9 @@ fn render(info: &PluginInfo) -> String {
         info.file.display(),
         human_bytes(info.size_bytes)
     );
-    let _ = writeln!(out, "sha256       {}", info.sha256);
+    if let Some(sha256) = &info.sha256 {
+        let _ = writeln!(out, "sha256       {sha256}");
+    }
     let caps = if info.capabilities.is_empty() {
         "none".to_owned()
     } else {
