@@ -102,7 +102,7 @@ fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
     let season = match interval {
         Some(interval) if args.season > 0.0 => {
             let steps = (args.season / interval.as_secs_f64()).round();
-            (steps >= 2.0 && steps < 1e7).then_some(steps as usize)
+            (2.0..1e7).contains(&steps).then_some(steps as usize)
         }
         _ => None,
     };
@@ -217,4 +217,59 @@ fn to_text(
         let _ = writeln!(out, "  {:<18} {mae:.6}", model.name());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use ballast_predict::trace::parse_trace;
+
+    use super::*;
+
+    fn sample_trace() -> Trace {
+        let mut text = String::from("timestamp,value\n");
+        for i in 0..200_u32 {
+            let minutes = i * 5;
+            let value = if i % 2 == 0 { 0.4 } else { 0.6 };
+            let _ = writeln!(
+                text,
+                "2014-02-14 {:02}:{:02}:00,{value}",
+                minutes / 60 % 24,
+                minutes % 60
+            );
+        }
+        parse_trace("cpu.csv", &text, &TraceOptions::default()).expect("the trace parses")
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let trace = sample_trace();
+        let config = ForecastConfig {
+            horizon: 3,
+            ..ForecastConfig::default()
+        };
+        let evaluation = evaluate(&trace.values(), &config);
+        let json = to_json(&trace, trace.median_interval(), &config, &evaluation);
+        for key in ["mae", "mae_persistence", "ratio", "n", "horizon", "column"] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        assert_eq!(json["horizon"], 3);
+        assert_eq!(json["n"], 197);
+        let ratio = json["ratio"].as_f64().expect("a number");
+        assert!(ratio < 1.0, "{json}");
+        assert!(json["mae_by_model"].get("seasonal").is_none());
+    }
+
+    #[test]
+    fn text_names_the_trace_and_the_verdict() {
+        let trace = sample_trace();
+        let config = ForecastConfig {
+            horizon: 3,
+            ..ForecastConfig::default()
+        };
+        let evaluation = evaluate(&trace.values(), &config);
+        let text = to_text(&trace, trace.median_interval(), &config, &evaluation);
+        assert!(text.starts_with("trace        cpu.csv\n"), "{text}");
+        assert!(text.contains("horizon      3 steps (900 s)"), "{text}");
+        assert!(text.contains("lower error than persistence"), "{text}");
+    }
 }
