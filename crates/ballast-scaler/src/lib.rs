@@ -14,8 +14,9 @@
 //!    one evaluation, pinned ones included, without a cool-down.
 //! 2. **Hard limit**: a resource at its shed threshold takes one step on the lowest-priority
 //!    plugin that may be touched (a lower level if it has one, else disable, or suspend when
-//!    `prefer_suspend` is set and it can be suspended), then waits for the cool-down. For GPU
-//!    resources, plugins that declare GPU use go first.
+//!    `prefer_suspend` is set and it can be suspended), then waits for the cool-down and for an
+//!    assessment made after the step, so the next step sees the effect of the previous one.
+//!    For GPU resources, plugins that declare GPU use go first.
 //! 3. **Soft limit**: between the soft limit and the shed threshold the scaler warns once and
 //!    lowers concurrency limits one plugin per cool-down (the gentlest step).
 //! 4. **Restore**: after every resource stayed below its restore threshold for the stabilization

@@ -214,6 +214,8 @@ pub struct Scaler {
     calm_since: Option<Timestamp>,
     last_shed_at: Option<Timestamp>,
     last_step_at: Option<Timestamp>,
+    /// When the latest assessment was taken in.
+    assessed_at: Option<Timestamp>,
     nothing_to_shed_warned: bool,
     preflight_warned: bool,
     commands: VecDeque<Command>,
@@ -289,6 +291,7 @@ impl Scaler {
             calm_since: None,
             last_shed_at: None,
             last_step_at: None,
+            assessed_at: None,
             nothing_to_shed_warned: false,
             preflight_warned: false,
             commands: VecDeque::new(),
@@ -407,6 +410,7 @@ impl Scaler {
     /// Takes in the predictor's assessment made at `now` and decides.
     pub fn handle_assessment(&mut self, now: Timestamp, assessment: &Assessment) {
         let now = self.advance(now);
+        self.assessed_at = Some(now);
         for ra in &assessment.resources {
             let i = resource_index(ra.resource);
             let (forecast, confidence) = match &ra.forecast {
@@ -507,7 +511,7 @@ impl Scaler {
     }
 
     /// When the scaler wants [`Scaler::handle_timeout`] called, if it does: the end of a
-    /// cool-down while pressure is up, the end of a stabilization period while a restore waits,
+    /// cool-down while pressure is up and a newer assessment waits to be acted on, the end of a stabilization period while a restore waits,
     /// or the end of a pin. Always later than the latest `now` it was given.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let mut next: Option<Timestamp> = None;
@@ -524,6 +528,7 @@ impl Scaler {
         let zone = self.worst_zone().map_or(Zone::Calm, |(zone, _)| zone);
         if zone >= Zone::Soft
             && let Some(t) = self.last_shed_at
+            && self.assessed_at.is_some_and(|a| a > t)
         {
             consider(t + self.profile.cooldown);
         }
@@ -743,9 +748,7 @@ impl Scaler {
         let Some((zone, i)) = self.worst_zone() else {
             return;
         };
-        let cooled_down = self
-            .last_shed_at
-            .is_none_or(|t| now >= t + self.profile.cooldown);
+        let cooled_down = self.cooled_down(now);
         match zone {
             Zone::Emergency => self.emergency(now, i),
             Zone::Hard if cooled_down => self.shed_step(now, i),
@@ -755,6 +758,14 @@ impl Scaler {
             Zone::Calm if self.calm_since.is_some() => self.restore_step(now),
             _ => {}
         }
+    }
+
+    /// Whether the next shed or throttle step may be taken: the cool-down after the previous one
+    /// has passed, and an assessment made after it has shown the step's effect.
+    fn cooled_down(&self, now: Timestamp) -> bool {
+        self.last_shed_at.is_none_or(|t| {
+            now >= t + self.profile.cooldown && self.assessed_at.is_some_and(|a| a > t)
+        })
     }
 
     /// The plugin a pressure step on resource `i` goes to: the lowest priority one that may be
