@@ -1,2 +1,69 @@
-//! Benchmarks of the monitor on this machine: one full sample without GPU and each sampler.
-fn main() {}
+//! Benchmarks of the monitor on this machine's real /proc and /sys: one full sample without a
+//! GPU, each sampler alone, and the GPU sampler against the fake NVML library (two devices).
+//!
+//! Run with `cargo bench -p ballast-monitor --bench sample`. At 1 Hz, the share of one core the
+//! monitor costs is the full sample's time divided by one second.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use ballast_core::Timestamp;
+use ballast_monitor::{GpuSampler, Monitor, MonitorConfig, NvmlSource};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn monitor() -> Monitor {
+    Monitor::new(MonitorConfig {
+        disk_paths: vec![PathBuf::from(".")],
+        nvml: NvmlSource::Disabled,
+        ..MonitorConfig::default()
+    })
+}
+
+fn samplers(c: &mut Criterion) {
+    let mut m = monitor();
+    let mut now = 0u64;
+    c.bench_function("full_sample_without_gpu", |b| {
+        b.iter(|| {
+            // Each sample one second later, as on the tick.
+            now += 1000;
+            black_box(m.sample(Timestamp::from_millis(now)))
+        })
+    });
+    c.bench_function("memory", |b| b.iter(|| black_box(m.sample_memory())));
+    c.bench_function("cpu", |b| b.iter(|| black_box(m.sample_cpu())));
+    c.bench_function("psi", |b| b.iter(|| black_box(m.sample_psi())));
+    c.bench_function("disk", |b| b.iter(|| black_box(m.sample_disks())));
+    c.bench_function("daemon", |b| {
+        b.iter(|| {
+            now += 1000;
+            black_box(m.sample_daemon(Timestamp::from_millis(now)))
+        })
+    });
+}
+
+fn fake_gpu(c: &mut Criterion) {
+    let built = env!("BALLAST_FAKE_NVML");
+    if built.is_empty() {
+        eprintln!("the fake NVML library was not built; skipping the GPU benchmark");
+        return;
+    }
+    let Ok(dir) = tempfile::tempdir() else {
+        eprintln!("no temporary directory; skipping the GPU benchmark");
+        return;
+    };
+    let library = dir.path().join("libnvidia-ml.so");
+    let script = "init 0\ncount 2\n0 name A\n0 memory_total 100\n1 name B\n1 memory_total 100\n";
+    if std::fs::copy(built, &library).is_err()
+        || std::fs::write(dir.path().join("fake-nvml.conf"), script).is_err()
+    {
+        eprintln!("cannot set up the fake NVML library; skipping the GPU benchmark");
+        return;
+    }
+    let mut gpu = GpuSampler::new(&NvmlSource::Path(library));
+    c.bench_function("gpu_fake_nvml_two_devices", |b| {
+        b.iter(|| black_box(gpu.sample()))
+    });
+}
+
+criterion_group!(benches, samplers, fake_gpu);
+criterion_main!(benches);

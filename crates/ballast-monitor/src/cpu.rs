@@ -17,7 +17,6 @@ pub struct CpuSampler {
     loadavg: Source,
     previous: Option<CpuTimes>,
     last_utilization: Option<f64>,
-    buf: String,
 }
 
 impl CpuSampler {
@@ -28,20 +27,19 @@ impl CpuSampler {
             loadavg: Source::under(proc_root, "loadavg"),
             previous: None,
             last_utilization: None,
-            buf: String::with_capacity(4096),
         }
     }
 
     /// The number of logical cores, read now.
     pub fn cores(&mut self) -> Result<u32, SampleError> {
-        Ok(self.stat.parse(&mut self.buf, parse_proc_stat)?.cores)
+        Ok(self.stat.parse(parse_proc_stat)?.cores)
     }
 
     /// Reads the figures once. The first call has no utilization yet (it needs two readings);
     /// a call so soon after the previous one that no tick passed repeats the last utilization.
     pub fn sample(&mut self) -> Result<CpuReading, SampleError> {
-        let times = self.stat.parse(&mut self.buf, parse_proc_stat)?;
-        let load_average = self.loadavg.parse(&mut self.buf, parse_loadavg)?;
+        let times = self.stat.parse(parse_proc_stat)?;
+        let load_average = self.loadavg.parse(parse_loadavg)?;
         let previous = self.previous.replace(times);
         if let Some(previous) = previous {
             let total = times.total.saturating_sub(previous.total);
@@ -70,7 +68,6 @@ pub struct ProcessSampler {
     ticks_per_second: u64,
     previous: Option<(u64, Timestamp)>,
     last_cpu: Option<f64>,
-    buf: String,
 }
 
 impl ProcessSampler {
@@ -83,17 +80,14 @@ impl ProcessSampler {
             ticks_per_second: sysconf(libc::_SC_CLK_TCK, 100),
             previous: None,
             last_cpu: None,
-            buf: String::with_capacity(512),
         }
     }
 
     /// Reads the figures at `now`. CPU use is the CPU time used since the previous reading over
     /// the time between them; readings less than 100 ms apart repeat the last figure.
     pub fn sample(&mut self, now: Timestamp) -> Result<ProcessReading, SampleError> {
-        let ticks = self.stat.parse(&mut self.buf, parse_self_stat)?.ticks;
-        let pages = self
-            .statm
-            .parse(&mut self.buf, parse_statm_resident_pages)?;
+        let ticks = self.stat.parse(parse_self_stat)?.ticks;
+        let pages = self.statm.parse(parse_statm_resident_pages)?;
         match self.previous {
             Some((previous_ticks, previous_at)) => {
                 let elapsed = now.saturating_duration_since(previous_at).as_secs_f64();

@@ -18,7 +18,7 @@ enum Version {
 }
 
 /// The memory files of the daemon's own cgroup.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct CgroupMemory {
     version: Version,
     /// The cgroup's path inside its hierarchy, as `/proc/self/cgroup` names it.
@@ -33,9 +33,8 @@ impl CgroupMemory {
     /// `<sys>/fs/cgroup` (v2) or `<sys>/fs/cgroup/memory` (v1). Inside a cgroup namespace the
     /// mount's root is the cgroup itself, so the mount root is tried when the path is not found.
     fn discover(proc_root: &Path, sys_root: &Path) -> Option<CgroupMemory> {
-        let source = Source::under(proc_root, "self/cgroup");
-        let mut buf = String::new();
-        let entries = match source.parse(&mut buf, parse_proc_cgroup) {
+        let mut source = Source::under(proc_root, "self/cgroup");
+        let entries = match source.parse(parse_proc_cgroup) {
             Ok(entries) => entries,
             Err(error) => {
                 tracing::debug!(%error, "no cgroup information: memory is the host's");
@@ -104,7 +103,6 @@ fn find_dir(mount: &Path, path: &str, file: &str) -> Option<PathBuf> {
 pub struct MemorySampler {
     meminfo: Source,
     cgroup: Option<CgroupMemory>,
-    buf: String,
 }
 
 /// A memory reading, and the problem with the cgroup files if they could not be used.
@@ -122,13 +120,12 @@ impl MemorySampler {
         MemorySampler {
             meminfo: Source::under(proc_root, "meminfo"),
             cgroup: CgroupMemory::discover(proc_root, sys_root),
-            buf: String::with_capacity(4096),
         }
     }
 
     /// Reads the figures once.
     pub fn sample(&mut self) -> MemoryOutcome {
-        let host = match self.meminfo.parse(&mut self.buf, parse_meminfo) {
+        let host = match self.meminfo.parse(parse_meminfo) {
             Ok(host) => host,
             Err(error) => {
                 return MemoryOutcome {
@@ -146,13 +143,13 @@ impl MemorySampler {
             swap_used_bytes: swap_used,
             scope: MemoryScope::Host,
         };
-        let Some(cgroup) = &self.cgroup else {
+        let Some(cgroup) = &mut self.cgroup else {
             return MemoryOutcome {
                 reading: Ok(host_reading),
                 cgroup_problem: None,
             };
         };
-        match read_cgroup(cgroup, &mut self.buf) {
+        match read_cgroup(cgroup) {
             Ok(Some((limit, used))) if limit < host.total => {
                 let used = used.min(limit);
                 MemoryOutcome {
@@ -181,14 +178,14 @@ impl MemorySampler {
 
 /// The cgroup's limit and its working set (usage less inactive file cache, as the kernel would
 /// reclaim that first), or `None` when it has no limit.
-fn read_cgroup(cgroup: &CgroupMemory, buf: &mut String) -> Result<Option<(u64, u64)>, SampleError> {
-    let Some(limit) = cgroup.limit.parse(buf, parse_cgroup_limit)? else {
+fn read_cgroup(cgroup: &mut CgroupMemory) -> Result<Option<(u64, u64)>, SampleError> {
+    let Some(limit) = cgroup.limit.parse(parse_cgroup_limit)? else {
         return Ok(None);
     };
-    let usage = cgroup.usage.parse(buf, parse_cgroup_u64)?;
+    let usage = cgroup.usage.parse(parse_cgroup_u64)?;
     let key = cgroup.inactive_file_key();
     let inactive = cgroup
         .stat
-        .parse(buf, |file, text| parse_memory_stat_key(file, text, key))?;
+        .parse(|file, text| parse_memory_stat_key(file, text, key))?;
     Ok(Some((limit, usage.saturating_sub(inactive))))
 }

@@ -56,8 +56,8 @@ struct PsiSource {
 }
 
 impl PsiSource {
-    fn read(&self, buf: &mut String) -> Metric<PsiReading> {
-        match self.source.parse(buf, parse_psi) {
+    fn read(&mut self) -> Metric<PsiReading> {
+        match self.source.parse(parse_psi) {
             Ok(reading) => Metric::available(reading),
             Err(error) if error.is_not_found() => Metric::unavailable(format!(
                 "no pressure stall information: {} does not exist (kernel without PSI, or \
@@ -85,7 +85,6 @@ pub struct Monitor {
     process: ProcessSampler,
     plugins: Vec<PluginUsage>,
     reasons: Reasons,
-    buf: String,
 }
 
 impl Monitor {
@@ -115,7 +114,6 @@ impl Monitor {
             process: ProcessSampler::new(proc),
             plugins: Vec::new(),
             reasons: Reasons::default(),
-            buf: String::with_capacity(512),
             config,
         };
         // The first CPU reading is the baseline the next sample's utilization is measured from.
@@ -169,11 +167,11 @@ impl Monitor {
 
     /// The three PSI files.
     pub fn sample_psi(&mut self) -> PsiReadings {
-        let [cpu, memory, io] = &self.psi;
+        let [cpu, memory, io] = &mut self.psi;
         let readings = PsiReadings {
-            cpu: cpu.read(&mut self.buf),
-            memory: memory.read(&mut self.buf),
-            io: io.read(&mut self.buf),
+            cpu: cpu.read(),
+            memory: memory.read(),
+            io: io.read(),
         };
         for (source, metric) in self
             .psi

@@ -1,7 +1,7 @@
 //! Reading one small file into a reused buffer, with errors that name the file.
 
 use std::fs::File;
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::parse::ParseError;
@@ -33,43 +33,99 @@ impl SampleError {
     }
 }
 
-/// A file the monitor reads on every sample: its path and its name for messages.
-#[derive(Clone, Debug)]
+/// A file the monitor reads on every sample: its path, its name for messages, and (once opened)
+/// the open file and a buffer for its text.
+///
+/// The file stays open between samples and is read with `pread` at offset 0: proc, sys and PSI
+/// files regenerate their content on each read from the start, and this saves an open and a
+/// close per file per sample. After a failed read the file is closed and opened again next time
+/// (a cgroup may have been removed and re-created).
+#[derive(Debug)]
 pub(crate) struct Source {
     pub(crate) path: PathBuf,
     pub(crate) name: String,
+    file: Option<File>,
+    buf: Vec<u8>,
 }
+
+/// Files larger than this are not read whole (no file the monitor reads comes close).
+const MAX_FILE: usize = 1 << 20;
 
 impl Source {
     pub(crate) fn new(path: PathBuf) -> Self {
         let name = path.display().to_string();
-        Source { path, name }
+        Source {
+            path,
+            name,
+            file: None,
+            buf: Vec::new(),
+        }
     }
 
     pub(crate) fn under(root: &Path, relative: &str) -> Self {
         Source::new(root.join(relative))
     }
 
-    /// Reads the whole file into `buf`, replacing what was there.
-    pub(crate) fn read<'b>(&self, buf: &'b mut String) -> Result<&'b str, SampleError> {
-        buf.clear();
-        let result = File::open(&self.path).and_then(|mut f| f.read_to_string(buf));
-        match result {
-            Ok(_) => Ok(buf.as_str()),
-            Err(source) => Err(SampleError::Read {
-                file: self.name.clone(),
-                source,
-            }),
+    /// Reads the whole file, from its start.
+    pub(crate) fn read(&mut self) -> Result<&str, SampleError> {
+        match self.read_bytes() {
+            Ok(len) => match std::str::from_utf8(&self.buf[..len]) {
+                Ok(text) => Ok(text),
+                Err(_) => Err(SampleError::Read {
+                    file: self.name.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the file is not valid UTF-8",
+                    ),
+                }),
+            },
+            Err(source) => {
+                self.file = None;
+                Err(SampleError::Read {
+                    file: self.name.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn read_bytes(&mut self) -> std::io::Result<usize> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            empty => empty.insert(File::open(&self.path)?),
+        };
+        if self.buf.is_empty() {
+            self.buf.resize(4096, 0);
+        }
+        let mut len = 0;
+        loop {
+            if len == self.buf.len() {
+                if len >= MAX_FILE {
+                    return Ok(len);
+                }
+                self.buf.resize(len * 2, 0);
+            }
+            let n = file.read_at(&mut self.buf[len..], len as u64)?;
+            if n == 0 {
+                return Ok(len);
+            }
+            len += n;
         }
     }
 
     /// Reads the file and parses it with `parse`.
     pub(crate) fn parse<T>(
-        &self,
-        buf: &mut String,
+        &mut self,
         parse: impl FnOnce(&str, &str) -> Result<T, ParseError>,
     ) -> Result<T, SampleError> {
-        let text = self.read(buf)?;
-        Ok(parse(&self.name, text)?)
+        let text = self.read()?;
+        // The name is cloned out only on error; `text` borrows the buffer, not the name.
+        match parse("", text) {
+            Ok(value) => Ok(value),
+            Err(error) => Err(SampleError::Parse(ParseError {
+                file: self.name.clone(),
+                problem: error.problem,
+            })),
+        }
     }
 }

@@ -200,7 +200,7 @@ fn hardware_facts_from_the_tree() {
     assert_eq!(facts.physical_cores, None);
     assert!(matches!(facts.gpus, Metric::Unavailable { .. }));
 
-    machine.remove("proc/meminfo");
+    machine.write("proc/meminfo", "MemTotal: a lot\n");
     let error = monitor.hardware_facts().unwrap_err();
     assert!(error.to_string().contains("meminfo"), "{error}");
 }
