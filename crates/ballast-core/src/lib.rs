@@ -11,6 +11,7 @@ pub mod plugin;
 pub mod policy;
 pub mod resource;
 pub mod sample;
+pub mod telemetry;
 pub mod tier;
 pub mod time;
 

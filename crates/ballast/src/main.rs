@@ -2,6 +2,8 @@
 //! others together.
 
 mod cmd;
+mod config;
+mod daemon;
 
 use std::process::ExitCode;
 
@@ -17,7 +19,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Tools for plugin authors: inspect a plugin file.
+    /// Run the daemon: host the plugins and keep the machine healthy.
+    Run(cmd::run::RunArgs),
+    /// Check or show the effective configuration.
+    Config(cmd::config::ConfigArgs),
+    /// Show the running daemon's status: tier, mode, resources, plugins.
+    Status(cmd::client::StatusArgs),
+    /// List the running daemon's plugins.
+    Plugins(cmd::client::PluginsArgs),
+    /// Show the running daemon's recent decisions (or follow them).
+    Decisions(cmd::client::DecisionsArgs),
+    /// Follow the running daemon's event stream.
+    Events(cmd::client::EventsArgs),
+    /// Inspect a plugin file, or act on a running daemon's plugin (enable, disable, level, ...).
     Plugin(cmd::plugin::PluginArgs),
     /// Take one sample of the machine (or watch it) as the monitor sees it.
     Sample(cmd::sample::SampleArgs),
@@ -33,6 +47,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::init_logging();
     let result = match cli.command {
+        Command::Run(args) => cmd::run::run(args),
+        Command::Config(args) => cmd::config::run(args),
+        Command::Status(args) => cmd::client::status(args),
+        Command::Plugins(args) => cmd::client::plugins(args),
+        Command::Decisions(args) => cmd::client::decisions(args),
+        Command::Events(args) => cmd::client::events(args),
         Command::Plugin(args) => cmd::plugin::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Tier(args) => cmd::tier::run(args),

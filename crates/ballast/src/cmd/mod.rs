@@ -1,7 +1,10 @@
 //! The subcommands of the `ballast` binary, one module each, and what they share.
 
+pub mod client;
+pub mod config;
 pub mod forecast;
 pub mod plugin;
+pub mod run;
 pub mod sample;
 pub mod simulate;
 pub mod tier;

@@ -1,0 +1,1 @@
+//! The control API (actix-web, loopback by default): placeholder until written.
