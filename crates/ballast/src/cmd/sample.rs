@@ -123,8 +123,16 @@ pub fn now() -> Timestamp {
 
 /// A timestamp as RFC 3339 in UTC, to the second.
 pub fn format_time(at: Timestamp) -> String {
-    let time = SystemTime::UNIX_EPOCH + Duration::from_millis(at.as_millis());
-    humantime::format_rfc3339_seconds(time).to_string()
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let formatted = SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_millis(at.as_millis()))
+        .map(|time| write!(text, "{}", humantime::format_rfc3339_seconds(time)));
+    match formatted {
+        Some(Ok(())) => text,
+        // Beyond what RFC 3339 can show (after the year 9999): the raw timestamp.
+        _ => format!("{at} after the epoch"),
+    }
 }
 
 /// Bytes in binary units: `23.5 GiB`.
@@ -401,5 +409,14 @@ mod tests {
         );
         assert!(text.contains("cpu  unavailable: no /proc here"), "{text}");
         assert!(text.contains("gpu  unavailable: no /proc here"), "{text}");
+    }
+
+    #[test]
+    fn times_past_the_year_9999_do_not_panic() {
+        assert_eq!(
+            format_time(Timestamp::from_secs(86_400)),
+            "1970-01-02T00:00:00Z"
+        );
+        assert!(format_time(Timestamp::from_millis(u64::MAX)).ends_with("after the epoch"));
     }
 }

@@ -172,3 +172,42 @@ pub fn render(tier: &Tier, config: &TierConfig) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use ballast_core::Timestamp;
+    use ballast_core::tier::HardwareFacts;
+
+    use super::*;
+
+    #[test]
+    fn shows_the_tier_facts_profile_and_plugins() {
+        let facts = HardwareFacts {
+            memory_total_bytes: 2 << 30,
+            memory_scope: MemoryScope::CgroupV2 {
+                path: "/ballast.service".into(),
+            },
+            cores: 4,
+            physical_cores: None,
+            cpu_arch: None,
+            gpus: Metric::unavailable("no NVIDIA driver"),
+        };
+        let config = TierConfig::default();
+        let tier = classify(&facts, &config, Timestamp::ZERO);
+        let text = render(&tier, &config);
+        assert!(
+            text.starts_with("tier  constrained (rank 0 of 4: constrained < standard"),
+            "{text}"
+        );
+        assert!(
+            text.contains("memory  2.0 GiB (cgroup v2 limit of /ballast.service)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gpus    unavailable: no NVIDIA driver"),
+            "{text}"
+        );
+        assert!(text.contains("voice   level 2+"), "{text}");
+        assert!(text.contains("cool-down 30s, stabilization 10m"), "{text}");
+    }
+}
