@@ -44,7 +44,7 @@ pub struct TierRule {
     /// The tier's name, e.g. "standard".
     pub name: String,
     /// What a machine needs for this tier (all must hold).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Conditions::is_empty")]
     pub when: Conditions,
     /// The thresholds and timings the scaler applies on this tier (the design's defaults when
     /// left out).

@@ -29,6 +29,8 @@ fn the_defaults_are_valid_and_survive_toml() {
     let config = TierConfig::default();
     assert_eq!(config.problems(), Vec::<String>::new());
     let text = config.to_toml_string().unwrap();
+    assert!(text.contains("min_memory = \"15 GiB\""), "{text}");
+    assert!(text.contains("min_memory = \"3584 MiB\""), "{text}");
     let back = TierConfig::from_toml_str("defaults.toml", &text).unwrap();
     assert_eq!(back, config);
 }

@@ -1,6 +1,7 @@
 //! `ballast tier`: the detected hardware tier, the facts it was chosen from and the rule that
 //! chose it, for a person or as JSON.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,8 +38,7 @@ pub fn run(args: TierArgs) -> anyhow::Result<ExitCode> {
         let text = TierConfig::default()
             .to_toml_string()
             .context("cannot write the default tier rules as TOML")?;
-        print!("{text}");
-        return Ok(ExitCode::SUCCESS);
+        return write_stdout(&text);
     }
     let config = match &args.rules {
         None => TierConfig::default(),
@@ -69,13 +69,28 @@ pub fn run(args: TierArgs) -> anyhow::Result<ExitCode> {
         .hardware_facts()
         .context("cannot detect the hardware")?;
     let tier = classify(&facts, &config, now());
-    if args.json {
-        let text = serde_json::to_string_pretty(&tier).context("cannot write the tier as JSON")?;
-        println!("{text}");
+    let text = if args.json {
+        let mut text =
+            serde_json::to_string_pretty(&tier).context("cannot write the tier as JSON")?;
+        text.push('\n');
+        text
     } else {
-        print!("{}", render(&tier, &config));
+        render(&tier, &config)
+    };
+    write_stdout(&text)
+}
+
+/// Writes `text` to standard output; a reader that went away (`| head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e).context("cannot write to standard output"),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The tier as a person reads it.
