@@ -33,9 +33,16 @@ pub enum NvmlSource {
     Disabled,
 }
 
-/// Reads every NVIDIA device through NVML, which is loaded once at construction.
+/// How many samples pass between attempts to load NVML again while it is unavailable (a driver
+/// installed or loaded after the daemon started is picked up within a minute at 1 Hz).
+pub const NVML_RETRY_SAMPLES: u32 = 60;
+
+/// Reads every NVIDIA device through NVML, which is loaded at construction and, while it is
+/// unavailable, tried again every [`NVML_RETRY_SAMPLES`] samples.
 pub struct GpuSampler {
+    source: NvmlSource,
     nvml: Result<Nvml, String>,
+    failed_samples: u32,
 }
 
 impl std::fmt::Debug for GpuSampler {
@@ -51,7 +58,17 @@ impl GpuSampler {
     /// Loads and initializes NVML from `source`. Failure is remembered as the reason every
     /// sample reports; it is not an error.
     pub fn new(source: &NvmlSource) -> Self {
-        GpuSampler { nvml: open(source) }
+        GpuSampler {
+            source: source.clone(),
+            nvml: open(source),
+            failed_samples: 0,
+        }
+    }
+
+    /// Loads NVML again now.
+    pub fn reload(&mut self) {
+        self.nvml = open(&self.source);
+        self.failed_samples = 0;
     }
 
     /// Why GPUs are unavailable, if they are.
@@ -68,6 +85,12 @@ impl GpuSampler {
 
     /// Reads every device once. An empty list means NVML works and sees no device.
     pub fn sample(&mut self) -> Metric<Vec<GpuReading>> {
+        if self.nvml.is_err() && self.source != NvmlSource::Disabled {
+            self.failed_samples = self.failed_samples.saturating_add(1);
+            if self.failed_samples >= NVML_RETRY_SAMPLES {
+                self.reload();
+            }
+        }
         match &self.nvml {
             Ok(nvml) => match read_devices(nvml) {
                 Ok(devices) => Metric::available(devices),

@@ -28,7 +28,7 @@ mod trigger;
 pub use actor::{MonitorActor, Preflight, ReportPluginUsage, SampleNow, Subscribe, Wake};
 pub use cpu::{CpuSampler, ProcessSampler};
 pub use disk::DiskSampler;
-pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NvmlSource};
+pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NVML_RETRY_SAMPLES, NvmlSource};
 pub use memory::{MemoryOutcome, MemorySampler};
 pub use monitor::{Monitor, MonitorConfig};
 pub use source::SampleError;

@@ -218,13 +218,17 @@ impl Monitor {
 
     /// Loads NVML again, e.g. after a driver was installed or a GPU appeared.
     pub fn reload_gpu(&mut self) {
-        self.gpu = GpuSampler::new(&self.config.nvml);
+        self.gpu.reload();
     }
 
     /// Detects the facts tier classification needs: memory (the cgroup limit when lower),
     /// cores and GPUs. Physical cores and the CPU architecture come from sysinfo, and only when
-    /// the roots are the real machine's.
+    /// the roots are the real machine's. NVML is loaded again first if it was unavailable, so
+    /// that a driver installed since is seen.
     pub fn hardware_facts(&mut self) -> Result<HardwareFacts, SampleError> {
+        if self.gpu.unavailable_reason().is_some() {
+            self.gpu.reload();
+        }
         let memory = self.memory.sample().reading?;
         let cores = self.cpu.cores()?;
         let (physical_cores, cpu_arch) = if self.config.is_real_machine() {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ballast_core::{Metric, Resource, Timestamp};
-use ballast_monitor::{GpuSampler, Monitor, NvmlSource};
+use ballast_monitor::{GpuSampler, Monitor, NVML_RETRY_SAMPLES, NvmlSource};
 use expect_test::expect;
 
 use crate::machine::FakeMachine;
@@ -120,4 +120,28 @@ fn a_library_without_nvml_shutdown_is_refused_before_nvml_wrapper_loads_it() {
     let gpu = GpuSampler::new(&NvmlSource::Path(PathBuf::from("libm.so.6")));
     let reason = gpu.unavailable_reason().unwrap();
     assert!(reason.contains("does not export nvmlShutdown"), "{reason}");
+}
+
+#[test]
+fn a_driver_installed_later_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("libnvidia-ml.so");
+    let mut gpu = GpuSampler::new(&NvmlSource::Path(library.clone()));
+    assert!(gpu.sample().unavailable_reason().is_some());
+    fake_nvml(dir.path(), TWO_DEVICES);
+    for _ in 2..NVML_RETRY_SAMPLES {
+        assert!(gpu.sample().unavailable_reason().is_some());
+    }
+    // The sixtieth sample while unavailable loads NVML again.
+    assert_eq!(gpu.sample().value().map(Vec::len), Some(2));
+
+    // Tier detection tries again at once.
+    let dir = tempfile::tempdir().unwrap();
+    let machine = FakeMachine::new();
+    let mut config = machine.config();
+    config.nvml = NvmlSource::Path(dir.path().join("libnvidia-ml.so"));
+    let mut monitor = Monitor::new(config);
+    assert_eq!(monitor.hardware_facts().unwrap().gpu_count(), 0);
+    fake_nvml(dir.path(), TWO_DEVICES);
+    assert_eq!(monitor.hardware_facts().unwrap().gpu_count(), 2);
 }
