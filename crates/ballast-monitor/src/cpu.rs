@@ -1,13 +1,11 @@
 //! The CPU sampler (`/proc/stat`, `/proc/loadavg`) and the daemon's own process figures
-//! (`/proc/self/stat`, `/proc/self/statm`).
+//! (`/proc/self/stat`).
 
 use std::path::Path;
 
 use ballast_core::{CpuReading, ProcessReading, Timestamp};
 
-use crate::parse::{
-    CpuTimes, parse_loadavg, parse_proc_stat, parse_self_stat, parse_statm_resident_pages,
-};
+use crate::parse::{CpuTimes, parse_loadavg, parse_proc_stat, parse_self_stat};
 use crate::source::{SampleError, Source};
 
 /// Host CPU: utilization between two readings of `/proc/stat`, load averages and core count.
@@ -63,7 +61,6 @@ impl CpuSampler {
 #[derive(Debug)]
 pub struct ProcessSampler {
     stat: Source,
-    statm: Source,
     page_size: u64,
     ticks_per_second: u64,
     previous: Option<(u64, Timestamp)>,
@@ -71,11 +68,10 @@ pub struct ProcessSampler {
 }
 
 impl ProcessSampler {
-    /// A sampler over `<proc_root>/self/stat` and `<proc_root>/self/statm`.
+    /// A sampler over `<proc_root>/self/stat`.
     pub fn new(proc_root: &Path) -> Self {
         ProcessSampler {
             stat: Source::under(proc_root, "self/stat"),
-            statm: Source::under(proc_root, "self/statm"),
             page_size: sysconf(libc::_SC_PAGESIZE, 4096),
             ticks_per_second: sysconf(libc::_SC_CLK_TCK, 100),
             previous: None,
@@ -86,8 +82,8 @@ impl ProcessSampler {
     /// Reads the figures at `now`. CPU use is the CPU time used since the previous reading over
     /// the time between them; readings less than 100 ms apart repeat the last figure.
     pub fn sample(&mut self, now: Timestamp) -> Result<ProcessReading, SampleError> {
-        let ticks = self.stat.parse(parse_self_stat)?.ticks;
-        let pages = self.statm.parse(parse_statm_resident_pages)?;
+        let stat = self.stat.parse(parse_self_stat)?;
+        let (ticks, pages) = (stat.ticks, stat.rss_pages);
         match self.previous {
             Some((previous_ticks, previous_at)) => {
                 let elapsed = now.saturating_duration_since(previous_at).as_secs_f64();

@@ -3,7 +3,7 @@
 //! The [`Monitor`] reads the machine and produces plain [`ballast_core::Sample`] values: no
 //! sysinfo or NVML type leaves this crate, and nothing else in ballast calls either library.
 //! Files are read with a few targeted reads per sample (`/proc/meminfo`, `/proc/stat`,
-//! `/proc/loadavg`, the PSI files, the daemon's own `stat`/`statm` and, inside a memory-limited
+//! `/proc/loadavg`, the PSI files, the daemon's own `stat` and, inside a memory-limited
 //! cgroup, its limit and usage), parsed by the pure functions in [`parse`]. Roots are injectable
 //! so that tests run on fixture trees, and so is the NVML library, so that tests run
 //! nvml-wrapper's real code path against a fake `libnvidia-ml.so`.

@@ -97,6 +97,9 @@ impl Source {
         if self.buf.is_empty() {
             self.buf.resize(4096, 0);
         }
+        // proc, sys and PSI files produce their whole text in one read when it fits (seq_file
+        // fills the buffer until it is full or the text ends), so a read that returns less than
+        // the buffer holds is the whole file: one system call per file in the common case.
         let mut len = 0;
         loop {
             if len == self.buf.len() {
@@ -106,10 +109,10 @@ impl Source {
                 self.buf.resize(len * 2, 0);
             }
             let n = file.read_at(&mut self.buf[len..], len as u64)?;
-            if n == 0 {
+            len += n;
+            if n == 0 || len < self.buf.len() {
                 return Ok(len);
             }
-            len += n;
         }
     }
 

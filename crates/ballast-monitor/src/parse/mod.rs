@@ -12,8 +12,7 @@ pub use cgroup::{
     CgroupEntry, parse_cgroup_limit, parse_cgroup_u64, parse_memory_stat_key, parse_proc_cgroup,
 };
 pub use proc::{
-    CpuTimes, Meminfo, ProcessTimes, parse_loadavg, parse_meminfo, parse_proc_stat,
-    parse_self_stat, parse_statm_resident_pages,
+    CpuTimes, Meminfo, ProcessTimes, parse_loadavg, parse_meminfo, parse_proc_stat, parse_self_stat,
 };
 pub use psi::parse_psi;
 

@@ -1,4 +1,4 @@
-//! Parsers for the /proc files: `meminfo`, `stat`, `loadavg`, `self/stat` and `self/statm`.
+//! Parsers for the /proc files: `meminfo`, `stat`, `loadavg` and `self/stat`.
 
 use super::{ParseError, Problem, error, parse_f64, parse_u64, unexpected};
 
@@ -168,16 +168,18 @@ pub fn parse_loadavg(file: &str, text: &str) -> Result<[f64; 3], ParseError> {
     Ok(out)
 }
 
-/// CPU time a process has used, in clock ticks.
+/// A process's CPU time and resident set, from `/proc/<pid>/stat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessTimes {
-    /// User plus system time.
+    /// User plus system time, in clock ticks.
     pub ticks: u64,
+    /// Resident set size, in pages.
+    pub rss_pages: u64,
 }
 
-/// Parses `/proc/<pid>/stat`: utime and stime (fields 14 and 15). The command name (field 2) is
-/// in parentheses and may itself hold spaces and parentheses, so fields are counted from the
-/// last `)`.
+/// Parses `/proc/<pid>/stat`: utime and stime (fields 14 and 15) and rss (field 24). The command
+/// name (field 2) is in parentheses and may itself hold spaces and parentheses, so fields are
+/// counted from the last `)`.
 pub fn parse_self_stat(file: &str, text: &str) -> Result<ProcessTimes, ParseError> {
     if text.trim().is_empty() {
         return Err(error(file, Problem::Empty));
@@ -186,31 +188,24 @@ pub fn parse_self_stat(file: &str, text: &str) -> Result<ProcessTimes, ParseErro
         return Err(unexpected(file, 1, "`pid (comm) state ...`", text));
     };
     let mut fields = text[close + 1..].split_ascii_whitespace();
-    // After `)` come field 3 (state) and onwards, so utime (field 14) is the 12th word.
+    // After `)` come field 3 (state) and onwards, so field n is word n - 3.
     let utime = fields.nth(11);
     let stime = fields.next();
-    match (utime, stime) {
-        (Some(u), Some(s)) => {
+    let rss = fields.nth(8);
+    match (utime, stime, rss) {
+        (Some(u), Some(s), Some(r)) => {
             let utime = parse_u64(file, 1, "utime", u)?;
             let stime = parse_u64(file, 1, "stime", s)?;
+            let rss_pages = parse_u64(file, 1, "rss", r)?;
             Ok(ProcessTimes {
                 ticks: utime.saturating_add(stime),
+                rss_pages,
             })
         }
         _ => Err(error(
             file,
-            Problem::Missing("utime and stime (fields 14 and 15)"),
+            Problem::Missing("utime, stime and rss (fields 14, 15 and 24)"),
         )),
-    }
-}
-
-/// Parses `/proc/<pid>/statm`: the resident set size, in pages (the second field).
-pub fn parse_statm_resident_pages(file: &str, text: &str) -> Result<u64, ParseError> {
-    let mut words = text.split_ascii_whitespace();
-    match (words.next(), words.next()) {
-        (Some(_), Some(resident)) => parse_u64(file, 1, "resident", resident),
-        (None, _) => Err(error(file, Problem::Empty)),
-        (Some(_), None) => Err(error(file, Problem::Missing("the resident field"))),
     }
 }
 
@@ -266,21 +261,20 @@ mod tests {
         let text = "42 (we (ird) name) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 1 2 3";
         assert_eq!(
             parse_self_stat("stat", text).unwrap(),
-            ProcessTimes { ticks: 10 }
+            ProcessTimes {
+                ticks: 10,
+                rss_pages: 3
+            }
         );
         assert!(parse_self_stat("stat", "42 (x) S 1").is_err());
     }
 
     #[test]
-    fn loadavg_and_statm() {
+    fn loadavg() {
         assert_eq!(
             parse_loadavg("loadavg", "0.52 0.40 0.33 1/234 5678\n").unwrap(),
             [0.52, 0.40, 0.33]
         );
         assert!(parse_loadavg("loadavg", "0.5 nan 1").is_err());
-        assert_eq!(
-            parse_statm_resident_pages("statm", "100 25 3 1 0 20 0\n").unwrap(),
-            25
-        );
     }
 }

@@ -33,7 +33,6 @@ impl FakeMachine {
             "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
         );
         machine.set_daemon_ticks(0);
-        machine.write("proc/self/statm", "5000 2560 300 10 0 2000 0\n");
         machine.write("proc/self/cgroup", "0::/\n");
         std::fs::create_dir_all(machine.path("sys/fs/cgroup")).expect("sys tree");
         machine

@@ -2,7 +2,7 @@
 
 use ballast_monitor::parse::{
     parse_cgroup_limit, parse_cgroup_u64, parse_loadavg, parse_meminfo, parse_memory_stat_key,
-    parse_proc_cgroup, parse_proc_stat, parse_psi, parse_self_stat, parse_statm_resident_pages,
+    parse_proc_cgroup, parse_proc_stat, parse_psi, parse_self_stat,
 };
 use proptest::prelude::*;
 
@@ -25,7 +25,6 @@ proptest! {
         let _ = parse_proc_stat("f", &text);
         let _ = parse_loadavg("f", &text);
         let _ = parse_self_stat("f", &text);
-        let _ = parse_statm_resident_pages("f", &text);
         let _ = parse_proc_cgroup("f", &text);
         let _ = parse_cgroup_limit("f", &text);
         let _ = parse_cgroup_u64("f", &text);
