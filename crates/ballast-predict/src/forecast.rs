@@ -123,7 +123,7 @@ impl Default for ForecastConfig {
             window: 60,
             min_points: 10,
             fit_memory: 1000,
-            refit_every: 32,
+            refit_every: 64,
             median_len: 9,
             error_half_life: 40.0,
             blend_top: 3,
@@ -669,27 +669,34 @@ impl SeriesPredictor {
                 recent_mae: self.blend_error,
             };
         }
-        let mut ranked: Vec<(usize, f64)> = self
-            .errors
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Model::ALL[*i] != Model::Seasonal || self.config.season.is_some())
-            .filter_map(|(i, e)| e.map(|e| (i, e)))
-            .collect();
-        ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
-        ranked.truncate(self.config.blend_top);
+        // Ranked on the stack: this runs at every step.
+        let mut candidates = [(0_usize, 0.0_f64); N_MODELS];
+        let mut n = 0;
+        for (i, error) in self.errors.iter().enumerate() {
+            if Model::ALL[i] == Model::Seasonal && self.config.season.is_none() {
+                continue;
+            }
+            if let Some(error) = error {
+                candidates[n] = (i, *error);
+                n += 1;
+            }
+        }
+        let ranked = &mut candidates[..n];
+        ranked.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let ranked = &ranked[..n.min(self.config.blend_top)];
         // Inverse squared error weights, written relative to the best model's error so that
         // huge errors cannot overflow; a tiny floor keeps a perfect model from dividing by 0.
         let best = ranked.first().map_or(0.0, |(_, e)| *e);
         let floor = (best * 1e-3).max(1e-12);
-        let weights: Vec<f64> = ranked
-            .iter()
-            .map(|(_, e)| ((best + floor) / (e + floor)).powi(2))
-            .collect();
+        let mut weights = [0.0; N_MODELS];
+        for (weight, (_, e)) in weights.iter_mut().zip(ranked) {
+            *weight = ((best + floor) / (e + floor)).powi(2);
+        }
+        let weights = &weights[..ranked.len()];
         let total: f64 = weights.iter().sum();
         let value = ranked
             .iter()
-            .zip(&weights)
+            .zip(weights)
             .map(|((i, _), w)| forecasts[*i] * (w / total))
             .sum();
         PointForecast {
@@ -697,7 +704,7 @@ impl SeriesPredictor {
             confidence: self.confidence(),
             models: ranked
                 .iter()
-                .zip(&weights)
+                .zip(weights)
                 .map(|((i, _), w)| (Model::ALL[*i], w / total))
                 .collect(),
             fallback: false,

@@ -175,8 +175,8 @@ struct Track {
     series: SeriesPredictor,
     forecast: Option<PointForecast>,
     model_label: String,
-    /// Scratch space for medians, kept to avoid allocating per bucket.
-    scratch: Vec<f64>,
+    /// The values of `window`, kept sorted so that the median and MAD cost `O(window)`.
+    sorted: Vec<f64>,
 }
 
 /// Forecasts every measured resource from the samples it is fed. See the crate docs.
@@ -278,7 +278,7 @@ impl Predictor {
                 series: SeriesPredictor::new(self.series_config.clone()),
                 forecast: None,
                 model_label: String::new(),
-                scratch: Vec::with_capacity(self.config.window_buckets),
+                sorted: Vec::with_capacity(self.config.window_buckets + 1),
             }));
         }
         let track = slot.as_mut()?;
@@ -306,19 +306,39 @@ impl Track {
         self.bucket_sum = 0.0;
         self.bucket_count = 0;
         self.window.push_back((self.bucket_index, mean));
-        while self.window.len() > config.window_buckets {
-            self.window.pop_front();
-        }
-        // Buckets that fell out of the window's time span after a gap no longer describe it.
+        let at = self.sorted.partition_point(|v| v.total_cmp(&mean).is_lt());
+        self.sorted.insert(at, mean);
+        // Buckets beyond the window's length, or that fell out of its time span after a gap,
+        // no longer describe it.
         let oldest = self
             .bucket_index
             .saturating_sub(config.window_buckets as u64 - 1);
-        while self.window.front().is_some_and(|(i, _)| *i < oldest) {
-            self.window.pop_front();
+        while self.window.len() > config.window_buckets
+            || self.window.front().is_some_and(|(i, _)| *i < oldest)
+        {
+            if let Some((_, gone)) = self.window.pop_front() {
+                let at = self.sorted.partition_point(|v| v.total_cmp(&gone).is_lt());
+                if at < self.sorted.len() {
+                    self.sorted.remove(at);
+                }
+            }
         }
         self.recompute_stats(bucket_ms);
         if let Some(forecast) = self.series.push_at(self.bucket_index, mean) {
-            self.model_label = forecast.model_label();
+            // The label only changes when the blended models do; formatting it is skipped
+            // otherwise.
+            let same_models = self.forecast.as_ref().is_some_and(|old| {
+                old.fallback == forecast.fallback
+                    && old.models.len() == forecast.models.len()
+                    && old
+                        .models
+                        .iter()
+                        .zip(&forecast.models)
+                        .all(|(a, b)| a.0 == b.0)
+            });
+            if !same_models || self.model_label.is_empty() {
+                self.model_label = forecast.model_label();
+            }
             self.forecast = Some(forecast);
         }
     }
@@ -355,19 +375,14 @@ impl Track {
         if n >= 2 && denominator > 0.0 {
             stats.slope_per_second = (sty - st * mean) / denominator;
         }
-        self.scratch.clear();
-        self.scratch.extend(self.window.iter().map(|(_, v)| *v));
-        stats.median = median(&mut self.scratch);
+        stats.median = sorted_median(&self.sorted);
         let mean_deviation = self
-            .scratch
+            .sorted
             .iter()
             .map(|v| (v - stats.median).abs())
             .sum::<f64>()
             / count;
-        for v in self.scratch.iter_mut() {
-            *v = (*v - stats.median).abs();
-        }
-        let mad = median(&mut self.scratch);
+        let mad = median_deviation(&self.sorted, stats.median);
         // 1.4826 * MAD estimates a standard deviation; where more than half of the window is
         // identical the MAD is zero, and the mean absolute deviation (scaled likewise) stands in.
         stats.spread = if mad > 0.0 {
@@ -441,22 +456,56 @@ impl Track {
     }
 }
 
-/// The median of `values` (reordered in place); 0 for none.
-fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
+/// The median of sorted `values`; 0 for none.
+fn sorted_median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The median absolute deviation of sorted `values` from `center`, in `O(n)`: the deviations
+/// below and above the center form two ascending runs, merged just far enough to find the
+/// middle one(s).
+fn median_deviation(sorted: &[f64], center: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
         return 0.0;
     }
-    let middle = values.len() / 2;
-    let (_, upper, _) = values.select_nth_unstable_by(middle, f64::total_cmp);
-    let upper = *upper;
-    if values.len() % 2 == 1 {
-        return upper;
+    let split = sorted.partition_point(|v| *v < center);
+    // Below: indices split-1, split-2, ... (deviations ascending); above: split, split+1, ...
+    let (mut below, mut above) = (split, split);
+    let mut next = || -> f64 {
+        let down = below.checked_sub(1).map(|i| center - sorted[i]);
+        let up = sorted.get(above).map(|v| v - center);
+        match (down, up) {
+            (Some(d), Some(u)) if d <= u => {
+                below -= 1;
+                d
+            }
+            (_, Some(u)) => {
+                above += 1;
+                u
+            }
+            (Some(d), None) => {
+                below -= 1;
+                d
+            }
+            (None, None) => 0.0,
+        }
+    };
+    let mut previous = 0.0;
+    for _ in 0..n / 2 {
+        previous = next();
     }
-    let lower = values[..middle]
-        .iter()
-        .copied()
-        .fold(f64::NEG_INFINITY, f64::max);
-    (lower + upper) / 2.0
+    let middle = next();
+    if n % 2 == 1 {
+        middle
+    } else {
+        (previous + middle) / 2.0
+    }
 }
 
 #[cfg(test)]
@@ -585,9 +634,39 @@ mod tests {
     }
 
     #[test]
-    fn median_of_even_and_odd_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(&mut []), 0.0);
+    fn median_and_mad_of_even_and_odd_counts() {
+        assert_eq!(sorted_median(&[1.0, 2.0, 3.0]), 2.0);
+        assert_eq!(sorted_median(&[1.0, 2.0, 3.0, 4.0]), 2.5);
+        assert_eq!(sorted_median(&[]), 0.0);
+        // Deviations from 2: 1, 0, 1, 7 -> sorted 0, 1, 1, 7 -> 1.
+        assert_eq!(median_deviation(&[1.0, 2.0, 3.0, 9.0], 2.0), 1.0);
+        // Deviations from 3: 2, 1, 0, 1, 6 -> 1.
+        assert_eq!(median_deviation(&[1.0, 2.0, 3.0, 4.0, 9.0], 3.0), 1.0);
+        assert_eq!(median_deviation(&[5.0, 5.0, 5.0], 5.0), 0.0);
+        assert_eq!(median_deviation(&[], 0.0), 0.0);
+    }
+
+    #[test]
+    fn mad_matches_a_sort_on_many_windows() {
+        let mut state: u64 = 7;
+        for n in 1..40 {
+            let mut values: Vec<f64> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((state >> 40) % 7) as f64
+                })
+                .collect();
+            values.sort_by(f64::total_cmp);
+            let center = sorted_median(&values);
+            let mut deviations: Vec<f64> = values.iter().map(|v| (v - center).abs()).collect();
+            deviations.sort_by(f64::total_cmp);
+            assert_eq!(
+                median_deviation(&values, center),
+                sorted_median(&deviations),
+                "{values:?}"
+            );
+        }
     }
 }

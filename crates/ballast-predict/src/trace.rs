@@ -528,10 +528,12 @@ fn bin_events(
     }
 }
 
-/// Parses the daemon's telemetry: one JSON object per line. A line that is a [`Sample`], or an
-/// object with a `sample` field holding one, contributes the utilization of the resource named by
-/// [`TraceOptions::column`] (default `cpu`) at the sample's time. Other lines (decisions, events)
-/// and samples that did not measure the resource are skipped; blank lines are ignored.
+/// Parses the daemon's telemetry: one JSON object per line, as the telemetry log writes
+/// [`ballast_core::telemetry::TelemetryRecord`]s (`{"type":"sample","at":..,...}`). A sample
+/// record (or a bare [`Sample`], or an object with a `sample` field holding one) contributes the
+/// utilization of the resource named by [`TraceOptions::column`] (default `cpu`) at the sample's
+/// time. Records of other types (assessments, decisions, plugin events, calls) and samples that
+/// did not measure the resource are skipped; blank lines are ignored.
 pub fn parse_telemetry_jsonl(
     source_name: &str,
     text: &str,
@@ -561,6 +563,11 @@ pub fn parse_telemetry_jsonl(
                 column: e.column() as u64,
                 message: json_message(&e),
             })?;
+        let kind = value.get("type").and_then(serde_json::Value::as_str);
+        if kind.is_some_and(|kind| kind != "sample") {
+            skipped += 1;
+            continue;
+        }
         let candidate = match value.get("sample") {
             Some(inner) => inner.clone(),
             None => value,
@@ -851,10 +858,38 @@ mod tests {
             cores: 2,
         });
         let line = serde_json::to_string(&sample).unwrap();
-        let text = format!("{line}\n{{\"sample\":{line}}}\n{{\"decision\":1}}\n");
+        let record = serde_json::to_string(&ballast_core::telemetry::TelemetryRecord::Sample(
+            sample.clone(),
+        ))
+        .unwrap();
+        let assessment = serde_json::to_string(
+            &ballast_core::telemetry::TelemetryRecord::Assessment(ballast_core::Assessment {
+                at: Timestamp::from_secs(6),
+                resources: Vec::new(),
+            }),
+        )
+        .unwrap();
+        let text = format!(
+            "{line}\n{{\"sample\":{line}}}\n{{\"decision\":1}}\n{record}\n\n{assessment}\n"
+        );
         let trace = parse_trace("t.jsonl", &text, &TraceOptions::default()).unwrap();
-        assert_eq!(trace.values(), vec![0.25, 0.25]);
-        assert_eq!(trace.skipped, 1);
+        assert_eq!(trace.values(), vec![0.25, 0.25, 0.25]);
+        assert_eq!(trace.skipped, 2);
+        let memory = TraceOptions {
+            column: Some("memory".into()),
+            ..TraceOptions::default()
+        };
+        let trace = parse_trace("t.jsonl", &text, &memory).unwrap();
+        assert!(trace.points.is_empty());
+        assert_eq!(trace.skipped, 5);
+        let bad = TraceOptions {
+            column: Some("watts".into()),
+            ..TraceOptions::default()
+        };
+        assert!(matches!(
+            parse_trace("t.jsonl", &text, &bad),
+            Err(TraceError::UnknownResource { .. })
+        ));
         let error = parse_trace("t.jsonl", "{\"at\": 1}\n{oops\n", &TraceOptions::default());
         assert!(
             error
