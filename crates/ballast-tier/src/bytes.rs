@@ -76,7 +76,7 @@ impl Serialize for ByteSize {
     /// Whole GiB, MiB or KiB as text (`"16 GiB"`), other sizes as a number of bytes.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-            if self.0 != 0 && self.0 % (1u64 << shift) == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(1u64 << shift) {
                 return s.serialize_str(&format!("{} {unit}", self.0 >> shift));
             }
         }
