@@ -539,7 +539,9 @@ impl Scaler {
     }
 
     /// Pins `plugin` to `target` until `until` (or until released). The scaler moves it there now
-    /// and leaves it alone afterwards, except in an emergency.
+    /// and leaves it alone afterwards, except in an emergency; after an emergency it brings a
+    /// plugin pinned on back to its pinned level by the usual restore steps. Like every other
+    /// decision, the move is only recorded, not sent, in observe and advise mode.
     pub fn pin(
         &mut self,
         now: Timestamp,
