@@ -4,3 +4,4 @@ mod accuracy;
 mod actor;
 mod properties;
 mod series;
+mod traces;
