@@ -33,6 +33,10 @@ pub struct HardwareFacts {
     pub memory_scope: MemoryScope,
     /// Logical cores.
     pub cores: u32,
+    /// The CPU quota of the daemon's cgroup in cores (cgroup v2 `cpu.max`, v1
+    /// `cpu.cfs_quota_us / cpu.cfs_period_us`), where one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_cores: Option<f64>,
     /// Physical cores, where the system reports them.
     #[serde(default)]
     pub physical_cores: Option<u32>,
@@ -44,6 +48,18 @@ pub struct HardwareFacts {
 }
 
 impl HardwareFacts {
+    /// The cores the daemon can use: the logical cores, or fewer when a cgroup CPU quota is
+    /// lower (a quota of 1.5 cores counts as 2).
+    pub fn effective_cores(&self) -> u32 {
+        match self.cpu_limit_cores {
+            Some(limit) if limit.is_finite() && limit > 0.0 => {
+                let limit = limit.ceil().min(f64::from(u32::MAX)) as u32;
+                self.cores.min(limit.max(1))
+            }
+            _ => self.cores,
+        }
+    }
+
     /// The number of GPUs seen (0 when GPUs are unavailable).
     pub fn gpu_count(&self) -> u32 {
         self.gpus
@@ -134,6 +150,7 @@ mod tests {
             memory_total_bytes: 8 << 30,
             memory_scope: MemoryScope::Host,
             cores: 4,
+            cpu_limit_cores: None,
             physical_cores: None,
             cpu_arch: None,
             gpus,
@@ -159,6 +176,18 @@ mod tests {
         ]));
         assert_eq!(f.gpu_count(), 2);
         assert_eq!(f.largest_gpu_memory_bytes(), 16);
+    }
+
+    #[test]
+    fn a_cpu_quota_limits_the_effective_cores() {
+        let mut f = facts(Metric::available(Vec::new()));
+        assert_eq!(f.effective_cores(), 4);
+        f.cpu_limit_cores = Some(1.5);
+        assert_eq!(f.effective_cores(), 2);
+        f.cpu_limit_cores = Some(64.0);
+        assert_eq!(f.effective_cores(), 4);
+        f.cpu_limit_cores = Some(f64::NAN);
+        assert_eq!(f.effective_cores(), 4);
     }
 
     #[test]

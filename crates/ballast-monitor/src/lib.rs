@@ -16,6 +16,7 @@
 
 mod actor;
 mod cpu;
+mod cpu_limit;
 mod disk;
 mod gpu;
 mod memory;

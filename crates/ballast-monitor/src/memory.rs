@@ -90,7 +90,7 @@ impl CgroupMemory {
 }
 
 /// `<mount>/<path>` if it holds `file`, else `<mount>` if that does.
-fn find_dir(mount: &Path, path: &str, file: &str) -> Option<PathBuf> {
+pub(crate) fn find_dir(mount: &Path, path: &str, file: &str) -> Option<PathBuf> {
     let nested = mount.join(path.trim_start_matches('/'));
     [nested, mount.to_path_buf()]
         .into_iter()

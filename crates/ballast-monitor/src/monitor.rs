@@ -222,7 +222,7 @@ impl Monitor {
     }
 
     /// Detects the facts tier classification needs: memory (the cgroup limit when lower),
-    /// cores and GPUs. Physical cores and the CPU architecture come from sysinfo, and only when
+    /// cores, the cgroup's CPU quota and GPUs. Physical cores and the CPU architecture come from sysinfo, and only when
     /// the roots are the real machine's. NVML is loaded again first if it was unavailable, so
     /// that a driver installed since is seen.
     pub fn hardware_facts(&mut self) -> Result<HardwareFacts, SampleError> {
@@ -241,10 +241,13 @@ impl Monitor {
         } else {
             (None, None)
         };
+        let cpu_limit_cores =
+            crate::cpu_limit::cpu_limit_cores(&self.config.proc_root, &self.config.sys_root)?;
         Ok(HardwareFacts {
             memory_total_bytes: memory.total_bytes,
             memory_scope: memory.scope,
             cores,
+            cpu_limit_cores,
             physical_cores,
             cpu_arch,
             gpus: self.gpu.facts(),

@@ -86,7 +86,8 @@ fn check_conditions(when: &Conditions, facts: &HardwareFacts) -> Result<String, 
         check(memory >= min, compare("memory", memory, min));
     }
     if let Some(min) = when.min_cores {
-        check(facts.cores >= min, compare("cores", facts.cores, min));
+        let cores = facts.effective_cores();
+        check(cores >= min, compare("cores", cores, min));
     }
     if let Some(min) = when.min_gpus {
         check(gpus >= min, compare("GPUs", gpus, min));

@@ -75,6 +75,48 @@ pub fn parse_cgroup_limit(file: &str, text: &str) -> Result<Option<u64>, ParseEr
     Ok((bytes < V1_UNLIMITED).then_some(bytes))
 }
 
+/// Parses cgroup v2 `cpu.max` (`max 100000` or `200000 100000`): the quota in cores, `None`
+/// when unlimited.
+pub fn parse_cpu_max(file: &str, text: &str) -> Result<Option<f64>, ParseError> {
+    let mut words = text.split_ascii_whitespace();
+    let (Some(quota), period) = (words.next(), words.next()) else {
+        return Err(error(file, Problem::Empty));
+    };
+    if quota == "max" {
+        return Ok(None);
+    }
+    let quota = parse_u64(file, 1, "quota", quota)?;
+    let period = match period {
+        Some(p) => parse_u64(file, 1, "period", p)?,
+        None => 100_000,
+    };
+    Ok(cores(quota, period))
+}
+
+/// Parses cgroup v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`: the quota in cores, `None` when
+/// unlimited (`-1`).
+pub fn parse_cfs_quota(
+    quota_file: &str,
+    quota_text: &str,
+    period_file: &str,
+    period_text: &str,
+) -> Result<Option<f64>, ParseError> {
+    let quota = quota_text.trim();
+    if quota.is_empty() {
+        return Err(error(quota_file, Problem::Empty));
+    }
+    if quota == "-1" {
+        return Ok(None);
+    }
+    let quota = parse_u64(quota_file, 1, "quota", quota)?;
+    let period = parse_cgroup_u64(period_file, period_text)?;
+    Ok(cores(quota, period))
+}
+
+fn cores(quota: u64, period: u64) -> Option<f64> {
+    (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
+}
+
 /// Parses a file holding one number, e.g. `memory.current` or `memory.usage_in_bytes`.
 pub fn parse_cgroup_u64(file: &str, text: &str) -> Result<u64, ParseError> {
     let value = text.trim();
@@ -141,6 +183,22 @@ mod tests {
             e.to_string(),
             "memory.max: line 1: `limit` is not a valid number: `-1`"
         );
+    }
+
+    #[test]
+    fn cpu_quotas_in_cores() {
+        assert_eq!(parse_cpu_max("cpu.max", "max 100000\n").unwrap(), None);
+        assert_eq!(
+            parse_cpu_max("cpu.max", "150000 100000\n").unwrap(),
+            Some(1.5)
+        );
+        assert!(parse_cpu_max("cpu.max", "lots 100000\n").is_err());
+        assert_eq!(parse_cfs_quota("q", "-1\n", "p", "100000\n").unwrap(), None);
+        assert_eq!(
+            parse_cfs_quota("q", "200000\n", "p", "100000\n").unwrap(),
+            Some(2.0)
+        );
+        assert!(parse_cfs_quota("q", "200000\n", "p", "\n").is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@ mod proc;
 mod psi;
 
 pub use cgroup::{
-    CgroupEntry, parse_cgroup_limit, parse_cgroup_u64, parse_memory_stat_key, parse_proc_cgroup,
+    CgroupEntry, parse_cfs_quota, parse_cgroup_limit, parse_cgroup_u64, parse_cpu_max,
+    parse_memory_stat_key, parse_proc_cgroup,
 };
 pub use proc::{
     CpuTimes, Meminfo, ProcessTimes, parse_loadavg, parse_meminfo, parse_proc_stat, parse_self_stat,

@@ -204,3 +204,31 @@ fn hardware_facts_from_the_tree() {
     let error = monitor.hardware_facts().unwrap_err();
     assert!(error.to_string().contains("meminfo"), "{error}");
 }
+
+#[test]
+fn cgroup_cpu_quotas_in_the_facts() {
+    let machine = FakeMachine::new();
+    let mut monitor = Monitor::new(machine.config());
+    assert_eq!(monitor.hardware_facts().unwrap().cpu_limit_cores, None);
+
+    machine.write("proc/self/cgroup", "0::/app\n");
+    machine.write("sys/fs/cgroup/app/cpu.max", "150000 100000\n");
+    let facts = monitor.hardware_facts().unwrap();
+    assert_eq!(facts.cpu_limit_cores, Some(1.5));
+    assert_eq!(facts.effective_cores(), 2);
+
+    machine.write("proc/self/cgroup", "3:cpu,cpuacct:/docker/abc\n0::/\n");
+    let dir = "sys/fs/cgroup/cpu,cpuacct/docker/abc";
+    machine.write(&format!("{dir}/cpu.cfs_quota_us"), "50000\n");
+    machine.write(&format!("{dir}/cpu.cfs_period_us"), "100000\n");
+    let facts = monitor.hardware_facts().unwrap();
+    assert_eq!(facts.cpu_limit_cores, Some(0.5));
+    assert_eq!(facts.effective_cores(), 1);
+
+    machine.write(&format!("{dir}/cpu.cfs_quota_us"), "-1\n");
+    assert_eq!(monitor.hardware_facts().unwrap().cpu_limit_cores, None);
+
+    machine.write(&format!("{dir}/cpu.cfs_quota_us"), "many\n");
+    let error = monitor.hardware_facts().unwrap_err();
+    assert!(error.to_string().contains("cpu.cfs_quota_us"), "{error}");
+}

@@ -1,8 +1,9 @@
 //! Property tests: no parser panics, whatever text it is given.
 
 use ballast_monitor::parse::{
-    parse_cgroup_limit, parse_cgroup_u64, parse_loadavg, parse_meminfo, parse_memory_stat_key,
-    parse_proc_cgroup, parse_proc_stat, parse_psi, parse_self_stat,
+    parse_cfs_quota, parse_cgroup_limit, parse_cgroup_u64, parse_cpu_max, parse_loadavg,
+    parse_meminfo, parse_memory_stat_key, parse_proc_cgroup, parse_proc_stat, parse_psi,
+    parse_self_stat,
 };
 use proptest::prelude::*;
 
@@ -28,6 +29,8 @@ proptest! {
         let _ = parse_proc_cgroup("f", &text);
         let _ = parse_cgroup_limit("f", &text);
         let _ = parse_cgroup_u64("f", &text);
+        let _ = parse_cpu_max("f", &text);
+        let _ = parse_cfs_quota("f", &text, "g", &text);
         let _ = parse_memory_stat_key("f", &text, "inactive_file");
     }
 

@@ -13,6 +13,7 @@ pub fn facts(memory_gib: u64, cores: u32, gpu_gib: Option<u64>) -> HardwareFacts
         memory_total_bytes: ByteSize::gib(memory_gib).0,
         memory_scope: MemoryScope::Host,
         cores,
+        cpu_limit_cores: None,
         physical_cores: None,
         cpu_arch: None,
         gpus: match gpu_gib {
@@ -104,6 +105,21 @@ fn each_tier_selects_its_profile() {
     assert_eq!(tier.name, "constrained");
     assert_eq!(tier.profile, config.tiers[0].profile);
     assert_eq!(tier.best_level("voice"), Some(Level(2)));
+}
+
+#[test]
+fn a_cpu_quota_counts_against_the_cores() {
+    let config = TierConfig::default();
+    let mut f = facts(64, 32, None);
+    assert_eq!(classify(&f, &config, Timestamp::ZERO).name, "performance");
+    f.cpu_limit_cores = Some(2.0);
+    let tier = classify(&f, &config, Timestamp::ZERO);
+    assert_eq!(tier.name, "standard");
+    assert!(
+        tier.rule.contains("not `performance`: cores 2 < 8"),
+        "{}",
+        tier.rule
+    );
 }
 
 #[test]

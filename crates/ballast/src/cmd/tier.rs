@@ -121,6 +121,9 @@ pub fn render(tier: &Tier, config: &TierConfig) -> String {
         format!("{} ({scope})", bytes(facts.memory_total_bytes)),
     ]);
     let mut cores = format!("{} logical", facts.cores);
+    if let Some(limit) = facts.cpu_limit_cores {
+        cores.push_str(&format!(", cgroup quota {limit:.2}"));
+    }
     if let Some(physical) = facts.physical_cores {
         cores.push_str(&format!(", {physical} physical"));
     }
@@ -203,6 +206,7 @@ mod tests {
                 path: "/ballast.service".into(),
             },
             cores: 4,
+            cpu_limit_cores: None,
             physical_cores: None,
             cpu_arch: None,
             gpus: Metric::unavailable("no NVIDIA driver"),
