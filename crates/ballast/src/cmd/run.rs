@@ -1,12 +1,64 @@
-//! `ballast run`: placeholder until the daemon is wired.
+//! `ballast run`: loads the config (exit 78 on any problem, all of them listed) and runs the daemon.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::config::{self, DEFAULT_PROFILE, EXIT_CONFIG, Overrides};
+
+/// Where the config comes from; shared by `ballast run` and `ballast config`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigSource {
+    /// The config file (TOML with profiles); without it, the built-in defaults.
+    #[arg(long, short, env = "BALLAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The profile: dev, balanced or production.
+    #[arg(long, short, env = "BALLAST_PROFILE", default_value = DEFAULT_PROFILE)]
+    pub profile: String,
+    /// Where telemetry, decisions, pins and checkpoints are kept (overrides the config).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where the control API listens (overrides the config).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// observe, advise or enforce (overrides the config).
+    #[arg(long)]
+    pub mode: Option<String>,
+}
+
+impl ConfigSource {
+    /// The command-line overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            mode: self.mode.clone(),
+        }
+    }
+
+    /// Loads the config, or prints every problem and returns the config exit code.
+    pub fn load(&self) -> Result<config::Config, ExitCode> {
+        config::load(self.config.as_deref(), &self.profile, &self.overrides()).map_err(|error| {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+    }
+}
 
 /// Arguments of `ballast run`.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    #[command(flatten)]
+    source: ConfigSource,
+}
 
-/// Runs the daemon.
-pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`ballast run` is not implemented yet")
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match args.source.load() {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let system = actix::System::new();
+    system.block_on(crate::daemon::run::run(config))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,4 +4,8 @@
 pub mod api;
 pub mod live;
 pub mod metrics;
+pub mod run;
+pub mod startup;
 pub mod state;
+pub mod store;
+pub mod telemetry;

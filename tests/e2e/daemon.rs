@@ -1,0 +1,300 @@
+//! The daemon as an operator meets it: start-up, calls, operator pins, the degraded answer,
+//! crash and restart, clean shutdown, and config errors.
+
+use std::time::Duration;
+
+use crate::support::{Daemon, ballast};
+
+/// A config whose thresholds sit above anything this machine reaches, so that only the operator's
+/// actions change plugin states, with fast timings so that restores happen within the test.
+const CONFIG: &str = r#"
+[default]
+use_tier_thresholds = false
+shutdown_timeout = "20s"
+
+[default.monitor]
+interval = "200ms"
+
+[default.scaler]
+mode = "enforce"
+cooldown = "1s"
+stabilization = "1s"
+
+[default.scaler.thresholds.default]
+shed = 0.99
+restore = 0.98
+
+[default.scaler.thresholds.resources.memory]
+shed = 0.99
+restore = 0.98
+emergency = 0.995
+
+[[default.plugins]]
+name = "voice"
+path = "libvoice.so"
+priority = 10
+config = { workload = { working_set_mb = [16, 4], cpu_duty = 0.0 } }
+
+[[default.plugins]]
+name = "android"
+path = "libandroid.so"
+priority = 20
+config = { workload = { working_set_mb = [8, 2], cpu_duty = 0.0 } }
+
+[[default.plugins]]
+name = "discord"
+path = "libdiscord.so"
+priority = 30
+config = { workload = { working_set_mb = [8], cpu_duty = 0.0 } }
+
+[[default.plugins]]
+name = "clock"
+path = "libclock.so"
+priority = 40
+config = { working_set_mb = [4, 1] }
+
+[[default.plugins]]
+name = "stubs"
+path = "libstubs.so"
+priority = 100
+essential = true
+config = { workload = { working_set_mb = [2], cpu_duty = 0.0 } }
+"#;
+
+/// The state name of `plugin` as `GET /plugins/{name}` reports it.
+fn state(daemon: &Daemon, plugin: &str) -> String {
+    let status = daemon.json(&format!("/plugins/{plugin}"));
+    let state = &status["state"];
+    state["state"]
+        .as_str()
+        .or_else(|| state.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn wait_state(daemon: &mut Daemon, plugin: &str, wanted: &str) {
+    daemon.wait_until(
+        Duration::from_secs(30),
+        &format!("{plugin} to be {wanted}"),
+        |d| state(d, plugin) == wanted,
+    );
+}
+
+#[test]
+fn the_daemon_serves_sheds_on_command_survives_a_crash_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), CONFIG);
+    for plugin in ["voice", "android", "discord", "clock", "stubs"] {
+        wait_state(&mut daemon, plugin, "enabled");
+    }
+
+    // A call answers with the plugin's own bytes.
+    let (status, body) = daemon.post("/plugins/voice/call", "hello").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"plugin\":\"voice\"") && body.contains("\"echo\":\"hello\""),
+        "{body}"
+    );
+
+    // The operator sheds voice; calls get the degraded answer with the reason, at once.
+    let (status, body) = daemon.post("/plugins/voice/disable", "{}").unwrap();
+    assert!(status < 300, "disable: {status} {body}");
+    wait_state(&mut daemon, "voice", "disabled");
+    let (status, body) = daemon.post("/plugins/voice/call", "hello?").unwrap();
+    assert_eq!(status, 503, "{body}");
+    let degraded: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(degraded["plugin"], "voice");
+    assert_eq!(degraded["state"], "disabled");
+    assert!(
+        degraded["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    assert!(degraded["since"].is_number(), "{body}");
+
+    // The CLI sees the same.
+    let out = ballast()
+        .args(["plugins", "--api", &daemon.url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("voice") && l.contains("disabled")),
+        "{text}"
+    );
+    let out = ballast()
+        .args(["status", "--json", "--api", &daemon.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status.is_object());
+    assert!(
+        !daemon
+            .json("/decisions?tail=50")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let (status, metrics) = daemon.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ballast_"), "{metrics}");
+
+    // A crash (SIGKILL) and a restart keep the pin and the history.
+    assert!(
+        daemon.data_dir.join("pins.json").exists(),
+        "pins are stored when set"
+    );
+    daemon.restart();
+    wait_state(&mut daemon, "android", "enabled");
+    assert_eq!(
+        state(&daemon, "voice"),
+        "disabled",
+        "the pin survived the crash"
+    );
+    let decisions = std::fs::read_dir(&daemon.data_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("decisions-"))
+        .count();
+    assert!(decisions >= 1, "the decision log is on disk");
+
+    // Released, voice comes back once the machine has been calm for the stabilization period,
+    // and its state (calls served) carried over through the checkpoint.
+    let out = ballast()
+        .args(["plugin", "voice", "release", "--api", &daemon.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_state(&mut daemon, "voice", "enabled");
+    let (_, body) = daemon.post("/plugins/voice/call", "back").unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["calls_served"], 2,
+        "the first call's count came back from the checkpoint: {body}"
+    );
+
+    // SIGTERM drains everything and exits 0.
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "log:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("ballast stopped"), "{}", daemon.log());
+}
+
+#[test]
+fn every_kind_of_bad_config_exits_78_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[balanced.monitor]\ninterval = \"soon\"\n",
+            "monitor.interval",
+        ),
+        (
+            "[balanced.predictor]\nema_weight = 7.0\n",
+            "predictor.ema_weight",
+        ),
+        ("[balanced.api]\nlisten = \"0.0.0.0:7878\"\n", "api.listen"),
+        ("[balancd]\nx = 1\n", "unknown top-level table `[balancd]`"),
+        (
+            "[balanced.scaler.thresholds.default]\nshed = 0.5\nrestore = 0.7\n",
+            "restore",
+        ),
+        (
+            "[[balanced.plugins]]\nname = \"voice\"\npath = \"x.so\"\nmax_concurrent_calls = 0\n",
+            "plugin `voice`: max_concurrent_calls",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        for command in [&["config", "check"][..], &["run"][..]] {
+            let out = ballast()
+                .args(command)
+                .arg("--config")
+                .arg(&file)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{command:?} {text}: {stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{command:?} {text}: expected `{expected}` in: {stderr}"
+            );
+        }
+    }
+    let out = ballast()
+        .args(["run", "--config", "/nonexistent/ballast.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ballast.toml does not exist")
+    );
+    let out = ballast()
+        .args(["config", "check", "--profile", "turbo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown profile `turbo`"));
+}
+
+#[test]
+fn config_show_says_where_each_value_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ballast.toml");
+    std::fs::write(&file, "[dev.monitor]\ninterval = \"750ms\"\n").unwrap();
+    let out = ballast()
+        .args(["config", "show", "--profile", "dev", "--config"])
+        .arg(&file)
+        .env("BALLAST_TELEMETRY__SEGMENTS", "3")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("monitor.interval").contains("ballast.toml"), "{text}");
+    assert!(
+        line("telemetry.segments").contains("BALLAST_TELEMETRY__SEGMENTS"),
+        "{text}"
+    );
+    assert!(line("api.listen").contains("default"), "{text}");
+}
+
+#[test]
+fn the_shipped_config_is_valid_in_every_profile() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/ballast.toml");
+    for profile in ["dev", "balanced", "production"] {
+        let out = ballast()
+            .args(["config", "check", "--profile", profile, "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{profile}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

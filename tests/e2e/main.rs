@@ -1,0 +1,6 @@
+//! End-to-end tests that run the real `ballast` binary as an operator would: start the daemon on
+//! a temporary data directory and an ephemeral port, drive it through its API and CLI, kill it,
+//! restart it, and check what survived.
+
+mod daemon;
+mod support;
