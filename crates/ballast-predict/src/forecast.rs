@@ -360,7 +360,8 @@ impl SeriesPredictor {
         config.fit_memory = config.fit_memory.max(2 * N_FEATURES);
         config.season = config.season.filter(|s| *s > 0);
         SeriesPredictor {
-            history: VecDeque::with_capacity(Self::history_len(&config) + 1),
+            // A long season grows the history as values arrive rather than all at once.
+            history: VecDeque::with_capacity(Self::history_len(&config).min(4096) + 1),
             rows: VecDeque::with_capacity(config.horizon + 2),
             level_equations: NormalEquations::new(),
             delta_equations: NormalEquations::new(),
