@@ -314,7 +314,8 @@ impl Scaler {
                 .soft_limits
                 .get(&resource)
                 .copied()
-                .unwrap_or(t.shed - self.config.soft_margin)
+                // Rounded so that 0.8 - 0.1 reads 0.7 in decisions, not 0.7000000000000001.
+                .unwrap_or(((t.shed - self.config.soft_margin) * 1e9).round() / 1e9)
                 .clamp(0.0, t.shed);
             if let Some(view) = &mut self.views[i] {
                 view.thresholds = t;

@@ -58,6 +58,7 @@ fn restores_highest_priority_first_after_stabilization_one_step_each() {
         0s shed discord (disable) [emergency]
         0s shed voice (disable) [emergency]
         0s shed android (disable) [emergency]
+        1s warn [soft_limit]
         330s restore android (enable at level 0) [stabilized]
         630s restore voice (enable at level 1) [stabilized]
         930s restore voice (level 1 -> 0) [stabilized]
