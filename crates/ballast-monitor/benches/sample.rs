@@ -1,5 +1,6 @@
 //! Benchmarks of the monitor on this machine's real /proc and /sys: one full sample without a
-//! GPU, each sampler alone, and the GPU sampler against the fake NVML library (two devices).
+//! GPU, each sampler alone, the GPU sampler against the fake NVML library (two devices) and,
+//! where the machine has an NVIDIA driver, against the real one.
 //!
 //! Run with `cargo bench -p ballast-monitor --bench sample`. At 1 Hz, the share of one core the
 //! monitor costs is the full sample's time divided by one second.
@@ -65,5 +66,26 @@ fn fake_gpu(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, samplers, fake_gpu);
+/// The system's NVML, where the machine has an NVIDIA driver (skipped elsewhere).
+fn system_gpu(c: &mut Criterion) {
+    let mut gpu = GpuSampler::new(&NvmlSource::System);
+    if let Some(reason) = gpu.unavailable_reason() {
+        eprintln!("skipping the system GPU benchmark: {reason}");
+        return;
+    }
+    c.bench_function("gpu_system_nvml", |b| b.iter(|| black_box(gpu.sample())));
+    let mut m = Monitor::new(MonitorConfig {
+        disk_paths: vec![PathBuf::from(".")],
+        ..MonitorConfig::default()
+    });
+    let mut now = 0u64;
+    c.bench_function("full_sample_with_system_gpu", |b| {
+        b.iter(|| {
+            now += 1000;
+            black_box(m.sample(Timestamp::from_millis(now)))
+        })
+    });
+}
+
+criterion_group!(benches, samplers, fake_gpu, system_gpu);
 criterion_main!(benches);
