@@ -1,13 +1,35 @@
-//! `ballast plugin`: tools for plugin authors (`inspect` loads a file and prints its descriptor).
+//! `ballast plugin`: a tool for plugin authors (`inspect` loads a file and prints its
+//! descriptor) and the operator's actions on a running daemon's plugin (`ballast plugin NAME
+//! enable|disable|release|suspend|resume|level N|show`), which are clients of the control API.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ballast_host::{PluginInfo, PluginLibrary, sha256_file};
+use clap::Parser as _;
+
+use crate::cmd::client::{ApiArgs, Client, plugins_table};
+use crate::daemon::api::views::{ActionView, PluginView};
+
+const ACTIONS_HELP: &str = "\
+Act on a running daemon's plugin (through its control API):
+  ballast plugin NAME show                      the plugin in detail
+  ballast plugin NAME disable [--for DURATION]  pin it off (drained first), e.g. --for 10m
+  ballast plugin NAME enable [--for DURATION]   pin it on at full level
+  ballast plugin NAME level N [--for DURATION]  pin it on at level N (0 is full)
+  ballast plugin NAME release                   hand it back to the scaler
+  ballast plugin NAME suspend                   pause it (calls answer 503 until resumed)
+  ballast plugin NAME resume                    resume it
+Pins hold until released or until DURATION passes; only an emergency overrides them.
+Each takes --api URL (env BALLAST_API, default http://127.0.0.1:7878),
+--token-file PATH (env BALLAST_TOKEN_FILE) and --json.
+See `ballast plugin NAME --help`.";
 
 /// Arguments of `ballast plugin`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = ACTIONS_HELP, subcommand_value_name = "NAME|COMMAND")]
 pub struct PluginArgs {
     #[command(subcommand)]
     command: PluginCommand,
@@ -26,6 +48,69 @@ enum PluginCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// A plugin's name followed by an action (see below).
+    #[command(external_subcommand)]
+    Action(Vec<String>),
+}
+
+/// `ballast plugin NAME ACTION`, parsed from what follows `ballast plugin`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "ballast plugin",
+    about = "Act on a running daemon's plugin through its control API",
+    after_help = ACTIONS_HELP
+)]
+struct ActionCli {
+    /// The plugin's name, as the daemon's config names it.
+    name: String,
+    #[command(subcommand)]
+    action: PluginAction,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PluginAction {
+    /// Show the plugin in detail: state, level, stats, latency percentiles, the scaler's view.
+    Show,
+    /// Pin the plugin on at full level.
+    Enable {
+        /// Hold the pin this long (e.g. 90s, 10m, 2h), then hand the plugin back.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<String>,
+    },
+    /// Pin the plugin off: drain it and disable it.
+    Disable {
+        /// Hold the pin this long (e.g. 90s, 10m, 2h), then hand the plugin back.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<String>,
+    },
+    /// Pin the plugin on at level N (0 is full; higher levels are cheaper).
+    Level {
+        /// The level.
+        level: u32,
+        /// Hold the pin this long (e.g. 90s, 10m, 2h), then hand the plugin back.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<String>,
+    },
+    /// Release the operator's pin: the scaler manages the plugin again.
+    Release,
+    /// Suspend the plugin (calls answer 503 until it is resumed).
+    Suspend,
+    /// Resume a suspended plugin.
+    Resume,
+}
+
+/// Checks a duration as people write it and keeps the text for the API.
+fn parse_duration(text: &str) -> Result<String, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("the duration must be longer than zero".to_owned()),
+        Ok(_) => Ok(text.to_owned()),
+        Err(e) => Err(format!("{e}; write it like 90s, 10m or 2h")),
+    }
 }
 
 /// Runs `ballast plugin`.
@@ -36,7 +121,10 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{} is not a loadable ballast plugin", file.display()))?;
             let mut info = library.info().clone();
             if info.sha256.is_none() {
-                info.sha256 = Some(sha256_file(&file).with_context(|| format!("cannot hash {}", file.display()))?);
+                info.sha256 = Some(
+                    sha256_file(&file)
+                        .with_context(|| format!("cannot hash {}", file.display()))?,
+                );
             }
             let info = &info;
             if json {
@@ -46,7 +134,152 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PluginCommand::Action(args) => match run_action(args, &mut io::stdout().lock()) {
+            Ok(code) => Ok(code),
+            Err(error) => match error.downcast::<clap::Error>() {
+                // Help and usage errors print themselves and exit as clap does.
+                Ok(clap_error) => clap_error.exit(),
+                Err(error) => Err(error),
+            },
+        },
     }
+}
+
+/// `ballast plugin NAME ACTION [OPTIONS]` with `args` = NAME ACTION [OPTIONS], printing to
+/// `out`. A usage error is returned as a `clap::Error`.
+pub fn run_action(args: Vec<String>, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let cli = ActionCli::try_parse_from(std::iter::once("ballast plugin".to_owned()).chain(args))?;
+    let cli = &cli;
+    let client = Client::new(&cli.api)?;
+    let name = &cli.name;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        anyhow::bail!("`{name}` is not a plugin name (letters, digits, `-` and `_`)");
+    }
+    let (action, body) = match &cli.action {
+        PluginAction::Show => {
+            let view: serde_json::Value = client.get(&format!("/plugins/{name}"))?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
+            } else {
+                let plugin: PluginView = serde_json::from_value(view)
+                    .context("the daemon's answer is not what this ballast expects")?;
+                write!(out, "{}", show(&plugin))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        PluginAction::Enable { duration } => ("enable", serde_json::json!({ "for": duration })),
+        PluginAction::Disable { duration } => ("disable", serde_json::json!({ "for": duration })),
+        PluginAction::Level { level, duration } => (
+            "level",
+            serde_json::json!({ "level": level, "for": duration }),
+        ),
+        PluginAction::Release => ("release", serde_json::json!({})),
+        PluginAction::Suspend => ("suspend", serde_json::json!({})),
+        PluginAction::Resume => ("resume", serde_json::json!({})),
+    };
+    // A missing duration is left out rather than sent as null.
+    let body = match body {
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    };
+    let answer: serde_json::Value = client.post(&format!("/plugins/{name}/{action}"), &body)?;
+    if cli.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+    } else {
+        let answer: ActionView = serde_json::from_value(answer)
+            .context("the daemon's answer is not what this ballast expects")?;
+        writeln!(out, "{}", answer.message)?;
+        write!(
+            out,
+            "{}",
+            plugins_table(&[answer.plugin_view], crate::cmd::client::now_ms())
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ballast plugin NAME show` for people.
+fn show(p: &PluginView) -> String {
+    use crate::cmd::client::format::{ago, latency};
+    use std::fmt::Write as _;
+    let now = crate::cmd::client::now_ms();
+    let mut out = String::new();
+    let level = p
+        .level
+        .map(|l| format!(" at level {l}"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "plugin       {}", p.name);
+    let _ = writeln!(
+        out,
+        "state        {}{level} since {}: {}",
+        p.state,
+        ago(p.since.as_millis(), now),
+        p.failure.as_deref().unwrap_or(&p.reason)
+    );
+    let _ = writeln!(
+        out,
+        "priority     {}{}",
+        p.priority,
+        if p.essential { " (essential)" } else { "" }
+    );
+    let s = &p.stats;
+    let _ = writeln!(
+        out,
+        "memory       {} live, {} peak",
+        human_bytes(s.live_bytes),
+        human_bytes(s.peak_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "calls        {} answered, {} errors, {} timeouts, {} in flight (limit {})",
+        s.calls, s.errors, s.timeouts, s.in_flight, p.concurrency_limit
+    );
+    if s.calls > 0 {
+        let _ = writeln!(
+            out,
+            "latency      p50 {}, p95 {}, p99 {}",
+            latency(s.latency_p50_us),
+            latency(s.latency_p95_us),
+            latency(s.latency_p99_us)
+        );
+    }
+    if let Some(error) = &p.last_error {
+        let _ = writeln!(out, "last error   {error}");
+    }
+    if let Some(scaler) = &p.scaler {
+        let pin = match &scaler.pin {
+            None => "not pinned".to_owned(),
+            Some(pin) => {
+                let what = match pin.level {
+                    Some(level) => format!("pinned {} at level {level}", pin.target),
+                    None => format!("pinned {}", pin.target),
+                };
+                match pin.until {
+                    Some(until) => format!(
+                        "{what} until {}",
+                        crate::cmd::client::format::clock(until.as_millis())
+                    ),
+                    None => format!("{what} until released"),
+                }
+            }
+        };
+        let _ = writeln!(
+            out,
+            "scaler       {} (level {}), {pin}{}, {} flaps, next restore after {} calm",
+            scaler.placement,
+            scaler.placement_level,
+            if scaler.throttled { ", throttled" } else { "" },
+            scaler.flaps,
+            humantime::format_duration(std::time::Duration::from_millis(scaler.stabilization_ms))
+        );
+    }
+    out
 }
 
 /// Bytes for people: 256 MiB, 1.5 GiB, 512 B.

@@ -1,1 +1,171 @@
-//! The control API (actix-web, loopback by default): placeholder until written.
+//! The control API (actix-web, loopback by default): status, plugins, pins, calls routed to
+//! plugins, decisions, the event stream and Prometheus metrics.
+//!
+//! Every endpoint answers JSON (except a call's answer, the event stream and the metrics), and
+//! every error is `{"error": "<kind>", "message": "<sentence>"}` with more fields where they help
+//! (a degraded plugin names its state, reason and since when). When a token is configured, every
+//! endpoint but `/healthz` requires `Authorization: Bearer <token>`. No endpoint loads a plugin
+//! from a path: the plugins are the ones the config names.
+
+mod errors;
+mod events;
+mod handlers;
+pub mod views;
+
+#[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpServer, ResponseError, web};
+use anyhow::Context as _;
+
+pub use errors::ApiError;
+
+use crate::daemon::state::AppState;
+
+/// How long a graceful stop waits for open requests (event streams included) before closing them.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads the bearer token from `path`. Like ssh with a private key, refuses a file that group or
+/// others may read or write, and refuses an empty one. Surrounding whitespace is trimmed.
+pub fn load_token(path: &Path) -> anyhow::Result<String> {
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+    if !metadata.is_file() {
+        anyhow::bail!(
+            "the API token file {} is not a regular file",
+            path.display()
+        );
+    }
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the API token file {} has mode {mode:04o}: it must not be readable or writable by group or others (run `chmod 600 {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("the API token file {} is empty", path.display());
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!(
+            "the API token in {} contains whitespace or control characters; write the token alone on one line",
+            path.display()
+        );
+    }
+    Ok(token.to_owned())
+}
+
+/// The API server on `state.config.api.listen`, not yet running: the caller awaits it on the
+/// daemon's actix System and stops it through its handle. It installs no signal handlers.
+pub fn server(state: AppState) -> anyhow::Result<Server> {
+    let listen = state.config.api.listen;
+    let listener = TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} for the control API"))?;
+    server_on(listener, state)
+}
+
+/// The API server on an already bound `listener` (tests bind `127.0.0.1:0`).
+pub fn server_on(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let address = listener
+        .local_addr()
+        .context("cannot read the control API's listening address")?;
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
+        .listen(listener)
+        .with_context(|| format!("cannot serve the control API on {address}"))?
+        .run();
+    tracing::info!(%address, "control API listening");
+    Ok(server)
+}
+
+/// Registers every endpoint. The app must hold a `web::Data<AppState>`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|error, _req| {
+        ApiError::bad_request(format!("invalid query string: {error}")).into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|error, _req| {
+        ApiError::bad_request(format!("invalid path: {error}")).into()
+    }))
+    .route("/healthz", web::get().to(handlers::healthz))
+    .service(
+        web::scope("")
+            .wrap(from_fn(require_token))
+            .route("/status", web::get().to(handlers::status))
+            .route("/plugins", web::get().to(handlers::plugins))
+            .route("/plugins/{name}", web::get().to(handlers::plugin))
+            .route(
+                "/plugins/{name}/{action:enable|disable|release|level}",
+                web::post().to(handlers::pin),
+            )
+            .route(
+                "/plugins/{name}/{action:suspend|resume}",
+                web::post().to(handlers::lifecycle),
+            )
+            .route("/plugins/{name}/call", web::post().to(handlers::call))
+            .route("/decisions", web::get().to(handlers::decisions))
+            .route("/events", web::get().to(events::events))
+            .route("/metrics", web::get().to(handlers::metrics))
+            .default_service(web::to(handlers::not_found)),
+    );
+}
+
+/// Refuses a request without the configured bearer token (when one is configured).
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let token = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.token.clone());
+    if let Some(token) = token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        let message = match presented {
+            None => Some("this endpoint requires `Authorization: Bearer <token>`"),
+            Some(presented) if !constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
+                Some("the bearer token is not the one configured")
+            }
+            Some(_) => None,
+        };
+        if let Some(message) = message {
+            tracing::warn!(path = %req.path(), peer = ?req.peer_addr(), "refused an API request without a valid token");
+            let response = ApiError::unauthorized(message).error_response();
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
+        difference |= x ^ y;
+    }
+    difference == 0
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the `ballast` binary: one test binary for the crate, a module per area.
+
+mod cli;
