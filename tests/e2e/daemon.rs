@@ -14,6 +14,7 @@ shutdown_timeout = "20s"
 
 [default.monitor]
 interval = "200ms"
+resources = ["memory"]
 
 [default.scaler]
 mode = "enforce"
@@ -24,7 +25,7 @@ stabilization = "1s"
 shed = 0.99
 restore = 0.98
 
-[default.scaler.thresholds.resources.memory]
+[default.scaler.thresholds.memory]
 shed = 0.99
 restore = 0.98
 emergency = 0.995

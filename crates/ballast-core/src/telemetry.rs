@@ -36,8 +36,8 @@ pub struct CallSummary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TelemetryRecord {
-    /// A sample of the machine.
-    Sample(Sample),
+    /// A sample of the machine (boxed: it is by far the largest record).
+    Sample(Box<Sample>),
     /// The predictor's assessment of a sample.
     Assessment(Assessment),
     /// A scaler decision (or warning).
@@ -67,7 +67,10 @@ mod tests {
 
     #[test]
     fn records_are_tagged_with_their_type() {
-        let record = TelemetryRecord::Sample(Sample::unavailable(Timestamp::from_secs(3), "test"));
+        let record = TelemetryRecord::Sample(Box::new(Sample::unavailable(
+            Timestamp::from_secs(3),
+            "test",
+        )));
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["type"], "sample");
         assert_eq!(json["at"], 3000);

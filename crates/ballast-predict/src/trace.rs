@@ -859,7 +859,7 @@ mod tests {
         });
         let line = serde_json::to_string(&sample).unwrap();
         let record = serde_json::to_string(&ballast_core::telemetry::TelemetryRecord::Sample(
-            sample.clone(),
+            Box::new(sample.clone()),
         ))
         .unwrap();
         let assessment = serde_json::to_string(

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ballast_core::Resource;
 use ballast_host::PluginConfig;
 use ballast_predict::PredictorConfig;
 use ballast_scaler::ScalerConfig;
@@ -58,6 +59,8 @@ pub struct MonitorSettings {
     pub psi_trigger: bool,
     /// The NVML library to load instead of the system's `libnvidia-ml.so.1`.
     pub nvml_library: Option<PathBuf>,
+    /// The resources the scaler acts on; the others are still measured, logged and shown.
+    pub resources: Vec<Resource>,
 }
 
 impl Default for MonitorSettings {
@@ -67,6 +70,7 @@ impl Default for MonitorSettings {
             disk_paths: Vec::new(),
             psi_trigger: true,
             nvml_library: None,
+            resources: Resource::ALL.to_vec(),
         }
     }
 }
@@ -244,7 +248,10 @@ pub fn figment(
             PROFILES.join(", ")
         )));
     }
-    let mut figment = Figment::new().merge(Serialized::defaults(Config::default()));
+    let mut figment = Figment::new().merge(Named(
+        "built-in default",
+        Serialized::defaults(Config::default()),
+    ));
     if let Some(file) = file {
         if !file.is_file() {
             return Err(ConfigError::one(format!(
@@ -287,15 +294,35 @@ pub fn figment(
         )
         .select(profile);
     if let Some(dir) = &overrides.data_dir {
-        figment = figment.merge(Serialized::global("data_dir", dir));
+        figment = figment.merge(Named("--data-dir", Serialized::global("data_dir", dir)));
     }
     if let Some(listen) = overrides.listen {
-        figment = figment.merge(Serialized::global("api.listen", listen));
+        figment = figment.merge(Named("--listen", Serialized::global("api.listen", listen)));
     }
     if let Some(mode) = &overrides.mode {
-        figment = figment.merge(Serialized::global("scaler.mode", mode));
+        figment = figment.merge(Named("--mode", Serialized::global("scaler.mode", mode)));
     }
     Ok(figment)
+}
+
+/// A provider under another name, so that `ballast config show` can say "built-in default" or
+/// "--listen" instead of a source-code location.
+struct Named<P>(&'static str, P);
+
+impl<P: figment::Provider> figment::Provider for Named<P> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.0)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.1.data()
+    }
+
+    fn profile(&self) -> Option<figment::Profile> {
+        self.1.profile()
+    }
 }
 
 /// Loads and validates the config, reporting every problem at once.
@@ -316,16 +343,28 @@ pub fn load(
     }
 }
 
+/// Where a value came from, in words: the file, the environment variable, the flag, or the
+/// built-in default.
+pub fn source_of(metadata: &figment::Metadata, key: &str) -> String {
+    match &metadata.source {
+        Some(source) => source.to_string(),
+        None if metadata.name.contains("environment") => {
+            format!(
+                "environment variable BALLAST_{}",
+                key.to_ascii_uppercase().replace('.', "__")
+            )
+        }
+        None => metadata.name.to_string(),
+    }
+}
+
 /// A figment error with its key and where the value came from (file or environment variable).
 fn describe(error: &figment::Error) -> String {
     let key = error.path.join(".");
     let source = error
         .metadata
         .as_ref()
-        .map(|m| match &m.source {
-            Some(source) => format!("{source}"),
-            None => m.name.to_string(),
-        })
+        .map(|m| source_of(m, &key))
         .unwrap_or_default();
     let mut text = error.kind.to_string();
     if !key.is_empty() {

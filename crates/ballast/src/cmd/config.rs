@@ -74,10 +74,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             for (key, value) in lines {
                 let source = figment
                     .find_metadata(&key)
-                    .map(|m| match &m.source {
-                        Some(s) => s.to_string(),
-                        None => m.name.to_string(),
-                    })
+                    .map(|m| config::source_of(m, &key))
                     .unwrap_or_else(|| "built-in default".to_owned());
                 println!("{key:<width$} = {value}  # {source}");
             }

@@ -291,8 +291,13 @@ pub async fn run(config: Config) -> Result<()> {
     {
         let scaler = scaler_addr.clone();
         let telemetry = telemetry.clone();
+        let acted_on = config.monitor.resources.clone();
         predictor.do_send(SubscribeAssessments::callback(move |assessment| {
-            scaler.do_send(AssessmentMsg(assessment.clone()));
+            let mut for_scaler = assessment.clone();
+            for_scaler
+                .resources
+                .retain(|r| acted_on.contains(&r.resource));
+            scaler.do_send(AssessmentMsg(for_scaler));
             telemetry.do_send(Record(DaemonEvent::Assessment(assessment.clone())));
             true
         }));

@@ -64,7 +64,10 @@ impl TelemetryActor {
                 if !(self.samples_seen - 1).is_multiple_of(u64::from(self.sample_every)) {
                     return;
                 }
-                (&mut self.telemetry, TelemetryRecord::Sample(s.clone()))
+                (
+                    &mut self.telemetry,
+                    TelemetryRecord::Sample(Box::new(s.clone())),
+                )
             }
             DaemonEvent::Plugin(e) => (&mut self.telemetry, TelemetryRecord::Plugin(e.clone())),
             DaemonEvent::Decision(d) | DaemonEvent::Warning(d) => {
