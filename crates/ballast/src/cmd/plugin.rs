@@ -145,7 +145,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `ballast plugin NAME ACTION [OPTIONS]` with `args` = NAME ACTION [OPTIONS], printing to
+/// `ballast plugin NAME ACTION [OPTIONS]` with `args` = `NAME ACTION [OPTIONS]`, printing to
 /// `out`. A usage error is returned as a `clap::Error`.
 pub fn run_action(args: Vec<String>, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let cli = ActionCli::try_parse_from(std::iter::once("ballast plugin".to_owned()).chain(args))?;

@@ -177,11 +177,17 @@ pub struct PinRequest {
     level: Option<u32>,
 }
 
-fn parse_pin_request(
-    action: &str,
-    body: &[u8],
-    query: PinRequest,
-) -> Result<(Option<Duration>, Option<String>, Option<u32>), ApiError> {
+/// What a pin, release, suspend or resume request asks for, checked.
+struct PinParams {
+    /// How long the pin holds.
+    duration: Option<Duration>,
+    /// The duration as the client wrote it.
+    duration_text: Option<String>,
+    /// The level, for `level`.
+    level: Option<u32>,
+}
+
+fn parse_pin_request(action: &str, body: &[u8], query: PinRequest) -> Result<PinParams, ApiError> {
     let from_body: PinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PinRequest::default()
     } else {
@@ -227,7 +233,11 @@ fn parse_pin_request(
             Some(d)
         }
     };
-    Ok((duration, text, level))
+    Ok(PinParams {
+        duration,
+        duration_text: text,
+        level,
+    })
 }
 
 /// `POST /plugins/{name}/enable|disable|release|level`: pins through the scaler.
@@ -240,7 +250,11 @@ pub async fn pin(
 ) -> Result<HttpResponse, ApiError> {
     let (name, action) = path.into_inner();
     let body = read_body(&req, payload, state.config.api.max_body_bytes).await?;
-    let (duration, duration_text, level) = parse_pin_request(&action, &body, query.into_inner())?;
+    let PinParams {
+        duration,
+        duration_text,
+        level,
+    } = parse_pin_request(&action, &body, query.into_inner())?;
     // Unknown plugins answer 404 before anything is asked of the scaler.
     state
         .plugin_host
