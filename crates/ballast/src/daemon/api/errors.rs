@@ -85,7 +85,7 @@ impl ApiError {
             } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "error": "degraded", "plugin": plugin, "state": state,
-                        "reason": reason, "since": since }),
+                        "reason": reason, "since": since, "since_rfc3339": rfc3339(*since) }),
             ),
             CallError::Busy {
                 plugin,
@@ -147,6 +147,12 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// A timestamp as RFC 3339 in UTC, to the second.
+fn rfc3339(at: ballast_core::Timestamp) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.as_millis());
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 impl fmt::Display for ApiError {

@@ -151,6 +151,10 @@ async fn a_disabled_plugin_answers_503_with_its_state_reason_and_since() {
         "{body}"
     );
     assert!(body["since"].as_u64().unwrap() > 0);
+    assert!(
+        body["since_rfc3339"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
     assert!(body["message"].as_str().unwrap().contains("voice"));
 
     // Both calls were tallied for the caller, one of them degraded.
@@ -311,6 +315,31 @@ async fn a_full_plugin_answers_429_with_retry_after() {
         (Some(1), Some(0))
     );
     assert!(first.await.unwrap().is_ok());
+}
+
+#[actix_web::test]
+async fn a_call_past_its_timeout_answers_504() {
+    let mut faulty = slow_faulty(2000);
+    faulty.call_timeout = Duration::from_millis(50);
+    let state = app_state(Options {
+        plugins: vec![faulty],
+        ..Options::default()
+    })
+    .await;
+    let app = service!(state).await;
+    let (status, body) = json_of(
+        test::call_service(
+            &app,
+            post("/plugins/faulty/call?caller=app", "x").to_request(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"], "timeout");
+    assert_eq!(body["timeout_ms"], 50);
+    let tallies = state.live.take_calls();
+    assert_eq!((tallies[0].calls, tallies[0].failures), (1, 1));
 }
 
 #[actix_web::test]
