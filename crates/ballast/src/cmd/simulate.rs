@@ -47,9 +47,10 @@ pub struct SimulateArgs {
     /// Bin an event log (request arrivals) into a rate series with bins this wide.
     #[arg(long, value_name = "SECONDS")]
     bin: Option<f64>,
-    /// How to turn readings into a utilization in 0..1: `auto` (values up to 1 are taken as
-    /// they are, up to 100 as percentages, anything larger is divided by the trace's peak),
-    /// `percent`, `peak`, or a factor such as 0.01.
+    /// How to turn readings into a utilization in 0..1: `auto` (request rates binned from an
+    /// event log and values over 100 are divided by the trace's peak, values up to 1 are taken
+    /// as they are, values up to 100 as percentages), `percent`, `peak`, or a factor such as
+    /// 0.01.
     #[arg(long, value_name = "auto|percent|peak|FACTOR", default_value = "auto")]
     scale: String,
     /// Replay the trace this many times back to back (for throughput measurements).
@@ -188,7 +189,10 @@ impl Scale {
             factor: if peak > 0.0 { 1.0 / peak } else { 1.0 },
             why: format!("divided by the trace's peak {peak}"),
         };
+        // An event log binned into a rate is never a percentage: scale it by its peak.
+        let binned = matches!(trace.spacing, Spacing::Binned(_));
         Ok(match flag {
+            "auto" if binned => by_peak(),
             "auto" if peak <= 1.0 => Scale {
                 factor: 1.0,
                 why: "values are already fractions".to_owned(),

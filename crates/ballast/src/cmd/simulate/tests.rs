@@ -387,6 +387,11 @@ fn scale_is_detected_from_the_values() {
     );
     assert_eq!(Scale::choose("0.5", &trace(&[1.0])).unwrap().factor, 0.5);
     assert!(Scale::choose("lots", &trace(&[1.0])).is_err());
+    // Request arrivals binned into a rate: divided by the peak rate, not taken as percentages.
+    let log = "TIMESTAMP,tokens\n2023-11-16 18:00:00.10,1\n2023-11-16 18:00:00.20,1\n2023-11-16 18:00:00.30,1\n2023-11-16 18:00:12.00,1\n";
+    let rate = parse_trace("log.csv", log, &TraceOptions::default()).unwrap();
+    let scale = Scale::choose("auto", &rate).unwrap();
+    assert!(scale.why.contains("peak"), "{scale:?}");
 }
 
 #[test]
