@@ -33,12 +33,12 @@ pub(crate) fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/ballast-<hash> -> target/api-plugin-tests
+        // target/<profile>/deps/ballast-<hash> -> target/plugin-tests (shared with the host's tests)
         let target = exe
             .ancestors()
             .nth(3)
             .expect("target directory")
-            .join("api-plugin-tests");
+            .join("plugin-tests");
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Process::new(cargo)
