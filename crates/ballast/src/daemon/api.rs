@@ -104,27 +104,37 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(|error, _req| {
         ApiError::bad_request(format!("invalid path: {error}")).into()
     }))
-    .route("/healthz", web::get().to(handlers::healthz))
+    .service(resource("/healthz", web::get().to(handlers::healthz)))
     .service(
         web::scope("")
             .wrap(from_fn(require_token))
-            .route("/status", web::get().to(handlers::status))
-            .route("/plugins", web::get().to(handlers::plugins))
-            .route("/plugins/{name}", web::get().to(handlers::plugin))
-            .route(
+            .service(resource("/status", web::get().to(handlers::status)))
+            .service(resource("/plugins", web::get().to(handlers::plugins)))
+            .service(resource("/plugins/{name}", web::get().to(handlers::plugin)))
+            .service(resource(
                 "/plugins/{name}/{action:enable|disable|release|level}",
                 web::post().to(handlers::pin),
-            )
-            .route(
+            ))
+            .service(resource(
                 "/plugins/{name}/{action:suspend|resume}",
                 web::post().to(handlers::lifecycle),
-            )
-            .route("/plugins/{name}/call", web::post().to(handlers::call))
-            .route("/decisions", web::get().to(handlers::decisions))
-            .route("/events", web::get().to(events::events))
-            .route("/metrics", web::get().to(handlers::metrics))
+            ))
+            .service(resource(
+                "/plugins/{name}/call",
+                web::post().to(handlers::call),
+            ))
+            .service(resource("/decisions", web::get().to(handlers::decisions)))
+            .service(resource("/events", web::get().to(events::events)))
+            .service(resource("/metrics", web::get().to(handlers::metrics)))
             .default_service(web::to(handlers::not_found)),
     );
+}
+
+/// A resource answering `route`, and a JSON 405 for any other method.
+fn resource(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(handlers::method_not_allowed))
 }
 
 /// Refuses a request without the configured bearer token (when one is configured).

@@ -58,6 +58,24 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// A known path with the wrong method.
+pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let allowed = if req.path().starts_with("/plugins/") && req.path().matches('/').count() == 3 {
+        "POST"
+    } else {
+        "GET"
+    };
+    Err(ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} {} is not an endpoint; use {allowed}",
+            req.method(),
+            req.path()
+        ),
+    ))
+}
+
 /// The scaler's view of every plugin, or none if the scaler does not answer.
 async fn scaler_plugins(state: &AppState) -> Vec<ballast_scaler::PluginStatus> {
     match state.scaler.send(GetPluginsMsg).await {

@@ -363,6 +363,21 @@ async fn unknown_plugins_and_paths_answer_404() {
             .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "not_found");
+    for (request, allowed) in [
+        (
+            test::TestRequest::get().uri("/plugins/voice/disable"),
+            "use POST",
+        ),
+        (test::TestRequest::post().uri("/plugins"), "use GET"),
+        (test::TestRequest::delete().uri("/plugins/voice"), "use GET"),
+    ] {
+        let (status, body) = json_of(test::call_service(&app, request.to_request()).await).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().ends_with(allowed),
+            "{body}"
+        );
+    }
 }
 
 #[actix_web::test]
