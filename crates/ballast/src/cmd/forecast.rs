@@ -179,9 +179,11 @@ fn to_text(
         format!(" ({} s)", i.as_secs_f64() * config.horizon as f64)
     });
     let _ = writeln!(out, "horizon      {} steps{ahead}", config.horizon);
-    let season = config
-        .season
-        .map_or_else(|| "off".to_owned(), |s| format!("{s} steps"));
+    let season = match config.season {
+        None => "off".to_owned(),
+        Some(s) if s >= trace.points.len() => format!("{s} steps (longer than the trace: unused)"),
+        Some(s) => format!("{s} steps"),
+    };
     let _ = writeln!(out, "season       {season}");
     let _ = writeln!(out, "scored       {} forecasts", evaluation.n);
     let _ = writeln!(out, "mae          {:.6}", evaluation.mae);
