@@ -2,14 +2,22 @@
 //! blended by it.
 //!
 //! A [`SeriesPredictor`] is fed one value per step (a bucket in the daemon, a row of a trace in
-//! `ballast forecast evaluate`) and forecasts the value `horizon` steps ahead. It keeps a handful
-//! of cheap candidate models (persistence, exponential moving averages, a running median, the
-//! window mean, a damped trend, two regressions on lagged values fitted with smartcore, and an
-//! optional seasonal model). Every forecast each model makes is remembered until its target step
-//! arrives, then scored; each model carries an exponentially weighted mean absolute error (MAE) of
-//! those scores. The published forecast blends the few models with the lowest recent error,
-//! weighted by inverse squared error, and its confidence comes from the blend's own measured
-//! recent error, never from a constant.
+//! `ballast forecast evaluate`) and forecasts the value `horizon` steps ahead. It keeps a dozen
+//! cheap candidate models (persistence, four exponential moving averages, a short and a long
+//! running median, the window mean, a damped trend, two direct `horizon`-ahead regressions on
+//! lagged values solved with smartcore's SVD, and an optional seasonal model). Every forecast
+//! each model makes is remembered until its target step arrives, then scored; each model carries
+//! an exponentially weighted mean absolute error (MAE) of those scores. The published forecast
+//! blends the few models with the lowest recent error, weighted by inverse squared error, and its
+//! confidence comes from the blend's own measured recent error, never from a constant.
+//!
+//! Why a blend: on the real traces in `../shared/traces` a straight line extrapolated over the
+//! window is worse than "next = last", and which simple model wins differs from series to series
+//! (medians on spiky EC2 CPU, the seasonal model and regressions on the daily Azure pattern,
+//! persistence-like models on smooth cluster averages). Scoring them online on the series itself
+//! picks the right one without configuration. The regressions keep exponentially weighted normal
+//! equations, updated in `O(features^2)` per step and solved every
+//! [`ForecastConfig::refit_every`] steps, so a long memory costs nothing.
 
 use std::collections::VecDeque;
 
@@ -40,11 +48,12 @@ pub enum Model {
     /// Holt's linear trend with a damped slope, extrapolated to the horizon.
     DampedTrend,
     /// Linear regression (smartcore, SVD) of the value `horizon` ahead on lagged values and
-    /// averages, refitted every few steps over the recent history.
+    /// averages, over an exponentially weighted memory of [`ForecastConfig::fit_memory`] rows.
     LagRegression,
     /// Linear regression of the change `horizon` ahead on lagged differences from the last value.
     DeltaRegression,
-    /// Last value plus the change seen one season earlier (only with [`ForecastConfig::season`]).
+    /// Last value plus the mean change over the same `horizon` steps one, two, ... seasons earlier
+    /// (only with [`ForecastConfig::season`]).
     Seasonal,
 }
 
