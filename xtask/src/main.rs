@@ -42,6 +42,13 @@ enum Task {
         /// The plugin's name (letters, digits, `-`, `_`).
         name: String,
     },
+    /// Measure an idle daemon (release build, example plugins at small working sets): CPU share
+    /// of one core and RSS excluding the plugins' working sets.
+    Idle {
+        /// How long to measure, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run the criterion benchmarks (or those of one package).
     Bench {
         /// Only this package, e.g. ballast-host.
@@ -70,6 +77,7 @@ fn main() -> Result<()> {
         Task::Header { check } => header(&root, check),
         Task::NewPlugin { name } => new_plugin(&root, &name),
         Task::Bench { package } => bench(package.as_deref()),
+        Task::Idle { seconds } => idle(&root, seconds),
     }
 }
 
@@ -330,4 +338,125 @@ fn bench(package: Option<&str>) -> Result<()> {
         None => command.arg("--workspace"),
     };
     step("cargo bench", &mut command)
+}
+
+/// The config `cargo xtask idle` runs the daemon with: every example plugin at a small working
+/// set and no CPU duty, so that what is measured is ballast itself.
+const IDLE_CONFIG: &str = r#"
+[default.monitor]
+interval = "1s"
+
+[[default.plugins]]
+name = "voice"
+path = "libvoice.so"
+priority = 10
+config = { workload = { working_set_mb = [4, 1], cpu_duty = 0.0 } }
+
+[[default.plugins]]
+name = "android"
+path = "libandroid.so"
+priority = 20
+config = { workload = { working_set_mb = [4, 1], cpu_duty = 0.0 } }
+
+[[default.plugins]]
+name = "discord"
+path = "libdiscord.so"
+priority = 30
+config = { workload = { working_set_mb = [4], cpu_duty = 0.0 } }
+
+[[default.plugins]]
+name = "clock"
+path = "libclock.so"
+priority = 40
+config = { working_set_mb = [1, 1] }
+
+[[default.plugins]]
+name = "stubs"
+path = "libstubs.so"
+priority = 100
+essential = true
+config = { workload = { working_set_mb = [1], cpu_duty = 0.0 } }
+"#;
+
+/// utime + stime of `pid` in clock ticks, and its RSS in bytes.
+fn proc_figures(pid: u32) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .context("cannot read the daemon's stat")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("cannot read the daemon's status")?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok((ticks, rss_kib * 1024))
+}
+
+fn idle(root: &Path, seconds: u64) -> Result<()> {
+    build_plugins(root, true)?;
+    step(
+        "build ballast (release)",
+        cargo().args(["build", "--release", "-p", "ballast"]),
+    )?;
+    let dir = std::env::temp_dir().join(format!("ballast-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = dir.join("idle.toml");
+    std::fs::write(&config, IDLE_CONFIG).context("cannot write the idle config")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("no free port")?;
+    let release = target_dir(root).join("release");
+    let mut child = Command::new(release.join("ballast"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("BALLAST_PLUGIN_DIR", &release)
+        .env("BALLAST_LOG", "warn")
+        .spawn()
+        .context("cannot start ballast")?;
+    let pid = child.id();
+    // Let start-up finish (plugins created, first samples taken) before measuring.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (ticks_before, _) = proc_figures(pid)?;
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(seconds));
+    let (ticks_after, rss) = proc_figures(pid)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Linux reports CPU times in USER_HZ, which is 100 on every architecture ballast runs on.
+    let hz = 100.0;
+    let cpu = (ticks_after - ticks_before) as f64 / hz / elapsed;
+    let plugins: u64 = 4 + 4 + 4 + 1 + 1;
+    let rss_without_plugins = rss.saturating_sub(plugins << 20);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+    println!("idle daemon over {elapsed:.0} s, 1 s sampling, 5 example plugins enabled:");
+    println!("  cpu  {:.3}% of one core (goal < 0.2%)", cpu * 100.0);
+    println!(
+        "  rss  {:.1} MiB, {:.1} MiB without the plugins' {} MiB of working sets (goal < 20 MiB)",
+        rss as f64 / 1048576.0,
+        rss_without_plugins as f64 / 1048576.0,
+        plugins
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

@@ -623,6 +623,10 @@ listen = "0.0.0.0:7878"
     }
 
     #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail fixes the closure's error type"
+    )]
     fn environment_variables_override_the_file_and_flags_override_both() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -145,8 +145,10 @@ pub async fn run(config: Config) -> Result<()> {
     .start();
 
     // The monitor's view of the machine: the real /proc and /sys, the data directory's disk.
-    let mut monitor_config = MonitorConfig::default();
-    monitor_config.disk_paths = config.monitor.disk_paths.clone();
+    let mut monitor_config = MonitorConfig {
+        disk_paths: config.monitor.disk_paths.clone(),
+        ..MonitorConfig::default()
+    };
     monitor_config.disk_paths.push(data_dir.clone());
     if let Some(library) = &config.monitor.nvml_library {
         monitor_config.nvml = NvmlSource::Path(library.clone());
