@@ -370,7 +370,11 @@ pub async fn lifecycle(
     let scaler = scaler_plugins(&state).await;
     Ok(HttpResponse::Ok().json(ActionView {
         plugin: name.clone(),
-        message: format!("{action}d `{name}`"),
+        message: if action == "suspend" {
+            format!("suspended `{name}`: its calls answer 503 until it is resumed")
+        } else {
+            format!("resumed `{name}`")
+        },
         action,
         duration: None,
         plugin_view: plugin_view(&state, &name, &scaler, false)?,

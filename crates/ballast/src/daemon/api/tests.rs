@@ -279,6 +279,10 @@ async fn suspend_and_resume_go_to_the_host() {
             .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["plugin_view"]["state"], "suspended");
+    assert_eq!(
+        body["message"],
+        "suspended `voice`: its calls answer 503 until it is resumed"
+    );
     let (status, body) =
         json_of(test::call_service(&app, post("/plugins/voice/call", "x").to_request()).await)
             .await;
