@@ -37,8 +37,9 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "NAME")]
     column: Option<String>,
     /// The resource the trace stands for (memory, cpu, gpu, gpu_memory, disk, memory_pressure,
-    /// cpu_pressure, io_pressure); default: the config's `resource`, else guessed from the
-    /// column name (mem -> memory, gpu -> gpu, else cpu).
+    /// cpu_pressure, io_pressure); default: the column when it names a resource (telemetry),
+    /// else the config's `resource`, else guessed from the column name (mem -> memory,
+    /// gpu -> gpu, else cpu).
     #[arg(long, value_name = "RESOURCE")]
     resource: Option<Resource>,
     /// The spacing of rows in a CSV without a timestamp column [default: 300].
@@ -81,8 +82,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             trace.column
         );
     }
+    // A column that names a resource (the daemon's telemetry) says what it measures.
     let resource = args
         .resource
+        .or_else(|| trace.column.parse::<Resource>().ok())
         .or(config.resource)
         .unwrap_or_else(|| guess_resource(&trace.column));
     let scale = Scale::choose(&args.scale, &trace)?;
