@@ -3,4 +3,5 @@
 //! restart it, and check what survived.
 
 mod daemon;
+mod inspect;
 mod support;

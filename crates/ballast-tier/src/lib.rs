@@ -3,7 +3,7 @@
 //! A machine's [`HardwareFacts`](ballast_core::tier::HardwareFacts) (memory, cores, GPUs) are
 //! classified by configurable rules ([`TierConfig`]) into a [`Tier`](ballast_core::tier::Tier):
 //! `constrained`, `standard`, `performance` or `gpu` by default. The tier selects the scaler's
-//! threshold profile and what each plugin may run at. [`classify`] is a pure function of the
+//! threshold profile and what each plugin may run at. [`classify()`] is a pure function of the
 //! facts; detection itself is injected ([`DetectFacts`]), because only ballast-monitor reads the
 //! machine.
 

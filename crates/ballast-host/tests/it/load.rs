@@ -172,11 +172,12 @@ fn a_sha256_pin_is_checked_before_loading() {
         matches!(error, LoadError::ChecksumMismatch { .. }),
         "{error}"
     );
-    let actual = PluginLibrary::load(&path, None)
-        .unwrap()
-        .info()
-        .sha256
-        .clone();
+    let actual = ballast_host::sha256_file(&path).unwrap();
+    assert_eq!(
+        PluginLibrary::load(&path, None).unwrap().info().sha256,
+        None,
+        "no pin, no hashing"
+    );
     assert!(PluginLibrary::load(&path, Some(&actual.to_uppercase())).is_ok());
 }
 

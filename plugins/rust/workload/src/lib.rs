@@ -328,73 +328,6 @@ impl Counters {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_overrides_defaults_field_by_field() {
-        let defaults = WorkloadConfig::with_working_sets(&[64, 8]);
-        let c = WorkloadConfig::from_plugin_config(
-            r#"{"workload":{"cpu_duty":0.5}}"#,
-            defaults.clone(),
-        )
-        .unwrap();
-        assert_eq!(c.working_set_mb, vec![64, 8]);
-        assert_eq!(c.cpu_duty, 0.5);
-        assert_eq!(
-            WorkloadConfig::from_plugin_config("{}", defaults.clone()).unwrap(),
-            defaults
-        );
-        assert_eq!(c.working_set_bytes(1), 8 << 20);
-        assert_eq!(c.working_set_bytes(5), 8 << 20);
-    }
-
-    #[test]
-    fn bad_config_names_the_field() {
-        let d = WorkloadConfig::default();
-        let e = WorkloadConfig::from_plugin_config(r#"{"workload":{"cpu_duty":2}}"#, d.clone())
-            .unwrap_err();
-        assert!(e.contains("workload.cpu_duty"), "{e}");
-        let e = WorkloadConfig::from_plugin_config(r#"{"workload":{"colour":1}}"#, d.clone())
-            .unwrap_err();
-        assert!(e.contains("unknown field `colour`"), "{e}");
-        let e = WorkloadConfig::from_plugin_config("not json", d).unwrap_err();
-        assert!(e.contains("not valid JSON"), "{e}");
-    }
-
-    #[test]
-    fn levels_resize_the_working_set_and_the_worker_runs() {
-        let mut w = Workload::new(WorkloadConfig::with_working_sets(&[2, 1]), 0);
-        assert_eq!(w.working_set_bytes(), 2 << 20);
-        w.start("test-worker").unwrap();
-        w.set_level(1);
-        assert_eq!(w.working_set_bytes(), 1 << 20);
-        while w.ticks() == 0 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(w.threads(), 1);
-        w.stop();
-        assert_eq!(w.threads(), 0);
-    }
-
-    #[test]
-    fn counters_survive_a_checkpoint() {
-        let mut c = Counters::restore(&[]);
-        assert_eq!(c.generation, 1);
-        c.calls_served = 7;
-        let again = Counters::restore(&c.to_checkpoint());
-        assert_eq!(
-            again,
-            Counters {
-                calls_served: 7,
-                generation: 2
-            }
-        );
-        assert_eq!(Counters::restore(b"garbage").generation, 1);
-    }
-}
-
 /// What every example integration has in common: config parsing, the workload, counters that
 /// survive a checkpoint, and a JSON answer naming the plugin and its level. Each example wraps one
 /// and adds its own behaviour.
@@ -503,5 +436,72 @@ impl Integration {
         } else {
             ballast_sdk::Health::Healthy
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_overrides_defaults_field_by_field() {
+        let defaults = WorkloadConfig::with_working_sets(&[64, 8]);
+        let c = WorkloadConfig::from_plugin_config(
+            r#"{"workload":{"cpu_duty":0.5}}"#,
+            defaults.clone(),
+        )
+        .unwrap();
+        assert_eq!(c.working_set_mb, vec![64, 8]);
+        assert_eq!(c.cpu_duty, 0.5);
+        assert_eq!(
+            WorkloadConfig::from_plugin_config("{}", defaults.clone()).unwrap(),
+            defaults
+        );
+        assert_eq!(c.working_set_bytes(1), 8 << 20);
+        assert_eq!(c.working_set_bytes(5), 8 << 20);
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let d = WorkloadConfig::default();
+        let e = WorkloadConfig::from_plugin_config(r#"{"workload":{"cpu_duty":2}}"#, d.clone())
+            .unwrap_err();
+        assert!(e.contains("workload.cpu_duty"), "{e}");
+        let e = WorkloadConfig::from_plugin_config(r#"{"workload":{"colour":1}}"#, d.clone())
+            .unwrap_err();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = WorkloadConfig::from_plugin_config("not json", d).unwrap_err();
+        assert!(e.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn levels_resize_the_working_set_and_the_worker_runs() {
+        let mut w = Workload::new(WorkloadConfig::with_working_sets(&[2, 1]), 0);
+        assert_eq!(w.working_set_bytes(), 2 << 20);
+        w.start("test-worker").unwrap();
+        w.set_level(1);
+        assert_eq!(w.working_set_bytes(), 1 << 20);
+        while w.ticks() == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(w.threads(), 1);
+        w.stop();
+        assert_eq!(w.threads(), 0);
+    }
+
+    #[test]
+    fn counters_survive_a_checkpoint() {
+        let mut c = Counters::restore(&[]);
+        assert_eq!(c.generation, 1);
+        c.calls_served = 7;
+        let again = Counters::restore(&c.to_checkpoint());
+        assert_eq!(
+            again,
+            Counters {
+                calls_served: 7,
+                generation: 2
+            }
+        );
+        assert_eq!(Counters::restore(b"garbage").generation, 1);
     }
 }
