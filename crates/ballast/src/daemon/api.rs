@@ -142,10 +142,17 @@ async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let token = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.token.clone());
-    if let Some(token) = token {
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        // Without the state there is no way to know whether a token is required: fail closed.
+        let response = ApiError::new(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the control API was set up without its state",
+        )
+        .error_response();
+        return Ok(req.into_response(response).map_into_right_body());
+    };
+    if let Some(token) = state.token.clone() {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
