@@ -268,6 +268,15 @@ async fn a_level_pin_moves_the_plugin_and_a_missing_level_is_refused() {
         body["message"].as_str().unwrap().contains("no level 7"),
         "{body}"
     );
+
+    // The duration may also come in the query string.
+    let (status, body) = json_of(
+        test::call_service(&app, post("/plugins/voice/enable?for=90s", "").to_request()).await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["duration"], "90s");
+    assert_eq!(body["message"], "pinned `voice` on at level 0 for 90s");
 }
 
 #[actix_web::test]
