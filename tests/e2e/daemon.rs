@@ -299,3 +299,32 @@ fn the_shipped_config_is_valid_in_every_profile() {
         );
     }
 }
+
+#[test]
+fn the_systemd_unit_verifies() {
+    // CI installs systemd-analyze (cargo xtask ci); elsewhere the check needs it on PATH.
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/ballast.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.contains("Type=notify"),
+        "the daemon notifies systemd when it is ready"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ballast.service");
+    // Point ExecStart at the binary under test so that verify can check it exists.
+    let unit = unit.replace("/usr/local/bin/ballast", env!("CARGO_BIN_EXE_ballast"));
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is installed (package systemd; `cargo xtask ci` installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("ballast.service") && !l.contains("Failed to prepare filename"))
+        .collect();
+    assert!(problems.is_empty(), "systemd-analyze verify:\n{stderr}");
+}

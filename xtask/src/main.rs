@@ -145,7 +145,13 @@ fn ci(root: &Path) -> Result<()> {
 }
 
 /// Debian packages the test suite uses. Installed only where missing, and only as root.
-const SYSTEM_PACKAGES: [(&str, &str); 1] = [("cc", "gcc")];
+const SYSTEM_PACKAGES: [(&str, &str); 3] = [
+    ("cc", "gcc"),
+    // `promtool check metrics` validates the daemon's /metrics output.
+    ("promtool", "prometheus"),
+    // `systemd-analyze verify` checks config/ballast.service.
+    ("systemd-analyze", "systemd"),
+];
 
 fn install_system_packages() -> Result<()> {
     let missing: Vec<&str> = SYSTEM_PACKAGES

@@ -111,6 +111,14 @@ impl ScalerActor {
         }
     }
 
+    /// Starts the actor's timeline at `now` instead of at the first timestamped message, so that
+    /// pins with a duration made before any assessment (restored at start-up, say) run out at the
+    /// right time.
+    pub fn starting_at(mut self, now: Timestamp) -> Self {
+        self.anchor = Some((now, tokio::time::Instant::now()));
+        self
+    }
+
     /// Now, on the timeline of the messages: the latest timestamp plus the time passed since.
     fn now(&self) -> Timestamp {
         match self.anchor {

@@ -681,7 +681,9 @@ impl Scaler {
     fn zone(&self, view: &ResourceFigures) -> Zone {
         let t = view.thresholds;
         let p = view.pressure;
-        if t.emergency.is_some_and(|e| p >= e) {
+        // An emergency looks at the raw reading too: a jump to 0.99 memory must not wait for the
+        // smoothing to catch up, the OOM killer will not.
+        if t.emergency.is_some_and(|e| p.max(view.value) >= e) {
             Zone::Emergency
         } else if p >= t.shed {
             Zone::Hard

@@ -268,6 +268,7 @@ pub async fn run(config: Config) -> Result<()> {
                 warnings: Some(warnings),
             },
         )
+        .starting_at(clock())
         .start();
         *scaler_cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.clone());
         addr

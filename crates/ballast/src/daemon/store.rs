@@ -280,7 +280,7 @@ mod tests {
         let segments = log.segment_paths().unwrap();
         assert_eq!(segments.len(), 3);
         assert!(
-            segments.last().unwrap().ends_with("telemetry-000005.jsonl"),
+            segments.last().unwrap().ends_with("telemetry-000004.jsonl"),
             "{segments:?}"
         );
         let last: ReadBack<serde_json::Value> = read_jsonl(segments.last().unwrap()).unwrap();

@@ -135,9 +135,9 @@ fn gradual_rise() {
 
 #[test]
 fn sudden_spike() {
-    // Memory at 0.50, one minute at 0.99, then 0.50 again. Smoothed, the spike peaks at 0.84 and
-    // each shed takes its cost off the replay, so it never reaches the emergency threshold: two
-    // steps, a cool-down apart, and both are restored after the stabilization.
+    // Memory at 0.50, one minute at 0.99, then 0.50 again. The emergency check looks at the raw
+    // reading as well as the smoothed one (0.84 here), so the jump to 0.99 sheds every
+    // non-essential plugin at once; they come back one at a time after the stabilization.
     let mut points = Vec::new();
     segment(&mut points, 0, 600, |_| 0.50);
     segment(&mut points, 600, 660, |_| 0.99);
@@ -146,13 +146,16 @@ fn sudden_spike() {
         Resource::Memory,
         &points,
         expect![[r#"
-        +0d 00:10:00 shed discord (disable) [high_pressure] memory 0.84
-        +0d 00:10:30 shed voice (level 0 -> 1) [high_pressure] memory 0.89
-        +0d 00:10:50 warn - [soft_limit] memory 0.80
-        +0d 00:16:00 restore voice (level 1 -> 0) [stabilized] memory 0.30
-        +0d 00:21:00 restore discord (enable at level 0) [stabilized] memory 0.40
-        sheds 2 restores 2 flaps 0 over_high 30s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 660.0, "voice": 330.0}
-    "#]],
+            +0d 00:10:00 shed discord (disable) [emergency] memory 0.84
+            +0d 00:10:00 shed voice (disable) [emergency] memory 0.84
+            +0d 00:10:00 shed android (disable) [emergency] memory 0.84
+            +0d 00:10:10 warn - [soft_limit] memory 0.70
+            +0d 00:15:30 restore android (enable at level 0) [stabilized] memory 0.15
+            +0d 00:20:30 restore voice (enable at level 1) [stabilized] memory 0.25
+            +0d 00:25:30 restore voice (level 1 -> 0) [stabilized] memory 0.30
+            +0d 00:30:30 restore discord (enable at level 0) [stabilized] memory 0.40
+            sheds 3 restores 4 flaps 0 over_high 0s emergency 0s shed {"android": 330.0, "core": 0.0, "discord": 1230.0, "voice": 930.0}
+        "#]],
     );
 }
 
