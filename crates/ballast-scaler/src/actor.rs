@@ -60,6 +60,16 @@ pub struct ReleaseMsg {
     pub plugin: String,
 }
 
+/// The fullest level the tier allows a plugin (`None`: not at all).
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<(), ScalerError>")]
+pub struct SetAllowanceMsg {
+    /// The plugin.
+    pub plugin: String,
+    /// Its fullest allowed level.
+    pub best: Option<ballast_core::Level>,
+}
+
 /// A new threshold profile (a tier change).
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<(), ScalerError>")]
@@ -211,6 +221,16 @@ impl Handler<ReleaseMsg> for ScalerActor {
     fn handle(&mut self, msg: ReleaseMsg, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
         let result = self.scaler.release(now, &msg.plugin);
+        self.flush(ctx);
+        result
+    }
+}
+
+impl Handler<SetAllowanceMsg> for ScalerActor {
+    type Result = Result<(), ScalerError>;
+
+    fn handle(&mut self, msg: SetAllowanceMsg, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.scaler.set_allowance(&msg.plugin, msg.best);
         self.flush(ctx);
         result
     }

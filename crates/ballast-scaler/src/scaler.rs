@@ -105,6 +105,8 @@ struct Slot {
     flaps: u32,
     last_performance_step_at: Option<Timestamp>,
     performance_base: Option<PluginStats>,
+    /// The fullest level the hardware tier allows, or `None` when it may not run at all.
+    allowance: Option<Level>,
 }
 
 impl Slot {
@@ -116,7 +118,15 @@ impl Slot {
                 level: self.lowest_level(),
             },
             Some(PinTarget::On { level }) => Placement::On { level },
-            None => Placement::On { level: Level::FULL },
+            None => match self.allowance {
+                Some(best) => Placement::On {
+                    level: best.min(self.lowest_level()),
+                },
+                None => Placement::Off {
+                    suspended: false,
+                    level: self.lowest_level(),
+                },
+            },
         }
     }
 
@@ -275,6 +285,7 @@ impl Scaler {
                 last_restore_at: None,
                 flaps: 0,
                 last_performance_step_at: None,
+                allowance: Some(Level::FULL),
                 performance_base: None,
             })
             .collect();
@@ -614,6 +625,15 @@ impl Scaler {
             None,
             reason,
         );
+        Ok(())
+    }
+
+    /// Sets the fullest level the hardware tier allows `plugin` (`None`: it may not run here).
+    /// Restores never go above it; an operator pin still may. A plugin already running above it
+    /// is left alone until the policy next sheds it.
+    pub fn set_allowance(&mut self, plugin: &str, best: Option<Level>) -> Result<(), ScalerError> {
+        let index = self.slot_index(plugin)?;
+        self.slots[index].allowance = best;
         Ok(())
     }
 

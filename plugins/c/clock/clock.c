@@ -109,7 +109,7 @@ static void *worker(void *arg) {
         }
         pthread_mutex_unlock(&c->lock);
         atomic_fetch_add(&c->ticks, 1);
-        struct timespec pause = {0, 50 * 1000 * 1000};
+        struct timespec pause = {0, 250 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
     return NULL;

@@ -68,6 +68,25 @@ fn restores_highest_priority_first_after_stabilization_one_step_each() {
 }
 
 #[test]
+fn restores_stop_at_the_fullest_level_the_tier_allows() {
+    let mut h = Harness::new(scaler(plugins()));
+    // The tier allows voice only its cheaper level, and android not at all.
+    h.scaler.set_allowance("voice", Some(level(1))).unwrap();
+    h.scaler.set_allowance("android", None).unwrap();
+    assert!(h.scaler.set_allowance("nobody", None).is_err());
+    h.memory(0, 1, 1, 0.97);
+    h.memory(1, 3000, 10, 0.3);
+    expect![[r#"
+        0s shed discord (disable) [emergency]
+        0s shed voice (disable) [emergency]
+        0s shed android (disable) [emergency]
+        301s restore voice (enable at level 1) [stabilized]
+        601s restore discord (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
 fn restore_waits_on_a_timer_not_on_the_next_assessment() {
     let mut h = Harness::new(scaler(vec![spec("discord", 10, 1)]));
     h.memory(0, 1, 1, 0.9);

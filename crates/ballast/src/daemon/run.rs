@@ -27,7 +27,7 @@ use ballast_monitor::{
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
 use ballast_scaler::actor::{
     AssessmentMsg, CommandMsg, DecisionMsg, GetPluginsMsg, PinMsg, PluginEventMsg, ScalerOutputs,
-    SetModeMsg, SetProfileMsg, WarningMsg,
+    SetAllowanceMsg, SetModeMsg, SetProfileMsg, WarningMsg,
 };
 use ballast_scaler::{PinTarget, Scaler, ScalerActor};
 use ballast_tier::{CurrentTier, SubscribeTier, TierActor};
@@ -134,13 +134,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let live = Arc::new(LiveView::new(now, config.scaler.mode));
     let metrics = Arc::new(Metrics::default());
-    let telemetry = TelemetryActor::open(
-        &data_dir,
-        &config.telemetry,
-        Arc::clone(&live),
-        Arc::clone(&metrics),
-        Arc::clone(&clock),
-    )
+    let telemetry = TelemetryActor::open(&data_dir, &config.telemetry, Arc::clone(&live), Arc::clone(&metrics))
     .context("cannot open the telemetry logs")?
     .start();
 
@@ -274,14 +268,22 @@ pub async fn run(config: Config) -> Result<()> {
         addr
     };
 
-    // Tier changes set the scaler's thresholds and reach the event stream.
+    // The tier sets the scaler's thresholds and how far it may restore each plugin; changes
+    // reach the event stream.
     {
         let scaler = scaler_addr.clone();
         let telemetry = telemetry.clone();
         let use_tier = config.use_tier_thresholds;
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         tier_actor.do_send(SubscribeTier::callback(move |tier| {
             if use_tier {
                 scaler.do_send(SetProfileMsg(tier.profile.clone()));
+            }
+            for name in &names {
+                scaler.do_send(SetAllowanceMsg {
+                    plugin: name.clone(),
+                    best: tier.best_level(name),
+                });
             }
             telemetry.do_send(Record(DaemonEvent::Tier(tier.clone())));
             true

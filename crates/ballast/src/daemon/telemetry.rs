@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Result;
-use ballast_core::Timestamp;
 use ballast_core::telemetry::TelemetryRecord;
 
 use crate::config::TelemetryConfig;
@@ -34,7 +33,6 @@ pub struct TelemetryActor {
     decisions: JsonlLog,
     sample_every: u32,
     samples_seen: u64,
-    clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
 impl TelemetryActor {
@@ -44,7 +42,6 @@ impl TelemetryActor {
         config: &TelemetryConfig,
         live: Arc<LiveView>,
         metrics: Arc<Metrics>,
-        clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     ) -> Result<TelemetryActor> {
         Ok(TelemetryActor {
             telemetry: JsonlLog::open(dir, "telemetry", config.segment_bytes, config.segments)?,
@@ -53,7 +50,6 @@ impl TelemetryActor {
             metrics,
             sample_every: config.sample_every.max(1),
             samples_seen: 0,
-            clock,
         })
     }
 
@@ -127,7 +123,6 @@ impl Handler<Flush> for TelemetryActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Flush, _ctx: &mut Self::Context) {
-        let _ = (self.clock)();
         self.write_calls();
         self.sync();
     }

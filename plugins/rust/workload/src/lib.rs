@@ -193,12 +193,16 @@ impl Workload {
             .duty_millis
             .store((self.config.duty(level) * 1000.0) as u64, Ordering::SeqCst);
         self.level = level;
+        if let Some(handle) = &self.worker {
+            handle.thread().unpark();
+        }
     }
 
     /// Stops and joins the worker thread (idempotent).
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(handle) = self.worker.take() {
+            handle.thread().unpark();
             let _ = handle.join();
         }
     }
@@ -269,12 +273,17 @@ fn release_free_memory() {
     }
 }
 
-/// The worker: each tick, spend `duty` of it walking the working set, then sleep the rest.
+/// The worker: each tick, spend `duty` of it walking the working set, then sleep the rest. With
+/// no duty it sleeps until it is woken (by a level change or by stop), costing nothing.
 fn worker(shared: &Shared, tick: Duration) {
     let mut cursor = 0usize;
     while !shared.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let duty = shared.duty_millis.load(Ordering::Relaxed) as f64 / 1000.0;
+        if duty <= 0.0 {
+            std::thread::park();
+            continue;
+        }
         let busy = tick.mul_f64(duty);
         let mut sum = shared.checksum.load(Ordering::Relaxed);
         {
@@ -290,16 +299,9 @@ fn worker(shared: &Shared, tick: Duration) {
         }
         shared.checksum.store(sum, Ordering::Relaxed);
         shared.ticks.fetch_add(1, Ordering::Relaxed);
+        // Sleep the rest of the tick; stop and level changes unpark the thread early.
         if let Some(rest) = tick.checked_sub(started.elapsed()) {
-            // Sleep in short steps so that stop is prompt.
-            let deadline = Instant::now() + rest;
-            while !shared.stop.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
-            }
+            std::thread::park_timeout(rest);
         }
     }
 }
