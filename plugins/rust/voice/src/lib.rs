@@ -1,19 +1,12 @@
 //! Example ballast integration `voice`: speech in and out; level 0 runs the large model, level 1 the small one.
 
-use ballast_example_workload::{Integration, WorkloadConfig};
-use ballast_sdk::{
-    CreateContext, Health, LevelInfo, Plugin, PluginError, PluginInfo, export_plugin,
-};
-
-const MIB: u64 = 1 << 20;
+use ballast_example_workload::{Example, Integration, MIB};
+use ballast_sdk::{LevelInfo, PluginInfo, export_plugin};
 
 /// The `voice` integration.
-pub struct Voice {
-    inner: Integration,
-    started: bool,
-}
+pub struct Voice;
 
-impl Plugin for Voice {
+impl Integration for Voice {
     const INFO: PluginInfo = PluginInfo {
         name: "voice",
         version: env!("CARGO_PKG_VERSION"),
@@ -24,55 +17,19 @@ impl Plugin for Voice {
         cpu_share: 0.5,
         needs_gpu: false,
     };
+    const WORKING_SETS_MB: &'static [u64] = &[256, 32];
 
-    fn create(ctx: CreateContext<'_>) -> Result<Self, PluginError> {
-        let inner =
-            Integration::create("voice", &ctx, WorkloadConfig::with_working_sets(&[256, 32]))?;
-        Ok(Voice {
-            inner,
-            started: false,
-        })
-    }
-
-    fn start(&mut self) -> Result<(), PluginError> {
-        self.inner.start()?;
-        self.started = true;
-        Ok(())
-    }
-
-    fn set_level(&mut self, level: u32) -> Result<(), PluginError> {
-        self.inner.set_level(level);
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), PluginError> {
-        self.inner.stop();
-        self.started = false;
-        Ok(())
-    }
-
-    fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {
-        let (model, quality) = match self.inner.level() {
-            0 => ("large", "high"),
-            _ => ("small", "reduced"),
+    fn describe(level: u32) -> serde_json::Map<String, serde_json::Value> {
+        let (model, quality) = if level == 0 {
+            ("large", "high")
+        } else {
+            ("small", "reduced")
         };
         let mut extra = serde_json::Map::new();
         extra.insert("model".into(), model.into());
         extra.insert("quality".into(), quality.into());
-        self.inner.answer(request, extra)
-    }
-
-    fn health(&self) -> Health {
-        self.inner.health(self.started)
-    }
-
-    fn threads(&self) -> u32 {
-        self.inner.threads()
-    }
-
-    fn checkpoint(&self) -> Result<Option<Vec<u8>>, PluginError> {
-        Ok(Some(self.inner.checkpoint()))
+        extra
     }
 }
 
-export_plugin!(Voice);
+export_plugin!(Example<Voice>);

@@ -5,11 +5,13 @@
 //! enabling, lowering or shedding one changes the process's RSS and CPU measurably: the end-to-end
 //! load tests shed them to relieve real pressure.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ballast_sdk::{CreateContext, Health, Plugin, PluginError, PluginInfo};
 use serde::{Deserialize, Serialize};
 
 /// Page size used to touch memory so that it becomes resident.
@@ -330,24 +332,42 @@ impl Counters {
     }
 }
 
-/// What every example integration has in common: config parsing, the workload, counters that
-/// survive a checkpoint, and a JSON answer naming the plugin and its level. Each example wraps one
-/// and adds its own behaviour.
-pub struct Integration {
-    name: &'static str,
-    workload: Workload,
-    counters: Mutex<Counters>,
+/// One MiB, for level declarations.
+pub const MIB: u64 = 1 << 20;
+
+/// What makes one example integration itself; [`Example`] does the rest.
+pub trait Integration: Send + Sync + 'static {
+    /// Name, version, levels and resource needs.
+    const INFO: PluginInfo;
+    /// The default working set of each level in MiB; the plugin config's `workload` table
+    /// overrides it.
+    const WORKING_SETS_MB: &'static [u64];
+
+    /// Extra fields of the answer to a call at `level` (e.g. which model voice runs).
+    fn describe(level: u32) -> serde_json::Map<String, serde_json::Value> {
+        let _ = level;
+        serde_json::Map::new()
+    }
 }
 
-impl Integration {
-    /// Builds the integration from `create`'s context with `defaults` for the workload.
-    pub fn create(
-        name: &'static str,
-        ctx: &ballast_sdk::CreateContext<'_>,
-        defaults: WorkloadConfig,
-    ) -> Result<Integration, ballast_sdk::PluginError> {
+/// An example integration as a plugin: the workload sized by config and level, counters that
+/// survive a checkpoint, and a JSON answer naming the plugin, its level, the request echoed back
+/// and the calls served. Export one with `export_plugin!(Example<MyIntegration>)`.
+pub struct Example<I: Integration> {
+    workload: Workload,
+    counters: Mutex<Counters>,
+    started: bool,
+    _integration: PhantomData<fn() -> I>,
+}
+
+impl<I: Integration> Plugin for Example<I> {
+    const INFO: PluginInfo = I::INFO;
+
+    fn create(ctx: CreateContext<'_>) -> Result<Self, PluginError> {
+        let name = I::INFO.name;
+        let defaults = WorkloadConfig::with_working_sets(I::WORKING_SETS_MB);
         let config = WorkloadConfig::from_plugin_config(ctx.config_json(), defaults)
-            .map_err(|e| ballast_sdk::PluginError::invalid(format!("{name}: {e}")))?;
+            .map_err(|e| PluginError::invalid(format!("{name}: {e}")))?;
         let counters = Counters::restore(ctx.checkpoint());
         log::info!(
             "{name}: creating instance {} with a {} MiB working set ({} calls served before)",
@@ -355,60 +375,46 @@ impl Integration {
             config.working_set_bytes(ctx.level()) >> 20,
             counters.calls_served
         );
-        Ok(Integration {
-            name,
+        Ok(Example {
             workload: Workload::new(config, ctx.level()),
             counters: Mutex::new(counters),
+            started: false,
+            _integration: PhantomData,
         })
     }
 
-    /// Starts the worker thread.
-    pub fn start(&mut self) -> Result<(), ballast_sdk::PluginError> {
+    fn start(&mut self) -> Result<(), PluginError> {
+        let name = I::INFO.name;
         self.workload
-            .start(&format!("{}-worker", self.name))
+            .start(&format!("{name}-worker"))
             .map_err(|e| {
-                ballast_sdk::PluginError::new(format!(
-                    "{}: cannot start worker thread: {e}",
-                    self.name
-                ))
-            })
+                PluginError::new(format!("{name}: cannot start the worker thread: {e}"))
+            })?;
+        self.started = true;
+        Ok(())
     }
 
-    /// Moves to `level`, resizing the working set.
-    pub fn set_level(&mut self, level: u32) {
+    fn set_level(&mut self, level: u32) -> Result<(), PluginError> {
         self.workload.set_level(level);
+        Ok(())
     }
 
-    /// Stops the worker thread.
-    pub fn stop(&mut self) {
+    fn stop(&mut self) -> Result<(), PluginError> {
         self.workload.stop();
+        self.started = false;
+        Ok(())
     }
 
-    /// The current level.
-    pub fn level(&self) -> u32 {
-        self.workload.level()
-    }
-
-    /// Threads running.
-    pub fn threads(&self) -> u32 {
-        self.workload.threads()
-    }
-
-    /// Counts a call and builds the JSON answer: plugin, level, the request echoed, the calls
-    /// served so far, the working set, and `extra` fields.
-    pub fn answer(
-        &self,
-        request: &[u8],
-        extra: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<u8>, ballast_sdk::PluginError> {
+    fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {
         let calls_served = {
             let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
             c.calls_served += 1;
             c.calls_served
         };
+        let level = self.workload.level();
         let mut body = serde_json::Map::new();
-        body.insert("plugin".into(), self.name.into());
-        body.insert("level".into(), self.level().into());
+        body.insert("plugin".into(), I::INFO.name.into());
+        body.insert("level".into(), level.into());
         body.insert(
             "echo".into(),
             String::from_utf8_lossy(request).into_owned().into(),
@@ -418,26 +424,32 @@ impl Integration {
             "working_set_bytes".into(),
             self.workload.working_set_bytes().into(),
         );
-        body.extend(extra);
-        serde_json::to_vec(&body)
-            .map_err(|e| ballast_sdk::PluginError::new(format!("{}: {e}", self.name)))
+        body.extend(I::describe(level));
+        serde_json::to_vec(&body).map_err(|e| PluginError::new(format!("{}: {e}", I::INFO.name)))
     }
 
-    /// The checkpoint blob (the counters).
-    pub fn checkpoint(&self) -> Vec<u8> {
-        self.counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .to_checkpoint()
-    }
-
-    /// Health: unhealthy when the worker thread died.
-    pub fn health(&self, started: bool) -> ballast_sdk::Health {
-        if started && !self.workload.running() {
-            ballast_sdk::Health::Unhealthy(format!("{}: worker thread is not running", self.name))
+    fn health(&self) -> Health {
+        if self.started && !self.workload.running() {
+            Health::Unhealthy(format!(
+                "{}: the worker thread is not running",
+                I::INFO.name
+            ))
         } else {
-            ballast_sdk::Health::Healthy
+            Health::Healthy
         }
+    }
+
+    fn threads(&self) -> u32 {
+        self.workload.threads()
+    }
+
+    fn checkpoint(&self) -> Result<Option<Vec<u8>>, PluginError> {
+        Ok(Some(
+            self.counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .to_checkpoint(),
+        ))
     }
 }
 
