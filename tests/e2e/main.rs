@@ -3,5 +3,6 @@
 //! restart it, and check what survived.
 
 mod daemon;
+mod endpoints;
 mod inspect;
 mod support;
