@@ -59,7 +59,8 @@ pub struct MonitorSettings {
     pub psi_trigger: bool,
     /// The NVML library to load instead of the system's `libnvidia-ml.so.1`.
     pub nvml_library: Option<PathBuf>,
-    /// The resources the scaler acts on; the others are still measured, logged and shown.
+    /// The resources the scaler acts on; the others are still measured, logged and shown. Disk
+    /// is left out by default: plugins declare no disk use, so shedding them frees no space.
     pub resources: Vec<Resource>,
 }
 
@@ -70,7 +71,10 @@ impl Default for MonitorSettings {
             disk_paths: Vec::new(),
             psi_trigger: true,
             nvml_library: None,
-            resources: Resource::ALL.to_vec(),
+            resources: Resource::ALL
+                .into_iter()
+                .filter(|r| *r != Resource::Disk)
+                .collect(),
         }
     }
 }

@@ -134,7 +134,12 @@ pub async fn run(config: Config) -> Result<()> {
 
     let live = Arc::new(LiveView::new(now, config.scaler.mode));
     let metrics = Arc::new(Metrics::default());
-    let telemetry = TelemetryActor::open(&data_dir, &config.telemetry, Arc::clone(&live), Arc::clone(&metrics))
+    let telemetry = TelemetryActor::open(
+        &data_dir,
+        &config.telemetry,
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+    )
     .context("cannot open the telemetry logs")?
     .start();
 
