@@ -113,6 +113,47 @@ fn step(what: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a `cargo test` command, passing its output through, and adds up its `test result` lines.
+fn tests(what: &str, command: &mut Command) -> Result<(u64, u64)> {
+    use std::io::BufRead;
+    eprintln!("==> {what}");
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.with_context(|| format!("cannot read the output of {what}"))?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |label: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .strip_suffix(label)?
+                                .trim()
+                                .rsplit(' ')
+                                .next()?
+                                .parse::<u64>()
+                                .ok()
+                        })
+                        .unwrap_or(0)
+                };
+                passed += count("passed");
+                failed += count("failed");
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for: {what}"))?;
+    if !status.success() {
+        bail!("failed: {what} ({status})");
+    }
+    Ok((passed, failed))
+}
+
 fn ci(root: &Path) -> Result<()> {
     install_system_packages()?;
     step(
@@ -142,15 +183,18 @@ fn ci(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     build_plugins(root, false)?;
-    step(
+    let (mut passed, mut failed) = tests(
         "cargo test",
         cargo().args(["test", "--workspace", "--all-targets"]),
     )?;
-    step(
+    let (doc_passed, doc_failed) = tests(
         "cargo test --doc",
         cargo().args(["test", "--workspace", "--doc"]),
     )?;
+    passed += doc_passed;
+    failed += doc_failed;
     eprintln!("==> all checks passed");
+    println!("tests: {passed} passed, {failed} failed");
     Ok(())
 }
 

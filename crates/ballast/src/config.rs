@@ -79,9 +79,9 @@ impl Default for MonitorSettings {
     }
 }
 
-/// The predictor's settings (see the design's policy defaults).
+/// The predictor's settings (the design's defaults); shared with `ballast simulate`'s config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PredictorSettings {
     /// Weight of the newest sample in the smoothed value.
     pub ema_weight: f64,
@@ -94,6 +94,10 @@ pub struct PredictorSettings {
     pub horizon_buckets: usize,
     /// Below this many buckets the forecast is a low-confidence fallback.
     pub min_points: usize,
+    /// The seasonal period the forecaster may use (a day: load follows the clock); "0s"
+    /// disables it.
+    #[serde(with = "humantime_serde")]
+    pub season: Duration,
 }
 
 impl Default for PredictorSettings {
@@ -105,6 +109,7 @@ impl Default for PredictorSettings {
             window_buckets: d.window_buckets,
             horizon_buckets: d.horizon_buckets,
             min_points: d.min_points,
+            season: d.season.unwrap_or(Duration::ZERO),
         }
     }
 }
@@ -118,6 +123,7 @@ impl PredictorSettings {
             window_buckets: self.window_buckets,
             horizon_buckets: self.horizon_buckets,
             min_points: self.min_points,
+            season: (!self.season.is_zero()).then_some(self.season),
             ..PredictorConfig::default()
         }
     }
@@ -392,25 +398,13 @@ impl Config {
                 humantime::format_duration(self.monitor.interval)
             ));
         }
-        let p = &self.predictor;
-        if !(p.ema_weight > 0.0 && p.ema_weight <= 1.0) {
-            problems.push(format!(
-                "predictor.ema_weight must be in (0, 1], got {}",
-                p.ema_weight
-            ));
-        }
-        if p.bucket.is_zero() {
-            problems.push("predictor.bucket must be positive".to_owned());
-        }
-        if p.window_buckets < 2 {
-            problems.push(format!(
-                "predictor.window_buckets must be at least 2, got {}",
-                p.window_buckets
-            ));
-        }
-        if p.horizon_buckets == 0 {
-            problems.push("predictor.horizon_buckets must be at least 1".to_owned());
-        }
+        problems.extend(
+            self.predictor
+                .to_predictor_config()
+                .problems()
+                .into_iter()
+                .map(|p| format!("predictor.{p}")),
+        );
         problems.extend(
             self.scaler
                 .problems()

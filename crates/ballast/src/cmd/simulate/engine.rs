@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use ballast_core::decision::{Decision, DecisionKind};
 use ballast_core::{Command, Level, LevelHints, PluginSpec, Resource, ResourceHints, Timestamp};
-use ballast_predict::{Predictor, PredictorConfig};
+use ballast_predict::Predictor;
+
+use crate::config::PredictorSettings;
 use ballast_scaler::{Scaler, ScalerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -44,59 +46,10 @@ pub struct SimConfig {
     pub scaler: ScalerConfig,
     /// The predictor's settings.
     #[serde(default)]
-    pub predictor: PredictorSection,
+    pub predictor: PredictorSettings,
     /// The plugins and their declared cost.
     #[serde(default)]
     pub plugins: Vec<SimPlugin>,
-}
-
-/// The predictor's settings in the configuration file; the rest keep their defaults.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PredictorSection {
-    /// Weight of the newest sample in the smoothed value.
-    pub ema_weight: f64,
-    /// Samples are averaged into buckets of this length.
-    #[serde(with = "ballast_scaler::config::human_duration")]
-    pub bucket: Duration,
-    /// Buckets in the sliding window.
-    pub window_buckets: usize,
-    /// Buckets the forecast looks ahead.
-    pub horizon_buckets: usize,
-    /// Buckets needed before the model's forecast replaces the low-confidence fallback.
-    pub min_points: usize,
-    /// The seasonal period the forecaster may use; "0s" disables it.
-    #[serde(with = "ballast_scaler::config::human_duration")]
-    pub season: Duration,
-}
-
-impl Default for PredictorSection {
-    fn default() -> Self {
-        let d = PredictorConfig::default();
-        PredictorSection {
-            ema_weight: d.ema_weight,
-            bucket: d.bucket,
-            window_buckets: d.window_buckets,
-            horizon_buckets: d.horizon_buckets,
-            min_points: d.min_points,
-            season: d.season.unwrap_or(Duration::ZERO),
-        }
-    }
-}
-
-impl PredictorSection {
-    /// The predictor's configuration.
-    pub fn config(&self) -> PredictorConfig {
-        PredictorConfig {
-            ema_weight: self.ema_weight,
-            bucket: self.bucket,
-            window_buckets: self.window_buckets,
-            horizon_buckets: self.horizon_buckets,
-            min_points: self.min_points,
-            season: (!self.season.is_zero()).then_some(self.season),
-            ..PredictorConfig::default()
-        }
-    }
 }
 
 /// A plugin of the simulation.
@@ -126,7 +79,7 @@ impl SimConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems: Vec<String> = self
             .predictor
-            .config()
+            .to_predictor_config()
             .problems()
             .into_iter()
             .map(|p| format!("predictor.{p}"))
@@ -308,7 +261,7 @@ impl Sim {
             })
             .collect();
         Ok(Sim {
-            predictor: Predictor::new(config.predictor.config()),
+            predictor: Predictor::new(config.predictor.to_predictor_config()),
             scaler,
             shed: thresholds.shed,
             emergency: thresholds.emergency,
