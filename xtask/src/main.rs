@@ -339,12 +339,15 @@ crate-type = ["cdylib"]
 [dependencies]
 ballast-sdk = {{ workspace = true }}
 log = {{ workspace = true }}
+
+[lints]
+workspace = true
 "#
     );
     let source = format!(
         r#"//! The `{name}` integration for ballast.
 
-use ballast_sdk::{{export_plugin, CreateContext, LevelInfo, Plugin, PluginError, PluginInfo}};
+use ballast_sdk::{{CreateContext, LevelInfo, Plugin, PluginError, PluginInfo, export_plugin}};
 
 /// The `{name}` integration.
 pub struct {type_name} {{
