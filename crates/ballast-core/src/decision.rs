@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(back, decision);
         assert_eq!(
             decision.to_string(),
-            "90.000s shed voice (level 0 -> 1) [high_pressure]: memory pressure 0.86 reached shed 0.80"
+            "1970-01-01T00:01:30Z shed voice (level 0 -> 1) [high_pressure]: memory pressure 0.86 reached shed 0.80"
         );
     }
 }

@@ -26,4 +26,4 @@ pub use sample::{
     CpuReading, DiskReading, GpuReading, MemoryReading, MemoryScope, Metric, PluginUsage,
     ProcessReading, PsiLine, PsiReading, PsiReadings, Sample,
 };
-pub use time::Timestamp;
+pub use time::{Civil, Timestamp};

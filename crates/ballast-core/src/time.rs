@@ -80,15 +80,89 @@ impl Sub<Timestamp> for Timestamp {
     }
 }
 
+/// A timestamp broken into its UTC calendar date and time of day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Civil {
+    /// The year, e.g. 2026.
+    pub year: i64,
+    /// The month, 1 to 12.
+    pub month: u32,
+    /// The day of the month, 1 to 31.
+    pub day: u32,
+    /// The hour, 0 to 23.
+    pub hour: u32,
+    /// The minute, 0 to 59.
+    pub minute: u32,
+    /// The second, 0 to 59.
+    pub second: u32,
+    /// The millisecond, 0 to 999.
+    pub millis: u32,
+}
+
+impl Timestamp {
+    /// The UTC calendar date and time of this timestamp (proleptic Gregorian calendar).
+    pub fn civil(self) -> Civil {
+        let secs = self.0 / 1000;
+        let rest = (secs % 86_400) as u32;
+        // Days since 1970-01-01 to a civil date: Howard Hinnant's `civil_from_days`.
+        let z = (secs / 86_400) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        Civil {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rest / 3600,
+            minute: rest / 60 % 60,
+            second: rest % 60,
+            millis: (self.0 % 1000) as u32,
+        }
+    }
+}
+
 impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC, with milliseconds when there are any: `2026-11-23T08:43:14.195Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:03}s", self.0 / 1000, self.0 % 1000)
+        let c = self.civil();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            c.year, c.month, c.day, c.hour, c.minute, c.second
+        )?;
+        if c.millis != 0 {
+            write!(f, ".{:03}", c.millis)?;
+        }
+        f.write_str("Z")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_is_rfc_3339_in_utc() {
+        assert_eq!(Timestamp::ZERO.to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp::from_millis(1_795_423_394_195).to_string(),
+            "2026-11-23T08:43:14.195Z"
+        );
+        assert_eq!(
+            Timestamp::from_secs(951_782_400).to_string(),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_secs(1_392_388_200).to_string(),
+            "2014-02-14T14:30:00Z"
+        );
+        // The largest timestamp still formats (far past year 9999) instead of panicking.
+        assert!(Timestamp::from_millis(u64::MAX).to_string().ends_with('Z'));
+    }
 
     #[test]
     fn arithmetic_saturates_instead_of_panicking() {
