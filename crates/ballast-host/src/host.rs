@@ -323,6 +323,12 @@ impl Shared {
         });
     }
 
+    /// The current state and instance, read together.
+    fn snapshot(&self) -> (PluginState, Option<Arc<Instance>>) {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        (current.state.clone(), current.instance.clone())
+    }
+
     fn degraded(&self) -> CallError {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         CallError::Degraded {
@@ -565,14 +571,7 @@ impl PluginHost {
         let slot = self.slot(name)?;
         Self::check_level(&slot, level)?;
         let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let (state, instance) = {
-            let current = slot
-                .shared
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            (current.state.clone(), current.instance.clone())
-        };
+        let (state, instance) = slot.shared.snapshot();
         match (state, instance) {
             (PluginState::Enabled { level: current }, _) if current == level => return Ok(()),
             (PluginState::Enabled { .. } | PluginState::Suspended, Some(instance)) => {
@@ -640,14 +639,7 @@ impl PluginHost {
         let slot = self.slot(name)?;
         Self::check_level(&slot, level)?;
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let (state, instance) = {
-            let current = slot
-                .shared
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            (current.state.clone(), current.instance.clone())
-        };
+        let (state, instance) = slot.shared.snapshot();
         match (state, instance) {
             (PluginState::Enabled { level: current }, _) if current == level => Ok(()),
             (PluginState::Enabled { .. }, Some(instance)) => {
@@ -731,14 +723,7 @@ impl PluginHost {
     pub fn suspend(&self, name: &str, reason: &str) -> Result<(), HostError> {
         let slot = self.slot(name)?;
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let (state, instance) = {
-            let current = slot
-                .shared
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            (current.state.clone(), current.instance.clone())
-        };
+        let (state, instance) = slot.shared.snapshot();
         match state {
             PluginState::Suspended => Ok(()),
             PluginState::Enabled { .. } => {
@@ -757,16 +742,9 @@ impl PluginHost {
     pub fn resume(&self, name: &str, reason: &str) -> Result<(), HostError> {
         let slot = self.slot(name)?;
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let (state, instance, level) = {
-            let current = slot
-                .shared
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            // A suspended instance keeps the level it had when it was last enabled.
-            let level = Level(slot.shared.level.load(Ordering::Relaxed));
-            (current.state.clone(), current.instance.clone(), level)
-        };
+        let (state, instance) = slot.shared.snapshot();
+        // A suspended instance keeps the level it had when it was last enabled.
+        let level = Level(slot.shared.level.load(Ordering::Relaxed));
         match state {
             PluginState::Suspended => {
                 slot.shared
