@@ -216,12 +216,18 @@ fn install_system_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step("apt-get update", Command::new("apt-get").arg("update"))?;
+    step(
+        "apt-get update",
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
     step(
         &format!("apt-get install {}", missing.join(" ")),
         Command::new("apt-get")
-            .args(["install", "-y"])
-            .args(&missing),
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
 
