@@ -815,23 +815,11 @@ impl Scaler {
             return;
         };
         let Some(index) = self.pick(i, Slot::sheddable) else {
-            if !self.nothing_to_shed_warned {
-                self.nothing_to_shed_warned = true;
-                let reason = format!(
-                    "{} pressure {:.2} reached shed {:.2} but no plugin is left that may be shed",
-                    view.resource, view.pressure, view.thresholds.shed
-                );
-                self.record(
-                    now,
-                    DecisionKind::Warn,
-                    Action::None,
-                    None,
-                    Rule::NothingToShed,
-                    Some(view),
-                    None,
-                    reason,
-                );
-            }
+            let reason = format!(
+                "{} pressure {:.2} reached shed {:.2} but no plugin is left that may be shed",
+                view.resource, view.pressure, view.thresholds.shed
+            );
+            self.warn_nothing_to_shed(now, view, reason);
             return;
         };
         let reason = format!(
@@ -918,20 +906,31 @@ impl Scaler {
         }
         if any {
             self.last_shed_at = Some(now);
-        } else if !self.nothing_to_shed_warned {
-            self.nothing_to_shed_warned = true;
-            let reason = format!("{reason} but no plugin is left that may be shed");
-            self.record(
+        } else {
+            self.warn_nothing_to_shed(
                 now,
-                DecisionKind::Warn,
-                Action::None,
-                None,
-                Rule::NothingToShed,
-                Some(view),
-                None,
-                reason,
+                view,
+                format!("{reason} but no plugin is left that may be shed"),
             );
         }
+    }
+
+    /// Warns, once until pressure falls, that pressure is high but nothing is left to shed.
+    fn warn_nothing_to_shed(&mut self, now: Timestamp, view: ResourceFigures, reason: String) {
+        if self.nothing_to_shed_warned {
+            return;
+        }
+        self.nothing_to_shed_warned = true;
+        self.record(
+            now,
+            DecisionKind::Warn,
+            Action::None,
+            None,
+            Rule::NothingToShed,
+            Some(view),
+            None,
+            reason,
+        );
     }
 
     /// One step down for `index`: a lower level if it has one, else off.
