@@ -1,12 +1,9 @@
 //! The `ballast` binary: the daemon and its command-line tools, and the only crate that wires the
 //! others together.
 
-mod cmd;
-mod config;
-mod daemon;
-
 use std::process::ExitCode;
 
+use ballast::cmd;
 use clap::{Parser, Subcommand};
 
 /// Hosts an assistant's integrations as plugins and keeps the machine healthy under load.
