@@ -1,6 +1,6 @@
 //! The shedding policy as a sans-IO state machine: `handle_*(now, ..)` in, `poll_*()` out.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -107,6 +107,12 @@ struct Slot {
     performance_base: Option<PluginStats>,
     /// The fullest level the hardware tier allows, or `None` when it may not run at all.
     allowance: Option<Level>,
+    /// Memory the plugin was seen to use, per level: the most during its last stay at that level.
+    observed_memory: BTreeMap<Level, u64>,
+    /// The level whose figure the next stats replace rather than raise (a new stay began).
+    fresh_stay: Option<Level>,
+    /// The memory the plugin uses now, from its latest figures.
+    latest_memory: Option<u64>,
 }
 
 impl Slot {
@@ -127,6 +133,26 @@ impl Slot {
                     level: self.lowest_level(),
                 },
             },
+        }
+    }
+
+    /// Records the memory the plugin uses now against the level the host reports it at.
+    fn observe(&mut self, stats: &PluginStats) {
+        let Some(PluginState::Enabled { level }) = self.reported else {
+            self.latest_memory = None;
+            return;
+        };
+        if stats.live_bytes == 0 {
+            // Plugins that cannot count their memory (C plugins) report nothing.
+            return;
+        }
+        self.latest_memory = Some(stats.live_bytes);
+        let figure = self.observed_memory.entry(level).or_insert(0);
+        if self.fresh_stay == Some(level) {
+            *figure = stats.live_bytes;
+            self.fresh_stay = None;
+        } else {
+            *figure = (*figure).max(stats.live_bytes);
         }
     }
 
@@ -156,16 +182,30 @@ impl Slot {
         let Placement::On { level } = placement else {
             return 0.0;
         };
+        // What the plugin was seen to use counts when it is more than it declared: a plugin
+        // that under-declares is not restored into the pressure it caused.
+        // At the level it runs at now, what it uses now; at another, the most it used there.
+        let observed = match (resource, machine.memory_bytes) {
+            (Resource::Memory, Some(total)) if total > 0 => {
+                let bytes = if placement == self.placement {
+                    self.latest_memory
+                } else {
+                    self.observed_memory.get(&level).copied()
+                };
+                bytes.unwrap_or(0) as f64 / total as f64
+            }
+            _ => 0.0,
+        };
         if let Some(costs) = self.policy.cost.get(&resource) {
             let index = (level.0 as usize).min(costs.len().saturating_sub(1));
-            return costs.get(index).copied().unwrap_or(0.0);
+            return costs.get(index).copied().unwrap_or(0.0).max(observed);
         }
         let hints = self.spec.hints.level(level);
         match resource {
             Resource::Memory => match machine.memory_bytes {
                 Some(total) if total > 0 => {
                     let bytes = hints.memory_preferred_bytes.max(hints.memory_min_bytes);
-                    bytes as f64 / total as f64
+                    (bytes as f64 / total as f64).max(observed)
                 }
                 _ => 0.0,
             },
@@ -287,6 +327,9 @@ impl Scaler {
                 last_performance_step_at: None,
                 allowance: Some(Level::FULL),
                 performance_base: None,
+                observed_memory: BTreeMap::new(),
+                fresh_stay: None,
+                latest_memory: None,
             })
             .collect();
         // A stable sort keeps configuration order among equal priorities.
@@ -488,12 +531,21 @@ impl Scaler {
                 let slot = &mut self.slots[i];
                 match to {
                     PluginState::Failed { .. } => slot.failed = true,
-                    PluginState::Enabled { .. } => slot.failed = false,
+                    PluginState::Enabled { level } => {
+                        slot.failed = false;
+                        if !matches!(slot.reported, Some(PluginState::Enabled { level: l }) if l == *level)
+                        {
+                            slot.fresh_stay = Some(*level);
+                        }
+                    }
                     _ => {}
                 }
                 slot.reported = Some(to.clone());
             }
-            PluginEventKind::Stats(stats) => self.performance(now, i, stats),
+            PluginEventKind::Stats(stats) => {
+                self.slots[i].observe(stats);
+                self.performance(now, i, stats);
+            }
             PluginEventKind::Reported { .. } => {}
         }
         self.expire_pins(now);

@@ -444,3 +444,66 @@ fn going_from_observe_to_enforce_starts_from_the_reported_states() {
     "#]]
     .assert_eq(&h.command_lines());
 }
+
+#[test]
+fn a_restore_counts_the_memory_a_plugin_was_seen_to_use_not_only_what_it_declared() {
+    let mut config = ScalerConfig::default();
+    config.machine.memory_bytes = Some(1000);
+    // voice declares 10 bytes at level 0 and 5 at level 1, but uses 300 at level 0.
+    let mut voice = spec("voice", 20, 2);
+    voice.hints.levels = vec![
+        LevelHints {
+            memory_min_bytes: 10,
+            memory_preferred_bytes: 10,
+            gpu_memory_bytes: 0,
+        },
+        LevelHints {
+            memory_min_bytes: 5,
+            memory_preferred_bytes: 5,
+            gpu_memory_bytes: 0,
+        },
+    ];
+    let mut h = Harness::new(Scaler::new(config, vec![voice]).unwrap());
+    let event = |secs: u64, kind: PluginEventKind| PluginEvent {
+        at: Timestamp::from_secs(secs),
+        plugin: "voice".into(),
+        kind,
+    };
+    let enabled = |secs: u64, n: u32| {
+        event(
+            secs,
+            PluginEventKind::StateChanged {
+                from: PluginState::Loaded,
+                to: PluginState::Enabled { level: level(n) },
+                reason: "test".into(),
+            },
+        )
+    };
+    let uses = |secs: u64, bytes: u64| {
+        event(
+            secs,
+            PluginEventKind::Stats(PluginStats {
+                live_bytes: bytes,
+                ..PluginStats::default()
+            }),
+        )
+    };
+    for e in [enabled(0, 0), uses(0, 280), uses(1, 300), uses(2, 290)] {
+        h.scaler.handle_plugin_event(e.at, &e);
+    }
+    // Its own 0.30 pushes memory over shed: it goes down to level 1 and memory falls to 0.55.
+    h.memory(3, 4, 1, 0.85);
+    for e in [enabled(4, 1), uses(5, 20)] {
+        h.scaler.handle_plugin_event(e.at, &e);
+    }
+    // At 0.55, bringing back 0.30 - 0.02 would reach 0.83: held, although it declared 0.01.
+    h.memory(5, 1000, 10, 0.55);
+    // At 0.45 the observed 0.28 fits (0.73 < 0.80): restored.
+    h.memory(1000, 1400, 10, 0.45);
+    expect![[r#"
+        3s shed voice (level 0 -> 1) [high_pressure]
+        305s warn voice [preflight_failed]
+        1000s restore voice (level 1 -> 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
