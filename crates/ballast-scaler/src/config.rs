@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// cooldown = "30s"          # wait after each shed step
 /// stabilization = "5m"      # calm time before each restore step
 /// flap_backoff_max = "1h"   # cap of a flapping plugin's doubled stabilization
-/// soft_margin = 0.10        # soft limit = shed - soft_margin, unless soft_limits names one
+/// soft_margin = 0.10        # soft limit = shed - soft_margin (never under restore), unless soft_limits names one
 /// prefer_suspend = false    # suspend instead of disable when a plugin can be suspended
 ///
 /// [thresholds.default]
@@ -220,10 +220,11 @@ impl ScalerConfig {
             ));
         }
         for (resource, soft) in &self.soft_limits {
-            let shed = self.profile().thresholds(*resource).shed;
-            if !(0.0..=shed).contains(soft) {
+            let t = self.profile().thresholds(*resource);
+            if !(t.restore..=t.shed).contains(soft) {
                 problems.push(format!(
-                    "soft_limits.{resource} must be between 0 and the shed threshold {shed}, got {soft}"
+                    "soft_limits.{resource} must be between the restore threshold {} and the shed threshold {}, got {soft}",
+                    t.restore, t.shed
                 ));
             }
         }

@@ -370,7 +370,9 @@ impl Scaler {
                 .copied()
                 // Rounded so that 0.8 - 0.1 reads 0.7 in decisions, not 0.7000000000000001.
                 .unwrap_or(((t.shed - self.config.soft_margin) * 1e9).round() / 1e9)
-                .clamp(0.0, t.shed);
+                // Never under restore: pressure between the two would be neither calm nor
+                // soft, and a soft limit under restore would hold every restore forever.
+                .clamp(t.restore.min(t.shed), t.shed);
             if let Some(view) = &mut self.views[i] {
                 view.thresholds = t;
                 view.soft_limit = self.soft_limits[i];

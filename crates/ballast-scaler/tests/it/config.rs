@@ -99,7 +99,7 @@ cost = { memory = [1.5] }
             "stabilization must be longer than zero",
             "thresholds.cpu.restore (0.7) must be below thresholds.cpu.shed (0.5) so that a restore cannot cause the next shed",
             "soft_margin must be at least 0 and below 1, got 2",
-            "soft_limits.memory must be between 0 and the shed threshold 0.8, got 0.9",
+            "soft_limits.memory must be between the restore threshold 0.65 and the shed threshold 0.8, got 0.9",
             "concurrency.factor must be above 0 and at most 1, got 0",
             "plugins.voice.max_failure_rate must be between 0 and 1, got 3",
             "plugins.voice.cost.memory[0] must be between 0 and 1, got 1.5",

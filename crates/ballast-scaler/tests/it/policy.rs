@@ -507,3 +507,27 @@ fn a_restore_counts_the_memory_a_plugin_was_seen_to_use_not_only_what_it_declare
     "#]]
     .assert_eq(&h.timeline());
 }
+
+#[test]
+fn a_soft_limit_from_the_margin_never_falls_under_restore_and_holds_restores() {
+    // shed 0.20 - margin 0.10 would put the soft limit at 0.10, under restore 0.15: pressure at
+    // 0.12 would then count as soft, never calm, and nothing would ever be restored.
+    let mut config = ScalerConfig::default();
+    config.thresholds.resources.insert(
+        Resource::Memory,
+        ballast_core::policy::Thresholds {
+            shed: 0.20,
+            restore: 0.15,
+            emergency: None,
+        },
+    );
+    config.concurrency.enabled = false;
+    let mut h = Harness::new(Scaler::new(config, vec![spec("discord", 10, 1)]).unwrap());
+    h.memory(0, 1, 1, 0.25);
+    h.memory(1, 400, 10, 0.12);
+    expect![[r#"
+        0s shed discord (disable) [high_pressure]
+        301s restore discord (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
