@@ -415,7 +415,7 @@ pub async fn run(config: Config) -> Result<()> {
         .as_ref()
         .filter(|_| config.use_tier_thresholds)
         .map(|t| t.profile.clone())
-        .unwrap_or_default();
+        .unwrap_or_else(|| config.scaler.profile());
     for planned in crate::daemon::startup::plan(
         &specs,
         sample.as_ref(),
