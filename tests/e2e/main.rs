@@ -5,4 +5,6 @@
 mod daemon;
 mod endpoints;
 mod inspect;
+mod load;
+mod pressure;
 mod support;

@@ -199,8 +199,10 @@ fn ci(root: &Path) -> Result<()> {
 }
 
 /// Debian packages the test suite uses. Installed only where missing, and only as root.
-const SYSTEM_PACKAGES: [(&str, &str); 3] = [
+const SYSTEM_PACKAGES: [(&str, &str); 4] = [
     ("cc", "gcc"),
+    // The closed-loop tests load the machine with real memory and CPU pressure.
+    ("stress-ng", "stress-ng"),
     // `promtool check metrics` validates the daemon's /metrics output.
     ("promtool", "prometheus"),
     // `systemd-analyze verify` checks config/ballast.service.

@@ -606,6 +606,9 @@ impl PluginHost {
         }
         slot.shared
             .transition(PluginState::Enabled { level }, reason, Some(instance));
+        // The figures on arrival: what the plugin holds at this level is known at once, not at
+        // the next periodic refresh.
+        self.publish_stats(&slot);
         Ok(())
     }
 
@@ -616,6 +619,9 @@ impl PluginHost {
         level: Level,
         reason: &str,
     ) -> Result<(), HostError> {
+        // The figures on departure, then on arrival: the scaler learns what each level really
+        // holds even when the plugin stays at a level for less than one periodic refresh.
+        self.publish_stats(slot);
         if let Err(fault) = instance.set_level(level.0, slot.config.drain_timeout) {
             if fault.is_panic() {
                 return Err(Self::fail(slot, "set_level", fault));
@@ -631,6 +637,7 @@ impl PluginHost {
             reason,
             Some(Arc::clone(instance)),
         );
+        self.publish_stats(slot);
         Ok(())
     }
 
@@ -687,6 +694,8 @@ impl PluginHost {
             }
             return Ok(());
         };
+        // The figures on departure (see `change_level`).
+        self.publish_stats(&slot);
         slot.shared
             .transition(PluginState::Draining, reason, Some(Arc::clone(&instance)));
         let deadline = Instant::now() + slot.config.drain_timeout;
@@ -911,13 +920,18 @@ impl PluginHost {
     /// Fresh figures for `name`, also sent as a `Stats` event.
     pub fn refresh_stats(&self, name: &str) -> Result<PluginStats, HostError> {
         let slot = self.slot(name)?;
-        let stats = Self::stats_of(&slot);
+        Ok(self.publish_stats(&slot))
+    }
+
+    /// Reads the plugin's figures and reports them as a [`PluginEventKind::Stats`] event.
+    fn publish_stats(&self, slot: &Slot) -> PluginStats {
+        let stats = Self::stats_of(slot);
         (self.events)(PluginEvent {
             at: (self.clock)(),
-            plugin: name.to_owned(),
+            plugin: slot.config.name.clone(),
             kind: PluginEventKind::Stats(stats.clone()),
         });
-        Ok(stats)
+        stats
     }
 
     fn stats_of(slot: &Slot) -> PluginStats {
