@@ -88,14 +88,15 @@ impl LiveView {
             DaemonEvent::Tier(t) => {
                 *self.tier.write().unwrap_or_else(|p| p.into_inner()) = Some(t.clone())
             }
-            DaemonEvent::Decision(d) | DaemonEvent::Warning(d) => {
+            // A warning is also a decision: kept once, as the decision.
+            DaemonEvent::Decision(d) => {
                 let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
                 if decisions.len() == RECENT_DECISIONS {
                     decisions.pop_front();
                 }
                 decisions.push_back(d.clone());
             }
-            DaemonEvent::Plugin(_) => {}
+            DaemonEvent::Plugin(_) | DaemonEvent::Warning(_) => {}
         }
         // No subscriber is not an error.
         let _ = self.events.send(event);

@@ -66,11 +66,10 @@ impl TelemetryActor {
                 )
             }
             DaemonEvent::Plugin(e) => (&mut self.telemetry, TelemetryRecord::Plugin(e.clone())),
-            DaemonEvent::Decision(d) | DaemonEvent::Warning(d) => {
-                (&mut self.decisions, TelemetryRecord::Decision(d.clone()))
-            }
-            // Assessments are derived from samples and tiers from the machine: not logged.
-            DaemonEvent::Assessment(_) | DaemonEvent::Tier(_) => return,
+            DaemonEvent::Decision(d) => (&mut self.decisions, TelemetryRecord::Decision(d.clone())),
+            // Assessments are derived from samples and tiers from the machine: not logged. A
+            // warning is also a decision, logged as one.
+            DaemonEvent::Assessment(_) | DaemonEvent::Tier(_) | DaemonEvent::Warning(_) => return,
         };
         if let Err(error) = log.append(&record) {
             tracing::warn!(error = %crate::cmd::error_chain(&error), "cannot write telemetry");
