@@ -1,6 +1,8 @@
 //! Project automation for ballast (`cargo xtask ...`): CI, plugin builds, the C header, plugin
 //! scaffolding and benchmarks.
 
+mod measure;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -49,6 +51,16 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Measure the closed loop under real pressure (stress-ng): reaction latency by path, the
+    /// daemon's overhead idle and under load, and flaps under an oscillating load.
+    Measure {
+        /// Latency rounds per path.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds of the overhead and flap measurements.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run the criterion benchmarks (or those of one package).
     Bench {
         /// Only this package, e.g. ballast-host.
@@ -88,6 +100,18 @@ fn run_task() -> Result<()> {
         Task::NewPlugin { name } => new_plugin(&root, &name),
         Task::Bench { package } => bench(package.as_deref()),
         Task::Idle { seconds } => idle(&root, seconds),
+        Task::Measure { rounds, seconds } => {
+            install_system_packages()?;
+            build_plugins(&root, true)?;
+            step(
+                "build ballast (release)",
+                cargo().args(["build", "--release", "-p", "ballast"]),
+            )?;
+            measure::measure(
+                &target_dir(&root).join("release"),
+                &measure::Options { rounds, seconds },
+            )
+        }
     }
 }
 
