@@ -604,11 +604,11 @@ pub fn measure(release: &Path, options: &Options) -> Result<()> {
     let readings = reader.readings();
     drop(reader);
     println!(
-        "  under load  cpu {:.3}% of one core, rss {:.1} MiB (max {:.1} MiB), with {cores} CPUs busy \
-         and the memory load switching",
+        "  under load  cpu {:.3}% of one core, rss max {:.1} MiB while the plugins ran ({:.1} MiB \
+         at the end, with them shed), with {cores} CPUs busy and the memory load switching",
         cpu * 100.0,
-        (rss - (PLUGINS_MIB << 20).min(rss)) as f64 / 1048576.0,
-        (rss_max - (PLUGINS_MIB << 20).min(rss_max)) as f64 / 1048576.0
+        (rss_max - (PLUGINS_MIB << 20).min(rss_max)) as f64 / 1048576.0,
+        rss as f64 / 1048576.0
     );
     let all = daemon.decisions()?;
     let count = |kind: &str| all.iter().filter(|d| d["kind"] == kind).count();
