@@ -17,6 +17,20 @@ const PHASE: Duration = Duration::from_secs(60);
 /// The plugins of these tests: lowest priority first, `stubs` essential.
 const SHEDDABLE: [&str; 3] = ["voice", "android", "discord"];
 
+/// Every plugin of these tests.
+const ALL: [&str; 4] = ["voice", "android", "discord", "stubs"];
+
+/// Starts the daemon on `config` in a new temporary directory and waits until every plugin runs
+/// at its full level.
+fn start_all(config: &str) -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), config);
+    wait(&mut daemon, "every plugin enabled", |d| {
+        SHEDDABLE.iter().all(|p| is(d, p, "enabled", Some(0)))
+    });
+    (dir, daemon)
+}
+
 /// Thresholds for one resource.
 #[derive(Clone, Copy, Debug)]
 struct Thresholds {
@@ -239,20 +253,7 @@ fn memory_pressure_sheds_in_priority_order_and_restores_in_reverse_without_flapp
     let _machine = load::machine();
     let base = load::memory();
     let t = memory_plan(base, 0.10, 0.05, Some(0.40));
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &config(
-            "enforce",
-            "memory",
-            t,
-            [16, 4],
-            &["voice", "android", "discord", "stubs"],
-        ),
-    );
-    wait(&mut daemon, "every plugin enabled", |d| {
-        SHEDDABLE.iter().all(|p| is(d, p, "enabled", Some(0)))
-    });
+    let (_dir, mut daemon) = start_all(&config("enforce", "memory", t, [16, 4], &ALL));
 
     let mut load = Load::memory(fraction_bytes(base, 0.20));
     wait(&mut daemon, "voice, android and discord shed", |d| {
@@ -387,20 +388,9 @@ fn an_emergency_sheds_every_non_essential_plugin_in_one_round() {
     let t = memory_plan(base, 0.08, 0.04, Some(0.12));
     // Sampling every 2 s, without the PSI trigger's early samples, so that the load's ramp
     // (it takes time to fault in gigabytes) falls between two samples: the daemon sees a step.
-    let text = config_sampling(
-        "enforce",
-        "memory",
-        t,
-        [16, 4],
-        &["voice", "android", "discord", "stubs"],
-        "2s",
-    )
-    .replace("psi_trigger = true", "psi_trigger = false");
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), &text);
-    wait(&mut daemon, "every plugin enabled", |d| {
-        SHEDDABLE.iter().all(|p| is(d, p, "enabled", Some(0)))
-    });
+    let text = config_sampling("enforce", "memory", t, [16, 4], &ALL, "2s")
+        .replace("psi_trigger = true", "psi_trigger = false");
+    let (_dir, mut daemon) = start_all(&text);
     let mut load = Load::memory(fraction_bytes(base, 0.22));
     wait(&mut daemon, "every non-essential plugin shed", |d| {
         SHEDDABLE.iter().all(|p| is(d, p, "disabled", None))
@@ -446,20 +436,7 @@ fn cpu_pressure_sheds_in_priority_order_and_restores() {
         restore: (base + 0.2).max(0.6),
         emergency: None,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &config(
-            "enforce",
-            "cpu",
-            t,
-            [16, 4],
-            &["voice", "android", "discord", "stubs"],
-        ),
-    );
-    wait(&mut daemon, "every plugin enabled", |d| {
-        SHEDDABLE.iter().all(|p| is(d, p, "enabled", Some(0)))
-    });
+    let (_dir, mut daemon) = start_all(&config("enforce", "cpu", t, [16, 4], &ALL));
     let mut load = Load::cpu(cores);
     wait(&mut daemon, "voice, android and discord shed", |d| {
         SHEDDABLE.iter().all(|p| is(d, p, "disabled", None))
@@ -501,20 +478,7 @@ fn observe_mode_records_the_decisions_and_sheds_nothing() {
     let _machine = load::machine();
     let base = load::memory();
     let t = memory_plan(base, 0.10, 0.05, Some(0.40));
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &config(
-            "observe",
-            "memory",
-            t,
-            [16, 4],
-            &["voice", "android", "discord", "stubs"],
-        ),
-    );
-    wait(&mut daemon, "every plugin enabled", |d| {
-        SHEDDABLE.iter().all(|p| is(d, p, "enabled", Some(0)))
-    });
+    let (_dir, mut daemon) = start_all(&config("observe", "memory", t, [16, 4], &ALL));
     let load = Load::memory(fraction_bytes(base, 0.20));
     wait(&mut daemon, "a shed decision for android", |d| {
         steps(&decisions(d), "shed")
