@@ -29,13 +29,16 @@ pub const HIGH_FAILURE_RATE: f64 = 0.10;
 /// Fewer calls than this say nothing about a failure rate.
 pub const MIN_CALLS_FOR_RATE: f64 = 10.0;
 /// A plugin taking at least this share of all recent calls (when two or more plugins take calls)
-/// has heavy call volume.
+/// while its own rate is above [`ELEVATED_SURGE`] times its baseline has heavy call volume: the
+/// main plugin taking most calls is normal, the main plugin surging is not.
 pub const HEAVY_SHARE: f64 = 0.5;
 /// A plugin whose own recent call rate is more than this many times its baseline has heavy call
 /// volume too.
 pub const HEAVY_PLUGIN_SURGE: f64 = 3.0;
 /// This many shed decisions of one plugin in the recent window ask for capacity.
 pub const REPEATED_SHEDS: usize = 2;
+/// The reason the daemon gives plugins it disables because it is stopping.
+pub const SHUTDOWN_REASON: &str = "daemon shutdown";
 /// How many callers `top_callers` lists.
 pub const TOP_CALLERS: usize = 10;
 
@@ -568,7 +571,8 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
         }
         let last_index = merged.len() - 1;
         for (i, (kind, start, end, why)) in merged.into_iter().enumerate() {
-            let Some(kind) = kind else {
+            // Plugins disabled because the daemon stopped were not shed.
+            let Some(kind) = kind.filter(|_| why != SHUTDOWN_REASON) else {
                 continue;
             };
             let overlap = end.min(recent.to) - start.max(recent.from);
@@ -759,16 +763,16 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
         } else {
             0.0
         };
-        if plugins_with_calls >= 2 && share >= HEAVY_SHARE {
+        let own_surge = if p.baseline_call_rate > 0.0 {
+            p.recent_call_rate / p.baseline_call_rate
+        } else {
+            0.0
+        };
+        if plugins_with_calls >= 2 && share >= HEAVY_SHARE && own_surge > ELEVATED_SURGE {
             why.push(format!("it takes {:.0}% of all calls", share * 100.0));
         }
-        if p.baseline_call_rate > 0.0
-            && p.recent_call_rate > HEAVY_PLUGIN_SURGE * p.baseline_call_rate
-        {
-            why.push(format!(
-                "its call rate is {:.1}x its baseline",
-                p.recent_call_rate / p.baseline_call_rate
-            ));
+        if own_surge > HEAVY_PLUGIN_SURGE {
+            why.push(format!("its call rate is {own_surge:.1}x its baseline"));
         }
         if !why.is_empty() {
             actions.push(Recommendation {
