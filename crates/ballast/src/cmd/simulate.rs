@@ -4,7 +4,7 @@
 //! the same trace through several configs side by side (`compare.rs`).
 
 mod compare;
-pub(crate) mod engine;
+pub mod engine;
 mod plot;
 #[cfg(test)]
 mod tests;
@@ -22,7 +22,7 @@ use ballast_predict::trace::{Spacing, Trace, TraceOptions, read_trace};
 use engine::{Report, Sim, SimConfig};
 
 /// The exit code for a configuration with problems (sysexits' EX_CONFIG).
-const EX_CONFIG: u8 = 78;
+pub(crate) const EX_CONFIG: u8 = 78;
 
 /// Arguments of `ballast simulate`.
 #[derive(Debug, clap::Args)]
@@ -171,7 +171,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads and checks the configuration: `Err` for IO and syntax, `Ok(Err(problems))` for values.
-fn load_config(path: &Path) -> anyhow::Result<Result<SimConfig, Vec<String>>> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Result<SimConfig, Vec<String>>> {
     let name = path.display();
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read config {name}"))?;
@@ -207,7 +207,7 @@ fn load_trace(args: &SimulateArgs) -> anyhow::Result<Trace> {
 }
 
 /// The resource a column most likely measures.
-fn guess_resource(column: &str) -> Resource {
+pub(crate) fn guess_resource(column: &str) -> Resource {
     let column = column.to_ascii_lowercase();
     if column.contains("gpu") && column.contains("mem") {
         Resource::GpuMemory
@@ -222,13 +222,13 @@ fn guess_resource(column: &str) -> Resource {
 
 /// The factor that turns readings into utilizations, and why it was chosen.
 #[derive(Debug)]
-struct Scale {
-    factor: f64,
-    why: String,
+pub(crate) struct Scale {
+    pub(crate) factor: f64,
+    pub(crate) why: String,
 }
 
 impl Scale {
-    fn choose(flag: &str, trace: &Trace) -> anyhow::Result<Scale> {
+    pub(crate) fn choose(flag: &str, trace: &Trace) -> anyhow::Result<Scale> {
         let peak = trace.points.iter().map(|p| p.value).fold(0.0, f64::max);
         let by_peak = || Scale {
             factor: if peak > 0.0 { 1.0 / peak } else { 1.0 },
@@ -291,7 +291,7 @@ fn progress_bar(readings: u64) -> Option<indicatif::ProgressBar> {
 }
 
 /// Feeds the trace `repeat` times, each pass starting one interval after the previous ended.
-fn replay(sim: &mut Sim, trace: &Trace, factor: f64, repeat: u32) {
+pub(crate) fn replay(sim: &mut Sim, trace: &Trace, factor: f64, repeat: u32) {
     replay_with_progress(sim, trace, factor, repeat, None);
 }
 

@@ -236,6 +236,9 @@ pub struct Sim {
     /// The time of the reading or timer being handled.
     now: Timestamp,
     recording: Option<Recording>,
+    /// A fixed line and the seconds the replayed utilization spent at or above it
+    /// ([`Sim::watch`]).
+    watch: Option<(f64, f64)>,
 }
 
 impl Sim {
@@ -322,6 +325,7 @@ impl Sim {
             values: [(resource, 0.0)],
             now: Timestamp::ZERO,
             recording: None,
+            watch: None,
         })
     }
 
@@ -335,6 +339,17 @@ impl Sim {
                 .map(|p| (p.name.clone(), Vec::new()))
                 .collect(),
         });
+    }
+
+    /// Counts the seconds the replayed utilization spends at or above `line`, whatever the
+    /// config's thresholds are (what `ballast tune` keeps fixed while it moves them).
+    pub fn watch(&mut self, line: f64) {
+        self.watch = Some((line, 0.0));
+    }
+
+    /// The seconds counted by [`Sim::watch`] so far (zero without it).
+    pub fn seconds_over_watch(&self) -> f64 {
+        self.watch.map_or(0.0, |w| w.1)
     }
 
     /// The shed, restore and emergency thresholds of the replayed resource.
@@ -365,6 +380,11 @@ impl Sim {
         }
         if self.emergency.is_some_and(|e| replayed >= e) {
             summary.seconds_in_emergency += seconds;
+        }
+        if let Some((line, total)) = &mut self.watch
+            && replayed >= *line
+        {
+            *total += seconds;
         }
         for (plugin, total) in self.plugins.iter().zip(&mut self.seconds_shed) {
             if plugin.is_shed() {
