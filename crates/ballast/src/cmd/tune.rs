@@ -127,7 +127,7 @@ impl Score {
     }
 
     /// The objective, in order: time over the limit (whole seconds), flaps, plugin-seconds shed.
-    pub fn cmp(&self, other: &Score) -> Ordering {
+    pub fn objective_cmp(&self, other: &Score) -> Ordering {
         let whole = |s: f64| s.round() as u64;
         whole(self.seconds_over_limit)
             .cmp(&whole(other.seconds_over_limit))
@@ -272,7 +272,7 @@ pub fn search(config: &SimConfig, traces: &[TuneTrace]) -> anyhow::Result<Tuned>
             }
             for c in &candidates {
                 if let Some(Some(scores)) = memo.get(&c.key())
-                    && total(&scores).cmp(&total(&best_scores)) == Ordering::Less
+                    && total(scores).objective_cmp(&total(&best_scores)) == Ordering::Less
                 {
                     best = *c;
                     best_scores = scores.clone();
@@ -488,7 +488,7 @@ fn to_text(config: &SimConfig, traces: &[TuneTrace], tuned: &Tuned, elapsed: Dur
     for (label, a, b) in &rows {
         let _ = writeln!(out, "{label:<22}{a:>22}  {b:>22}");
     }
-    let verdict = match st.cmp(&ct) {
+    let verdict = match st.objective_cmp(&ct) {
         Ordering::Less => "the suggested settings do better than the current ones",
         _ => "the current settings are already the best the search found",
     };

@@ -177,6 +177,9 @@ pub struct SeriesPoint {
     pub forecast: Option<(f64, f64)>,
 }
 
+/// A plugin's level changes: `(at, level)`, `None` while it is off.
+pub type LevelChanges = Vec<(Timestamp, Option<u32>)>;
+
 /// Everything a plot of the replay needs, kept only when asked for ([`Sim::record`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recording {
@@ -184,7 +187,7 @@ pub struct Recording {
     pub points: Vec<SeriesPoint>,
     /// The plugins in config order, with each change of level: `(at, level)`, `None` while off.
     /// The first entry is the state at the first reading.
-    pub levels: Vec<(String, Vec<(Timestamp, Option<u32>)>)>,
+    pub levels: Vec<(String, LevelChanges)>,
 }
 
 #[derive(Debug)]
