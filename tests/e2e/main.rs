@@ -7,4 +7,5 @@ mod endpoints;
 mod inspect;
 mod load;
 mod pressure;
+mod report;
 mod support;

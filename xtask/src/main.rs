@@ -61,6 +61,8 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Time `ballast tune` (release build) on every shared trace against its goal of a minute.
+    Tune,
     /// Run the criterion benchmarks (or those of one package).
     Bench {
         /// Only this package, e.g. ballast-host.
@@ -112,6 +114,7 @@ fn run_task() -> Result<()> {
                 &measure::Options { rounds, seconds },
             )
         }
+        Task::Tune => tune(&root),
     }
 }
 
@@ -422,6 +425,55 @@ export_plugin!({type_name});
         "created {}\nbuild it with `cargo build -p ballast-plugin-{name}` and check it with\n`cargo run -p ballast -- plugin inspect target/debug/lib{lib_name}.so`",
         dir.display()
     );
+    Ok(())
+}
+
+/// How long `ballast tune` may take on all the shared traces.
+const TUNE_GOAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `ballast tune` on every CSV under `../shared/traces` and checks it meets [`TUNE_GOAL`].
+fn tune(root: &Path) -> Result<()> {
+    step(
+        "build ballast (release)",
+        cargo().args(["build", "--release", "-p", "ballast"]),
+    )?;
+    let traces_dir = root.join("../shared/traces");
+    let mut traces = Vec::new();
+    let mut stack = vec![traces_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot list {} (the shared traces)", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "csv") {
+                traces.push(path);
+            }
+        }
+    }
+    traces.sort();
+    let started = std::time::Instant::now();
+    step(
+        &format!("ballast tune on {} shared traces", traces.len()),
+        Command::new(target_dir(root).join("release/ballast"))
+            .args([
+                "tune",
+                "--config",
+                "config/simulate-example.toml",
+                "--trace",
+            ])
+            .args(&traces),
+    )?;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "ballast tune took {:.1} s (goal: under {} s)",
+        elapsed.as_secs_f64(),
+        TUNE_GOAL.as_secs()
+    );
+    if elapsed > TUNE_GOAL {
+        bail!("ballast tune missed its goal");
+    }
     Ok(())
 }
 

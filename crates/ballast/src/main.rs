@@ -36,8 +36,11 @@ enum Command {
     Tier(cmd::tier::TierArgs),
     /// Replay a trace through the predictor and the scaler on a virtual clock.
     Simulate(cmd::simulate::SimulateArgs),
-    /// Evaluate the forecaster on a trace.
+    /// Evaluate the forecaster on a trace, or report on demand from the daemon's logs.
     Forecast(cmd::forecast::ForecastArgs),
+    /// Search the shed/restore thresholds, smoothing, cool-down and stabilization that do best
+    /// on recorded traces.
+    Tune(cmd::tune::TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Tier(args) => cmd::tier::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Forecast(args) => cmd::forecast::run(args),
+        Command::Tune(args) => cmd::tune::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,8 @@
 //! `ballast forecast`: offline tools for the forecaster. `evaluate` measures its accuracy on a
-//! recorded trace against the persistence forecast ("next = last").
+//! recorded trace against the persistence forecast ("next = last"); `report` reads the daemon's
+//! telemetry and decision logs and reports on demand (`report.rs`).
+
+pub mod report;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -22,6 +25,24 @@ pub struct ForecastArgs {
 enum ForecastCommand {
     /// Walk the forecaster over a trace (no look-ahead) and compare its error with persistence.
     Evaluate(EvaluateArgs),
+    /// Compare recent demand with its baseline in the daemon's telemetry and decision logs, and
+    /// recommend what to do.
+    Report(ReportArgs),
+}
+
+/// Arguments of `ballast forecast report`.
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// The daemon's telemetry and decision logs (`telemetry-*.jsonl`, `decisions-*.jsonl`,
+    /// rotated segments in any order), or data directories whose `*.jsonl` files are read.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    history: Vec<PathBuf>,
+    /// The recent window: the last this much of the history, compared with everything before.
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = humantime::parse_duration)]
+    horizon: Duration,
+    /// Print one JSON document instead of Markdown.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `ballast forecast evaluate`.
@@ -56,7 +77,67 @@ struct EvaluateArgs {
 pub fn run(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ForecastCommand::Evaluate(args) => run_evaluate(&args),
+        ForecastCommand::Report(args) => run_report(&args),
     }
+}
+
+/// The files `--history` names: files as given, directories as their `*.jsonl` files.
+fn history_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot list {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl"))
+                .collect();
+            if inside.is_empty() {
+                anyhow::bail!(
+                    "{}: no *.jsonl files in this directory (expected the daemon's \
+                     telemetry-*.jsonl and decisions-*.jsonl)",
+                    path.display()
+                );
+            }
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn run_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let mut history = report::History::default();
+    for file in history_files(&args.history)? {
+        let name = file.display().to_string();
+        let bytes = std::fs::read(&file).with_context(|| format!("cannot read history {name}"))?;
+        history.add_text(&name, &bytes);
+    }
+    if !history.bad_lines.is_empty() {
+        eprintln!(
+            "warning: skipped {} unreadable line{}: {}",
+            history.bad_lines.len(),
+            if history.bad_lines.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            report::bad_lines_text(&history.bad_lines, 5)
+        );
+    }
+    let report = report::demand_report(&history, args.horizon).with_context(|| {
+        format!(
+            "cannot make a demand report from {}",
+            history.files.join(", ")
+        )
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::to_markdown(&report, &history));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {

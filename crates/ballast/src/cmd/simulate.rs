@@ -1,8 +1,11 @@
 //! `ballast simulate`: replays a recorded trace through the real predictor and scaler on a
 //! virtual clock, counterfactually (a shed plugin's cost leaves the replayed utilization), and
-//! prints the decision timeline and a summary.
+//! prints the decision timeline and a summary; `--plot` draws it (`plot.rs`), `--compare` runs
+//! the same trace through several configs side by side (`compare.rs`).
 
-mod engine;
+mod compare;
+pub mod engine;
+mod plot;
 #[cfg(test)]
 mod tests;
 
@@ -19,15 +22,22 @@ use ballast_predict::trace::{Spacing, Trace, TraceOptions, read_trace};
 use engine::{Report, Sim, SimConfig};
 
 /// The exit code for a configuration with problems (sysexits' EX_CONFIG).
-const EX_CONFIG: u8 = 78;
+pub(crate) const EX_CONFIG: u8 = 78;
 
 /// Arguments of `ballast simulate`.
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// The simulation config (TOML): scaler and predictor settings and the plugins with their
     /// declared cost; see config/simulate-example.toml.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "compare")]
+    config: Option<PathBuf>,
+    /// Replay the trace through each of these configs and print their summaries side by side.
+    #[arg(long, value_name = "FILE", num_args = 2.., conflicts_with_all = ["config", "plot"])]
+    compare: Vec<PathBuf>,
+    /// Draw the replay into this file (.svg or .png, 1200x600): utilization, smoothed value,
+    /// forecast, thresholds, and one band per plugin with its level and the decisions.
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
+    plot: Option<PathBuf>,
     /// The trace: CSV (`timestamp,value`, NAB, Google 2019, Azure, request logs) or the
     /// daemon's telemetry JSON lines.
     #[arg(long, value_name = "FILE")]
@@ -64,8 +74,11 @@ pub struct SimulateArgs {
 
 /// Runs `ballast simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let config_name = args.config.display().to_string();
-    let config = match load_config(&args.config)? {
+    let Some(config_path) = args.config.clone() else {
+        return compare::run(&args);
+    };
+    let config_name = config_path.display().to_string();
+    let config = match load_config(&config_path)? {
         Ok(config) => config,
         Err(problems) => {
             for problem in problems {
@@ -98,10 +111,39 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_CONFIG));
         }
     };
+    if args.plot.is_some() {
+        sim.record();
+    }
+    let thresholds = sim.thresholds();
     let started = Instant::now();
-    replay(&mut sim, &trace, scale.factor, args.repeat.max(1));
+    let progress = progress_bar(trace.points.len() as u64 * u64::from(args.repeat.max(1)));
+    replay_with_progress(
+        &mut sim,
+        &trace,
+        scale.factor,
+        args.repeat.max(1),
+        progress.as_ref(),
+    );
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
     let elapsed = started.elapsed();
-    let report = sim.finish();
+    let (report, recording) = sim.finish_recorded();
+    if let (Some(path), Some(recording)) = (&args.plot, &recording) {
+        let horizon = config.predictor.bucket * config.predictor.horizon_buckets as u32;
+        plot::plot_to_file(
+            path,
+            &plot::PlotInput {
+                trace_name: trace_file_name(&args.trace),
+                resource,
+                thresholds,
+                horizon,
+                report: &report,
+                recording,
+            },
+        )?;
+        eprintln!("plot written to {}", path.display());
+    }
     if args.json {
         let json = serde_json::json!({
             "trace": name,
@@ -129,7 +171,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads and checks the configuration: `Err` for IO and syntax, `Ok(Err(problems))` for values.
-fn load_config(path: &Path) -> anyhow::Result<Result<SimConfig, Vec<String>>> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Result<SimConfig, Vec<String>>> {
     let name = path.display();
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read config {name}"))?;
@@ -165,7 +207,7 @@ fn load_trace(args: &SimulateArgs) -> anyhow::Result<Trace> {
 }
 
 /// The resource a column most likely measures.
-fn guess_resource(column: &str) -> Resource {
+pub(crate) fn guess_resource(column: &str) -> Resource {
     let column = column.to_ascii_lowercase();
     if column.contains("gpu") && column.contains("mem") {
         Resource::GpuMemory
@@ -180,13 +222,13 @@ fn guess_resource(column: &str) -> Resource {
 
 /// The factor that turns readings into utilizations, and why it was chosen.
 #[derive(Debug)]
-struct Scale {
-    factor: f64,
-    why: String,
+pub(crate) struct Scale {
+    pub(crate) factor: f64,
+    pub(crate) why: String,
 }
 
 impl Scale {
-    fn choose(flag: &str, trace: &Trace) -> anyhow::Result<Scale> {
+    pub(crate) fn choose(flag: &str, trace: &Trace) -> anyhow::Result<Scale> {
         let peak = trace.points.iter().map(|p| p.value).fold(0.0, f64::max);
         let by_peak = || Scale {
             factor: if peak > 0.0 { 1.0 / peak } else { 1.0 },
@@ -222,8 +264,45 @@ impl Scale {
     }
 }
 
+/// The trace's file name without its folders, for titles.
+fn trace_file_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("the trace")
+}
+
+/// Replays of at least this many readings show a progress bar (when stderr is a terminal).
+const PROGRESS_MIN_READINGS: u64 = 1_000_000;
+
+/// A progress bar on stderr for a long replay, or `None` when stderr is not a terminal or the
+/// replay is short.
+fn progress_bar(readings: u64) -> Option<indicatif::ProgressBar> {
+    if readings < PROGRESS_MIN_READINGS || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(readings);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "replaying {bar:40} {human_pos}/{human_len} readings ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
 /// Feeds the trace `repeat` times, each pass starting one interval after the previous ended.
-fn replay(sim: &mut Sim, trace: &Trace, factor: f64, repeat: u32) {
+pub(crate) fn replay(sim: &mut Sim, trace: &Trace, factor: f64, repeat: u32) {
+    replay_with_progress(sim, trace, factor, repeat, None);
+}
+
+/// [`replay`], advancing `progress` every 64 Ki readings.
+fn replay_with_progress(
+    sim: &mut Sim,
+    trace: &Trace,
+    factor: f64,
+    repeat: u32,
+    progress: Option<&indicatif::ProgressBar>,
+) {
     let first = trace.points.first().map_or(Timestamp::ZERO, |p| p.at);
     let last = trace.points.iter().map(|p| p.at).max().unwrap_or(first);
     let step = trace
@@ -231,10 +310,17 @@ fn replay(sim: &mut Sim, trace: &Trace, factor: f64, repeat: u32) {
         .filter(|d| !d.is_zero())
         .unwrap_or(Duration::from_secs(1));
     let span = (last - first) + step;
+    let mut done: u64 = 0;
     for pass in 0..repeat {
         let offset = span.saturating_mul(pass);
         for point in &trace.points {
             sim.step(point.at + offset, point.value * factor);
+            done += 1;
+            if let Some(bar) = progress
+                && done.is_multiple_of(65_536)
+            {
+                bar.inc(65_536);
+            }
         }
     }
 }

@@ -516,7 +516,7 @@ pub async fn run(config: Config) -> Result<()> {
     let drained = tokio::time::timeout(
         config.shutdown_timeout,
         tokio::task::spawn_blocking(move || {
-            drain_host.disable_all("daemon shutdown");
+            drain_host.disable_all(crate::cmd::forecast::report::SHUTDOWN_REASON);
             for name in drain_host.names() {
                 persist_checkpoint(&drain_host, &drain_dir, &name);
             }

@@ -1,3 +1,5 @@
 //! Integration tests of the `ballast` binary: one test binary for the crate, a module per area.
 
 mod cli;
+mod report;
+mod simulate;

@@ -162,6 +162,34 @@ pub struct Report {
     pub summary: Summary,
 }
 
+/// One replayed reading as `--plot` draws it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeriesPoint {
+    /// When.
+    pub at: Timestamp,
+    /// The trace's reading, scaled: the utilization with every plugin at full level.
+    pub trace: f64,
+    /// The utilization replayed, less what shed plugins no longer use.
+    pub replayed: f64,
+    /// The predictor's smoothed value.
+    pub smoothed: f64,
+    /// The predictor's forecast at the horizon, made at this reading, and its confidence.
+    pub forecast: Option<(f64, f64)>,
+}
+
+/// A plugin's level changes: `(at, level)`, `None` while it is off.
+pub type LevelChanges = Vec<(Timestamp, Option<u32>)>;
+
+/// Everything a plot of the replay needs, kept only when asked for ([`Sim::record`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recording {
+    /// Every reading, in replay order.
+    pub points: Vec<SeriesPoint>,
+    /// The plugins in config order, with each change of level: `(at, level)`, `None` while off.
+    /// The first entry is the state at the first reading.
+    pub levels: Vec<(String, LevelChanges)>,
+}
+
 #[derive(Debug)]
 struct PluginTrack {
     name: String,
@@ -198,6 +226,7 @@ pub struct Sim {
     scaler: Scaler,
     shed: f64,
     emergency: Option<f64>,
+    thresholds: ballast_core::Thresholds,
     stabilization: Duration,
     plugins: Vec<PluginTrack>,
     seconds_shed: Vec<f64>,
@@ -207,6 +236,12 @@ pub struct Sim {
     accounted_at: Option<Timestamp>,
     first_at: Option<Timestamp>,
     values: [(Resource, f64); 1],
+    /// The time of the reading or timer being handled.
+    now: Timestamp,
+    recording: Option<Recording>,
+    /// A fixed line and the seconds the replayed utilization spent at or above it
+    /// ([`Sim::watch`]).
+    watch: Option<(f64, f64)>,
 }
 
 impl Sim {
@@ -265,6 +300,7 @@ impl Sim {
             scaler,
             shed: thresholds.shed,
             emergency: thresholds.emergency,
+            thresholds,
             stabilization: profile.stabilization,
             seconds_shed: vec![0.0; plugins.len()],
             plugins,
@@ -290,7 +326,38 @@ impl Sim {
             accounted_at: None,
             first_at: None,
             values: [(resource, 0.0)],
+            now: Timestamp::ZERO,
+            recording: None,
+            watch: None,
         })
+    }
+
+    /// Keeps every reading and level change for a plot ([`Sim::finish_recorded`]).
+    pub fn record(&mut self) {
+        self.recording = Some(Recording {
+            points: Vec::new(),
+            levels: self
+                .plugins
+                .iter()
+                .map(|p| (p.name.clone(), Vec::new()))
+                .collect(),
+        });
+    }
+
+    /// Counts the seconds the replayed utilization spends at or above `line`, whatever the
+    /// config's thresholds are (what `ballast tune` keeps fixed while it moves them).
+    pub fn watch(&mut self, line: f64) {
+        self.watch = Some((line, 0.0));
+    }
+
+    /// The seconds counted by [`Sim::watch`] so far (zero without it).
+    pub fn seconds_over_watch(&self) -> f64 {
+        self.watch.map_or(0.0, |w| w.1)
+    }
+
+    /// The shed, restore and emergency thresholds of the replayed resource.
+    pub fn thresholds(&self) -> ballast_core::Thresholds {
+        self.thresholds
     }
 
     /// The replayed utilization now: the reading less what the shed plugins no longer use.
@@ -317,6 +384,11 @@ impl Sim {
         if self.emergency.is_some_and(|e| replayed >= e) {
             summary.seconds_in_emergency += seconds;
         }
+        if let Some((line, total)) = &mut self.watch
+            && replayed >= *line
+        {
+            *total += seconds;
+        }
         for (plugin, total) in self.plugins.iter().zip(&mut self.seconds_shed) {
             if plugin.is_shed() {
                 *total += seconds;
@@ -330,10 +402,19 @@ impl Sim {
         // Timers due before this reading fire first, at their own time.
         while let Some(t) = self.scaler.poll_timeout().filter(|t| *t < at) {
             self.account_until(t);
+            self.now = t;
             self.scaler.handle_timeout(t);
             self.drain();
         }
         self.account_until(at);
+        self.now = at;
+        if let Some(recording) = &mut self.recording
+            && self.first_at.is_none()
+        {
+            for ((_, changes), plugin) in recording.levels.iter_mut().zip(&self.plugins) {
+                changes.push((at, plugin.level));
+            }
+        }
         self.first_at.get_or_insert(at);
         let value = if value.is_finite() {
             value.max(0.0)
@@ -348,6 +429,17 @@ impl Sim {
         self.report.summary.peak_replayed = self.report.summary.peak_replayed.max(replayed);
         self.values[0].1 = replayed;
         let assessment = self.predictor.observe(at, &self.values);
+        if let Some(recording) = &mut self.recording
+            && let Some(r) = assessment.get(self.values[0].0)
+        {
+            recording.points.push(SeriesPoint {
+                at,
+                trace: value,
+                replayed,
+                smoothed: r.smoothed,
+                forecast: r.forecast.as_ref().map(|f| (f.value, f.confidence)),
+            });
+        }
         self.scaler.handle_assessment(at, &assessment);
         self.drain();
     }
@@ -369,9 +461,10 @@ impl Sim {
             Command::Resume { plugin, .. } => self.resume_level(plugin),
             _ => Level::FULL.0,
         };
-        let Some(plugin) = self.plugins.iter_mut().find(|p| p.name == command.plugin()) else {
+        let Some(index) = self.plugins.iter().position(|p| p.name == command.plugin()) else {
             return;
         };
+        let plugin = &mut self.plugins[index];
         match command {
             Command::Enable { level, .. } | Command::SetLevel { level, .. } => {
                 plugin.level = Some(level.0);
@@ -379,6 +472,13 @@ impl Sim {
             Command::Resume { .. } => plugin.level = Some(resume_level),
             Command::Disable { .. } | Command::Suspend { .. } => plugin.level = None,
             Command::SetConcurrency { .. } => {}
+        }
+        let level = plugin.level;
+        if let Some(recording) = &mut self.recording
+            && let Some((_, changes)) = recording.levels.get_mut(index)
+            && changes.last().is_none_or(|(_, l)| *l != level)
+        {
+            changes.push((self.now, level));
         }
     }
 
@@ -415,6 +515,12 @@ impl Sim {
             DecisionKind::Warn => summary.warnings += 1,
             DecisionKind::Unthrottle | DecisionKind::Override => {}
         }
+    }
+
+    /// Ends the replay at the last reading and hands back the report and the recording.
+    pub fn finish_recorded(mut self) -> (Report, Option<Recording>) {
+        let recording = self.recording.take();
+        (self.finish(), recording)
     }
 
     /// Ends the replay at the last reading and hands back the report.
