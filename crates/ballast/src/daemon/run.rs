@@ -128,6 +128,9 @@ pub async fn run(config: Config) -> Result<()> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    for dir in [data_dir.clone(), data_dir.join("checkpoints")] {
+        store::remove_stale_temp_files(&dir);
+    }
     let clock = ballast_host::system_clock();
     let now = clock();
     tracing::info!(data_dir = %data_dir.display(), listen = %config.api.listen, mode = %config.scaler.mode, "ballast starting");
