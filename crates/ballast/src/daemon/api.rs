@@ -10,6 +10,7 @@
 mod errors;
 mod events;
 mod handlers;
+pub mod requests;
 pub mod views;
 
 #[cfg(test)]
