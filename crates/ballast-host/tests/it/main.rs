@@ -6,3 +6,4 @@ mod calls;
 mod lifecycle;
 mod load;
 mod support;
+mod trust;
