@@ -4,10 +4,11 @@
 //! `{"fail_in": "create"}` returns an error from create, `{"call_sleep_ms": 500}` makes calls
 //! slow, `{"unhealthy": true}` fails its health check. Requests `panic` and `fail` misbehave once.
 //! The request `arm <function>` makes the next run of that function (create, start, set_level,
-//! drain, stop, checkpoint, health, destroy) panic once, in whichever instance runs it next, so a
-//! test can reach every entry point of one plugin in a running daemon.
+//! drain, stop, checkpoint, health, destroy, call) panic once, in whichever instance runs it
+//! next, so a test can reach every entry point of one plugin in a running daemon; `fired`
+//! answers how many armed panics have fired.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ballast_sdk::{
@@ -25,7 +26,7 @@ struct Faults {
 }
 
 /// The functions `arm` can make panic, by bit.
-const ARMABLE: [&str; 8] = [
+const ARMABLE: [&str; 9] = [
     "create",
     "start",
     "set_level",
@@ -34,11 +35,15 @@ const ARMABLE: [&str; 8] = [
     "checkpoint",
     "health",
     "destroy",
+    "call",
 ];
 
 /// One bit per armed function of [`ARMABLE`]. Process-wide: the library is never unloaded, and
 /// `create` runs before there is an instance to hold it.
 static ARMED: AtomicU32 = AtomicU32::new(0);
+
+/// How many armed panics have fired in this process (the request `fired` answers it).
+static FIRED: AtomicU64 = AtomicU64::new(0);
 
 fn bit(function: &str) -> Option<u32> {
     ARMABLE.iter().position(|f| *f == function).map(|i| 1 << i)
@@ -49,6 +54,7 @@ fn fire_if_armed(function: &str) {
     if let Some(bit) = bit(function)
         && ARMED.fetch_and(!bit, Ordering::SeqCst) & bit != 0
     {
+        FIRED.fetch_add(1, Ordering::SeqCst);
         panic!("faulty: armed to panic once in {function}");
     }
 }
@@ -122,6 +128,9 @@ impl Plugin for Faulty {
             b"panic" => panic!("faulty: panic requested by the caller"),
             b"fail" => return Err(PluginError::new("faulty: failure requested by the caller")),
             _ => {}
+        }
+        if request == b"fired" {
+            return Ok(FIRED.load(Ordering::SeqCst).to_string().into_bytes());
         }
         if let Some(function) = request.strip_prefix(b"arm ") {
             let function = String::from_utf8_lossy(function);
