@@ -84,7 +84,13 @@ fn enable(daemon: &Daemon, after: &str) {
             Instant::now() < deadline,
             "faulty did not come back after a panic in {after}: {now:?}; {}; log tail:\n{}",
             daemon.json("/plugins/faulty"),
-            daemon.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            daemon
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(5));
     }
