@@ -101,8 +101,14 @@ fn persist_checkpoint(host: &PluginHost, data_dir: &Path, plugin: &str) {
     }
 }
 
-/// Asks the scaler for its pins and stores them atomically.
-async fn persist_pins(scaler: &Addr<ScalerActor>, data_dir: &Path) {
+/// One writer of `pins.json` at a time: each reads the scaler's pins while it holds this, so the
+/// last write holds the latest pins whichever task (an API request, a pin that ran out) wrote.
+static PINS_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Asks the scaler for its pins and stores them atomically in `data_dir`. The API calls it
+/// before it answers a pin request, so an acknowledged pin survives a crash.
+pub async fn persist_pins(scaler: &Addr<ScalerActor>, data_dir: &Path) {
+    let _writer = PINS_WRITER.lock().await;
     let Ok(plugins) = scaler.send(GetPluginsMsg).await else {
         return;
     };
@@ -489,6 +495,7 @@ pub async fn run(config: Config) -> Result<()> {
         scaler: scaler_addr.clone(),
         live: Arc::clone(&live),
         config: Arc::clone(&config),
+        pins_dir: Some(data_dir.clone()),
         token,
         metrics: Arc::clone(&metrics),
     };

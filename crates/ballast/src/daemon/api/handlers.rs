@@ -313,6 +313,10 @@ pub async fn pin(
     scaler_result
         .map_err(|e| ApiError::unavailable("scaler", e))?
         .map_err(ApiError::from_scaler)?;
+    // Stored before the answer: a pin the operator saw acknowledged survives a crash.
+    if let Some(dir) = &state.pins_dir {
+        crate::daemon::run::persist_pins(&state.scaler, dir).await;
+    }
     let message = match (target, &duration_text) {
         (Some(PinTarget::On { level }), None) => {
             format!("pinned `{name}` on at level {level} until released")
