@@ -2,6 +2,8 @@
 //! a temporary data directory and an ephemeral port, drive it through its API and CLI, kill it,
 //! restart it, and check what survived.
 
+mod api_security;
+mod containment;
 mod daemon;
 mod endpoints;
 mod inspect;

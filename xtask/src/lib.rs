@@ -22,10 +22,10 @@ pub fn generate_header(root: &Path) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Every `.rs` file of the project (crates, plugins, xtask, tests), build outputs excluded.
+/// Every `.rs` file of the project (crates, plugins, xtask, tests, fuzz), build outputs excluded.
 pub fn rust_sources(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut stack: Vec<PathBuf> = ["crates", "plugins", "xtask", "tests"]
+    let mut stack: Vec<PathBuf> = ["crates", "plugins", "xtask", "tests", "fuzz"]
         .iter()
         .map(|d| root.join(d))
         .collect();

@@ -1,13 +1,15 @@
 //! Project automation for ballast (`cargo xtask ...`): CI, plugin builds, the C header, plugin
-//! scaffolding and benchmarks.
-
-mod measure;
+//! scaffolding, benchmarks, and the hardening tools (fuzzing, crash and soak runs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod fuzz;
+mod hardening;
+mod measure;
 
 /// ballast's project automation.
 #[derive(Debug, Parser)]
@@ -63,6 +65,30 @@ enum Task {
     },
     /// Time `ballast tune` (release build) on every shared trace against its goal of a minute.
     Tune,
+    /// Run the fuzz targets (cargo fuzz on nightly, installed if missing), one after another at
+    /// the lowest CPU priority, and print each campaign's figures.
+    Fuzz {
+        /// Only this target (config, descriptor, trace_csv, telemetry_jsonl, api_request, psi,
+        /// cgroup, proc).
+        target: Option<String>,
+        /// How long to run each target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
+    /// Kill -9 the daemon at random moments while it writes decisions and telemetry hard, restart
+    /// it, and check its state files and logs after every round.
+    Crash {
+        /// How many kill-and-restart rounds.
+        #[arg(long, default_value_t = 100)]
+        rounds: u32,
+    },
+    /// Run the daemon for a long time under a load oscillating around its thresholds, with
+    /// plugins failing and panicking at random; report RSS, flaps and contained failures.
+    Soak {
+        /// How long to run.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Run the criterion benchmarks (or those of one package).
     Bench {
         /// Only this package, e.g. ballast-host.
@@ -115,6 +141,9 @@ fn run_task() -> Result<()> {
             )
         }
         Task::Tune => tune(&root),
+        Task::Fuzz { target, seconds } => fuzz::fuzz(&root, target.as_deref(), seconds),
+        Task::Crash { rounds } => hardening::crash(&root, rounds),
+        Task::Soak { minutes } => hardening::soak(&root, minutes),
     }
 }
 

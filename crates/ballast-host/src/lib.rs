@@ -11,6 +11,7 @@ mod host;
 mod host_api;
 mod instance;
 mod library;
+mod trust;
 
 pub use actor::{
     Call, Disable, Enable, Execute, HostEvent, PluginHostActor, Resume, SetLevel, Status,
@@ -21,4 +22,7 @@ pub use elf::{ElfProblem, check_shared_object};
 pub use host::{CallError, EventSink, HostError, PluginHost, PluginStatus, Reply};
 pub use host_api::{Clock, StateReport, system_clock};
 pub use instance::PluginFault;
-pub use library::{LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file};
+pub use library::{
+    LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
+};
+pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

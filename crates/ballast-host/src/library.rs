@@ -16,6 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::elf::{ElfProblem, check_shared_object_file};
+use crate::trust::{FileTrust, UntrustedPath};
 
 /// Longest plugin name accepted.
 const MAX_NAME_LEN: usize = 64;
@@ -32,6 +33,15 @@ pub enum LoadError {
         path: PathBuf,
         /// The IO error.
         source: std::io::Error,
+    },
+    /// Someone besides root and the daemon's user could have written the file (see
+    /// [`crate::FileTrust`]).
+    #[error("refusing to load plugin file {path}: {problem}")]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Which file or directory is at fault, its mode and who may write it.
+        problem: UntrustedPath,
     },
     /// The file is not a loadable 64-bit ELF shared object.
     #[error("plugin file {path} is {problem}")]
@@ -211,23 +221,39 @@ impl std::fmt::Debug for PluginLibrary {
 }
 
 impl PluginLibrary {
-    /// Loads `path`, checks it (ELF structure, optional sha256 pin) before `dlopen`, then validates
-    /// its descriptor.
+    /// Loads `path`, checks it (who may write it, ELF structure, optional sha256 pin) before
+    /// `dlopen`, then validates its descriptor.
     pub fn load(path: &Path, sha256_pin: Option<&str>) -> Result<PluginLibrary, LoadError> {
+        Self::load_trusting(path, sha256_pin, FileTrust::current())
+    }
+
+    /// [`PluginLibrary::load`] with the owners `trust` accepts instead of root and this
+    /// process's user.
+    pub fn load_trusting(
+        path: &Path,
+        sha256_pin: Option<&str>,
+        trust: FileTrust,
+    ) -> Result<PluginLibrary, LoadError> {
         let read_error = |source| LoadError::Read {
             path: path.to_owned(),
             source,
         };
         let file = std::fs::File::open(path).map_err(read_error)?;
-        let size = file.metadata().map_err(read_error)?.len();
+        let metadata = file.metadata().map_err(read_error)?;
+        let size = metadata.len();
+        trust.check(path).map_err(|problem| LoadError::Untrusted {
+            path: path.to_owned(),
+            problem,
+        })?;
         check_shared_object_file(&file, size).map_err(|problem| LoadError::BadFile {
             path: path.to_owned(),
             problem,
         })?;
-        // Hashing reads the whole file, so it is done only when a pin asks for it.
+        // Hashing reads the whole file, so it is done only when a pin asks for it. It reads the
+        // file already open, the one that was checked.
         let sha256 = match sha256_pin {
             Some(expected) => {
-                let actual = sha256_file(path).map_err(read_error)?;
+                let actual = sha256_reader(&file).map_err(read_error)?;
                 if !expected.eq_ignore_ascii_case(&actual) {
                     return Err(LoadError::ChecksumMismatch {
                         path: path.to_owned(),
@@ -276,6 +302,28 @@ impl PluginLibrary {
         };
         // SAFETY: calling the plugin's entry function, which returns static data.
         let descriptor = unsafe { entry() };
+        // SAFETY: the entry function returns null or a descriptor it keeps alive for the life of
+        // the process (the library is never unloaded).
+        unsafe { Self::from_descriptor(descriptor, path, file, sha256, size) }
+    }
+
+    /// Validates the descriptor at `descriptor` as if `path` had returned it.
+    ///
+    /// # Safety
+    ///
+    /// `descriptor` is null or points to a readable descriptor header; every pointer in it that
+    /// the declared sizes and lengths make the host read (the 1.0 descriptor when the header
+    /// says it is at least that large, `version`, `sdk_version` and level names within their
+    /// lengths, `n_levels` level entries when `n_levels` is in range, the vtable's size field
+    /// and the 1.0 vtable) points to that many readable bytes. The function pointers are copied,
+    /// never called.
+    unsafe fn from_descriptor(
+        descriptor: *const BallastPluginDescriptor,
+        path: &Path,
+        file: String,
+        sha256: Option<String>,
+        size: u64,
+    ) -> Result<PluginLibrary, LoadError> {
         if descriptor.is_null() {
             return Err(LoadError::NullDescriptor {
                 path: path.to_owned(),
@@ -309,7 +357,8 @@ impl PluginLibrary {
         }
         // SAFETY: the plugin declares at least the 1.0 size, so the 1.0 fields are readable.
         let d = unsafe { std::ptr::read(descriptor) };
-        validate(&d, path, file, name, sha256, size)
+        // SAFETY: the caller's promise covers what `validate` reads through `d`'s pointers.
+        unsafe { validate(&d, path, file, name, sha256, size) }
     }
 
     /// What the plugin declares.
@@ -330,7 +379,13 @@ impl PluginLibrary {
     }
 }
 
-fn validate(
+/// Validates a descriptor's fields, copying what it declares out of the plugin.
+///
+/// # Safety
+///
+/// As for [`PluginLibrary::from_descriptor`]: the pointers in `d` are readable as far as the
+/// lengths and sizes they come with declare (within the limits checked here).
+unsafe fn validate(
     d: &BallastPluginDescriptor,
     path: &Path,
     file: String,
@@ -460,6 +515,31 @@ fn validate(
     })
 }
 
+/// Validates the plugin descriptor at `descriptor` exactly as [`PluginLibrary::load`] validates
+/// the one a library's entry symbol returns, and returns what it declares; `path` is only used
+/// in messages. For tools that build descriptors in memory (the descriptor fuzz target): no
+/// library is opened and no plugin function is called.
+///
+/// # Safety
+///
+/// `descriptor` is null or points to a readable descriptor header, and every pointer in it is
+/// readable as far as the host reads it: the 1.0 descriptor when the header declares at least
+/// that size, each string within its declared length when that is within the limit, `n_levels`
+/// level entries when `n_levels` is 1 to `BALLAST_MAX_LEVELS`, and the vtable's size field and
+/// its 1.0 fields when the vtable pointer is not null.
+pub unsafe fn validate_descriptor(
+    descriptor: *const BallastPluginDescriptor,
+    path: &Path,
+) -> Result<PluginInfo, LoadError> {
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    // SAFETY: the caller's promise.
+    unsafe { PluginLibrary::from_descriptor(descriptor, path, file, None, 0) }
+        .map(|library| library.info)
+}
+
 /// The error for a library without the v1 entry: name the major it was built for if it exports
 /// another major's entry, else say it is no plugin.
 fn other_major(library: &Library, path: &Path, file: &str) -> LoadError {
@@ -520,8 +600,11 @@ fn read_str(s: BallastStr, max: usize) -> Result<String, String> {
 
 /// The sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    sha256_reader(std::fs::File::open(path)?)
+}
+
+/// The sha256 of everything `file` yields from where it stands, hex.
+fn sha256_reader(mut file: impl std::io::Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {

@@ -666,6 +666,12 @@ impl Scaler {
                 Action::SetLevel { from, to }
             }
         };
+        // A failed plugin is placed on but runs nothing: pinning it on is the operator asking
+        // for a fresh instance, whatever its placement says.
+        let action = match to {
+            Placement::On { level } if self.slots[i].failed => Action::Enable { level },
+            _ => action,
+        };
         if action != Action::None {
             self.slots[i].placement = to;
         }

@@ -272,27 +272,7 @@ pub fn figment(
         let text = std::fs::read_to_string(file).map_err(|e| {
             ConfigError::one(format!("cannot read config file {}: {e}", file.display()))
         })?;
-        // Reject unknown top-level tables: they are profiles, and a typo would be silently ignored.
-        if let Ok(table) = text.parse::<toml::Table>() {
-            let unknown: Vec<&String> = table
-                .keys()
-                .filter(|k| k.as_str() != "default" && !PROFILES.contains(&k.as_str()))
-                .collect();
-            if !unknown.is_empty() {
-                return Err(ConfigError {
-                    problems: unknown
-                        .iter()
-                        .map(|k| {
-                            format!(
-                                "{}: unknown top-level table `[{k}]`; top-level tables are profiles (default, {})",
-                                file.display(),
-                                PROFILES.join(", ")
-                            )
-                        })
-                        .collect(),
-                });
-            }
-        }
+        check_profiles(&text, &file.display().to_string())?;
         figment = figment.merge(Toml::file(file).nested());
     }
     figment = figment
@@ -313,6 +293,29 @@ pub fn figment(
         figment = figment.merge(Named("--mode", Serialized::global("scaler.mode", mode)));
     }
     Ok(figment)
+}
+
+/// Rejects unknown top-level tables: they are profiles, and a typo would be silently ignored.
+/// Text that is not TOML passes here; figment reports it with its line.
+fn check_profiles(text: &str, file_name: &str) -> Result<(), ConfigError> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let problems: Vec<String> = table
+        .keys()
+        .filter(|k| k.as_str() != "default" && !PROFILES.contains(&k.as_str()))
+        .map(|k| {
+            format!(
+                "{file_name}: unknown top-level table `[{k}]`; top-level tables are profiles (default, {})",
+                PROFILES.join(", ")
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
 }
 
 /// A provider under another name, so that `ballast config show` can say "built-in default" or
@@ -344,6 +347,38 @@ pub fn load(
     let figment = figment(file, profile, overrides)?;
     let config: Config = figment.extract().map_err(|error| ConfigError {
         problems: error.into_iter().map(|e| describe(&e)).collect(),
+    })?;
+    let problems = config.problems();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// Parses and validates config `text` as if it were the file `file_name`, layered only over the
+/// built-in defaults: no environment, no flags, no file system. The same checks as [`load`], as a
+/// pure function of its input (for fuzzing and for tools that hold a config in memory).
+pub fn from_toml(text: &str, file_name: &str, profile: &str) -> Result<Config, ConfigError> {
+    if profile != "default" && !PROFILES.contains(&profile) {
+        return Err(ConfigError::one(format!(
+            "unknown profile `{profile}` (expected one of: {})",
+            PROFILES.join(", ")
+        )));
+    }
+    check_profiles(text, file_name)?;
+    let figment = Figment::new()
+        .merge(Named(
+            "built-in default",
+            Serialized::defaults(Config::default()),
+        ))
+        .merge(Toml::string(text).nested())
+        .select(profile);
+    let config: Config = figment.extract().map_err(|error| ConfigError {
+        problems: error
+            .into_iter()
+            .map(|e| format!("{file_name}: {}", describe(&e)))
+            .collect(),
     })?;
     let problems = config.problems();
     if problems.is_empty() {
@@ -606,6 +641,39 @@ listen = "0.0.0.0:7878"
                 .iter()
                 .any(|p| p.contains("api.listen is 0.0.0.0:7878"))
         );
+    }
+
+    #[test]
+    fn a_config_in_memory_gets_the_same_checks_as_a_file() {
+        let config = from_toml(
+            "[default.monitor]\ninterval = \"2s\"\n",
+            "mem.toml",
+            "balanced",
+        )
+        .unwrap();
+        assert_eq!(config.monitor.interval, Duration::from_secs(2));
+        let e = from_toml("[balancd.monitor]\n", "mem.toml", "balanced").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("mem.toml: unknown top-level table `[balancd]`")
+        );
+        let e = from_toml(
+            "[balanced.monitor]\ninterval = \"fast\"\n",
+            "mem.toml",
+            "balanced",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("mem.toml: key `monitor.interval`"),
+            "{e}"
+        );
+        let e =
+            from_toml("[default.monitor]\ninterval = \"1ms\"\n", "mem.toml", "dev").unwrap_err();
+        assert!(
+            e.to_string().contains("monitor.interval must be between"),
+            "{e}"
+        );
+        assert!(from_toml("", "mem.toml", "fast").is_err());
     }
 
     #[test]

@@ -5,4 +5,6 @@ mod actor;
 mod calls;
 mod lifecycle;
 mod load;
+mod panics;
 mod support;
+mod trust;

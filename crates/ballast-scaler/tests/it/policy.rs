@@ -398,6 +398,64 @@ fn a_failed_plugin_is_neither_shed_nor_restored() {
 }
 
 #[test]
+fn pinning_a_failed_plugin_on_enables_a_fresh_instance() {
+    // The plugin was placed on when it failed; a pin on at the same level used to change
+    // nothing, so the operator's `enable` answered 200 and the plugin stayed failed.
+    let mut h = Harness::new(scaler(plugins()));
+    let failed = PluginEvent {
+        at: Timestamp::from_secs(0),
+        plugin: "discord".into(),
+        kind: PluginEventKind::StateChanged {
+            from: PluginState::Enabled { level: level(0) },
+            to: PluginState::Failed {
+                reason: "crashed".into(),
+            },
+            reason: "crashed".into(),
+        },
+    };
+    h.scaler.handle_plugin_event(failed.at, &failed);
+    for secs in [1, 2] {
+        h.scaler
+            .pin(
+                Timestamp::from_secs(secs),
+                "discord",
+                PinTarget::On { level: level(0) },
+                None,
+            )
+            .unwrap();
+        h.drain();
+    }
+    expect![[r#"
+        enable discord 0
+        enable discord 0
+    "#]]
+    .assert_eq(&h.command_lines());
+    // Once it runs again, the same pin changes nothing.
+    let enabled = PluginEvent {
+        at: Timestamp::from_secs(3),
+        plugin: "discord".into(),
+        kind: PluginEventKind::StateChanged {
+            from: PluginState::Failed {
+                reason: "crashed".into(),
+            },
+            to: PluginState::Enabled { level: level(0) },
+            reason: "operator pinned it on at level 0".into(),
+        },
+    };
+    h.scaler.handle_plugin_event(enabled.at, &enabled);
+    h.scaler
+        .pin(
+            Timestamp::from_secs(4),
+            "discord",
+            PinTarget::On { level: level(0) },
+            None,
+        )
+        .unwrap();
+    h.drain();
+    assert_eq!(h.command_lines().lines().count(), 2);
+}
+
+#[test]
 fn a_tier_change_swaps_thresholds_and_bad_profiles_are_refused() {
     let mut h = Harness::new(scaler(plugins()));
     h.memory(0, 1, 1, 0.75);

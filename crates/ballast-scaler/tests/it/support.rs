@@ -131,7 +131,8 @@ impl Harness {
         }
     }
 
-    fn drain(&mut self) {
+    /// Collects what the scaler has to say: decisions, commands and warnings.
+    pub fn drain(&mut self) {
         while let Some(d) = self.scaler.poll_decision() {
             self.decisions.push(d);
         }

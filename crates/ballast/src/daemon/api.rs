@@ -10,6 +10,7 @@
 mod errors;
 mod events;
 mod handlers;
+pub mod requests;
 pub mod views;
 
 #[cfg(test)]
@@ -79,6 +80,24 @@ pub fn server(state: AppState) -> anyhow::Result<Server> {
     server_on(listener, state)
 }
 
+/// How many connections the API holds open at most: half the file descriptors the daemon may
+/// open, between 16 and 4096. Past it the API stops accepting (clients wait in the kernel's
+/// backlog) instead of running the daemon out of descriptors, which its logs, state files and
+/// plugins need too. Idle connections are closed after actix-web's 5 s request timeout.
+pub fn max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one rlimit into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    (soft / 2).clamp(16, 4096)
+}
+
 /// The API server on an already bound `listener` (tests bind `127.0.0.1:0`).
 pub fn server_on(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let address = listener
@@ -87,6 +106,7 @@ pub fn server_on(listener: TcpListener, state: AppState) -> anyhow::Result<Serve
     let data = web::Data::new(state);
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
         .workers(1)
+        .max_connections(max_connections())
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
         .listen(listener)

@@ -101,8 +101,14 @@ fn persist_checkpoint(host: &PluginHost, data_dir: &Path, plugin: &str) {
     }
 }
 
-/// Asks the scaler for its pins and stores them atomically.
-async fn persist_pins(scaler: &Addr<ScalerActor>, data_dir: &Path) {
+/// One writer of `pins.json` at a time: each reads the scaler's pins while it holds this, so the
+/// last write holds the latest pins whichever task (an API request, a pin that ran out) wrote.
+static PINS_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Asks the scaler for its pins and stores them atomically in `data_dir`. The API calls it
+/// before it answers a pin request, so an acknowledged pin survives a crash.
+pub async fn persist_pins(scaler: &Addr<ScalerActor>, data_dir: &Path) {
+    let _writer = PINS_WRITER.lock().await;
     let Ok(plugins) = scaler.send(GetPluginsMsg).await else {
         return;
     };
@@ -128,6 +134,10 @@ pub async fn run(config: Config) -> Result<()> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    raise_file_limit();
+    for dir in [data_dir.clone(), data_dir.join("checkpoints")] {
+        store::remove_stale_temp_files(&dir);
+    }
     let clock = ballast_host::system_clock();
     let now = clock();
     tracing::info!(data_dir = %data_dir.display(), listen = %config.api.listen, mode = %config.scaler.mode, "ballast starting");
@@ -485,6 +495,7 @@ pub async fn run(config: Config) -> Result<()> {
         scaler: scaler_addr.clone(),
         live: Arc::clone(&live),
         config: Arc::clone(&config),
+        pins_dir: Some(data_dir.clone()),
         token,
         metrics: Arc::clone(&metrics),
     };
@@ -529,6 +540,37 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = telemetry.send(Flush).await;
     tracing::info!("ballast stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (at most 65536), as most daemons do:
+/// the default soft limit of 1024 is low for a process holding API connections, logs and
+/// plugins. The API's connection cap follows from the limit (see `api::max_connections`).
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let wanted = limit.rlim_max.min(65536);
+    if limit.rlim_cur >= wanted {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit(2) reads one rlimit; raising the soft limit up to the hard one is always
+    // permitted.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(
+            from = limit.rlim_cur,
+            to = wanted,
+            "raised the open files limit"
+        );
+    }
 }
 
 /// Tells systemd the daemon is ready and keeps its watchdog fed, when run under systemd.

@@ -22,6 +22,9 @@ pub struct AppState {
     pub live: Arc<LiveView>,
     /// The effective config.
     pub config: Arc<Config>,
+    /// Where operator pins are stored before a pin request is answered (the data directory);
+    /// `None` stores nothing (tests of the API alone).
+    pub pins_dir: Option<std::path::PathBuf>,
     /// The bearer token clients must present, if one is configured.
     pub token: Option<Arc<str>>,
     /// The metrics registry.

@@ -17,6 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+///
+/// Each write has a temp file of its own (`.<name>.tmp-<random>`), so two writes of the same
+/// file at once (a plugin's checkpoint stored by its `Disabled` event and by the shutdown drain)
+/// never share one: the later rename wins and the file always holds one whole version. A crash
+/// can leave a temp file behind; [`remove_stale_temp_files`] clears them at start.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -26,19 +31,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?
         .to_string_lossy();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file =
-        File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    drop(file);
-    std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}{TEMP_MARK}"))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", temp.path().display()))?;
+    temp.persist(path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
     // Make the rename itself durable.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// What marks [`write_atomic`]'s temporary files: `.<name>.tmp-<random>`.
+const TEMP_MARK: &str = ".tmp-";
+
+/// Deletes the temporary files that writes interrupted by a crash left in `dir`. Call it before
+/// anything writes there. Returns how many were deleted.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(TEMP_MARK) && entry.path().is_file() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(error) => {
+                    tracing::warn!(file = %entry.path().display(), %error, "cannot delete a stale temporary file")
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "deleted temporary files left by an interrupted write");
+    }
+    removed
 }
 
 /// Reads a JSON state file; a missing file is `None`, a corrupt one an error naming it.
@@ -178,29 +212,32 @@ fn segment_numbers(dir: &Path, name: &str) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
-/// Cuts a torn last line (no newline, or not JSON) off `path`, with a warning. Returns whether
-/// something was cut.
-pub fn repair_torn_tail(path: &Path) -> Result<bool> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+/// Where the torn last line of a JSONL log's `bytes` starts, if it has one: a last line without
+/// its newline, or one that is not JSON. Keeping `bytes[..start]` leaves whole lines only (or
+/// nothing). Earlier lines are not looked at: only the last write can have been interrupted.
+pub fn torn_tail(bytes: &[u8]) -> Option<usize> {
     if bytes.is_empty() {
-        return Ok(false);
+        return None;
     }
     // The start of the last line: after the last newline that is not the final byte.
-    let body = if bytes.ends_with(b"\n") {
-        &bytes[..bytes.len() - 1]
-    } else {
-        &bytes[..]
-    };
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let last = &body[start..];
     let complete =
         bytes.ends_with(b"\n") && serde_json::from_slice::<serde_json::Value>(last).is_ok();
-    if complete {
+    (!complete).then_some(start)
+}
+
+/// Cuts a torn last line (no newline, or not JSON) off `path`, with a warning. Returns whether
+/// something was cut.
+pub fn repair_torn_tail(path: &Path) -> Result<bool> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let Some(start) = torn_tail(&bytes) else {
         return Ok(false);
-    }
+    };
     tracing::warn!(
         file = %path.display(),
-        bytes = last.len(),
+        bytes = bytes.len() - start,
         "skipping a torn last line left by an interrupted write"
     );
     let file = OpenOptions::new()
@@ -268,6 +305,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("pins.json is not valid"), "{error}");
+    }
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed_and_leave_one_whole_version() {
+        // Two writers of the same checkpoint at once used to share a temp file: one renamed it
+        // away while the other still wrote to it, and the second rename failed.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints/voice.bin");
+        let versions: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 64 * 1024]).collect();
+        std::thread::scope(|scope| {
+            for version in &versions {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(path, version).unwrap();
+                    }
+                });
+            }
+        });
+        let content = std::fs::read(&path).unwrap();
+        assert!(versions.contains(&content), "the file mixes versions");
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["voice.bin"], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn temp_files_left_by_a_crash_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".pins.json.tmp-Xa12bc"), "{ half").unwrap();
+        std::fs::write(dir.path().join(".pins.json.tmp-4242"), "{").unwrap();
+        std::fs::write(dir.path().join("pins.json"), "{}").unwrap();
+        std::fs::write(dir.path().join(".hidden"), "keep").unwrap();
+        std::fs::write(dir.path().join("telemetry-000001.jsonl"), "").unwrap();
+        assert_eq!(remove_stale_temp_files(dir.path()), 2);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".hidden", "pins.json", "telemetry-000001.jsonl"]);
+        assert_eq!(remove_stale_temp_files(&dir.path().join("missing")), 0);
     }
 
     #[test]

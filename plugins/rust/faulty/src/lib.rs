@@ -3,7 +3,12 @@
 //! Its config chooses where it misbehaves: `{"panic_in": "call"}` panics in every call,
 //! `{"fail_in": "create"}` returns an error from create, `{"call_sleep_ms": 500}` makes calls
 //! slow, `{"unhealthy": true}` fails its health check. Requests `panic` and `fail` misbehave once.
+//! The request `arm <function>` makes the next run of that function (create, start, set_level,
+//! drain, stop, checkpoint, health, destroy, call) panic once, in whichever instance runs it
+//! next, so a test can reach every entry point of one plugin in a running daemon; `fired`
+//! answers how many armed panics have fired.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ballast_sdk::{
@@ -20,6 +25,40 @@ struct Faults {
     unhealthy: bool,
 }
 
+/// The functions `arm` can make panic, by bit.
+const ARMABLE: [&str; 9] = [
+    "create",
+    "start",
+    "set_level",
+    "drain",
+    "stop",
+    "checkpoint",
+    "health",
+    "destroy",
+    "call",
+];
+
+/// One bit per armed function of [`ARMABLE`]. Process-wide: the library is never unloaded, and
+/// `create` runs before there is an instance to hold it.
+static ARMED: AtomicU32 = AtomicU32::new(0);
+
+/// How many armed panics have fired in this process (the request `fired` answers it).
+static FIRED: AtomicU64 = AtomicU64::new(0);
+
+fn bit(function: &str) -> Option<u32> {
+    ARMABLE.iter().position(|f| *f == function).map(|i| 1 << i)
+}
+
+/// Panics if `function` was armed, disarming it.
+fn fire_if_armed(function: &str) {
+    if let Some(bit) = bit(function)
+        && ARMED.fetch_and(!bit, Ordering::SeqCst) & bit != 0
+    {
+        FIRED.fetch_add(1, Ordering::SeqCst);
+        panic!("faulty: armed to panic once in {function}");
+    }
+}
+
 /// The faulty plugin.
 pub struct Faulty {
     faults: Faults,
@@ -28,6 +67,7 @@ pub struct Faulty {
 
 impl Faulty {
     fn maybe_fail(&self, function: &str) -> Result<(), PluginError> {
+        fire_if_armed(function);
         if self.faults.panic_in.as_deref() == Some(function) {
             panic!("faulty: configured to panic in {function}");
         }
@@ -53,6 +93,7 @@ impl Plugin for Faulty {
     };
 
     fn create(ctx: CreateContext<'_>) -> Result<Self, PluginError> {
+        fire_if_armed("create");
         let faults: Faults = serde_json::from_str(ctx.config_json())
             .map_err(|e| PluginError::invalid(format!("faulty: bad config: {e}")))?;
         let generation = std::str::from_utf8(ctx.checkpoint())
@@ -88,6 +129,20 @@ impl Plugin for Faulty {
             b"fail" => return Err(PluginError::new("faulty: failure requested by the caller")),
             _ => {}
         }
+        if request == b"fired" {
+            return Ok(FIRED.load(Ordering::SeqCst).to_string().into_bytes());
+        }
+        if let Some(function) = request.strip_prefix(b"arm ") {
+            let function = String::from_utf8_lossy(function);
+            let bit = bit(&function).ok_or_else(|| {
+                PluginError::invalid(format!(
+                    "faulty: cannot arm `{function}`; armable: {}",
+                    ARMABLE.join(", ")
+                ))
+            })?;
+            ARMED.fetch_or(bit, Ordering::SeqCst);
+            return Ok(format!("armed {function}").into_bytes());
+        }
         if self.faults.call_sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.faults.call_sleep_ms));
         }
@@ -95,6 +150,10 @@ impl Plugin for Faulty {
     }
 
     fn health(&self) -> Health {
+        fire_if_armed("health");
+        if self.faults.panic_in.as_deref() == Some("health") {
+            panic!("faulty: configured to panic in health");
+        }
         if self.faults.unhealthy {
             Health::Unhealthy("faulty: configured to be unhealthy".to_owned())
         } else {
@@ -105,6 +164,19 @@ impl Plugin for Faulty {
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, PluginError> {
         self.maybe_fail("checkpoint")?;
         Ok(Some(self.generation.to_string().into_bytes()))
+    }
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        // A panic while already unwinding would abort: only panic on a plain destroy.
+        if std::thread::panicking() {
+            return;
+        }
+        fire_if_armed("destroy");
+        if self.faults.panic_in.as_deref() == Some("destroy") {
+            panic!("faulty: configured to panic in destroy");
+        }
     }
 }
 

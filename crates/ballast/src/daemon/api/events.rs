@@ -48,7 +48,7 @@ pub fn event_type(event: &DaemonEvent) -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only these types, comma-separated (e.g. `decision,warning`); all without it.
-    types: Option<String>,
+    pub(super) types: Option<String>,
 }
 
 /// One event in SSE framing.
@@ -62,27 +62,32 @@ fn frame(event: &DaemonEvent) -> Bytes {
     }
 }
 
+/// The event types a `types` filter asks for (comma-separated), or `None` for every type.
+pub(super) fn wanted_types(
+    types: Option<&str>,
+) -> Result<Option<BTreeSet<&'static str>>, ApiError> {
+    let Some(list) = types else {
+        return Ok(None);
+    };
+    let mut wanted = BTreeSet::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let known = EVENT_TYPES.iter().find(|t| **t == name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown event type `{name}` in `types` (expected some of: {})",
+                EVENT_TYPES.join(", ")
+            ))
+        })?;
+        wanted.insert(*known);
+    }
+    Ok(Some(wanted))
+}
+
 /// `GET /events`: server-sent events from now on.
 pub async fn events(
     state: web::Data<AppState>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let wanted: Option<BTreeSet<&'static str>> = match &query.types {
-        None => None,
-        Some(list) => {
-            let mut wanted = BTreeSet::new();
-            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let known = EVENT_TYPES.iter().find(|t| **t == name).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "unknown event type `{name}` in `types` (expected some of: {})",
-                        EVENT_TYPES.join(", ")
-                    ))
-                })?;
-                wanted.insert(*known);
-            }
-            Some(wanted)
-        }
-    };
+    let wanted = wanted_types(query.types.as_deref())?;
     let receiver = state.live.subscribe();
     let opening =
         stream::once(async { Ok::<_, actix_web::Error>(Bytes::from_static(b": connected\n\n")) });

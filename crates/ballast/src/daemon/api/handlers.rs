@@ -196,16 +196,20 @@ pub struct PinRequest {
 }
 
 /// What a pin, release, suspend or resume request asks for, checked.
-struct PinParams {
+pub(super) struct PinParams {
     /// How long the pin holds.
-    duration: Option<Duration>,
+    pub(super) duration: Option<Duration>,
     /// The duration as the client wrote it.
-    duration_text: Option<String>,
+    pub(super) duration_text: Option<String>,
     /// The level, for `level`.
-    level: Option<u32>,
+    pub(super) level: Option<u32>,
 }
 
-fn parse_pin_request(action: &str, body: &[u8], query: PinRequest) -> Result<PinParams, ApiError> {
+pub(super) fn parse_pin_request(
+    action: &str,
+    body: &[u8],
+    query: PinRequest,
+) -> Result<PinParams, ApiError> {
     let from_body: PinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PinRequest::default()
     } else {
@@ -309,6 +313,10 @@ pub async fn pin(
     scaler_result
         .map_err(|e| ApiError::unavailable("scaler", e))?
         .map_err(ApiError::from_scaler)?;
+    // Stored before the answer: a pin the operator saw acknowledged survives a crash.
+    if let Some(dir) = &state.pins_dir {
+        crate::daemon::run::persist_pins(&state.scaler, dir).await;
+    }
     let message = match (target, &duration_text) {
         (Some(PinTarget::On { level }), None) => {
             format!("pinned `{name}` on at level {level} until released")
@@ -386,7 +394,7 @@ pub async fn lifecycle(
 #[serde(deny_unknown_fields)]
 pub struct CallQuery {
     /// Who is calling, for the per-caller tallies.
-    caller: Option<String>,
+    pub(super) caller: Option<String>,
 }
 
 fn valid_caller(caller: &str) -> bool {
@@ -395,6 +403,28 @@ fn valid_caller(caller: &str) -> bool {
         && caller
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:@/".contains(c))
+}
+
+/// The caller of a plugin call: the X-Ballast-Caller header, else the `caller` query parameter,
+/// else `-`.
+pub(super) fn caller_name(
+    header: Option<&header::HeaderValue>,
+    query: Option<&str>,
+) -> Result<String, ApiError> {
+    let caller = match header {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::bad_request("the X-Ballast-Caller header must be plain ASCII")
+        })?),
+        None => query,
+    };
+    if let Some(caller) = caller
+        && !valid_caller(caller)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid caller name `{caller}`: use 1 to 64 letters, digits or -_.:@/"
+        )));
+    }
+    Ok(caller.unwrap_or("-").to_owned())
 }
 
 /// `POST /plugins/{name}/call`: the body goes to the plugin, its answer comes back.
@@ -406,20 +436,7 @@ pub async fn call(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
-    let caller = match req.headers().get(CALLER_HEADER) {
-        Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request("the X-Ballast-Caller header must be plain ASCII")
-        })?),
-        None => query.caller.as_deref(),
-    };
-    if let Some(caller) = caller
-        && !valid_caller(caller)
-    {
-        return Err(ApiError::bad_request(format!(
-            "invalid caller name `{caller}`: use 1 to 64 letters, digits or -_.:@/"
-        )));
-    }
-    let caller = caller.unwrap_or("-").to_owned();
+    let caller = caller_name(req.headers().get(CALLER_HEADER), query.caller.as_deref())?;
     let body = read_body(&req, payload, state.config.api.max_body_bytes).await?;
     let started = Instant::now();
     let result = state
@@ -471,7 +488,7 @@ pub async fn call(
 #[serde(deny_unknown_fields)]
 pub struct DecisionsQuery {
     /// How many of the latest decisions.
-    tail: Option<usize>,
+    pub(super) tail: Option<usize>,
 }
 
 /// `GET /decisions?tail=N`: the latest decisions, oldest first.

@@ -258,6 +258,7 @@ pub(crate) async fn app_state(options: Options) -> AppState {
         scaler,
         live,
         config: Arc::new(config),
+        pins_dir: None,
         token: options.token.map(Arc::from),
         metrics,
     }
