@@ -951,6 +951,7 @@ impl PluginHost {
             latency_p50_us: p50,
             latency_p95_us: p95,
             latency_p99_us: p99,
+            process: None,
         }
     }
 

@@ -494,7 +494,7 @@ impl Scaler {
                 slot.reported = Some(to.clone());
             }
             PluginEventKind::Stats(stats) => self.performance(now, i, stats),
-            PluginEventKind::Reported { .. } => {}
+            PluginEventKind::Reported { .. } | PluginEventKind::Alert { .. } => {}
         }
         self.expire_pins(now);
     }
