@@ -38,6 +38,10 @@ enum Command {
     Simulate(cmd::simulate::SimulateArgs),
     /// Evaluate the forecaster on a trace.
     Forecast(cmd::forecast::ForecastArgs),
+    /// Run one native plugin in a process of its own (started by the daemon for plugins with
+    /// `isolation = "process"`).
+    #[command(hide = true)]
+    Worker(cmd::worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Tier(args) => cmd::tier::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Forecast(args) => cmd::forecast::run(args),
+        Command::Worker(args) => cmd::worker::run(args),
     };
     match result {
         Ok(code) => code,

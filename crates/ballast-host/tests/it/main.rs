@@ -5,4 +5,5 @@ mod actor;
 mod calls;
 mod lifecycle;
 mod load;
+mod process;
 mod support;

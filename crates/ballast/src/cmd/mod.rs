@@ -8,6 +8,7 @@ pub mod run;
 pub mod sample;
 pub mod simulate;
 pub mod tier;
+pub mod worker;
 
 use std::fmt::Write as _;
 

@@ -2,7 +2,9 @@
 //!
 //! Its config chooses where it misbehaves: `{"panic_in": "call"}` panics in every call,
 //! `{"fail_in": "create"}` returns an error from create, `{"call_sleep_ms": 500}` makes calls
-//! slow, `{"unhealthy": true}` fails its health check. Requests `panic` and `fail` misbehave once.
+//! slow, `{"unhealthy": true}` fails its health check. Requests `panic` and `fail` misbehave once;
+//! `segfault` and `abort` crash the whole process, which only a plugin isolated in a worker
+//! process (`isolation = "process"`) survives.
 
 use std::time::Duration;
 
@@ -86,6 +88,12 @@ impl Plugin for Faulty {
         match request {
             b"panic" => panic!("faulty: panic requested by the caller"),
             b"fail" => return Err(PluginError::new("faulty: failure requested by the caller")),
+            b"segfault" => {
+                // SAFETY: not safe at all, on purpose: the caller asked for the crash that
+                // isolation exists to contain. Raising the signal is the honest way to get it.
+                unsafe { libc::raise(libc::SIGSEGV) };
+            }
+            b"abort" => std::process::abort(),
             _ => {}
         }
         if self.faults.call_sleep_ms > 0 {
