@@ -5,4 +5,5 @@
 mod daemon;
 mod endpoints;
 mod inspect;
+mod process;
 mod support;

@@ -306,11 +306,21 @@ fn install_script_plugins(root: &Path, out: &Path) -> Result<()> {
                 if file.path().is_file() {
                     // std::fs::copy keeps the permissions, so scripts stay executable.
                     std::fs::copy(file.path(), target.join(file.file_name())).with_context(
-                        || format!("cannot copy {} to {}", file.path().display(), target.display()),
+                        || {
+                            format!(
+                                "cannot copy {} to {}",
+                                file.path().display(),
+                                target.display()
+                            )
+                        },
                     )?;
                 }
             }
-            eprintln!("==> installed {} into {}", source.display(), target.display());
+            eprintln!(
+                "==> installed {} into {}",
+                source.display(),
+                target.display()
+            );
         }
     }
     Ok(())

@@ -483,7 +483,7 @@ impl ProcessPlugin {
                     });
                 }
                 ChildEvent::Exited(exit) => {
-                    sink_pending.close(format!("the plugin's process {exit}"));
+                    sink_pending.close(format!("the plugin's process {}", exit.sentence()));
                     let _ = startup_tx.try_send(Startup::Exited(*exit));
                 }
                 _ => {}
@@ -588,7 +588,8 @@ impl ProcessPlugin {
             Ok(Startup::Exited(exit)) => {
                 let detail = last_output(&child);
                 Err(fault(format!(
-                    "its process {exit} before it said hello{detail}"
+                    "its process {} before it said hello{detail}",
+                    exit.sentence()
                 )))
             }
             Err(_) => {

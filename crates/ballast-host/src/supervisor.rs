@@ -373,7 +373,7 @@ impl Supervisor {
             return;
         };
         let started = instance.process().map(|p| p.started());
-        let why = format!("its process {exit}");
+        let why = format!("its process {}", exit.sentence());
         self.lock().last_exit = Some(exit.to_string());
         match state {
             PluginState::Suspended => {
@@ -439,9 +439,12 @@ impl Supervisor {
                 let last = {
                     let mut s = self.lock();
                     s.restarts += 1;
-                    s.last_exit.clone().unwrap_or_default()
+                    s.last_exit.clone()
                 };
-                let reason = format!("restarted after {last}");
+                let reason = match last {
+                    Some(exit) => format!("restarted; its last process: {exit}"),
+                    None => "restarted".to_owned(),
+                };
                 slot.shared
                     .transition(PluginState::Enabled { level }, &reason, Some(instance));
             }

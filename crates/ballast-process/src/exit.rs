@@ -37,6 +37,15 @@ impl Exit {
         }
     }
 
+    /// How it ended as the end of a sentence about the process: "exited with status 3", "was
+    /// killed by signal 11 (SIGSEGV)".
+    pub fn sentence(self) -> String {
+        match self {
+            Exit::Status { .. } => self.to_string(),
+            Exit::Signal { .. } => format!("was {self}"),
+        }
+    }
+
     /// Whether it ended well (status 0).
     pub fn success(self) -> bool {
         self == Exit::Status { code: 0 }
@@ -84,6 +93,14 @@ mod tests {
             "killed by signal 11 (SIGSEGV), core dumped"
         );
         assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(
+            Exit::Signal {
+                signal: 9,
+                core_dumped: false
+            }
+            .sentence(),
+            "was killed by signal 9 (SIGKILL)"
+        );
         assert_eq!(signal_name(200), "signal 200");
         assert!(Exit::Status { code: 0 }.success());
     }

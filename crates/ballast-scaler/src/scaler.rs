@@ -642,8 +642,10 @@ impl Scaler {
         let from = self.slots[i].placement;
         let to = match target {
             PinTarget::On { level } => Placement::On { level },
+            // The operator asked for it off: disabled, not suspended (suspend and resume are
+            // the operator's own commands to the host).
             PinTarget::Off => Placement::Off {
-                suspended: self.config.prefer_suspend && self.slots[i].spec.can_suspend,
+                suspended: false,
                 level: match from {
                     Placement::On { level } | Placement::Off { level, .. } => level,
                 },

@@ -161,7 +161,10 @@ fn a_crashing_process_is_restarted_with_back_off_then_failed_at_the_start_limit(
         reasons[1],
         "its process exited with status 3; restart 1 in 20ms"
     );
-    assert_eq!(reasons[2], "restarted after exited with status 3");
+    assert_eq!(
+        reasons[2],
+        "restarted; its last process: exited with status 3"
+    );
     assert_eq!(
         reasons[3],
         "its process exited with status 3; restart 2 in 40ms"

@@ -90,8 +90,12 @@ impl Plugin for Faulty {
             b"fail" => return Err(PluginError::new("faulty: failure requested by the caller")),
             b"segfault" => {
                 // SAFETY: not safe at all, on purpose: the caller asked for the crash that
-                // isolation exists to contain. Raising the signal is the honest way to get it.
-                unsafe { libc::raise(libc::SIGSEGV) };
+                // isolation exists to contain. The default action is restored first because
+                // Rust's own SIGSEGV handler (for stack overflows) would return from a raised one.
+                unsafe {
+                    libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                    libc::raise(libc::SIGSEGV);
+                }
             }
             b"abort" => std::process::abort(),
             _ => {}
