@@ -9,5 +9,6 @@ mod endpoints;
 mod inspect;
 mod load;
 mod pressure;
+mod process;
 mod report;
 mod support;

@@ -29,7 +29,8 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Build the example plugins (Rust and C) into target/<profile>/.
+    /// Build the example plugins (Rust and C) into target/<profile>/ and install the script ones
+    /// (Python, shell) there.
     Plugins {
         /// Build with the release profile.
         #[arg(long)]
@@ -335,7 +336,51 @@ fn build_plugins(root: &Path, release: bool) -> Result<()> {
             .arg(&library)
             .arg(&source),
     )?;
+    install_script_plugins(root, &out)?;
     eprintln!("==> plugins are in {}", out.display());
+    Ok(())
+}
+
+/// Copies the process plugins written in scripting languages (`plugins/python/NAME/`,
+/// `plugins/shell/NAME/`) next to the built ones, as `NAME/...`, where the default config
+/// looks for them.
+fn install_script_plugins(root: &Path, out: &Path) -> Result<()> {
+    for language in ["python", "shell"] {
+        let Ok(entries) = std::fs::read_dir(root.join("plugins").join(language)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let source = entry.path();
+            if !source.is_dir() {
+                continue;
+            }
+            let target = out.join(entry.file_name());
+            std::fs::create_dir_all(&target)
+                .with_context(|| format!("cannot create {}", target.display()))?;
+            for file in std::fs::read_dir(&source)
+                .with_context(|| format!("cannot read {}", source.display()))?
+                .flatten()
+            {
+                if file.path().is_file() {
+                    // std::fs::copy keeps the permissions, so scripts stay executable.
+                    std::fs::copy(file.path(), target.join(file.file_name())).with_context(
+                        || {
+                            format!(
+                                "cannot copy {} to {}",
+                                file.path().display(),
+                                target.display()
+                            )
+                        },
+                    )?;
+                }
+            }
+            eprintln!(
+                "==> installed {} into {}",
+                source.display(),
+                target.display()
+            );
+        }
+    }
     Ok(())
 }
 

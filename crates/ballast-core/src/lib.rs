@@ -17,8 +17,8 @@ pub mod time;
 
 pub use assessment::{Anomaly, Assessment, Forecast, ResourceAssessment, TrendStats};
 pub use plugin::{
-    Command, Level, LevelHints, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
-    ResourceHints,
+    Command, Level, LevelHints, PluginAlert, PluginEvent, PluginEventKind, PluginSpec, PluginState,
+    PluginStats, ProcessUsage, ResourceHints,
 };
 pub use policy::{ThresholdProfile, Thresholds};
 pub use resource::{Resource, UnknownResource};

@@ -95,6 +95,10 @@ pub enum PluginState {
     Disabled,
     /// The plugin is paused and will resume where it was.
     Suspended,
+    /// The plugin's process exited unexpectedly and the host restarts it after a back-off; calls
+    /// get the degraded answer meanwhile. The transition's reason says how it exited and when
+    /// the next start is.
+    Restarting,
     /// The plugin failed and will not be used until re-enabled.
     Failed {
         /// What went wrong.
@@ -103,7 +107,7 @@ pub enum PluginState {
 }
 
 impl PluginState {
-    /// A short name: loaded, enabled, draining, disabled, suspended, failed.
+    /// A short name: loaded, enabled, draining, disabled, suspended, restarting, failed.
     pub fn name(&self) -> &'static str {
         match self {
             PluginState::Loaded => "loaded",
@@ -111,6 +115,7 @@ impl PluginState {
             PluginState::Draining => "draining",
             PluginState::Disabled => "disabled",
             PluginState::Suspended => "suspended",
+            PluginState::Restarting => "restarting",
             PluginState::Failed { .. } => "failed",
         }
     }
@@ -236,6 +241,87 @@ pub struct PluginStats {
     pub latency_p95_us: u64,
     /// 99th percentile call latency in microseconds.
     pub latency_p99_us: u64,
+    /// What the plugin's process (and its children) use, for plugins that run in a process of
+    /// their own; `None` for a plugin inside the daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessUsage>,
+}
+
+/// What a plugin's process and its children use, read from `/proc`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessUsage {
+    /// The main process's id.
+    pub pid: u32,
+    /// Processes in the tree (the main one and its descendants).
+    pub processes: u32,
+    /// Resident memory of the tree, in bytes.
+    pub rss_bytes: u64,
+    /// Virtual memory of the tree, in bytes.
+    pub vsz_bytes: u64,
+    /// CPU used since the previous reading, in cores (1.0 is one core busy); 0 on the first.
+    pub cpu_cores: f64,
+    /// CPU time used by the plugin's processes since it was loaded (across restarts), seconds.
+    pub cpu_seconds: f64,
+    /// Open file descriptors of the tree.
+    pub open_fds: u32,
+    /// Threads of the tree.
+    pub threads: u32,
+    /// Bytes read from storage since the plugin was loaded (across restarts).
+    pub read_bytes: u64,
+    /// Bytes written to storage since the plugin was loaded (across restarts).
+    pub write_bytes: u64,
+}
+
+/// Something the host's supervision noticed about a plugin's behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginAlert {
+    /// No output and no heartbeat for the stall threshold.
+    Stalled,
+    /// High CPU with no output for the stall threshold: a likely infinite loop.
+    BusyStall,
+    /// Output (or progress) resumed after a stall or a stuck phase.
+    Active,
+    /// The progress it reports has not advanced for the stuck threshold.
+    Stuck,
+    /// Its memory grew steadily over the whole detection window.
+    LeakSuspected,
+    /// Its memory reached the soft limit (a warning).
+    MemorySoftLimit,
+    /// Its memory reached the hard limit: the host sheds it.
+    MemoryHardLimit,
+}
+
+impl PluginAlert {
+    /// Every alert, in a fixed order.
+    pub const ALL: [PluginAlert; 7] = [
+        PluginAlert::Stalled,
+        PluginAlert::BusyStall,
+        PluginAlert::Active,
+        PluginAlert::Stuck,
+        PluginAlert::LeakSuspected,
+        PluginAlert::MemorySoftLimit,
+        PluginAlert::MemoryHardLimit,
+    ];
+
+    /// The name as events and metrics spell it: stalled, busy_stall, active, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginAlert::Stalled => "stalled",
+            PluginAlert::BusyStall => "busy_stall",
+            PluginAlert::Active => "active",
+            PluginAlert::Stuck => "stuck",
+            PluginAlert::LeakSuspected => "leak_suspected",
+            PluginAlert::MemorySoftLimit => "memory_soft_limit",
+            PluginAlert::MemoryHardLimit => "memory_hard_limit",
+        }
+    }
+}
+
+impl fmt::Display for PluginAlert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What happened to a plugin, reported by the host.
@@ -271,6 +357,14 @@ pub enum PluginEventKind {
         /// Its message.
         message: String,
     },
+    /// The host's supervision noticed something: a stall, a stuck phase, a suspected leak, a
+    /// memory limit reached, or activity again after a stall.
+    Alert {
+        /// What.
+        alert: PluginAlert,
+        /// The figures behind it, in a sentence.
+        message: String,
+    },
 }
 
 #[cfg(test)]
@@ -292,9 +386,25 @@ mod tests {
             PluginState::Draining,
             PluginState::Disabled,
             PluginState::Suspended,
+            PluginState::Restarting,
         ] {
             assert!(!s.accepts_calls(), "{s}");
         }
+    }
+
+    #[test]
+    fn alerts_serialize_as_their_names() {
+        for alert in PluginAlert::ALL {
+            let json = serde_json::to_value(alert).unwrap();
+            assert_eq!(json, alert.as_str());
+        }
+        let event = PluginEventKind::Alert {
+            alert: PluginAlert::BusyStall,
+            message: "1.00 core, no output for 30s".into(),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["event"], "alert");
+        assert_eq!(json["alert"], "busy_stall");
     }
 
     #[test]

@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 
 use ballast_core::Timestamp;
 use ballast_core::plugin::{
-    Level, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
+    Level, PluginAlert, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
 };
+use ballast_process::LeakDetector;
 use serde::Serialize;
 
 use crate::config::PluginConfig;
 use crate::host_api::{Clock, HostApiRef, HostContext, StateReport, leak_host_api, system_clock};
 use crate::instance::{Instance, PluginFault};
 use crate::library::{LoadError, PluginInfo, PluginLibrary};
+use crate::live::Live;
+use crate::process::{ProcessOptions, ProcessPlugin, ProcessStatus, SupervisorMsg};
 
 /// Where the host sends plugin events.
 pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;
@@ -183,6 +186,10 @@ pub struct PluginStatus {
     pub last_error: Option<String>,
     /// Gauges the plugin emitted through the host API.
     pub gauges: BTreeMap<String, f64>,
+    /// `native` or `process`.
+    pub kind: &'static str,
+    /// Its process, for a plugin that runs in one (a process plugin or an isolated native one).
+    pub process: Option<ProcessStatus>,
 }
 
 /// The state calls look at, swapped atomically at each transition.
@@ -190,7 +197,7 @@ struct Current {
     state: PluginState,
     since: Timestamp,
     reason: String,
-    instance: Option<Arc<Instance>>,
+    instance: Option<Arc<Live>>,
 }
 
 /// Call counters and the latency histogram of one plugin.
@@ -274,7 +281,7 @@ impl Permits {
 }
 
 /// What the worker threads of one plugin share with the host.
-struct Shared {
+pub(crate) struct Shared {
     name: String,
     current: RwLock<Current>,
     stats: CallStats,
@@ -288,12 +295,26 @@ struct Shared {
 }
 
 impl Shared {
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         (self.clock)()
     }
 
+    /// Sends an event about this plugin.
+    pub(crate) fn emit(&self, kind: PluginEventKind) {
+        (self.events)(PluginEvent {
+            at: self.now(),
+            plugin: self.name.clone(),
+            kind,
+        });
+    }
+
+    /// The level of the last Enabled state.
+    pub(crate) fn level(&self) -> Level {
+        Level(self.level.load(Ordering::Relaxed))
+    }
+
     /// Moves to `state`, replacing the instance, and emits the event.
-    fn transition(&self, state: PluginState, reason: &str, instance: Option<Arc<Instance>>) {
+    pub(crate) fn transition(&self, state: PluginState, reason: &str, instance: Option<Arc<Live>>) {
         let now = self.now();
         if let PluginState::Enabled { level } = state {
             self.level.store(level.0, Ordering::Relaxed);
@@ -324,7 +345,7 @@ impl Shared {
     }
 
     /// The current state and instance, read together.
-    fn snapshot(&self) -> (PluginState, Option<Arc<Instance>>) {
+    pub(crate) fn snapshot(&self) -> (PluginState, Option<Arc<Live>>) {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         (current.state.clone(), current.instance.clone())
     }
@@ -345,7 +366,7 @@ impl Shared {
 
     /// The instance that calls admitted earlier may still use: the current one while it is
     /// enabled or draining (a drain lets admitted calls finish).
-    fn serving(&self) -> Option<Arc<Instance>> {
+    fn serving(&self) -> Option<Arc<Live>> {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         match current.state {
             PluginState::Enabled { .. } | PluginState::Draining => current.instance.clone(),
@@ -354,7 +375,7 @@ impl Shared {
     }
 
     /// The live instance if the plugin takes new calls.
-    fn callable(&self) -> Option<Arc<Instance>> {
+    fn callable(&self) -> Option<Arc<Live>> {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         if current.state.accepts_calls() {
             current.instance.clone()
@@ -365,28 +386,62 @@ impl Shared {
 }
 
 struct Job {
-    instance: Arc<Instance>,
+    instance: Arc<Live>,
     request: Vec<u8>,
     reply: Reply,
 }
 
-/// One loaded plugin.
-struct Slot {
-    config: PluginConfig,
-    library: Arc<PluginLibrary>,
-    host_api: HostApiRef,
-    context: &'static HostContext,
-    shared: Arc<Shared>,
-    jobs: crossbeam_channel::Sender<Job>,
-    /// Serializes lifecycle operations; holds the checkpoint of the last instance.
-    lifecycle: Mutex<Option<Vec<u8>>>,
+/// What runs a plugin: a library in the daemon, or a process.
+pub(crate) enum Backend {
+    /// A native library loaded into the daemon.
+    Native {
+        library: Arc<PluginLibrary>,
+        host_api: HostApiRef,
+        context: &'static HostContext,
+    },
+    /// A process plugin, or a native plugin in a worker process.
+    Process(Arc<ProcessPlugin>),
 }
 
-/// Hosts native plugins. Thread-safe; share it in an `Arc`.
+impl Backend {
+    fn info(&self) -> &PluginInfo {
+        match self {
+            Backend::Native { library, .. } => library.info(),
+            Backend::Process(p) => &p.info,
+        }
+    }
+
+    fn gauges(&self) -> BTreeMap<String, f64> {
+        match self {
+            Backend::Native { context, .. } => context.gauges(),
+            Backend::Process(p) => p
+                .supervision
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .gauges
+                .clone(),
+        }
+    }
+}
+
+/// One loaded plugin.
+pub(crate) struct Slot {
+    pub(crate) config: PluginConfig,
+    pub(crate) backend: Backend,
+    pub(crate) shared: Arc<Shared>,
+    jobs: crossbeam_channel::Sender<Job>,
+    /// Serializes lifecycle operations; holds the checkpoint of the last instance.
+    pub(crate) lifecycle: Mutex<Option<Vec<u8>>>,
+    /// The allocator's live bytes of a native plugin, for leak detection.
+    leak: Mutex<LeakDetector>,
+}
+
+/// Hosts plugins: native libraries and processes. Thread-safe; share it in an `Arc`.
 pub struct PluginHost {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     clock: Clock,
     events: EventSink,
+    options: ProcessOptions,
 }
 
 impl Default for PluginHost {
@@ -398,10 +453,17 @@ impl Default for PluginHost {
 impl PluginHost {
     /// A host with `clock` that sends plugin events to `events`.
     pub fn new(clock: Clock, events: EventSink) -> PluginHost {
+        PluginHost::with_options(clock, events, ProcessOptions::default())
+    }
+
+    /// A host whose plugins that run in a process log to `options.log_dir`, are measured every
+    /// `options.sample_interval`, and (isolated native ones) run in `options.worker_program`.
+    pub fn with_options(clock: Clock, events: EventSink, options: ProcessOptions) -> PluginHost {
         PluginHost {
             slots: RwLock::new(BTreeMap::new()),
             clock,
             events,
+            options,
         }
     }
 
@@ -422,11 +484,14 @@ impl PluginHost {
         if !problems.is_empty() {
             return Err(HostError::Config { problems });
         }
+        if config.runs_in_process() {
+            return self.load_process(config);
+        }
         let file = config.file();
         if let Ok(existing) = self.slot(&config.name) {
             return Err(HostError::Duplicate {
                 name: config.name.clone(),
-                first: existing.library.info().file.display().to_string(),
+                first: existing.backend.info().file.display().to_string(),
                 second: file.display().to_string(),
             });
         }
@@ -457,6 +522,84 @@ impl PluginHost {
             });
         });
         let (host_api, context) = leak_host_api(&config.name, Arc::clone(&clock), reports);
+        tracing::info!(plugin = %config.name, file = %file.display(), version = %info.version, abi = %info.abi, "plugin loaded");
+        let backend = Backend::Native {
+            library: Arc::new(library),
+            host_api,
+            context,
+        };
+        self.insert(config, backend).map(|_| info)
+    }
+
+    /// Loads a plugin that runs in a process of its own. Nothing is started yet, except, for an
+    /// isolated native plugin, a worker that reads the library's descriptor and exits.
+    fn load_process(&self, config: PluginConfig) -> Result<PluginInfo, HostError> {
+        if let Ok(existing) = self.slot(&config.name) {
+            return Err(HostError::Duplicate {
+                name: config.name.clone(),
+                first: existing.backend.info().file.display().to_string(),
+                second: config
+                    .command
+                    .clone()
+                    .unwrap_or_else(|| config.file())
+                    .display()
+                    .to_string(),
+            });
+        }
+        if config.kind == crate::config::PluginKind::Native {
+            // The file is checked here (a bad one is named without starting anything); the
+            // worker loads it.
+            let file = config.file();
+            let handle = std::fs::File::open(&file).map_err(|source| LoadError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let size = handle
+                .metadata()
+                .map_err(|source| LoadError::Read {
+                    path: file.clone(),
+                    source,
+                })?
+                .len();
+            crate::elf::check_shared_object_file(&handle, size).map_err(|problem| {
+                LoadError::BadFile {
+                    path: file.clone(),
+                    problem,
+                }
+            })?;
+        }
+        let (supervisor_tx, supervisor_rx) = crossbeam_channel::unbounded::<SupervisorMsg>();
+        let plugin = ProcessPlugin::new(
+            config.clone(),
+            self.options.clone(),
+            Arc::clone(&self.clock),
+            supervisor_tx,
+        )
+        .map_err(|fault| HostError::Plugin {
+            plugin: config.name.clone(),
+            operation: "describe",
+            fault,
+        })?;
+        let plugin = Arc::new(plugin);
+        let info = plugin.info.clone();
+        tracing::info!(plugin = %config.name, command = %info.file.display(), abi = %info.abi, "plugin loaded");
+        let slot = self.insert(config, Backend::Process(Arc::clone(&plugin)))?;
+        let weak = Arc::downgrade(&slot);
+        let name = slot.config.name.clone();
+        std::thread::Builder::new()
+            .name(format!("supervise-{name}"))
+            .spawn(move || crate::supervisor::supervise(weak, plugin, supervisor_rx))
+            .map_err(|e| HostError::Config {
+                problems: vec![format!(
+                    "plugin `{name}`: cannot start its supervisor thread: {e}"
+                )],
+            })?;
+        Ok(info)
+    }
+
+    /// Registers a loaded plugin: its call workers and its slot.
+    fn insert(&self, config: PluginConfig, backend: Backend) -> Result<Arc<Slot>, HostError> {
+        let clock = Arc::clone(&self.clock);
         let now = clock();
         let shared = Arc::new(Shared {
             name: config.name.clone(),
@@ -490,26 +633,25 @@ impl PluginHost {
                     )],
                 })?;
         }
-        tracing::info!(plugin = %config.name, file = %file.display(), version = %info.version, abi = %info.abi, "plugin loaded");
+        let info = backend.info().clone();
         let slot = Arc::new(Slot {
+            leak: Mutex::new(LeakDetector::new(config.leak.clone())),
             config,
-            library: Arc::new(library),
-            host_api,
-            context,
+            backend,
             shared,
             jobs,
             lifecycle: Mutex::new(None),
         });
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = slots.get(&info.name) {
+        if let Some(existing) = slots.get(&slot.config.name) {
             return Err(HostError::Duplicate {
-                name: info.name.clone(),
-                first: existing.library.info().file.display().to_string(),
+                name: slot.config.name.clone(),
+                first: existing.backend.info().file.display().to_string(),
                 second: info.file.display().to_string(),
             });
         }
-        slots.insert(info.name.clone(), slot);
-        Ok(info)
+        slots.insert(slot.config.name.clone(), Arc::clone(&slot));
+        Ok(slot)
     }
 
     /// Names of the loaded plugins.
@@ -529,8 +671,10 @@ impl PluginHost {
             name: slot.config.name.clone(),
             priority: slot.config.priority,
             essential: slot.config.essential,
-            hints: slot.library.info().resource_hints(),
-            can_suspend: true,
+            hints: slot.backend.info().resource_hints(),
+            // Only a process can be stopped; a plugin inside the daemon keeps running its
+            // threads when it is only no longer routed calls, so suspending it frees nothing.
+            can_suspend: slot.config.runs_in_process() && slot.config.can_suspend,
         })
     }
 
@@ -539,118 +683,21 @@ impl PluginHost {
         Ok(self.slot(name)?.config.clone())
     }
 
-    fn check_level(slot: &Slot, level: Level) -> Result<(), HostError> {
-        let n = slot.library.info().n_levels();
-        if level.0 >= n {
-            return Err(HostError::InvalidLevel {
-                plugin: slot.config.name.clone(),
-                level: level.0,
-                max: n - 1,
-            });
-        }
-        Ok(())
-    }
-
-    fn fail(slot: &Slot, operation: &'static str, fault: PluginFault) -> HostError {
-        slot.shared.transition(
-            PluginState::Failed {
-                reason: format!("{operation} failed: {fault}"),
-            },
-            &format!("{operation} failed"),
-            None,
-        );
-        HostError::Plugin {
-            plugin: slot.config.name.clone(),
-            operation,
-            fault,
-        }
-    }
-
     /// Creates and starts the plugin at `level` (or moves an enabled one to `level`). Idempotent.
     pub fn enable(&self, name: &str, level: Level, reason: &str) -> Result<(), HostError> {
-        let slot = self.slot(name)?;
-        Self::check_level(&slot, level)?;
-        let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let (state, instance) = slot.shared.snapshot();
-        match (state, instance) {
-            (PluginState::Enabled { level: current }, _) if current == level => return Ok(()),
-            (PluginState::Enabled { .. } | PluginState::Suspended, Some(instance)) => {
-                return self.change_level(&slot, &instance, level, reason);
-            }
-            _ => {}
-        }
-        let config_json =
-            serde_json::to_vec(&slot.config.config).unwrap_or_else(|_| b"{}".to_vec());
-        let blob = checkpoint.take().unwrap_or_default();
-        let instance = match Instance::create(
-            Arc::clone(&slot.library),
-            slot.host_api.0,
-            &config_json,
-            &blob,
-        ) {
-            Ok(instance) => Arc::new(instance),
-            Err(fault) => {
-                // Keep the checkpoint for the next attempt.
-                *checkpoint = (!blob.is_empty()).then_some(blob);
-                return Err(Self::fail(&slot, "create", fault));
-            }
-        };
-        let wait = slot.config.drain_timeout;
-        if let Err(fault) = instance.start(wait) {
-            return Err(Self::fail(&slot, "start", fault));
-        }
-        if level != Level::FULL
-            && let Err(fault) = instance.set_level(level.0, wait)
-        {
-            return Err(Self::fail(&slot, "set_level", fault));
-        }
-        slot.shared
-            .transition(PluginState::Enabled { level }, reason, Some(instance));
-        // The figures on arrival: what the plugin holds at this level is known at once, not at
-        // the next periodic refresh.
-        self.publish_stats(&slot);
-        Ok(())
-    }
-
-    fn change_level(
-        &self,
-        slot: &Slot,
-        instance: &Arc<Instance>,
-        level: Level,
-        reason: &str,
-    ) -> Result<(), HostError> {
-        // The figures on departure, then on arrival: the scaler learns what each level really
-        // holds even when the plugin stays at a level for less than one periodic refresh.
-        self.publish_stats(slot);
-        if let Err(fault) = instance.set_level(level.0, slot.config.drain_timeout) {
-            if fault.is_panic() {
-                return Err(Self::fail(slot, "set_level", fault));
-            }
-            return Err(HostError::Plugin {
-                plugin: slot.config.name.clone(),
-                operation: "set_level",
-                fault,
-            });
-        }
-        slot.shared.transition(
-            PluginState::Enabled { level },
-            reason,
-            Some(Arc::clone(instance)),
-        );
-        self.publish_stats(slot);
-        Ok(())
+        enable_slot(&*self.slot(name)?, level, reason)
     }
 
     /// Moves an enabled plugin to `level`.
     pub fn set_level(&self, name: &str, level: Level, reason: &str) -> Result<(), HostError> {
         let slot = self.slot(name)?;
-        Self::check_level(&slot, level)?;
-        let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        check_level(&slot, level)?;
+        let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         let (state, instance) = slot.shared.snapshot();
         match (state, instance) {
             (PluginState::Enabled { level: current }, _) if current == level => Ok(()),
             (PluginState::Enabled { .. }, Some(instance)) => {
-                self.change_level(&slot, &instance, level, reason)
+                change_level(&slot, &instance, level, reason, &mut checkpoint)
             }
             (state, _) => Err(HostError::NotEnabled {
                 plugin: name.to_owned(),
@@ -664,104 +711,56 @@ impl PluginHost {
     ///
     /// New calls are refused at once. Calls in flight get up to the plugin's `drain_timeout`;
     /// if some are still running then, the instance is destroyed when the last one returns.
+    /// A process is stopped with SIGTERM, then SIGKILL after its `stop_timeout`.
     pub fn disable(&self, name: &str, reason: &str) -> Result<(), HostError> {
-        let slot = self.slot(name)?;
-        let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let instance = {
-            let current = slot
-                .shared
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            match current.state {
-                PluginState::Enabled { .. } | PluginState::Suspended => current.instance.clone(),
-                _ => None,
-            }
-        };
-        let Some(instance) = instance else {
-            let current_state = slot
-                .shared
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .state
-                .clone();
-            if matches!(
-                current_state,
-                PluginState::Loaded | PluginState::Failed { .. }
-            ) {
-                slot.shared.transition(PluginState::Disabled, reason, None);
-            }
-            return Ok(());
-        };
-        // The figures on departure (see `change_level`).
-        self.publish_stats(&slot);
-        slot.shared
-            .transition(PluginState::Draining, reason, Some(Arc::clone(&instance)));
-        let deadline = Instant::now() + slot.config.drain_timeout;
-        while slot.shared.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
-        if in_flight > 0 {
-            tracing::warn!(plugin = %name, in_flight, "calls still running after the drain deadline; the instance is destroyed when they return");
-        } else {
-            if let Err(fault) = instance.drain(left) {
-                tracing::warn!(plugin = %name, %fault, "plugin drain failed; stopping it anyway");
-            }
-            match instance.checkpoint(left) {
-                Ok(Some(blob)) if !blob.is_empty() => *checkpoint = Some(blob),
-                Ok(_) => {}
-                Err(fault) => {
-                    tracing::warn!(plugin = %name, %fault, "plugin checkpoint failed; its state will not carry over")
-                }
-            }
-            if let Err(fault) = instance.stop(left) {
-                tracing::warn!(plugin = %name, %fault, "plugin stop failed");
-            }
-        }
-        slot.shared.transition(PluginState::Disabled, reason, None);
-        // Dropping the last reference (here, or in the last call still running) destroys it.
-        drop(instance);
-        Ok(())
+        disable_slot(&*self.slot(name)?, reason)
     }
 
     /// Stops routing calls to the plugin while keeping its instance (and memory): cheap to bring
-    /// back with [`PluginHost::resume`].
+    /// back with [`PluginHost::resume`]. A plugin's process is stopped with SIGSTOP.
     pub fn suspend(&self, name: &str, reason: &str) -> Result<(), HostError> {
         let slot = self.slot(name)?;
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         let (state, instance) = slot.shared.snapshot();
-        match state {
-            PluginState::Suspended => Ok(()),
-            PluginState::Enabled { .. } => {
+        match (state, instance) {
+            (PluginState::Suspended, _) => Ok(()),
+            (PluginState::Enabled { .. }, Some(instance)) => {
+                instance.suspend().map_err(|fault| HostError::Plugin {
+                    plugin: name.to_owned(),
+                    operation: "suspend",
+                    fault,
+                })?;
                 slot.shared
-                    .transition(PluginState::Suspended, reason, instance);
+                    .transition(PluginState::Suspended, reason, Some(instance));
                 Ok(())
             }
-            state => Err(HostError::NotEnabled {
+            (state, _) => Err(HostError::NotEnabled {
                 plugin: name.to_owned(),
                 state: state.to_string(),
             }),
         }
     }
 
-    /// Routes calls to a suspended plugin again, at the level it had.
+    /// Routes calls to a suspended plugin again, at the level it had (SIGCONT for a process).
     pub fn resume(&self, name: &str, reason: &str) -> Result<(), HostError> {
         let slot = self.slot(name)?;
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         let (state, instance) = slot.shared.snapshot();
         // A suspended instance keeps the level it had when it was last enabled.
-        let level = Level(slot.shared.level.load(Ordering::Relaxed));
-        match state {
-            PluginState::Suspended => {
+        let level = slot.shared.level();
+        match (state, instance) {
+            (PluginState::Suspended, Some(instance)) => {
+                instance.resume().map_err(|fault| HostError::Plugin {
+                    plugin: name.to_owned(),
+                    operation: "resume",
+                    fault,
+                })?;
                 slot.shared
-                    .transition(PluginState::Enabled { level }, reason, instance);
+                    .transition(PluginState::Enabled { level }, reason, Some(instance));
                 Ok(())
             }
-            PluginState::Enabled { .. } => Ok(()),
-            state => Err(HostError::NotEnabled {
+            (PluginState::Enabled { .. }, _) => Ok(()),
+            (state, _) => Err(HostError::NotEnabled {
                 plugin: name.to_owned(),
                 state: state.to_string(),
             }),
@@ -874,7 +873,7 @@ impl PluginHost {
             }
             Err(fault) => {
                 let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-                Err(Self::fail(&slot, "health check", fault))
+                Err(fail(&slot, "health check", fault))
             }
         }
     }
@@ -883,6 +882,24 @@ impl PluginHost {
     pub fn status(&self, name: &str) -> Result<PluginStatus, HostError> {
         let slot = self.slot(name)?;
         let stats = Self::stats_of(&slot);
+        let (process, version) = match &slot.backend {
+            Backend::Native { .. } => (None, None),
+            Backend::Process(plugin) => {
+                let stopped = slot
+                    .shared
+                    .snapshot()
+                    .1
+                    .and_then(|l| l.process().map(|p| p.is_stopped()))
+                    .unwrap_or(false);
+                let status = plugin.status(stopped);
+                let version = status.version.clone();
+                (Some(status), version)
+            }
+        };
+        let mut info = slot.backend.info().clone();
+        if let Some(version) = version {
+            info.version = version;
+        }
         let current = slot
             .shared
             .current
@@ -896,7 +913,7 @@ impl PluginHost {
             priority: slot.config.priority,
             essential: slot.config.essential,
             concurrency_limit: slot.shared.permits.limit(),
-            info: slot.library.info().clone(),
+            info,
             stats,
             last_error: slot
                 .shared
@@ -905,7 +922,12 @@ impl PluginHost {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            gauges: slot.context.gauges(),
+            gauges: slot.backend.gauges(),
+            kind: match slot.config.kind {
+                crate::config::PluginKind::Native => "native",
+                crate::config::PluginKind::Process => "process",
+            },
+            process,
         })
     }
 
@@ -917,21 +939,36 @@ impl PluginHost {
             .collect()
     }
 
-    /// Fresh figures for `name`, also sent as a `Stats` event.
+    /// Fresh figures for `name`, also sent as a `Stats` event. A native plugin's live bytes
+    /// feed its leak detector here (a process plugin's memory is watched by its supervisor).
     pub fn refresh_stats(&self, name: &str) -> Result<PluginStats, HostError> {
         let slot = self.slot(name)?;
-        Ok(self.publish_stats(&slot))
-    }
-
-    /// Reads the plugin's figures and reports them as a [`PluginEventKind::Stats`] event.
-    fn publish_stats(&self, slot: &Slot) -> PluginStats {
-        let stats = Self::stats_of(slot);
+        let stats = Self::stats_of(&slot);
+        let now = (self.clock)();
+        if matches!(slot.backend, Backend::Native { .. })
+            && slot.shared.callable().is_some()
+            && stats.live_bytes > 0
+        {
+            let finding = slot
+                .leak
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sample(now, stats.live_bytes);
+            if let Some(finding) = finding {
+                let message = finding.describe();
+                tracing::warn!(plugin = %name, alert = "leak_suspected", %message, "plugin alert");
+                slot.shared.emit(PluginEventKind::Alert {
+                    alert: PluginAlert::LeakSuspected,
+                    message,
+                });
+            }
+        }
         (self.events)(PluginEvent {
-            at: (self.clock)(),
-            plugin: slot.config.name.clone(),
+            at: now,
+            plugin: name.to_owned(),
             kind: PluginEventKind::Stats(stats.clone()),
         });
-        stats
+        Ok(stats)
     }
 
     fn stats_of(slot: &Slot) -> PluginStats {
@@ -948,16 +985,7 @@ impl PluginHost {
                 )
             }
         };
-        let alloc = slot
-            .shared
-            .callable()
-            .and_then(|i| i.stats())
-            .unwrap_or_default();
-        PluginStats {
-            live_bytes: alloc.live_bytes,
-            peak_bytes: alloc.peak_bytes,
-            allocations: alloc.allocations,
-            threads: alloc.threads,
+        let mut stats = PluginStats {
             calls: s.calls.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             timeouts: s.timeouts.load(Ordering::Relaxed),
@@ -965,7 +993,38 @@ impl PluginHost {
             latency_p50_us: p50,
             latency_p95_us: p95,
             latency_p99_us: p99,
+            ..PluginStats::default()
+        };
+        match &slot.backend {
+            Backend::Native { .. } => {
+                let alloc = slot
+                    .shared
+                    .callable()
+                    .and_then(|i| i.stats())
+                    .unwrap_or_default();
+                stats.live_bytes = alloc.live_bytes;
+                stats.peak_bytes = alloc.peak_bytes;
+                stats.allocations = alloc.allocations;
+                stats.threads = alloc.threads;
+            }
+            Backend::Process(plugin) => {
+                let running = slot.shared.snapshot().1.is_some();
+                let supervision = plugin.supervision.lock().unwrap_or_else(|p| p.into_inner());
+                if running && let Some(usage) = &supervision.usage {
+                    // A worker reports its plugin's allocator; any other process its memory.
+                    let (live, peak, allocations) =
+                        supervision
+                            .reported
+                            .unwrap_or((usage.rss_bytes, supervision.peak_rss, 0));
+                    stats.live_bytes = live;
+                    stats.peak_bytes = peak;
+                    stats.allocations = allocations;
+                    stats.threads = usage.threads;
+                    stats.process = Some(usage.clone());
+                }
+            }
         }
+        stats
     }
 
     /// The checkpoint kept for the plugin's next create, if any.
@@ -1004,6 +1063,205 @@ impl PluginHost {
             }
         }
     }
+}
+
+fn check_level(slot: &Slot, level: Level) -> Result<(), HostError> {
+    let n = slot.backend.info().n_levels();
+    if level.0 >= n {
+        return Err(HostError::InvalidLevel {
+            plugin: slot.config.name.clone(),
+            level: level.0,
+            max: n - 1,
+        });
+    }
+    Ok(())
+}
+
+/// Marks the plugin failed after `operation` failed, and returns the error.
+pub(crate) fn fail(slot: &Slot, operation: &'static str, fault: PluginFault) -> HostError {
+    slot.shared.transition(
+        PluginState::Failed {
+            reason: format!("{operation} failed: {fault}"),
+        },
+        &format!("{operation} failed"),
+        None,
+    );
+    HostError::Plugin {
+        plugin: slot.config.name.clone(),
+        operation,
+        fault,
+    }
+}
+
+/// Creates and starts a new instance at `level`, handing it the checkpoint (kept for the next
+/// attempt if the create fails). `supervised` marks a restart by the supervisor. The caller
+/// holds the lifecycle lock (`checkpoint` is its content) and makes the transition.
+pub(crate) fn start_instance(
+    slot: &Slot,
+    level: Level,
+    checkpoint: &mut Option<Vec<u8>>,
+    supervised: bool,
+) -> Result<Arc<Live>, (&'static str, PluginFault)> {
+    let blob = checkpoint.take().unwrap_or_default();
+    let created = match &slot.backend {
+        Backend::Native {
+            library, host_api, ..
+        } => {
+            let config_json =
+                serde_json::to_vec(&slot.config.config).unwrap_or_else(|_| b"{}".to_vec());
+            Instance::create(Arc::clone(library), host_api.0, &config_json, &blob).map(Live::Native)
+        }
+        Backend::Process(plugin) => plugin.create(level.0, &blob, supervised).map(Live::Process),
+    };
+    let instance = match created {
+        Ok(instance) => Arc::new(instance),
+        Err(fault) => {
+            *checkpoint = (!blob.is_empty()).then_some(blob);
+            return Err(("create", fault));
+        }
+    };
+    let wait = slot.config.drain_timeout;
+    instance.start(wait).map_err(|f| ("start", f))?;
+    if level != Level::FULL {
+        instance
+            .set_level(level.0, wait)
+            .map_err(|f| ("set_level", f))?;
+    }
+    Ok(instance)
+}
+
+/// [`PluginHost::enable`] on a slot.
+/// Reads the plugin's figures and reports them as a [`PluginEventKind::Stats`] event.
+fn publish_stats(slot: &Slot) {
+    slot.shared
+        .emit(PluginEventKind::Stats(PluginHost::stats_of(slot)));
+}
+
+pub(crate) fn enable_slot(slot: &Slot, level: Level, reason: &str) -> Result<(), HostError> {
+    check_level(slot, level)?;
+    let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+    let (state, instance) = slot.shared.snapshot();
+    match (state, instance) {
+        (PluginState::Enabled { level: current }, _) if current == level => return Ok(()),
+        (PluginState::Enabled { .. } | PluginState::Suspended, Some(instance)) => {
+            return change_level(slot, &instance, level, reason, &mut checkpoint);
+        }
+        _ => {}
+    }
+    match start_instance(slot, level, &mut checkpoint, false) {
+        Ok(instance) => {
+            slot.shared
+                .transition(PluginState::Enabled { level }, reason, Some(instance));
+            // The figures on arrival: what the plugin holds at this level is known at once,
+            // not at the next periodic refresh.
+            publish_stats(slot);
+            Ok(())
+        }
+        Err((operation, fault)) => Err(fail(slot, operation, fault)),
+    }
+}
+
+fn change_level(
+    slot: &Slot,
+    instance: &Arc<Live>,
+    level: Level,
+    reason: &str,
+    checkpoint: &mut Option<Vec<u8>>,
+) -> Result<(), HostError> {
+    // The figures on departure, then on arrival: the scaler learns what each level really holds
+    // even when the plugin stays at a level for less than one periodic refresh.
+    publish_stats(slot);
+    let plugin_error = |operation, fault| HostError::Plugin {
+        plugin: slot.config.name.clone(),
+        operation,
+        fault,
+    };
+    // A suspended process must run to answer.
+    instance.resume().map_err(|f| plugin_error("resume", f))?;
+    if let Some(process) = instance.process()
+        && !process.plugin().speaks_protocol()
+        && process.level() != level.0
+    {
+        // It learns its level only from its environment: restart it at the new one.
+        process.plugin().note(&format!(
+            "restarting at level {level}: it speaks no protocol ({reason})"
+        ));
+        if let Err(fault) = instance.stop(slot.config.drain_timeout) {
+            tracing::warn!(plugin = %slot.config.name, %fault, "stop before the level change failed");
+        }
+        return match start_instance(slot, level, checkpoint, false) {
+            Ok(instance) => {
+                slot.shared
+                    .transition(PluginState::Enabled { level }, reason, Some(instance));
+                Ok(())
+            }
+            Err((operation, fault)) => Err(fail(slot, operation, fault)),
+        };
+    }
+    if let Err(fault) = instance.set_level(level.0, slot.config.drain_timeout) {
+        if fault.is_panic() {
+            return Err(fail(slot, "set_level", fault));
+        }
+        return Err(plugin_error("set_level", fault));
+    }
+    slot.shared.transition(
+        PluginState::Enabled { level },
+        reason,
+        Some(Arc::clone(instance)),
+    );
+    publish_stats(slot);
+    Ok(())
+}
+
+/// [`PluginHost::disable`] on a slot.
+pub(crate) fn disable_slot(slot: &Slot, reason: &str) -> Result<(), HostError> {
+    let name = slot.config.name.as_str();
+    let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+    let (state, instance) = slot.shared.snapshot();
+    let instance = match state {
+        PluginState::Enabled { .. } | PluginState::Suspended => instance,
+        _ => None,
+    };
+    let Some(instance) = instance else {
+        if matches!(
+            state,
+            PluginState::Loaded | PluginState::Failed { .. } | PluginState::Restarting
+        ) {
+            slot.shared.transition(PluginState::Disabled, reason, None);
+        }
+        return Ok(());
+    };
+    // The figures on departure (see `change_level`).
+    publish_stats(slot);
+    slot.shared
+        .transition(PluginState::Draining, reason, Some(Arc::clone(&instance)));
+    let deadline = Instant::now() + slot.config.drain_timeout;
+    while slot.shared.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
+    if in_flight > 0 {
+        tracing::warn!(plugin = %name, in_flight, "calls still running after the drain deadline; the instance is destroyed when they return");
+    } else {
+        if let Err(fault) = instance.drain(left) {
+            tracing::warn!(plugin = %name, %fault, "plugin drain failed; stopping it anyway");
+        }
+        match instance.checkpoint(left) {
+            Ok(Some(blob)) if !blob.is_empty() => *checkpoint = Some(blob),
+            Ok(_) => {}
+            Err(fault) => {
+                tracing::warn!(plugin = %name, %fault, "plugin checkpoint failed; its state will not carry over")
+            }
+        }
+        if let Err(fault) = instance.stop(left) {
+            tracing::warn!(plugin = %name, %fault, "plugin stop failed");
+        }
+    }
+    slot.shared.transition(PluginState::Disabled, reason, None);
+    // Dropping the last reference (here, or in the last call still running) destroys it.
+    drop(instance);
+    Ok(())
 }
 
 /// A worker thread: takes jobs, waits for a permit, runs the call, replies.

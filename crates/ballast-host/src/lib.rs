@@ -3,6 +3,12 @@
 //!
 //! [`PluginHost`] is the synchronous core; [`PluginHostActor`] is the thin actix shell the daemon
 //! wires to the scaler. Plugin libraries are never unloaded (see [`PluginLibrary`]).
+//!
+//! Plugins come in two kinds behind the same lifecycle, calls and events: native libraries
+//! inside the daemon, and plugins that run in a process of their own (process plugins in any
+//! language, and native plugins isolated in a `ballast worker`, see [`worker`]). A supervisor
+//! thread per process plugin restarts crashed processes with back-off, measures them and runs
+//! the stall, stuck, leak and memory-limit detectors of `ballast-process`.
 
 mod actor;
 mod config;
@@ -11,13 +17,17 @@ mod host;
 mod host_api;
 mod instance;
 mod library;
+mod live;
+mod process;
+mod supervisor;
 mod trust;
+pub mod worker;
 
 pub use actor::{
     Call, Disable, Enable, Execute, HostEvent, PluginHostActor, Resume, SetLevel, Status,
     Subscribe, Suspend,
 };
-pub use config::PluginConfig;
+pub use config::{Isolation, LevelConfig, PluginConfig, PluginKind, Protocol};
 pub use elf::{ElfProblem, check_shared_object};
 pub use host::{CallError, EventSink, HostError, PluginHost, PluginStatus, Reply};
 pub use host_api::{Clock, StateReport, system_clock};
@@ -25,4 +35,5 @@ pub use instance::PluginFault;
 pub use library::{
     LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
 };
+pub use process::{ProcessOptions, ProcessStatus, ProgressStatus};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

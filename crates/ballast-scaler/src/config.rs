@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 /// stabilization = "5m"      # calm time before each restore step
 /// flap_backoff_max = "1h"   # cap of a flapping plugin's doubled stabilization
 /// soft_margin = 0.10        # soft limit = shed - soft_margin (never under restore), unless soft_limits names one
-/// prefer_suspend = false    # suspend instead of disable when a plugin can be suspended
+/// prefer_suspend = true     # suspend a can_suspend plugin instead of disabling it, for CPU, GPU and IO
 ///
 /// [thresholds.default]
 /// shed = 0.80
@@ -68,7 +68,10 @@ pub struct ScalerConfig {
     pub soft_margin: f64,
     /// Soft limits per resource, overriding `soft_margin`.
     pub soft_limits: BTreeMap<Resource, f64>,
-    /// Suspend a plugin that can be suspended instead of disabling it, as its last shed step.
+    /// Suspend a plugin that can be suspended (its process is stopped with SIGSTOP) instead of
+    /// disabling it, as its last shed step, when the resource under pressure is one a stopped
+    /// process stops using: CPU, CPU and IO pressure, GPU compute. For memory, which a stopped
+    /// process keeps, it is disabled (and a suspended plugin is disabled first).
     pub prefer_suspend: bool,
     /// Adaptive concurrency, the gentlest step.
     pub concurrency: ConcurrencyConfig,
@@ -93,7 +96,7 @@ impl Default for ScalerConfig {
             },
             soft_margin: 0.10,
             soft_limits: BTreeMap::new(),
-            prefer_suspend: false,
+            prefer_suspend: true,
             concurrency: ConcurrencyConfig::default(),
             machine: MachineTotals::default(),
             plugins: BTreeMap::new(),

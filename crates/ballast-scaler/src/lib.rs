@@ -14,9 +14,12 @@
 //!    one evaluation, pinned ones included, without a cool-down.
 //! 2. **Hard limit**: a resource at its shed threshold takes one step on the lowest-priority
 //!    plugin that may be touched (a lower level if it has one, else disable, or suspend when
-//!    `prefer_suspend` is set and it can be suspended), then waits for the cool-down and for an
-//!    assessment made after the step, so the next step sees the effect of the previous one.
-//!    For GPU resources, plugins that declare GPU use go first.
+//!    it can be suspended, `prefer_suspend` is set and the resource is one a stopped process
+//!    stops using: CPU, CPU and IO pressure, GPU compute), then waits for the cool-down and for
+//!    an assessment made after the step, so the next step sees the effect of the previous one.
+//!    For GPU resources, plugins that declare GPU use go first. A stopped process keeps its
+//!    memory, so under memory pressure a suspended plugin is disabled before anything that
+//!    still serves is touched, and a resume's pre-flight counts no memory.
 //! 3. **Soft limit**: between the soft limit and the shed threshold the scaler warns once and
 //!    lowers concurrency limits one plugin per cool-down (the gentlest step).
 //! 4. **Restore**: after every resource stayed below its restore threshold for the stabilization
@@ -29,7 +32,8 @@
 //! `min_confidence`. Performance figures from the host (p95 latency over an objective, failure
 //! rate over a limit) take the same step down on that plugin, with that reason.
 //! Operator pins hold a plugin on or off, optionally until a time; only an emergency overrides
-//! them. In observe mode the scaler decides exactly as in enforce mode but sends no command.
+//! them. A plugin the host disabled on its own (over its hard memory limit, or a process that
+//! ended for good) is placed off and restored like one the scaler shed. In observe mode the scaler decides exactly as in enforce mode but sends no command.
 
 #![deny(missing_docs)]
 

@@ -21,6 +21,21 @@ const N_RESOURCES: usize = Resource::ALL.len();
 /// The flap count at which the back-off stops doubling (the cap applies long before).
 const MAX_FLAP_EXPONENT: u32 = 16;
 
+/// Whether stopping a plugin's process (SIGSTOP) relieves `resource`. A stopped process uses no
+/// CPU, GPU compute or IO, but keeps every byte of its memory (and GPU memory): for those, only
+/// disabling it helps.
+const fn suspension_relieves(resource: Resource) -> bool {
+    match resource {
+        Resource::Cpu | Resource::CpuPressure | Resource::IoPressure | Resource::Gpu => true,
+        Resource::Memory | Resource::MemoryPressure | Resource::GpuMemory | Resource::Disk => false,
+    }
+}
+
+/// Whether a suspended plugin still holds `resource` (its memory stays resident).
+const fn held_while_suspended(resource: Resource) -> bool {
+    matches!(resource, Resource::Memory | Resource::GpuMemory)
+}
+
 /// The position of `resource` in [`Resource::ALL`].
 const fn resource_index(resource: Resource) -> usize {
     match resource {
@@ -177,10 +192,31 @@ impl Slot {
             && matches!(self.placement, Placement::On { .. })
     }
 
-    /// Declared utilization of `resource` at `placement`, if it can be known.
+    /// Whether the policy may disable this suspended plugin to free memory: it serves nobody
+    /// but still holds its memory.
+    fn suspended_and_sheddable(&self) -> bool {
+        !self.spec.essential
+            && self.pin.is_none()
+            && !self.failed
+            && matches!(
+                self.placement,
+                Placement::Off {
+                    suspended: true,
+                    ..
+                }
+            )
+    }
+
+    /// Declared utilization of `resource` at `placement`, if it can be known. A suspended
+    /// plugin still holds its memory at the level it had, and uses nothing else.
     fn need(&self, placement: Placement, resource: Resource, machine: &MachineTotals) -> f64 {
-        let Placement::On { level } = placement else {
-            return 0.0;
+        let level = match placement {
+            Placement::On { level } => level,
+            Placement::Off {
+                suspended: true,
+                level,
+            } if held_while_suspended(resource) => level,
+            Placement::Off { .. } => return 0.0,
         };
         // What the plugin was seen to use counts when it is more than it declared: a plugin
         // that under-declares is not restored into the pressure it caused.
@@ -543,12 +579,35 @@ impl Scaler {
                     _ => {}
                 }
                 slot.reported = Some(to.clone());
+                // The host took the plugin off on its own (a hard memory limit, a process that
+                // exited for good, one that crashed while suspended): it is off now, and the
+                // usual restore brings it back once the machine is calm. A shed soon after a
+                // restore counts as a flap.
+                if *to == PluginState::Disabled {
+                    let level = match slot.placement {
+                        Placement::On { level } => Some(level),
+                        Placement::Off {
+                            suspended: true,
+                            level,
+                        } => Some(level),
+                        Placement::Off { .. } => None,
+                    };
+                    if let Some(level) = level {
+                        let _ = self.flap_accounting(now, i, String::new());
+                        self.slots[i].placement = Placement::Off {
+                            suspended: false,
+                            level,
+                        };
+                        // Like a step of the scaler's own: the stabilization counts again.
+                        self.last_step_at = Some(now);
+                    }
+                }
             }
             PluginEventKind::Stats(stats) => {
                 self.slots[i].observe(stats);
                 self.performance(now, i, stats);
             }
-            PluginEventKind::Reported { .. } => {}
+            PluginEventKind::Reported { .. } | PluginEventKind::Alert { .. } => {}
         }
         self.expire_pins(now);
     }
@@ -637,8 +696,10 @@ impl Scaler {
         let from = self.slots[i].placement;
         let to = match target {
             PinTarget::On { level } => Placement::On { level },
+            // The operator asked for it off: disabled, not suspended (suspend and resume are
+            // the operator's own commands to the host).
             PinTarget::Off => Placement::Off {
-                suspended: self.config.prefer_suspend && self.slots[i].spec.can_suspend,
+                suspended: false,
                 level: match from {
                     Placement::On { level } | Placement::Off { level, .. } => level,
                 },
@@ -874,6 +935,34 @@ impl Scaler {
         let Some(view) = self.views[i].clone() else {
             return;
         };
+        // A suspended plugin serves nobody yet keeps its memory: when memory is what runs hot,
+        // it is disabled before anything that still serves is touched.
+        if !suspension_relieves(view.resource)
+            && let Some(index) = self.slots.iter().position(Slot::suspended_and_sheddable)
+        {
+            let reason = format!(
+                "{} pressure {:.2} reached shed {:.2}{}; it was suspended, which keeps its memory",
+                view.resource,
+                view.pressure,
+                view.thresholds.shed,
+                forecast_note(&view)
+            );
+            let level = match self.slots[index].placement {
+                Placement::On { level } | Placement::Off { level, .. } => level,
+            };
+            self.go_off(
+                now,
+                index,
+                level,
+                false,
+                Rule::HighPressure,
+                Some(view),
+                None,
+                reason,
+            );
+            self.last_shed_at = Some(now);
+            return;
+        }
         let Some(index) = self.pick(i, Slot::sheddable) else {
             let reason = format!(
                 "{} pressure {:.2} reached shed {:.2} but no plugin is left that may be shed",
@@ -948,11 +1037,17 @@ impl Scaler {
             if slot.spec.essential || slot.failed {
                 continue;
             }
-            let Placement::On { level } = slot.placement else {
-                continue;
+            let level = match slot.placement {
+                Placement::On { level } => level,
+                // Suspended plugins keep their memory: a memory emergency disables them too.
+                Placement::Off {
+                    suspended: true,
+                    level,
+                } if !suspension_relieves(view.resource) => level,
+                Placement::Off { .. } => continue,
             };
             any = true;
-            let suspended = self.config.prefer_suspend && slot.spec.can_suspend;
+            let suspended = self.suspend_instead(slot, Some(view.resource));
             self.go_off(
                 now,
                 index,
@@ -993,6 +1088,16 @@ impl Scaler {
         );
     }
 
+    /// Whether `slot`'s last step off is a suspension rather than a disable: it can be
+    /// suspended, `prefer_suspend` is set, and the step is for a resource that stopping its
+    /// process relieves (not memory, which a stopped process keeps). Steps for performance
+    /// (no resource) suspend too.
+    fn suspend_instead(&self, slot: &Slot, resource: Option<Resource>) -> bool {
+        self.config.prefer_suspend
+            && slot.spec.can_suspend
+            && resource.is_none_or(suspension_relieves)
+    }
+
     /// One step down for `index`: a lower level if it has one, else off.
     fn step_down(
         &mut self,
@@ -1023,7 +1128,7 @@ impl Scaler {
             );
             self.last_step_at = Some(now);
         } else {
-            let suspended = self.config.prefer_suspend && slot.spec.can_suspend;
+            let suspended = self.suspend_instead(slot, figures.as_ref().map(|f| f.resource));
             self.go_off(
                 now,
                 index,

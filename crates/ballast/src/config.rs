@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ballast_core::Resource;
-use ballast_host::PluginConfig;
+use ballast_host::{Isolation, LevelConfig, PluginConfig, Protocol};
 use ballast_predict::PredictorConfig;
 use ballast_scaler::ScalerConfig;
 use ballast_tier::TierConfig;
@@ -202,7 +202,8 @@ impl Default for Config {
 }
 
 /// The example integrations, with the priorities the design gives them: voice is shed first,
-/// then android, then discord; `stubs` is essential.
+/// then the notes indexer, android, discord (isolated in a worker process), the load logger;
+/// `stubs` is essential.
 fn example_plugins() -> Vec<PluginConfig> {
     let plugin = |name: &str, priority: i32, essential: bool| {
         let mut c = PluginConfig::new(name, format!("lib{name}.so"));
@@ -210,10 +211,50 @@ fn example_plugins() -> Vec<PluginConfig> {
         c.essential = essential;
         c
     };
+    let mut discord = plugin("discord", 30, false);
+    discord.isolation = Isolation::Process;
+    discord.can_suspend = true;
+    let mut indexer = PluginConfig::process("indexer", "indexer/indexer.py");
+    indexer.priority = 15;
+    indexer.protocol = Protocol::JsonLines;
+    indexer.can_suspend = true;
+    indexer.levels = vec![
+        LevelConfig {
+            name: "full".to_owned(),
+            memory_mb: 64,
+            gpu_memory_mb: 0,
+        },
+        LevelConfig {
+            name: "keywords".to_owned(),
+            memory_mb: 16,
+            gpu_memory_mb: 0,
+        },
+    ];
+    indexer.cpu_share = 0.05;
+    indexer.memory_soft_limit_mb = Some(256);
+    indexer.memory_hard_limit_mb = Some(512);
+    let mut loadwatch = PluginConfig::process("loadwatch", "loadwatch/loadwatch.sh");
+    loadwatch.priority = 35;
+    loadwatch.can_suspend = true;
+    loadwatch.stall_threshold = Some(Duration::from_secs(60));
+    loadwatch.levels = vec![
+        LevelConfig {
+            name: "every-5s".to_owned(),
+            memory_mb: 2,
+            gpu_memory_mb: 0,
+        },
+        LevelConfig {
+            name: "every-30s".to_owned(),
+            memory_mb: 2,
+            gpu_memory_mb: 0,
+        },
+    ];
     vec![
         plugin("voice", 10, false),
+        indexer,
         plugin("android", 20, false),
-        plugin("discord", 30, false),
+        discord,
+        loadwatch,
         plugin("clock", 40, false),
         plugin("stubs", 100, true),
     ]
@@ -515,15 +556,28 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."))
     }
 
-    /// The plugins with relative paths resolved against the plugin directory.
+    /// The plugins with relative paths resolved against the plugin directory: a native
+    /// plugin's `path`, a process plugin's `working_dir`, and its `command` when that is a path
+    /// (it has a `/`; a bare name is looked up in `PATH`, as a shell would).
     pub fn resolved_plugins(&self) -> Vec<PluginConfig> {
         let dir = self.plugin_dir();
         self.plugins
             .iter()
             .map(|p| {
                 let mut p = p.clone();
-                if p.path.is_relative() {
+                if p.path.is_relative() && !p.path.as_os_str().is_empty() {
                     p.path = dir.join(&p.path);
+                }
+                if let Some(command) = &p.command
+                    && command.is_relative()
+                    && command.components().count() > 1
+                {
+                    p.command = Some(dir.join(command));
+                }
+                if let Some(working_dir) = &p.working_dir
+                    && working_dir.is_relative()
+                {
+                    p.working_dir = Some(dir.join(working_dir));
                 }
                 p
             })
@@ -545,7 +599,18 @@ mod tests {
     fn the_built_in_default_is_valid_and_has_the_example_plugins() {
         let config = load(None, DEFAULT_PROFILE, &Overrides::default()).unwrap();
         let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["voice", "android", "discord", "clock", "stubs"]);
+        assert_eq!(
+            names,
+            [
+                "voice",
+                "indexer",
+                "android",
+                "discord",
+                "loadwatch",
+                "clock",
+                "stubs"
+            ]
+        );
         assert!(
             config
                 .plugins
@@ -553,6 +618,62 @@ mod tests {
                 .find(|p| p.name == "stubs")
                 .unwrap()
                 .essential
+        );
+    }
+
+    #[test]
+    fn relative_programs_resolve_in_the_plugin_directory_and_bare_names_in_path() {
+        let mut config = load(None, DEFAULT_PROFILE, &Overrides::default()).unwrap();
+        config.plugin_dir = Some(PathBuf::from("/opt/ballast"));
+        let mut python = PluginConfig::process("bare", "python3");
+        python.working_dir = Some(PathBuf::from("bare"));
+        config.plugins.push(python);
+        let resolved = config.resolved_plugins();
+        let find = |name: &str| resolved.iter().find(|p| p.name == name).unwrap();
+        assert_eq!(
+            find("indexer").command.as_deref(),
+            Some(Path::new("/opt/ballast/indexer/indexer.py"))
+        );
+        assert_eq!(find("bare").command.as_deref(), Some(Path::new("python3")));
+        assert_eq!(
+            find("bare").working_dir.as_deref(),
+            Some(Path::new("/opt/ballast/bare"))
+        );
+        assert_eq!(find("voice").path, Path::new("/opt/ballast/libvoice.so"));
+        assert_eq!(find("indexer").path, Path::new(""));
+    }
+
+    #[test]
+    fn a_process_plugin_in_a_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            &dir,
+            r#"
+[[default.plugins]]
+name = "bot"
+kind = "process"
+command = "bot/bot.py"
+protocol = "json-lines"
+levels = [{ name = "full", memory_mb = 128 }]
+restart = { burst = 3, window = "2m" }
+memory_hard_limit_mb = 64
+memory_soft_limit_mb = 96
+"#,
+        );
+        let e = load(Some(&file), "balanced", &Overrides::default()).unwrap_err();
+        assert_eq!(
+            e.problems,
+            ["plugin `bot`: memory_soft_limit_mb (96) must not be above memory_hard_limit_mb (64)"]
+        );
+        let file = write(
+            &dir,
+            "[[default.plugins]]\nname = \"bot\"\nkind = \"process\"\ncommand = \"bot.py\"\nprotocol = \"grpc\"\n",
+        );
+        let e = load(Some(&file), "balanced", &Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("key `plugins.0.protocol`: unknown variant: found `grpc`"),
+            "{e}"
         );
     }
 

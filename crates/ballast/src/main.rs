@@ -41,6 +41,10 @@ enum Command {
     /// Search the shed/restore thresholds, smoothing, cool-down and stabilization that do best
     /// on recorded traces.
     Tune(cmd::tune::TuneArgs),
+    /// Run one native plugin in a process of its own (started by the daemon for plugins with
+    /// `isolation = "process"`).
+    #[command(hide = true)]
+    Worker(cmd::worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Forecast(args) => cmd::forecast::run(args),
         Command::Tune(args) => cmd::tune::run(args),
+        Command::Worker(args) => cmd::worker::run(args),
     };
     match result {
         Ok(code) => code,

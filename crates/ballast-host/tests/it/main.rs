@@ -6,5 +6,6 @@ mod calls;
 mod lifecycle;
 mod load;
 mod panics;
+mod process;
 mod support;
 mod trust;

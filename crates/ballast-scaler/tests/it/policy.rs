@@ -586,6 +586,174 @@ fn a_soft_limit_from_the_margin_never_falls_under_restore_and_holds_restores() {
     expect![[r#"
         0s shed discord (disable) [high_pressure]
         301s restore discord (enable at level 0) [stabilized]
+/// A plugin whose process can be stopped (a process plugin with `can_suspend`).
+fn suspendable(name: &str, priority: i32) -> ballast_core::PluginSpec {
+    let mut s = spec(name, priority, 1);
+    s.can_suspend = true;
+    s
+}
+
+#[test]
+fn cpu_pressure_suspends_a_suspendable_plugin_and_memory_pressure_disables_it() {
+    let mut h = Harness::new(scaler(vec![
+        suspendable("indexer", 10),
+        spec("voice", 20, 1),
+    ]));
+    for t in 0..40 {
+        h.feed(&assessment(
+            t,
+            &[(Resource::Cpu, 0.9), (Resource::Memory, 0.5)],
+        ));
+    }
+    // CPU: a stopped process uses none, and comes back at once with its state.
+    expect![[r#"
+        0s shed indexer (suspend) [high_pressure]
+        30s shed voice (disable) [high_pressure]
+    "#]]
+    .assert_eq(&h.timeline());
+
+    let mut h = Harness::new(scaler(vec![
+        suspendable("indexer", 10),
+        spec("voice", 20, 1),
+    ]));
+    h.memory(0, 40, 1, 0.9);
+    // Memory: a stopped process keeps all of it, so only disabling helps.
+    expect![[r#"
+        0s shed indexer (disable) [high_pressure]
+        30s shed voice (disable) [high_pressure]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
+fn a_suspended_plugin_is_disabled_first_when_memory_runs_hot() {
+    let mut h = Harness::new(scaler(vec![
+        spec("discord", 5, 1),
+        suspendable("indexer", 10),
+        spec("voice", 20, 1),
+    ]));
+    h.feed(&assessment(0, &[(Resource::Cpu, 0.5)]));
+    h.scaler
+        .pin(
+            Timestamp::from_secs(0),
+            "discord",
+            PinTarget::On { level: level(0) },
+            None,
+        )
+        .unwrap();
+    for t in 1..40 {
+        h.feed(&assessment(
+            t,
+            &[(Resource::Cpu, 0.9), (Resource::Memory, 0.5)],
+        ));
+    }
+    // Then memory: the suspended indexer serves nobody but holds its memory; it goes before
+    // voice, which still serves.
+    for t in 40..80 {
+        h.feed(&assessment(
+            t,
+            &[(Resource::Cpu, 0.5), (Resource::Memory, 0.9)],
+        ));
+    }
+    expect![[r#"
+        0s override discord [pinned]
+        1s shed indexer (suspend) [high_pressure]
+        31s shed voice (disable) [high_pressure]
+        61s shed indexer (disable) [high_pressure]
+    "#]]
+    .assert_eq(&h.timeline());
+    let reason = &h.decisions[3].reason;
+    assert!(
+        reason.ends_with("it was suspended, which keeps its memory"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_memory_emergency_disables_suspended_plugins_too() {
+    let mut h = Harness::new(scaler(vec![
+        suspendable("indexer", 10),
+        spec("voice", 20, 1),
+    ]));
+    for t in 0..5 {
+        h.feed(&assessment(
+            t,
+            &[(Resource::Cpu, 0.9), (Resource::Memory, 0.5)],
+        ));
+    }
+    h.feed(&assessment(
+        5,
+        &[(Resource::Cpu, 0.5), (Resource::Memory, 0.97)],
+    ));
+    expect![[r#"
+        0s shed indexer (suspend) [high_pressure]
+        5s shed indexer (disable) [emergency]
+        5s shed voice (disable) [emergency]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
+fn resuming_counts_only_cpu_because_a_suspended_plugin_still_holds_its_memory() {
+    let mut config = ScalerConfig::default();
+    config.machine.memory_bytes = Some(1000);
+    config.machine.cpu_cores = Some(4.0);
+    let mut indexer = suspendable("indexer", 10);
+    indexer.hints.levels = vec![LevelHints {
+        memory_min_bytes: 300,
+        memory_preferred_bytes: 300,
+        gpu_memory_bytes: 0,
+    }];
+    indexer.hints.cpu_share = 0.4;
+    let mut h = Harness::new(Scaler::new(config, vec![indexer]).unwrap());
+    h.feed(&assessment(
+        0,
+        &[(Resource::Cpu, 0.9), (Resource::Memory, 0.6)],
+    ));
+    // Calm, with memory at 0.6: enabling would add 0.3 (0.9, over shed), resuming adds none.
+    for t in (1..400).step_by(10) {
+        h.feed(&assessment(
+            t,
+            &[(Resource::Cpu, 0.3), (Resource::Memory, 0.6)],
+        ));
+    }
+    expect![[r#"
+        0s shed indexer (suspend) [high_pressure]
+        301s restore indexer (resume) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+    let reason = &h.decisions[1].reason;
+    // Memory is the resource closest to its restore threshold, and resuming adds none.
+    assert!(reason.ends_with("memory 0.60 -> 0.60 after it"), "{reason}");
+}
+
+#[test]
+fn a_plugin_the_host_shed_on_its_own_is_restored_like_one_the_scaler_shed() {
+    let mut h = Harness::new(scaler(vec![spec("indexer", 10, 1), spec("voice", 20, 1)]));
+    h.memory(0, 10, 1, 0.3);
+    // The host shed it (a hard memory limit): the scaler sees it off ...
+    let event = |secs, to| PluginEvent {
+        at: Timestamp::from_secs(secs),
+        plugin: "indexer".into(),
+        kind: PluginEventKind::StateChanged {
+            from: PluginState::Draining,
+            to,
+            reason: "memory 600.0 MiB reached its hard limit 512.0 MiB: shed by the host".into(),
+        },
+    };
+    h.scaler
+        .handle_plugin_event(Timestamp::from_secs(10), &event(10, PluginState::Disabled));
+    assert_eq!(
+        h.scaler.placement("indexer"),
+        Some(ballast_scaler::Placement::Off {
+            suspended: false,
+            level: level(0)
+        })
+    );
+    // ... and brings it back a stabilization period after that, as any shed plugin.
+    h.memory(10, 400, 10, 0.3);
+    expect![[r#"
+        310s restore indexer (enable at level 0) [stabilized]
     "#]]
     .assert_eq(&h.timeline());
 }

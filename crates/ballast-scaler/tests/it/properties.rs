@@ -344,3 +344,62 @@ proptest! {
         }
     }
 }
+
+fn suspendable_specs() -> impl Strategy<Value = Vec<PluginSpec>> {
+    prop::collection::vec((0..5i32, 1..=3usize, any::<bool>()), 1..6).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (priority, levels, can_suspend))| PluginSpec {
+                can_suspend,
+                ..spec(&format!("p{i}"), priority, levels)
+            })
+            .collect()
+    })
+}
+
+/// Every decision of a scaler over `steps` of one resource, one assessment a step.
+fn decisions_under(
+    specs: Vec<PluginSpec>,
+    resource: Resource,
+    steps: &[(u64, f64)],
+) -> Vec<Decision> {
+    let mut h = Harness::new(Scaler::new(ScalerConfig::default(), specs).unwrap());
+    let mut t = 0;
+    for (dt, v) in steps {
+        t += dt;
+        h.feed(&assessment(t, &[(resource, *v)]));
+    }
+    h.decisions
+}
+
+proptest! {
+    /// A stopped process keeps its memory: memory pressure never suspends anything.
+    #[test]
+    fn memory_pressure_never_suspends(
+        specs in suspendable_specs(),
+        steps in prop::collection::vec((1..120u64, value()), 1..80),
+    ) {
+        for d in decisions_under(specs, Resource::Memory, &steps) {
+            prop_assert_ne!(&d.action, &ballast_core::decision::Action::Suspend, "{}", line(&d));
+        }
+    }
+
+    /// CPU pressure takes a plugin that can be suspended off by suspending it, never by
+    /// disabling it; a plugin that cannot is disabled.
+    #[test]
+    fn cpu_pressure_suspends_what_can_be_suspended(
+        specs in suspendable_specs(),
+        steps in prop::collection::vec((1..120u64, value()), 1..80),
+    ) {
+        let can: Vec<bool> = specs.iter().map(|s| s.can_suspend).collect();
+        for d in decisions_under(specs, Resource::Cpu, &steps) {
+            let Some(plugin) = &d.plugin else { continue };
+            let index: usize = plugin[1..].parse().unwrap();
+            match d.action {
+                ballast_core::decision::Action::Disable => prop_assert!(!can[index], "{}", line(&d)),
+                ballast_core::decision::Action::Suspend => prop_assert!(can[index], "{}", line(&d)),
+                _ => {}
+            }
+        }
+    }
+}

@@ -194,6 +194,33 @@ impl Client {
         })
     }
 
+    /// `GET path` as text, written to `out` as it arrives (a streaming answer, such as a followed
+    /// log, is written until the daemon ends it or `out` fails).
+    pub fn copy_text(&self, path: &str, follow: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+        let agent = if follow {
+            &self.stream_agent
+        } else {
+            &self.agent
+        };
+        let response = self
+            .get_request(agent, path)
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        let response = self.check("GET", path, response)?;
+        let mut reader = response.into_body().into_reader();
+        let mut chunk = vec![0u8; 16 << 10];
+        loop {
+            let n = match std::io::Read::read(&mut reader, &mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("the daemon's answer broke off"),
+            };
+            out.write_all(&chunk[..n])?;
+            out.flush()?;
+        }
+    }
+
     /// `POST path` with a JSON body, decoded from JSON.
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
         let mut request = self.agent.post(format!("{}{path}", self.base));

@@ -9,6 +9,7 @@ pub mod sample;
 pub mod simulate;
 pub mod tier;
 pub mod tune;
+pub mod worker;
 
 use std::fmt::Write as _;
 

@@ -1,6 +1,7 @@
 //! `ballast plugin`: a tool for plugin authors (`inspect` loads a file and prints its
 //! descriptor) and the operator's actions on a running daemon's plugin (`ballast plugin NAME
-//! enable|disable|release|suspend|resume|level N|show`), which are clients of the control API.
+//! enable|disable|release|suspend|resume|level N|show|logs`), which are clients of the control
+//! API.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -20,8 +21,11 @@ Act on a running daemon's plugin (through its control API):
   ballast plugin NAME enable [--for DURATION]   pin it on at full level
   ballast plugin NAME level N [--for DURATION]  pin it on at level N (0 is full)
   ballast plugin NAME release                   hand it back to the scaler
-  ballast plugin NAME suspend                   pause it (calls answer 503 until resumed)
+  ballast plugin NAME suspend                   pause it (calls answer 503 until resumed;
+                                                a process is stopped with SIGSTOP)
   ballast plugin NAME resume                    resume it
+  ballast plugin NAME logs [--tail N] [--follow]
+                                                a process plugin's log (stdout, stderr, events)
 Pins hold until released or until DURATION passes; only an emergency overrides them.
 Each takes --api URL (env BALLAST_API, default http://127.0.0.1:7878),
 --token-file PATH (env BALLAST_TOKEN_FILE) and --json.
@@ -102,6 +106,16 @@ enum PluginAction {
     Suspend,
     /// Resume a suspended plugin.
     Resume,
+    /// Print the log of a plugin that runs in a process: its stdout and stderr, its log
+    /// messages, and the host's notes (started, signalled, exited, alerts).
+    Logs {
+        /// How many of the last lines.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        tail: usize,
+        /// Keep printing lines as they are written (until interrupted).
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 /// Checks a duration as people write it and keeps the text for the API.
@@ -177,6 +191,14 @@ pub fn run_action(args: Vec<String>, out: &mut dyn Write) -> anyhow::Result<Exit
             "level",
             serde_json::json!({ "level": level, "for": duration }),
         ),
+        PluginAction::Logs { tail, follow } => {
+            let mut path = format!("/plugins/{name}/logs?tail={tail}");
+            if *follow {
+                path.push_str("&follow=true");
+            }
+            client.copy_text(&path, *follow, out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         PluginAction::Release => ("release", serde_json::json!({})),
         PluginAction::Suspend => ("suspend", serde_json::json!({})),
         PluginAction::Resume => ("resume", serde_json::json!({})),
@@ -251,6 +273,61 @@ fn show(p: &PluginView) -> String {
     }
     if let Some(error) = &p.last_error {
         let _ = writeln!(out, "last error   {error}");
+    }
+    if let Some(usage) = &s.process {
+        let _ = writeln!(
+            out,
+            "process      pid {} ({} processes), rss {}, vsz {}, cpu {:.2} cores ({:.1}s in all), {} fds, {} threads, io {} read {} written",
+            usage.pid,
+            usage.processes,
+            human_bytes(usage.rss_bytes),
+            human_bytes(usage.vsz_bytes),
+            usage.cpu_cores,
+            usage.cpu_seconds,
+            usage.open_fds,
+            usage.threads,
+            human_bytes(usage.read_bytes),
+            human_bytes(usage.write_bytes)
+        );
+    }
+    if let Some(process) = &p.process {
+        let _ = writeln!(
+            out,
+            "command      {} (protocol {})",
+            process.command, process.protocol
+        );
+        let mut supervision = format!("{} restarts", process.restarts);
+        if let Some(exit) = &process.last_exit {
+            let _ = write!(supervision, ", last {exit}");
+        }
+        if process.stopped {
+            supervision.push_str(", stopped (SIGSTOP)");
+        }
+        let _ = writeln!(out, "supervision  {supervision}");
+        if !process.conditions.is_empty() {
+            let conditions: Vec<&str> = process.conditions.iter().map(|c| c.as_str()).collect();
+            let _ = writeln!(out, "conditions   {}", conditions.join(", "));
+        }
+        if let Some(progress) = &process.progress {
+            let _ = writeln!(
+                out,
+                "progress     {}{} since {}",
+                progress.phase.as_deref().unwrap_or("-"),
+                progress
+                    .percent
+                    .map(|p| format!(" {p:.0}%"))
+                    .unwrap_or_default(),
+                ago(progress.since.as_millis(), now)
+            );
+        }
+        if let Some(log) = &process.log_file {
+            let _ = writeln!(
+                out,
+                "log          {} (ballast plugin {} logs)",
+                log.display(),
+                p.name
+            );
+        }
     }
     if let Some(scaler) = &p.scaler {
         let pin = match &scaler.pin {

@@ -10,6 +10,7 @@
 mod errors;
 mod events;
 mod handlers;
+mod logs;
 pub mod requests;
 pub mod views;
 
@@ -143,6 +144,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/plugins/{name}/call",
                 web::post().to(handlers::call),
             ))
+            .service(resource("/plugins/{name}/logs", web::get().to(logs::logs)))
             .service(resource("/decisions", web::get().to(handlers::decisions)))
             .service(resource("/events", web::get().to(events::events)))
             .service(resource("/metrics", web::get().to(handlers::metrics)))

@@ -35,12 +35,13 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every lifecycle state a plugin can be in, as the `state` label spells it.
-const PLUGIN_STATES: [&str; 6] = [
+const PLUGIN_STATES: [&str; 7] = [
     "loaded",
     "enabled",
     "draining",
     "disabled",
     "suspended",
+    "restarting",
     "failed",
 ];
 
@@ -77,6 +78,12 @@ struct PluginLabels {
 struct PluginStateLabels {
     plugin: String,
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    plugin: String,
+    alert: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,6 +149,18 @@ pub struct Metrics {
     plugin_concurrency_limit: Family<PluginLabels, Gauge>,
     plugin_live_bytes: Family<PluginLabels, Gauge>,
     plugin_peak_bytes: Family<PluginLabels, Gauge>,
+    // Per plugin that runs in a process, set at render time from its measured process tree.
+    process_resident: Family<PluginLabels, Gauge>,
+    process_virtual: Family<PluginLabels, Gauge>,
+    process_cpu_cores: Family<PluginLabels, GaugeF64>,
+    process_cpu_seconds: Family<PluginLabels, CounterF64>,
+    process_open_fds: Family<PluginLabels, Gauge>,
+    process_threads: Family<PluginLabels, Gauge>,
+    process_read: Family<PluginLabels, Counter>,
+    process_written: Family<PluginLabels, Counter>,
+    plugin_restarts: Family<PluginLabels, Counter>,
+    plugin_condition: Family<AlertLabels, Gauge>,
+    plugin_alerts: Family<AlertLabels, Counter>,
     // Counted as they happen.
     call_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
     plugin_transitions: Family<PluginStateLabels, Counter>,
@@ -268,6 +287,75 @@ impl Metrics {
             "Highest live bytes the plugin reached",
             plugin_peak_bytes.clone(),
         );
+        let process_resident = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_process_resident_memory_bytes",
+            "Resident memory of the plugin's process and its children",
+            process_resident.clone(),
+        );
+        let process_virtual = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_process_virtual_memory_bytes",
+            "Virtual memory of the plugin's process and its children",
+            process_virtual.clone(),
+        );
+        let process_cpu_cores = Family::<PluginLabels, GaugeF64>::default();
+        registry.register(
+            "plugin_process_cpu_cores_ratio",
+            "CPU used by the plugin's process and its children, in cores",
+            process_cpu_cores.clone(),
+        );
+        let process_cpu_seconds = Family::<PluginLabels, CounterF64>::default();
+        registry.register_with_unit(
+            "plugin_process_cpu",
+            "CPU time of the plugin's processes since it was loaded, across restarts",
+            Unit::Seconds,
+            process_cpu_seconds.clone(),
+        );
+        let process_open_fds = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_process_open_fds",
+            "Open file descriptors of the plugin's process and its children",
+            process_open_fds.clone(),
+        );
+        let process_threads = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_process_threads",
+            "Threads of the plugin's process and its children",
+            process_threads.clone(),
+        );
+        let process_read = Family::<PluginLabels, Counter>::default();
+        registry.register_with_unit(
+            "plugin_process_storage_read",
+            "Bytes the plugin's processes read from storage since it was loaded",
+            Unit::Bytes,
+            process_read.clone(),
+        );
+        let process_written = Family::<PluginLabels, Counter>::default();
+        registry.register_with_unit(
+            "plugin_process_storage_written",
+            "Bytes the plugin's processes wrote to storage since it was loaded",
+            Unit::Bytes,
+            process_written.clone(),
+        );
+        let plugin_restarts = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_restarts",
+            "Restarts of the plugin's process after it crashed or stalled",
+            plugin_restarts.clone(),
+        );
+        let plugin_condition = Family::<AlertLabels, Gauge>::default();
+        registry.register(
+            "plugin_condition",
+            "1 while a supervision condition holds (stalled, busy_stall, stuck, leak_suspected, memory_soft_limit, memory_hard_limit)",
+            plugin_condition.clone(),
+        );
+        let plugin_alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "plugin_alerts",
+            "Supervision alerts raised for the plugin, by alert",
+            plugin_alerts.clone(),
+        );
         let call_duration =
             Family::<CallLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 call_histogram as fn() -> Histogram,
@@ -347,6 +435,17 @@ impl Metrics {
             plugin_concurrency_limit,
             plugin_live_bytes,
             plugin_peak_bytes,
+            process_resident,
+            process_virtual,
+            process_cpu_cores,
+            process_cpu_seconds,
+            process_open_fds,
+            process_threads,
+            process_read,
+            process_written,
+            plugin_restarts,
+            plugin_condition,
+            plugin_alerts,
             call_duration,
             plugin_transitions,
             decisions,
@@ -380,13 +479,24 @@ impl Metrics {
                 "warning"
             }
             DaemonEvent::Plugin(plugin_event) => {
-                if let PluginEventKind::StateChanged { to, .. } = &plugin_event.kind {
-                    self.plugin_transitions
-                        .get_or_create(&PluginStateLabels {
-                            plugin: plugin_event.plugin.clone(),
-                            state: to.name().to_owned(),
-                        })
-                        .inc();
+                match &plugin_event.kind {
+                    PluginEventKind::StateChanged { to, .. } => {
+                        self.plugin_transitions
+                            .get_or_create(&PluginStateLabels {
+                                plugin: plugin_event.plugin.clone(),
+                                state: to.name().to_owned(),
+                            })
+                            .inc();
+                    }
+                    PluginEventKind::Alert { alert, .. } => {
+                        self.plugin_alerts
+                            .get_or_create(&AlertLabels {
+                                plugin: plugin_event.plugin.clone(),
+                                alert: alert.as_str().to_owned(),
+                            })
+                            .inc();
+                    }
+                    _ => {}
                 }
                 "plugin"
             }
@@ -525,6 +635,7 @@ impl Metrics {
 
     fn set_plugins(&self, plugins: &[ballast_host::PluginStatus]) {
         self.plugin_level.clear();
+        self.set_processes(plugins);
         for status in plugins {
             let labels = PluginLabels {
                 plugin: status.name.clone(),
@@ -567,6 +678,76 @@ impl Metrics {
             self.plugin_peak_bytes
                 .get_or_create(&labels)
                 .set(as_i64(stats.peak_bytes));
+        }
+    }
+}
+
+impl Metrics {
+    /// The figures of plugins that run in a process: set while the process runs, absent when
+    /// none does; totals only grow.
+    fn set_processes(&self, plugins: &[ballast_host::PluginStatus]) {
+        for family in [
+            &self.process_resident,
+            &self.process_virtual,
+            &self.process_open_fds,
+            &self.process_threads,
+        ] {
+            family.clear();
+        }
+        self.process_cpu_cores.clear();
+        self.plugin_condition.clear();
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for status in plugins {
+            let Some(process) = &status.process else {
+                continue;
+            };
+            let labels = PluginLabels {
+                plugin: status.name.clone(),
+            };
+            for condition in &process.conditions {
+                self.plugin_condition
+                    .get_or_create(&AlertLabels {
+                        plugin: status.name.clone(),
+                        alert: condition.as_str().to_owned(),
+                    })
+                    .set(1);
+            }
+            let restarts = self.plugin_restarts.get_or_create(&labels);
+            let count = u64::from(process.restarts);
+            if count > restarts.get() {
+                restarts.inc_by(count - restarts.get());
+            }
+            let Some(usage) = &status.stats.process else {
+                continue;
+            };
+            self.process_resident
+                .get_or_create(&labels)
+                .set(as_i64(usage.rss_bytes));
+            self.process_virtual
+                .get_or_create(&labels)
+                .set(as_i64(usage.vsz_bytes));
+            self.process_cpu_cores
+                .get_or_create(&labels)
+                .set(usage.cpu_cores);
+            self.process_open_fds
+                .get_or_create(&labels)
+                .set(i64::from(usage.open_fds));
+            self.process_threads
+                .get_or_create(&labels)
+                .set(i64::from(usage.threads));
+            let cpu = self.process_cpu_seconds.get_or_create(&labels);
+            if usage.cpu_seconds > cpu.get() {
+                cpu.inc_by(usage.cpu_seconds - cpu.get());
+            }
+            for (family, value) in [
+                (&self.process_read, usage.read_bytes),
+                (&self.process_written, usage.write_bytes),
+            ] {
+                let counter = family.get_or_create(&labels);
+                if value > counter.get() {
+                    counter.inc_by(value - counter.get());
+                }
+            }
         }
     }
 }

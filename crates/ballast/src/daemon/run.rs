@@ -20,7 +20,9 @@ use ballast_core::decision::{DecisionKind, Mode};
 use ballast_core::plugin::{PluginEventKind, PluginState};
 use ballast_core::sample::PluginUsage;
 use ballast_core::{Level, Timestamp};
-use ballast_host::{Enable, HostEvent, PluginHost, PluginHostActor, Subscribe as HostSubscribe};
+use ballast_host::{
+    Enable, HostEvent, PluginHost, PluginHostActor, ProcessOptions, Subscribe as HostSubscribe,
+};
 use ballast_monitor::{
     Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PsiTrigger, ReportPluginUsage,
 };
@@ -82,6 +84,11 @@ pub struct StoredPin {
 /// File names in the data directory.
 fn pins_path(data_dir: &Path) -> PathBuf {
     data_dir.join("pins.json")
+}
+
+/// Where plugins that run in a process have their log files (`<plugin>.log`, rotated).
+pub fn logs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("logs")
 }
 
 fn checkpoint_path(data_dir: &Path, plugin: &str) -> PathBuf {
@@ -182,9 +189,16 @@ pub async fn run(config: Config) -> Result<()> {
 
     // Plugins: loaded now (failures are logged, not fatal), enabled after the pre-flight check.
     let plugin_configs = config.resolved_plugins();
+    let process_options = ProcessOptions {
+        log_dir: Some(logs_dir(&data_dir)),
+        // Isolated native plugins run in this very binary's `ballast worker`.
+        worker_program: std::env::current_exe()
+            .context("cannot find the ballast executable to run isolated plugins with")?,
+        ..ProcessOptions::default()
+    };
     let host_actor = PluginHostActor::new(
         |sink| {
-            let host = PluginHost::new(Arc::clone(&clock), sink);
+            let host = PluginHost::with_options(Arc::clone(&clock), sink, process_options);
             for plugin in plugin_configs {
                 let name = plugin.name.clone();
                 match host.load(plugin) {

@@ -2,11 +2,12 @@
 //!
 //! Its config chooses where it misbehaves: `{"panic_in": "call"}` panics in every call,
 //! `{"fail_in": "create"}` returns an error from create, `{"call_sleep_ms": 500}` makes calls
-//! slow, `{"unhealthy": true}` fails its health check. Requests `panic` and `fail` misbehave once.
-//! The request `arm <function>` makes the next run of that function (create, start, set_level,
-//! drain, stop, checkpoint, health, destroy, call) panic once, in whichever instance runs it
-//! next, so a test can reach every entry point of one plugin in a running daemon; `fired`
-//! answers how many armed panics have fired.
+//! slow, `{"unhealthy": true}` fails its health check. Requests `panic` and `fail` misbehave once;
+//! `segfault` and `abort` crash the whole process, which only a plugin isolated in a worker
+//! process (`isolation = "process"`) survives. The request `arm <function>` makes the next run of
+//! that function (create, start, set_level, drain, stop, checkpoint, health, destroy, call) panic
+//! once, in whichever instance runs it next, so a test can reach every entry point of one plugin
+//! in a running daemon; `fired` answers how many armed panics have fired.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -127,6 +128,16 @@ impl Plugin for Faulty {
         match request {
             b"panic" => panic!("faulty: panic requested by the caller"),
             b"fail" => return Err(PluginError::new("faulty: failure requested by the caller")),
+            b"segfault" => {
+                // SAFETY: not safe at all, on purpose: the caller asked for the crash that
+                // isolation exists to contain. The default action is restored first because
+                // Rust's own SIGSEGV handler (for stack overflows) would return from a raised one.
+                unsafe {
+                    libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                    libc::raise(libc::SIGSEGV);
+                }
+            }
+            b"abort" => std::process::abort(),
             _ => {}
         }
         if request == b"fired" {

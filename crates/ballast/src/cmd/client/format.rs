@@ -318,6 +318,11 @@ pub fn format_event(kind: &str, event: &Value) -> String {
                     },
                     event["kind"]["message"].as_str().unwrap_or("")
                 ),
+                Some("alert") => format!(
+                    "{plugin}: {}: {}",
+                    event["kind"]["alert"].as_str().unwrap_or("?"),
+                    event["kind"]["message"].as_str().unwrap_or("")
+                ),
                 Some("stats") => format!(
                     "{plugin}: {} calls, {} errors, {} live",
                     event["kind"]["calls"],

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::daemon::api::test_support::{Options, TestDaemon, publish_figures};
+use crate::daemon::api::test_support::{Options, TestDaemon, plugin, publish_figures, talker};
 
 fn api(daemon: &TestDaemon) -> ApiArgs {
     ApiArgs {
@@ -164,6 +164,56 @@ fn plugins_status_and_pins_print_tables_and_json() {
         ),
         "{decisions}"
     );
+}
+
+#[test]
+fn a_process_plugin_shows_its_process_and_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(Options {
+        plugins: vec![plugin("stubs", 100), talker(dir.path())],
+        log_dir: Some(dir.path().join("logs")),
+        ..Options::default()
+    });
+    let log = dir.path().join("logs/talker.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("line 5\n")
+        || daemon
+            .state
+            .plugin_host
+            .status("talker")
+            .is_ok_and(|s| s.stats.process.is_none())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the talker never wrote its lines"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let logs = plugin_action(&daemon, &["talker", "logs", "--tail", "3"]).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 3, "{logs}");
+    assert!(lines[2].ends_with(" stdout line 5"), "{logs}");
+    let show = plugin_action(&daemon, &["talker", "show"]).unwrap();
+    assert!(
+        show.contains("\ncommand      sh -c for i in 1 2 3 4 5;"),
+        "{show}"
+    );
+    assert!(show.contains("(protocol none)"), "{show}");
+    assert!(show.contains("\nsupervision  0 restarts\n"), "{show}");
+    assert!(show.contains("\nprocess      pid "), "{show}");
+    assert!(
+        show.contains(&format!(
+            "\nlog          {} (ballast plugin talker logs)",
+            log.display()
+        )),
+        "{show}"
+    );
+    let error = plugin_action(&daemon, &["stubs", "logs"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("GET /plugins/stubs/logs?tail=100 failed with 404: plugin `stubs` runs inside the daemon"), "{error}");
 }
 
 #[test]

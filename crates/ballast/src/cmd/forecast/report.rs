@@ -836,7 +836,8 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
 fn outage_kind(state: &PluginState) -> Option<&'static str> {
     match state {
         PluginState::Disabled | PluginState::Suspended | PluginState::Draining => Some("shed"),
-        PluginState::Failed { .. } => Some("failed"),
+        // A process that crashed and waits for its restart is out as surely as a failed one.
+        PluginState::Failed { .. } | PluginState::Restarting => Some("failed"),
         PluginState::Loaded | PluginState::Enabled { .. } => None,
     }
 }

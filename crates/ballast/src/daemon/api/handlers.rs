@@ -60,7 +60,10 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 
 /// A known path with the wrong method.
 pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let allowed = if req.path().starts_with("/plugins/") && req.path().matches('/').count() == 3 {
+    let allowed = if req.path().starts_with("/plugins/")
+        && req.path().matches('/').count() == 3
+        && !req.path().ends_with("/logs")
+    {
         "POST"
     } else {
         "GET"

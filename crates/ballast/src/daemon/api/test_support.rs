@@ -15,7 +15,9 @@ use ballast_core::{
     Anomaly, Assessment, CpuReading, Forecast, Level, MemoryReading, MemoryScope, Metric, PsiLine,
     PsiReading, Resource, ResourceAssessment, Sample, TrendStats,
 };
-use ballast_host::{Execute, HostEvent, PluginConfig, PluginHost, PluginHostActor, Subscribe};
+use ballast_host::{
+    Execute, HostEvent, PluginConfig, PluginHost, PluginHostActor, ProcessOptions, Subscribe,
+};
 use ballast_scaler::actor::{
     CommandMsg, DecisionMsg, GetPluginsMsg, PluginEventMsg, ScalerOutputs, WarningMsg,
 };
@@ -78,6 +80,22 @@ pub(crate) fn slow_faulty(call_sleep_ms: u64) -> PluginConfig {
     c
 }
 
+/// A process plugin without the protocol that prints `line 1` to `line 5`, then `later` once
+/// the file `go` appears in `dir`, then waits.
+pub(crate) fn talker(dir: &Path) -> PluginConfig {
+    let go = dir.join("go");
+    let mut c = PluginConfig::process("talker", "sh");
+    c.args = vec![
+        "-c".into(),
+        format!(
+            "for i in 1 2 3 4 5; do echo line $i; done; while [ ! -e '{}' ]; do sleep 0.02; done; echo later; exec sleep 600",
+            go.display()
+        ),
+    ];
+    c.priority = 50;
+    c
+}
+
 /// What a test daemon runs with.
 pub(crate) struct Options {
     /// The plugins, all enabled at start.
@@ -86,6 +104,8 @@ pub(crate) struct Options {
     pub token: Option<String>,
     /// `api.max_body_bytes`.
     pub max_body_bytes: usize,
+    /// Where plugins that run in a process write their logs.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -94,6 +114,7 @@ impl Default for Options {
             plugins: vec![plugin("voice", 10), plugin("stubs", 100)],
             token: None,
             max_body_bytes: 4096,
+            log_dir: None,
         }
     }
 }
@@ -190,9 +211,14 @@ impl Handler<SetScaler> for Telemetry {
 /// A real `AppState` with `options`' plugins loaded and enabled. Must run inside an actix System.
 pub(crate) async fn app_state(options: Options) -> AppState {
     let plugins = options.plugins;
+    let process_options = ProcessOptions {
+        log_dir: options.log_dir,
+        sample_interval: Duration::from_millis(50),
+        ..ProcessOptions::default()
+    };
     let host_actor = PluginHostActor::new(
         move |sink| {
-            let host = PluginHost::new(Arc::new(now), sink);
+            let host = PluginHost::with_options(Arc::new(now), sink, process_options);
             for config in plugins {
                 host.load(config).expect("test plugin loads");
             }

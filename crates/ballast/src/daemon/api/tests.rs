@@ -12,7 +12,9 @@ use ballast_host::Call;
 use serde_json::Value;
 
 use super::routes;
-use super::test_support::{Options, app_state, publish_figures, slow_faulty, wait_for_state};
+use super::test_support::{
+    Options, app_state, plugin, publish_figures, slow_faulty, talker, wait_for_state,
+};
 
 /// The API's service around `state`, for `test::call_service`.
 macro_rules! service {
@@ -476,6 +478,7 @@ fn every_endpoint() -> Vec<(Method, &'static str, &'static str)> {
         (Method::POST, "/plugins/voice/suspend", ""),
         (Method::POST, "/plugins/voice/resume", ""),
         (Method::POST, "/plugins/stubs/call", "x"),
+        (Method::GET, "/plugins/talker/logs?tail=3", ""),
         (Method::GET, "/decisions?tail=5", ""),
         (Method::GET, "/events", ""),
         (Method::GET, "/metrics", ""),
@@ -485,8 +488,15 @@ fn every_endpoint() -> Vec<(Method, &'static str, &'static str)> {
 
 #[actix_web::test]
 async fn with_a_token_every_endpoint_but_healthz_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
     let state = app_state(Options {
         token: Some("correct-horse".into()),
+        plugins: vec![
+            plugin("voice", 10),
+            plugin("stubs", 100),
+            talker(dir.path()),
+        ],
+        log_dir: Some(dir.path().join("logs")),
         ..Options::default()
     })
     .await;
@@ -613,8 +623,28 @@ fn promtool(text: &str) -> std::process::Output {
 
 #[actix_web::test]
 async fn metrics_pass_promtool_and_cover_resources_plugins_and_decisions() {
-    let state = app_state(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = app_state(Options {
+        plugins: vec![
+            plugin("voice", 10),
+            plugin("stubs", 100),
+            talker(dir.path()),
+        ],
+        ..Options::default()
+    })
+    .await;
     publish_figures(&state);
+    // The process plugin's tree has been measured twice (so its CPU is a delta).
+    for _ in 0..4000 {
+        if state.plugin_host.status("talker").is_ok_and(|s| {
+            s.stats
+                .process
+                .is_some_and(|p| p.cpu_seconds >= 0.0 && p.rss_bytes > 0)
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let app = service!(state).await;
     // A call, a degraded call and a pin, so that every family has samples.
     let _ = test::call_service(&app, post("/plugins/voice/call", "hi").to_request()).await;
@@ -670,6 +700,13 @@ async fn metrics_pass_promtool_and_cover_resources_plugins_and_decisions() {
         "# TYPE ballast_plugin_errors_total counter",
         "# TYPE ballast_plugin_timeouts_total counter",
         "# TYPE ballast_psi_stall_seconds_total counter",
+        r#"ballast_plugin_state{plugin="talker",state="enabled"} 1"#,
+        r#"ballast_plugin_restarts_total{plugin="talker"} 0"#,
+        "ballast_plugin_process_threads{plugin=\"talker\"} ",
+        "ballast_plugin_process_resident_memory_bytes{plugin=\"talker\"} ",
+        "ballast_plugin_process_open_fds{plugin=\"talker\"} ",
+        "# TYPE ballast_plugin_process_cpu_seconds_total counter",
+        "# TYPE ballast_plugin_process_storage_read_bytes_total counter",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
@@ -684,6 +721,118 @@ async fn metrics_pass_promtool_and_cover_resources_plugins_and_decisions() {
     let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
     assert!(text.ends_with("# EOF\n"));
     assert!(text.contains("# TYPE ballast_plugin_calls counter"));
+}
+
+/// Waits until `test` holds for the text at `path` (bounded).
+async fn wait_for_file(path: &std::path::Path, what: &str, test: impl Fn(&str) -> bool) {
+    for _ in 0..4000 {
+        if test(&std::fs::read_to_string(path).unwrap_or_default()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what} in {}", path.display());
+}
+
+#[actix_web::test]
+async fn a_process_plugins_log_is_served_tailed_and_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = app_state(Options {
+        plugins: vec![plugin("stubs", 100), talker(dir.path())],
+        log_dir: Some(dir.path().join("logs")),
+        ..Options::default()
+    })
+    .await;
+    let app = service!(state).await;
+    let log = dir.path().join("logs/talker.log");
+    wait_for_file(&log, "five lines", |t| t.contains("stdout line 5\n")).await;
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/plugins/talker/logs?tail=2")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get(header::CONTENT_TYPE).unwrap(),
+        "text/plain; charset=utf-8"
+    );
+    let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].ends_with(" stdout line 4") && lines[1].ends_with(" stdout line 5"),
+        "{text}"
+    );
+
+    // The plugin's view says where the log is and what runs.
+    let (_, view) = json_of(
+        test::call_service(
+            &app,
+            test::TestRequest::get().uri("/plugins/talker").to_request(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(view["kind"], "process");
+    assert_eq!(view["process"]["protocol"], "none");
+    assert_eq!(view["process"]["log_file"], log.display().to_string());
+    assert!(view["process"]["pid"].is_number(), "{view}");
+
+    // Following sends the tail, then what is appended.
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/plugins/talker/logs?tail=1&follow=true")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    assert!(next_chunk(&mut body).await.ends_with(" stdout line 5\n"));
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let mut more = String::new();
+    while !more.contains("stdout later\n") {
+        more.push_str(&next_chunk(&mut body).await);
+    }
+
+    // A plugin inside the daemon has no log of its own; bad queries are refused.
+    let (status, body) = json_of(
+        test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/plugins/stubs/logs")
+                .to_request(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no_log");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("runs inside the daemon"),
+        "{body}"
+    );
+    let (status, body) = json_of(
+        test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/plugins/talker/logs?tail=100000")
+                .to_request(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) =
+        json_of(test::call_service(&app, post("/plugins/talker/logs", "").to_request()).await)
+            .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 /// Tests that need no actix runtime.

@@ -131,6 +131,18 @@ pub struct PluginView {
     /// What its file declares (only for `GET /plugins/{name}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,
+    /// `native` or `process`.
+    #[serde(default = "native")]
+    pub kind: String,
+    /// Its process, when it runs in one (a process plugin, or a native one isolated in a
+    /// worker): pid, restarts, conditions, progress, log file. What the process uses is in
+    /// `stats.process`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ballast_host::ProcessStatus>,
+}
+
+fn native() -> String {
+    "native".to_owned()
 }
 
 impl PluginView {
@@ -162,6 +174,8 @@ impl PluginView {
             info: detail
                 .then(|| serde_json::to_value(&status.info).ok())
                 .flatten(),
+            kind: status.kind.to_owned(),
+            process: status.process.clone(),
         }
     }
 }

@@ -1,0 +1,466 @@
+//! Process plugins under the host with real child processes: crash, restart with back-off and
+//! failure at the start limit; a stall and its end; SIGSTOP/SIGCONT seen in /proc/PID/stat; a
+//! hard memory limit that sheds; the Python example speaking the whole protocol; a plugin
+//! without the protocol restarted for a level change. Every wait is bounded, and dropping the
+//! host kills every child it started, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ballast_core::Level;
+use ballast_core::plugin::{PluginAlert, PluginEvent, PluginEventKind, PluginState};
+use ballast_host::{
+    CallError, LevelConfig, PluginConfig, PluginHost, ProcessOptions, Protocol, system_clock,
+};
+use ballast_process::{ProcReader, RestartPolicy, Rotation};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<PluginEvent>>,
+    changed: Condvar,
+}
+
+impl Recorder {
+    /// Waits (at most 30 s) until `test` holds for the events so far.
+    fn wait_for(&self, what: &str, test: impl Fn(&[PluginEvent]) -> bool) -> Vec<PluginEvent> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut events = self.events.lock().unwrap();
+        while !test(&events) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; events: {events:#?}"
+            );
+            events = self.changed.wait_timeout(events, left).unwrap().0;
+        }
+        events.clone()
+    }
+}
+
+fn states(events: &[PluginEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            PluginEventKind::StateChanged { to, .. } => Some(to.name().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alerts(events: &[PluginEvent]) -> Vec<PluginAlert> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            PluginEventKind::Alert { alert, .. } => Some(*alert),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Fixture {
+    host: PluginHost,
+    recorder: Arc<Recorder>,
+    dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let sink = Arc::clone(&recorder);
+    let host = PluginHost::with_options(
+        system_clock(),
+        Arc::new(move |e| {
+            sink.events.lock().unwrap().push(e);
+            sink.changed.notify_all();
+        }),
+        ProcessOptions {
+            log_dir: Some(dir.path().join("logs")),
+            log_rotation: Rotation::default(),
+            sample_interval: Duration::from_millis(50),
+            ..ProcessOptions::default()
+        },
+    );
+    Fixture {
+        host,
+        recorder,
+        dir,
+    }
+}
+
+fn shell(name: &str, script: &str) -> PluginConfig {
+    let mut c = PluginConfig::process(name, "sh");
+    c.args = vec!["-c".into(), script.into()];
+    c.stop_timeout = Duration::from_secs(5);
+    c
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    ProcReader::default().stat(pid).ok().map(|s| s.state)
+}
+
+fn wait_process(pid: u32, what: &str, wanted: impl Fn(Option<char>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !wanted(process_state(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} never became {what}: {:?}",
+            process_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn pid_of(host: &PluginHost, name: &str) -> u32 {
+    host.status(name)
+        .unwrap()
+        .process
+        .and_then(|p| p.pid)
+        .expect("a running process")
+}
+
+#[test]
+fn a_crashing_process_is_restarted_with_back_off_then_failed_at_the_start_limit() {
+    let f = fixture();
+    let mut config = shell("crasher", "echo starting; exit 3");
+    config.restart = RestartPolicy {
+        backoff: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(80),
+        burst: 3,
+        window: Duration::from_secs(600),
+        ..RestartPolicy::default()
+    };
+    f.host.load(config).unwrap();
+    f.host.enable("crasher", Level::FULL, "test").unwrap();
+    let events = f.recorder.wait_for("the plugin to fail", |e| {
+        states(e).last().is_some_and(|s| s == "failed")
+    });
+    assert_eq!(
+        states(&events),
+        [
+            "enabled",
+            "restarting",
+            "enabled",
+            "restarting",
+            "enabled",
+            "failed"
+        ]
+    );
+    let reasons: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            PluginEventKind::StateChanged { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons[1],
+        "its process exited with status 3; restart 1 in 20ms"
+    );
+    assert_eq!(
+        reasons[2],
+        "restarted; its last process: exited with status 3"
+    );
+    assert_eq!(
+        reasons[3],
+        "its process exited with status 3; restart 2 in 40ms"
+    );
+    let status = f.host.status("crasher").unwrap();
+    match &status.state {
+        PluginState::Failed { reason } => assert!(
+            reason.starts_with("its process exited with status 3; 3 exits within 10m reached its start limit (3 per 10m)"),
+            "{reason}"
+        ),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    let process = status.process.unwrap();
+    assert_eq!(process.restarts, 2);
+    assert_eq!(process.last_exit.as_deref(), Some("exited with status 3"));
+    // Calls get the degraded answer, with the reason.
+    match f.host.call("crasher", b"x") {
+        Err(CallError::Degraded { state, reason, .. }) => {
+            assert_eq!(state, "failed");
+            assert!(reason.contains("start limit"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The log has each start and exit.
+    let log = std::fs::read_to_string(f.dir.path().join("logs/crasher.log")).unwrap();
+    assert_eq!(log.matches(" stdout starting\n").count(), 3, "{log}");
+    assert_eq!(
+        log.matches(" host exited with status 3\n").count(),
+        3,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_silent_process_raises_stalled_and_active_when_it_speaks_again() {
+    let f = fixture();
+    let go = f.dir.path().join("go");
+    let script = format!(
+        "echo hello; while [ ! -e '{}' ]; do sleep 0.02; done; echo again; exec sleep 60",
+        go.display()
+    );
+    let mut config = shell("quiet", &script);
+    config.stall_threshold = Some(Duration::from_millis(300));
+    f.host.load(config).unwrap();
+    f.host.enable("quiet", Level::FULL, "test").unwrap();
+    let events = f
+        .recorder
+        .wait_for("a stall", |e| alerts(e).contains(&PluginAlert::Stalled));
+    let message = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            PluginEventKind::Alert {
+                alert: PluginAlert::Stalled,
+                message,
+            } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        message.starts_with("no output and no heartbeat for"),
+        "{message}"
+    );
+    let conditions = f.host.status("quiet").unwrap().process.unwrap().conditions;
+    assert_eq!(conditions, [PluginAlert::Stalled]);
+    std::fs::write(&go, "").unwrap();
+    f.recorder.wait_for("activity again", |e| {
+        alerts(e).contains(&PluginAlert::Active)
+    });
+    // Still enabled: a stall is reported, not acted on, unless `stall_restart` is set.
+    assert_eq!(
+        f.host.status("quiet").unwrap().state,
+        PluginState::Enabled { level: Level::FULL }
+    );
+}
+
+#[test]
+fn suspend_stops_the_process_and_resume_continues_it() {
+    let f = fixture();
+    // One process: a shell stopped while it forks can show `D` (waiting for its stopped vfork
+    // child) rather than `T`, though the whole group is stopped.
+    let mut config = shell("pausable", "exec sleep 60");
+    config.can_suspend = true;
+    f.host.load(config).unwrap();
+    assert!(f.host.spec("pausable").unwrap().can_suspend);
+    f.host.enable("pausable", Level::FULL, "test").unwrap();
+    let pid = pid_of(&f.host, "pausable");
+    f.host.suspend("pausable", "cpu pressure").unwrap();
+    wait_process(pid, "stopped (T)", |s| s == Some('T'));
+    let status = f.host.status("pausable").unwrap();
+    assert_eq!(status.state, PluginState::Suspended);
+    assert!(status.process.unwrap().stopped);
+    f.host.resume("pausable", "calm").unwrap();
+    wait_process(pid, "running again", |s| s.is_some_and(|s| s != 'T'));
+    assert_eq!(
+        pid_of(&f.host, "pausable"),
+        pid,
+        "the same process continues"
+    );
+    // Disabling a suspended process continues it so that it can stop.
+    f.host.suspend("pausable", "again").unwrap();
+    f.host.disable("pausable", "shed").unwrap();
+    wait_process(pid, "gone", |s| s.is_none() || s == Some('Z'));
+}
+
+#[test]
+fn a_process_over_its_hard_memory_limit_is_shed() {
+    let f = fixture();
+    // Touches 96 MiB, then waits.
+    let mut config = PluginConfig::process("hog", "python3");
+    config.args = vec![
+        "-c".into(),
+        "import time\nx = b'a' * (96 << 20)\nprint('allocated', flush=True)\ntime.sleep(60)".into(),
+    ];
+    config.memory_soft_limit_mb = Some(32);
+    config.memory_hard_limit_mb = Some(64);
+    f.host.load(config).unwrap();
+    f.host.enable("hog", Level::FULL, "test").unwrap();
+    let pid = pid_of(&f.host, "hog");
+    let events = f.recorder.wait_for("the shed", |e| {
+        states(e).last().is_some_and(|s| s == "disabled")
+    });
+    let raised = alerts(&events);
+    assert!(raised.contains(&PluginAlert::MemorySoftLimit), "{raised:?}");
+    assert!(raised.contains(&PluginAlert::MemoryHardLimit), "{raised:?}");
+    let status = f.host.status("hog").unwrap();
+    assert!(
+        status
+            .reason
+            .contains("reached its hard limit 64.0 MiB: shed by the host"),
+        "{}",
+        status.reason
+    );
+    wait_process(pid, "gone", |s| s.is_none() || s == Some('Z'));
+}
+
+fn indexer(notes: &Path) -> PluginConfig {
+    let mut c = PluginConfig::process(
+        "indexer",
+        workspace_root().join("plugins/python/indexer/indexer.py"),
+    );
+    c.protocol = Protocol::JsonLines;
+    c.levels = vec![
+        LevelConfig {
+            name: "full".into(),
+            memory_mb: 32,
+            gpu_memory_mb: 0,
+        },
+        LevelConfig {
+            name: "keywords".into(),
+            memory_mb: 16,
+            gpu_memory_mb: 0,
+        },
+    ];
+    c.config = serde_json::json!({ "notes_dir": notes, "heartbeat_s": 0.2 });
+    c
+}
+
+fn query(host: &PluginHost, text: &str) -> serde_json::Value {
+    serde_json::from_slice(&host.call("indexer", text.as_bytes()).unwrap()).unwrap()
+}
+
+#[test]
+fn the_python_example_speaks_the_whole_protocol() {
+    let f = fixture();
+    let notes = f.dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(
+        notes.join("garden.md"),
+        "Tomatoes need water\nwater the tomatoes daily",
+    )
+    .unwrap();
+    std::fs::write(notes.join("car.txt"), "Service the car in May").unwrap();
+    let info = f.host.load(indexer(&notes)).unwrap();
+    assert_eq!(info.levels.len(), 2);
+    f.host.enable("indexer", Level::FULL, "test").unwrap();
+    let status = f.host.status("indexer").unwrap();
+    assert_eq!(status.info.version, "1.0.0", "from its hello");
+    // Indexing runs in the background and reports progress; wait for the gauge it sets after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.host.status("indexer").unwrap().gauges.get("documents") != Some(&2.0) {
+        assert!(Instant::now() < deadline, "the index was never built");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answer = query(&f.host, "water tomatoes");
+    assert_eq!(answer["level"], 0);
+    assert_eq!(
+        answer["results"][0]["file"],
+        notes.join("garden.md").display().to_string()
+    );
+    assert_eq!(answer["queries"], 1);
+    // A bad request is the plugin's error, not a crash.
+    match f.host.call("indexer", b"") {
+        Err(CallError::Failed { message, .. }) => {
+            assert!(message.contains("empty query"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Level changes in place: the same process.
+    let pid = pid_of(&f.host, "indexer");
+    f.host.set_level("indexer", Level(1), "memory").unwrap();
+    assert_eq!(query(&f.host, "car")["level"], 1);
+    assert_eq!(pid_of(&f.host, "indexer"), pid);
+    // Heartbeats keep it from stalling; the process is measured.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f
+        .host
+        .refresh_stats("indexer")
+        .is_ok_and(|s| s.process.is_some_and(|p| p.rss_bytes > 0 && p.threads >= 2))
+    {
+        assert!(Instant::now() < deadline, "the process was never measured");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Disable drains and checkpoints; enabling again starts a new process that continues.
+    f.host.disable("indexer", "shed").unwrap();
+    assert!(f.host.checkpoint("indexer").unwrap().is_some());
+    f.host.enable("indexer", Level::FULL, "restore").unwrap();
+    assert_ne!(pid_of(&f.host, "indexer"), pid);
+    assert_eq!(
+        query(&f.host, "car")["queries"],
+        3,
+        "the counter carried over"
+    );
+    let log = std::fs::read_to_string(f.dir.path().join("logs/indexer.log")).unwrap();
+    assert!(
+        log.contains(" log [info] indexed 2 files at level 0"),
+        "{log}"
+    );
+    assert!(
+        log.contains(" log [info] continuing from a checkpoint: 2 queries"),
+        "{log}"
+    );
+    assert!(
+        !alerts(&f.recorder.events.lock().unwrap()).contains(&PluginAlert::Stalled),
+        "heartbeats every 0.2s never stall at the 30s default"
+    );
+}
+
+#[test]
+fn a_process_without_the_protocol_takes_no_calls_and_restarts_for_a_level_change() {
+    let f = fixture();
+    let mut config = shell("levels", "echo \"level $BALLAST_LEVEL\"; exec sleep 60");
+    config.levels = vec![
+        LevelConfig {
+            name: "full".into(),
+            memory_mb: 1,
+            gpu_memory_mb: 0,
+        },
+        LevelConfig {
+            name: "lite".into(),
+            memory_mb: 1,
+            gpu_memory_mb: 0,
+        },
+    ];
+    f.host.load(config).unwrap();
+    f.host.enable("levels", Level::FULL, "test").unwrap();
+    match f.host.call("levels", b"hi") {
+        Err(CallError::Failed { message, .. }) => {
+            assert!(message.contains("speaks no control protocol"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let first = pid_of(&f.host, "levels");
+    f.host.set_level("levels", Level(1), "pressure").unwrap();
+    let second = pid_of(&f.host, "levels");
+    assert_ne!(first, second);
+    wait_process(first, "gone", |s| s.is_none() || s == Some('Z'));
+    let log_path = f.dir.path().join("logs/levels.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains(" stdout level 1\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new process never said its level"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_missing_program_fails_the_start_and_dropping_the_host_kills_its_children() {
+    let f = fixture();
+    f.host
+        .load(PluginConfig::process("ghost", "/nonexistent/plugin"))
+        .unwrap();
+    let error = f.host.enable("ghost", Level::FULL, "test").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("cannot start /nonexistent/plugin"),
+        "{error}"
+    );
+    f.host.load(shell("sleeper", "exec sleep 60")).unwrap();
+    f.host.enable("sleeper", Level::FULL, "test").unwrap();
+    let pid = pid_of(&f.host, "sleeper");
+    drop(f.host);
+    wait_process(pid, "gone", |s| s.is_none() || s == Some('Z'));
+}
