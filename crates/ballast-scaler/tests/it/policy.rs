@@ -586,6 +586,10 @@ fn a_soft_limit_from_the_margin_never_falls_under_restore_and_holds_restores() {
     expect![[r#"
         0s shed discord (disable) [high_pressure]
         301s restore discord (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
 /// A plugin whose process can be stopped (a process plugin with `can_suspend`).
 fn suspendable(name: &str, priority: i32) -> ballast_core::PluginSpec {
     let mut s = spec(name, priority, 1);
