@@ -283,7 +283,7 @@ fn progress_bar(readings: u64) -> Option<indicatif::ProgressBar> {
     let bar = indicatif::ProgressBar::new(readings);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "replaying {bar:40} {human_pos}/{human_len} readings ({per_sec}, {eta} left)",
+            "replaying {bar:40} {human_pos}/{human_len} readings, {eta} left",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
