@@ -201,8 +201,10 @@ fn process_plugins_run_beside_native_ones_and_are_shed_restored_and_suspended() 
     let logs = cli(&daemon, &["plugin", "loadwatch", "logs", "--tail", "50"]);
     assert!(logs.contains(" host suspended: SIGSTOP\n"), "{logs}");
     assert!(logs.contains(" host resumed: SIGCONT\n"), "{logs}");
-    let show = cli(&daemon, &["plugin", "loadwatch", "show"]);
-    assert!(show.contains("\nprocess      pid "), "{show}");
+    // The process line appears once the supervisor has measured the process again.
+    daemon.wait_until(Duration::from_secs(30), "the process line in show", |d| {
+        cli(d, &["plugin", "loadwatch", "show"]).contains("\nprocess      pid ")
+    });
 
     // Metrics attribute each process's figures to its plugin (once it has been measured).
     daemon.wait_until(
