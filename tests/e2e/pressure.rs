@@ -252,7 +252,7 @@ fn fraction_bytes(memory: Memory, fraction: f64) -> u64 {
 fn memory_pressure_sheds_in_priority_order_and_restores_in_reverse_without_flapping() {
     let _machine = load::machine();
     let base = load::memory();
-    let t = memory_plan(base, 0.10, 0.05, Some(0.40));
+    let t = memory_plan(base, 0.12, 0.07, Some(0.40));
     let (_dir, mut daemon) = start_all(&config("enforce", "memory", t, [16, 4], &ALL));
 
     let mut load = Load::memory(fraction_bytes(base, 0.20));
@@ -334,9 +334,11 @@ fn memory_pressure_sheds_in_priority_order_and_restores_in_reverse_without_flapp
 fn a_plugin_that_causes_the_pressure_is_shed_and_not_restored_into_it() {
     let _machine = load::machine();
     let base = load::memory();
-    let t = memory_plan(base, 0.10, 0.05, Some(0.40));
-    // voice declares 256 MiB for its large model; here it holds 18% of the machine.
-    let large_mb = fraction_bytes(base, 0.18) >> 20;
+    // A wide band between restore and shed: other tests of this run may hold some memory too,
+    // and voice must find the machine calm to be considered (and held) for a restore.
+    let t = memory_plan(base, 0.12, 0.08, Some(0.40));
+    // voice declares 256 MiB for its large model; here it holds 20% of the machine.
+    let large_mb = fraction_bytes(base, 0.20) >> 20;
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(
         dir.path(),
@@ -385,13 +387,13 @@ fn a_plugin_that_causes_the_pressure_is_shed_and_not_restored_into_it() {
 fn an_emergency_sheds_every_non_essential_plugin_in_one_round() {
     let _machine = load::machine();
     let base = load::memory();
-    let t = memory_plan(base, 0.08, 0.04, Some(0.12));
+    let t = memory_plan(base, 0.10, 0.06, Some(0.14));
     // Sampling every 2 s, without the PSI trigger's early samples, so that the load's ramp
     // (it takes time to fault in gigabytes) falls between two samples: the daemon sees a step.
     let text = config_sampling("enforce", "memory", t, [16, 4], &ALL, "2s")
         .replace("psi_trigger = true", "psi_trigger = false");
     let (_dir, mut daemon) = start_all(&text);
-    let mut load = Load::memory(fraction_bytes(base, 0.22));
+    let mut load = Load::memory(fraction_bytes(base, 0.24));
     wait(&mut daemon, "every non-essential plugin shed", |d| {
         SHEDDABLE.iter().all(|p| is(d, p, "disabled", None))
     });
@@ -477,7 +479,7 @@ fn cpu_pressure_sheds_in_priority_order_and_restores() {
 fn observe_mode_records_the_decisions_and_sheds_nothing() {
     let _machine = load::machine();
     let base = load::memory();
-    let t = memory_plan(base, 0.10, 0.05, Some(0.40));
+    let t = memory_plan(base, 0.12, 0.07, Some(0.40));
     let (_dir, mut daemon) = start_all(&config("observe", "memory", t, [16, 4], &ALL));
     let load = Load::memory(fraction_bytes(base, 0.20));
     wait(&mut daemon, "a shed decision for android", |d| {
