@@ -7,8 +7,6 @@ mod containment;
 mod daemon;
 mod endpoints;
 mod inspect;
-mod load;
-mod pressure;
 mod process;
 mod report;
 mod support;
