@@ -272,11 +272,12 @@ fn suspend_stops_the_process_and_resume_continues_it() {
 #[test]
 fn a_process_over_its_hard_memory_limit_is_shed() {
     let f = fixture();
-    // Touches 96 MiB, then waits.
+    // Touches 48 MiB (over the soft limit), holds it for a few measurements, then 96 MiB (over
+    // the hard limit), then waits: both limits are seen crossed, in order.
     let mut config = PluginConfig::process("hog", "python3");
     config.args = vec![
         "-c".into(),
-        "import time\nx = b'a' * (96 << 20)\nprint('allocated', flush=True)\ntime.sleep(60)".into(),
+        "import time\nx = b'a' * (48 << 20)\ntime.sleep(3)\ny = b'a' * (48 << 20)\nprint('allocated', flush=True)\ntime.sleep(60)".into(),
     ];
     config.memory_soft_limit_mb = Some(32);
     config.memory_hard_limit_mb = Some(64);
