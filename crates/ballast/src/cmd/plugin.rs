@@ -277,9 +277,10 @@ fn show(p: &PluginView) -> String {
     if let Some(usage) = &s.process {
         let _ = writeln!(
             out,
-            "process      pid {} ({} processes), rss {}, vsz {}, cpu {:.2} cores ({:.1}s in all), {} fds, {} threads, io {} read {} written",
+            "process      pid {} ({} {}), rss {}, vsz {}, cpu {:.2} cores ({:.1}s in all), {} fds, {} threads, io {} read {} written",
             usage.pid,
             usage.processes,
+            if usage.processes == 1 { "process" } else { "processes" },
             human_bytes(usage.rss_bytes),
             human_bytes(usage.vsz_bytes),
             usage.cpu_cores,
