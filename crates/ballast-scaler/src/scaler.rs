@@ -98,6 +98,10 @@ pub struct PluginStatus {
     pub flaps: u32,
     /// The calm time it needs before its next restore (doubled per flap).
     pub stabilization: Duration,
+    /// What its process was last measured using (memory in bytes, CPU in cores), for a plugin
+    /// that runs in a process; the pre-flight check counts it when it exceeds the declaration.
+    #[serde(default)]
+    pub measured: Option<(u64, f64)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +126,16 @@ struct Slot {
     performance_base: Option<PluginStats>,
     /// The fullest level the hardware tier allows, or `None` when it may not run at all.
     allowance: Option<Level>,
+    /// What its process was last measured using, and at which level.
+    measured: Option<Measured>,
+}
+
+/// What a plugin's process was measured using while it ran at `level`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Measured {
+    level: Level,
+    memory_bytes: u64,
+    cpu_cores: f64,
 }
 
 impl Slot {
@@ -197,10 +211,16 @@ impl Slot {
             return costs.get(index).copied().unwrap_or(0.0);
         }
         let hints = self.spec.hints.level(level);
+        // What its process was measured using at this level counts when it is more than
+        // declared: a declaration is a guess, a measurement is not.
+        let measured = self.measured.filter(|m| m.level == level);
         match resource {
             Resource::Memory => match machine.memory_bytes {
                 Some(total) if total > 0 => {
-                    let bytes = hints.memory_preferred_bytes.max(hints.memory_min_bytes);
+                    let bytes = hints
+                        .memory_preferred_bytes
+                        .max(hints.memory_min_bytes)
+                        .max(measured.map_or(0, |m| m.memory_bytes));
                     bytes as f64 / total as f64
                 }
                 _ => 0.0,
@@ -210,7 +230,13 @@ impl Slot {
                 _ => 0.0,
             },
             Resource::Cpu => match machine.cpu_cores {
-                Some(cores) if cores > 0.0 => self.spec.hints.cpu_share / cores,
+                Some(cores) if cores > 0.0 => {
+                    self.spec
+                        .hints
+                        .cpu_share
+                        .max(measured.map_or(0.0, |m| m.cpu_cores))
+                        / cores
+                }
                 _ => 0.0,
             },
             _ => 0.0,
@@ -323,6 +349,7 @@ impl Scaler {
                 last_performance_step_at: None,
                 allowance: Some(Level::FULL),
                 performance_base: None,
+                measured: None,
             })
             .collect();
         // A stable sort keeps configuration order among equal priorities.
@@ -443,6 +470,7 @@ impl Scaler {
                 failed: s.failed,
                 flaps: s.flaps,
                 stabilization: self.stabilization_for(s),
+                measured: s.measured.map(|m| (m.memory_bytes, m.cpu_cores)),
             })
             .collect()
     }
@@ -552,7 +580,19 @@ impl Scaler {
                     }
                 }
             }
-            PluginEventKind::Stats(stats) => self.performance(now, i, stats),
+            PluginEventKind::Stats(stats) => {
+                if let (Some(usage), Placement::On { level }) =
+                    (&stats.process, self.slots[i].placement)
+                    && usage.cpu_cores.is_finite()
+                {
+                    self.slots[i].measured = Some(Measured {
+                        level,
+                        memory_bytes: usage.rss_bytes,
+                        cpu_cores: usage.cpu_cores.max(0.0),
+                    });
+                }
+                self.performance(now, i, stats)
+            }
             PluginEventKind::Reported { .. } | PluginEventKind::Alert { .. } => {}
         }
         self.expire_pins(now);

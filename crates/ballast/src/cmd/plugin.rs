@@ -280,7 +280,11 @@ fn show(p: &PluginView) -> String {
             "process      pid {} ({} {}), rss {}, vsz {}, cpu {:.2} cores ({:.1}s in all), {} fds, {} threads, io {} read {} written",
             usage.pid,
             usage.processes,
-            if usage.processes == 1 { "process" } else { "processes" },
+            if usage.processes == 1 {
+                "process"
+            } else {
+                "processes"
+            },
             human_bytes(usage.rss_bytes),
             human_bytes(usage.vsz_bytes),
             usage.cpu_cores,
@@ -356,6 +360,14 @@ fn show(p: &PluginView) -> String {
             scaler.flaps,
             humantime::format_duration(std::time::Duration::from_millis(scaler.stabilization_ms))
         );
+        if let (Some(memory), Some(cpu)) = (scaler.measured_memory_bytes, scaler.measured_cpu_cores)
+        {
+            let _ = writeln!(
+                out,
+                "             counts {} and {cpu:.2} cores as measured when it restores it",
+                human_bytes(memory)
+            );
+        }
     }
     out
 }
