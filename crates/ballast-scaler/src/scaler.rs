@@ -98,6 +98,10 @@ pub struct PluginStatus {
     pub flaps: u32,
     /// The calm time it needs before its next restore (doubled per flap).
     pub stabilization: Duration,
+    /// What its process was last measured using (memory in bytes, CPU in cores), for a plugin
+    /// that runs in a process; the pre-flight check counts it when it exceeds the declaration.
+    #[serde(default)]
+    pub measured: Option<(u64, f64)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -128,6 +132,16 @@ struct Slot {
     fresh_stay: Option<Level>,
     /// The memory the plugin uses now, from its latest figures.
     latest_memory: Option<u64>,
+    /// What its process was last measured using, and at which level.
+    measured: Option<Measured>,
+}
+
+/// What a plugin's process was measured using while it ran at `level`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Measured {
+    level: Level,
+    memory_bytes: u64,
+    cpu_cores: f64,
 }
 
 impl Slot {
@@ -157,17 +171,22 @@ impl Slot {
             self.latest_memory = None;
             return;
         };
-        if stats.live_bytes == 0 {
+        // What the plugin counted itself, or what its process was measured holding (a process
+        // plugin's resident memory), whichever is more.
+        let bytes = stats
+            .live_bytes
+            .max(stats.process.as_ref().map_or(0, |p| p.rss_bytes));
+        if bytes == 0 {
             // Plugins that cannot count their memory (C plugins) report nothing.
             return;
         }
-        self.latest_memory = Some(stats.live_bytes);
+        self.latest_memory = Some(bytes);
         let figure = self.observed_memory.entry(level).or_insert(0);
         if self.fresh_stay == Some(level) {
-            *figure = stats.live_bytes;
+            *figure = bytes;
             self.fresh_stay = None;
         } else {
-            *figure = (*figure).max(stats.live_bytes);
+            *figure = (*figure).max(bytes);
         }
     }
 
@@ -237,6 +256,9 @@ impl Slot {
             return costs.get(index).copied().unwrap_or(0.0).max(observed);
         }
         let hints = self.spec.hints.level(level);
+        // What its process was measured using at this level counts when it is more than
+        // declared: a declaration is a guess, a measurement is not.
+        let measured = self.measured.filter(|m| m.level == level);
         match resource {
             Resource::Memory => match machine.memory_bytes {
                 Some(total) if total > 0 => {
@@ -250,7 +272,13 @@ impl Slot {
                 _ => 0.0,
             },
             Resource::Cpu => match machine.cpu_cores {
-                Some(cores) if cores > 0.0 => self.spec.hints.cpu_share / cores,
+                Some(cores) if cores > 0.0 => {
+                    self.spec
+                        .hints
+                        .cpu_share
+                        .max(measured.map_or(0.0, |m| m.cpu_cores))
+                        / cores
+                }
                 _ => 0.0,
             },
             _ => 0.0,
@@ -366,6 +394,7 @@ impl Scaler {
                 observed_memory: BTreeMap::new(),
                 fresh_stay: None,
                 latest_memory: None,
+                measured: None,
             })
             .collect();
         // A stable sort keeps configuration order among equal priorities.
@@ -488,6 +517,7 @@ impl Scaler {
                 failed: s.failed,
                 flaps: s.flaps,
                 stabilization: self.stabilization_for(s),
+                measured: s.measured.map(|m| (m.memory_bytes, m.cpu_cores)),
             })
             .collect()
     }
@@ -604,6 +634,16 @@ impl Scaler {
                 }
             }
             PluginEventKind::Stats(stats) => {
+                if let (Some(usage), Placement::On { level }) =
+                    (&stats.process, self.slots[i].placement)
+                    && usage.cpu_cores.is_finite()
+                {
+                    self.slots[i].measured = Some(Measured {
+                        level,
+                        memory_bytes: usage.rss_bytes,
+                        cpu_cores: usage.cpu_cores.max(0.0),
+                    });
+                }
                 self.slots[i].observe(stats);
                 self.performance(now, i, stats);
             }

@@ -761,3 +761,44 @@ fn a_plugin_the_host_shed_on_its_own_is_restored_like_one_the_scaler_shed() {
     "#]]
     .assert_eq(&h.timeline());
 }
+
+#[test]
+fn the_preflight_counts_what_a_process_was_measured_using_when_it_exceeds_the_declaration() {
+    let mut config = ScalerConfig::default();
+    config.machine.memory_bytes = Some(1000);
+    // Declares 10 bytes; its process was measured at 400.
+    let mut bot = spec("bot", 10, 1);
+    bot.hints.levels = vec![LevelHints {
+        memory_min_bytes: 10,
+        memory_preferred_bytes: 10,
+        gpu_memory_bytes: 0,
+    }];
+    let mut h = Harness::new(Scaler::new(config, vec![bot]).unwrap());
+    h.memory(0, 1, 1, 0.3);
+    h.scaler.handle_plugin_event(
+        Timestamp::from_secs(1),
+        &PluginEvent {
+            at: Timestamp::from_secs(1),
+            plugin: "bot".into(),
+            kind: PluginEventKind::Stats(PluginStats {
+                process: Some(ballast_core::ProcessUsage {
+                    rss_bytes: 400,
+                    cpu_cores: 0.25,
+                    ..Default::default()
+                }),
+                ..PluginStats::default()
+            }),
+        },
+    );
+    assert_eq!(h.scaler.plugins()[0].measured, Some((400, 0.25)));
+    h.memory(1, 2, 1, 0.9);
+    // 0.5 + 0.4 measured would reach the shed threshold; 0.5 + 0.01 declared would not.
+    h.memory(2, 1000, 10, 0.5);
+    h.memory(1000, 1400, 10, 0.3);
+    expect![[r#"
+        1s shed bot (disable) [high_pressure]
+        302s warn bot [preflight_failed]
+        1000s restore bot (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}

@@ -277,9 +277,14 @@ fn show(p: &PluginView) -> String {
     if let Some(usage) = &s.process {
         let _ = writeln!(
             out,
-            "process      pid {} ({} processes), rss {}, vsz {}, cpu {:.2} cores ({:.1}s in all), {} fds, {} threads, io {} read {} written",
+            "process      pid {} ({} {}), rss {}, vsz {}, cpu {:.2} cores ({:.1}s in all), {} fds, {} threads, io {} read {} written",
             usage.pid,
             usage.processes,
+            if usage.processes == 1 {
+                "process"
+            } else {
+                "processes"
+            },
             human_bytes(usage.rss_bytes),
             human_bytes(usage.vsz_bytes),
             usage.cpu_cores,
@@ -355,6 +360,14 @@ fn show(p: &PluginView) -> String {
             scaler.flaps,
             humantime::format_duration(std::time::Duration::from_millis(scaler.stabilization_ms))
         );
+        if let (Some(memory), Some(cpu)) = (scaler.measured_memory_bytes, scaler.measured_cpu_cores)
+        {
+            let _ = writeln!(
+                out,
+                "             counts {} and {cpu:.2} cores as measured when it restores it",
+                human_bytes(memory)
+            );
+        }
     }
     out
 }

@@ -197,6 +197,13 @@ pub struct ScalerView {
     pub flaps: u32,
     /// The calm time it needs before its next restore, in milliseconds.
     pub stabilization_ms: u64,
+    /// The memory its process was last measured using, which the pre-flight check counts
+    /// when it exceeds the declaration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_memory_bytes: Option<u64>,
+    /// The CPU its process was last measured using, in cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_cpu_cores: Option<f64>,
 }
 
 impl ScalerView {
@@ -223,6 +230,8 @@ impl ScalerView {
             failed: status.failed,
             flaps: status.flaps,
             stabilization_ms: u64::try_from(status.stabilization.as_millis()).unwrap_or(u64::MAX),
+            measured_memory_bytes: status.measured.map(|m| m.0),
+            measured_cpu_cores: status.measured.map(|m| m.1),
         }
     }
 }

@@ -1,0 +1,106 @@
+//! The cost of a call through the host for each way a plugin can run: a native plugin inside
+//! the daemon, the same plugin isolated in a `ballast worker` process (the request and answer
+//! cross two pipes as JSON lines), and a Python process plugin speaking the protocol. The
+//! plugin is the C `clock` example (small, fast calls), so the differences are the overhead.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use ballast_core::Level;
+use ballast_host::{Isolation, PluginConfig, PluginHost, ProcessOptions, Protocol, system_clock};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The C `clock` plugin, compiled with optimisations into the target directory.
+fn clock_plugin() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench binary path");
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .expect("target directory")
+        .join("plugin-bench");
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let library = dir.join("libclock.so");
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()))
+        .args(["-std=c11", "-O2", "-shared", "-fPIC", "-pthread", "-I"])
+        .arg(workspace_root().join("crates/ballast-abi/include"))
+        .arg("-o")
+        .arg(&library)
+        .arg(workspace_root().join("plugins/c/clock/clock.c"))
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling clock.c failed");
+    library
+}
+
+fn host() -> PluginHost {
+    PluginHost::with_options(
+        system_clock(),
+        Arc::new(|_| {}),
+        ProcessOptions {
+            worker_program: PathBuf::from(env!("CARGO_BIN_EXE_ballast")),
+            ..ProcessOptions::default()
+        },
+    )
+}
+
+fn calls(c: &mut Criterion) {
+    let library = clock_plugin();
+    let mut group = c.benchmark_group("plugin_call");
+
+    let in_process = host();
+    let mut config = PluginConfig::new("clock", &library);
+    config.config = serde_json::json!({ "working_set_mb": [1, 1] });
+    in_process.load(config.clone()).expect("clock loads");
+    in_process
+        .enable("clock", Level::FULL, "bench")
+        .expect("clock starts");
+    group.bench_function("native_in_process", |b| {
+        b.iter(|| black_box(in_process.call("clock", b"ping").expect("answer")))
+    });
+
+    let isolated = host();
+    config.isolation = Isolation::Process;
+    isolated.load(config).expect("clock loads in a worker");
+    isolated
+        .enable("clock", Level::FULL, "bench")
+        .expect("the worker starts");
+    group.bench_function("native_isolated_worker", |b| {
+        b.iter(|| black_box(isolated.call("clock", b"ping").expect("answer")))
+    });
+
+    let python = host();
+    let notes = tempfile_dir();
+    let mut indexer = PluginConfig::process(
+        "indexer",
+        workspace_root().join("plugins/python/indexer/indexer.py"),
+    );
+    indexer.protocol = Protocol::JsonLines;
+    indexer.config = serde_json::json!({ "notes_dir": notes });
+    python.load(indexer).expect("indexer loads");
+    python
+        .enable("indexer", Level::FULL, "bench")
+        .expect("the indexer starts");
+    group.bench_function("python_process_plugin", |b| {
+        b.iter(|| black_box(python.call("indexer", b"ping").expect("answer")))
+    });
+    group.finish();
+    in_process.disable_all("bench done");
+    isolated.disable_all("bench done");
+    python.disable_all("bench done");
+}
+
+/// An empty notes directory for the indexer (its search then costs next to nothing).
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ballast-bench-notes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("notes directory");
+    dir
+}
+
+criterion_group!(benches, calls);
+criterion_main!(benches);
