@@ -816,17 +816,19 @@ fn fault_injector(address: &str, stop: &AtomicBool, faults: &Mutex<Faults>, seed
 }
 
 /// The memory to hold at `t` seconds into a soak of `total` seconds: slow trapezoid swings
-/// between nothing and `high` (a sixth rising, a third held, a sixth falling, a third idle), with
-/// a small fast wobble of `wobble` on top that makes the load hover at the thresholds.
+/// between nothing and `high` (an eighth rising, a quarter held, an eighth falling, half idle, so
+/// that a 30 min soak stays calm for 6 min at a time, longer than the 5 min stabilization, and
+/// plugins come back), with a small fast wobble of `wobble` on top that makes the load hover at
+/// the thresholds.
 fn load_at(t: f64, total: f64, high: f64, wobble: f64) -> f64 {
     let period = (total / 2.5).max(60.0);
     let phase = (t % period) / period;
-    let swing = if phase < 1.0 / 6.0 {
-        phase * 6.0
-    } else if phase < 0.5 {
+    let swing = if phase < 0.125 {
+        phase * 8.0
+    } else if phase < 0.375 {
         1.0
-    } else if phase < 2.0 / 3.0 {
-        1.0 - (phase - 0.5) * 6.0
+    } else if phase < 0.5 {
+        1.0 - (phase - 0.375) * 8.0
     } else {
         0.0
     };
@@ -1058,7 +1060,10 @@ mod tests {
         assert_eq!(at(0.0), 0.0);
         assert_eq!(at(720.0 * 0.3), 100.0);
         assert_eq!(at(720.0 * 0.8), 0.0);
-        assert!((at(720.0 / 12.0) - 50.0).abs() < 1e-9);
+        assert!((at(720.0 / 16.0) - 50.0).abs() < 1e-9);
+        // Calm for half of each 12 min swing: longer than the 5 min stabilization.
+        let calm = (0..720).filter(|s| at(f64::from(*s)) == 0.0).count();
+        assert!(calm >= 359, "{calm}");
         assert!(load_at(7.5, total, 0.0, 10.0) > 9.9);
     }
 }
