@@ -684,6 +684,69 @@ fn rss_bytes(pid: u32) -> Option<u64> {
         .map(|kib| kib * 1024)
 }
 
+/// The soak's own memory cgroup: this tool and the daemon it starts, under a limit, so that the
+/// daemon's memory reading (usage over the limit) is the soak's load alone, whatever else the
+/// machine runs.
+struct SoakCgroup {
+    dir: PathBuf,
+    limit: u64,
+}
+
+impl SoakCgroup {
+    /// Creates a child of this process's memory cgroup (v1 or v2) limited to `limit` bytes and
+    /// moves this process into it, so the daemon started next is in it too. `None` where that
+    /// is not permitted (not root, no writable cgroup file system).
+    fn enter(limit: u64) -> Option<SoakCgroup> {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let (mount, path, limit_file) = cgroups
+            .lines()
+            .find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                if controllers.split(',').any(|c| c == "memory") {
+                    Some(("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes"))
+                } else {
+                    None
+                }
+            })
+            .or_else(|| {
+                cgroups
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .map(|path| ("/sys/fs/cgroup", path, "memory.max"))
+            })?;
+        let dir = Path::new(mount)
+            .join(path.trim_start_matches('/'))
+            .join(format!("ballast-soak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let entered = std::fs::write(dir.join(limit_file), limit.to_string()).and_then(|()| {
+            std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+        });
+        match entered {
+            Ok(()) => Some(SoakCgroup { dir, limit }),
+            Err(error) => {
+                eprintln!(
+                    "==> cannot use a memory cgroup at {}: {error}",
+                    dir.display()
+                );
+                let _ = std::fs::remove_dir(&dir);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SoakCgroup {
+    /// Moves this process back to the parent cgroup and removes the soak's (the daemon has
+    /// exited by then).
+    fn drop(&mut self) {
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::write(parent.join("cgroup.procs"), std::process::id().to_string());
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 fn soak_config(shed: f64, restore: f64, emergency: f64) -> String {
     format!(
         r#"
@@ -816,17 +879,19 @@ fn fault_injector(address: &str, stop: &AtomicBool, faults: &Mutex<Faults>, seed
 }
 
 /// The memory to hold at `t` seconds into a soak of `total` seconds: slow trapezoid swings
-/// between nothing and `high` (a sixth rising, a third held, a sixth falling, a third idle), with
-/// a small fast wobble of `wobble` on top that makes the load hover at the thresholds.
+/// between nothing and `high` (an eighth rising, a quarter held, an eighth falling, half idle, so
+/// that a 30 min soak stays calm for 6 min at a time, longer than the 5 min stabilization, and
+/// plugins come back), with a small fast wobble of `wobble` on top that makes the load hover at
+/// the thresholds.
 fn load_at(t: f64, total: f64, high: f64, wobble: f64) -> f64 {
     let period = (total / 2.5).max(60.0);
     let phase = (t % period) / period;
-    let swing = if phase < 1.0 / 6.0 {
-        phase * 6.0
-    } else if phase < 0.5 {
+    let swing = if phase < 0.125 {
+        phase * 8.0
+    } else if phase < 0.375 {
         1.0
-    } else if phase < 2.0 / 3.0 {
-        1.0 - (phase - 0.5) * 6.0
+    } else if phase < 0.5 {
+        1.0 - (phase - 0.375) * 8.0
     } else {
         0.0
     };
@@ -883,13 +948,41 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ballast-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (total, available) = meminfo()?;
-    let baseline = 1.0 - available as f64 / total as f64;
-    // Thresholds just above what the machine uses now; the held memory swings across them.
-    let shed = baseline + 0.04;
-    let restore = baseline + 0.025;
-    let emergency = (baseline + 0.12).min(0.99);
-    let high = 0.06 * total as f64;
-    let wobble = 0.01 * total as f64;
+    // In a memory cgroup of its own the daemon reads the soak's load alone: fixed thresholds,
+    // and the held memory brings the reading to just above the shed threshold with a wobble
+    // across it. Without one, the thresholds sit just above what the machine uses now, and what
+    // other programs do moves the reading too.
+    let cgroup = SoakCgroup::enter(2 << 30);
+    let (shed, restore, emergency, high, wobble, scope) = match &cgroup {
+        Some(cgroup) => {
+            let limit = cgroup.limit as f64;
+            // The daemon with its plugins' working sets, and this tool: 4 to 7 % of the limit,
+            // so the held memory brings the reading to about 0.52, wobbling across 0.50.
+            (
+                0.50,
+                0.35,
+                0.90,
+                0.47 * limit,
+                0.05 * limit,
+                format!(
+                    "memory cgroup {} limited to {} MiB",
+                    cgroup.dir.display(),
+                    cgroup.limit >> 20
+                ),
+            )
+        }
+        None => {
+            let baseline = 1.0 - available as f64 / total as f64;
+            (
+                baseline + 0.04,
+                baseline + 0.025,
+                (baseline + 0.12).min(0.99),
+                0.06 * total as f64,
+                0.01 * total as f64,
+                format!("the host's memory (in use at the start: {baseline:.3})"),
+            )
+        }
+    };
     let config = dir.join("soak.toml");
     std::fs::write(&config, soak_config(shed, restore, emergency))?;
     let data_dir = dir.join("data");
@@ -897,9 +990,8 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
     let port = free_port()?;
     let mut rng = Rng::seeded();
     eprintln!(
-        "==> soak for {minutes} min, seed {}: memory in use {:.3}, thresholds shed {shed:.3} restore {restore:.3} emergency {emergency:.3}; held memory swings 0..{:.0} MiB +- {:.0} MiB; data in {}",
+        "==> soak for {minutes} min, seed {}: {scope}; thresholds shed {shed:.3} restore {restore:.3} emergency {emergency:.3}; held memory swings 0..{:.0} MiB +- {:.0} MiB; data in {}",
         rng.0,
-        baseline,
         high / 1048576.0,
         wobble / 1048576.0,
         dir.display()
@@ -1058,7 +1150,10 @@ mod tests {
         assert_eq!(at(0.0), 0.0);
         assert_eq!(at(720.0 * 0.3), 100.0);
         assert_eq!(at(720.0 * 0.8), 0.0);
-        assert!((at(720.0 / 12.0) - 50.0).abs() < 1e-9);
+        assert!((at(720.0 / 16.0) - 50.0).abs() < 1e-9);
+        // Calm for half of each 12 min swing: longer than the 5 min stabilization.
+        let calm = (0..720).filter(|s| at(f64::from(*s)) == 0.0).count();
+        assert!(calm >= 359, "{calm}");
         assert!(load_at(7.5, total, 0.0, 10.0) > 9.9);
     }
 }

@@ -171,13 +171,16 @@ impl JsonlLog {
 
     fn rotate(&mut self) -> Result<()> {
         let _ = self.file.sync_data();
-        self.current += 1;
-        let path = self.path();
+        // The number moves on only once the next segment is open: a failure (out of
+        // descriptors, say) is retried on the next record under the same number.
+        let next = self.current + 1;
+        let path = segment_path(&self.dir, &self.name, next);
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        self.current = next;
         self.size = 0;
         let numbers = segment_numbers(&self.dir, &self.name)?;
         let excess = numbers.len().saturating_sub(self.segments);
@@ -369,6 +372,28 @@ mod tests {
         let last: ReadBack<serde_json::Value> = read_jsonl(segments.last().unwrap()).unwrap();
         assert_eq!(last.records.last().unwrap()["i"], 39);
         assert!(last.bad_lines.is_empty());
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_opened_is_retried_under_the_same_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = JsonlLog::open(dir.path(), "telemetry", 100, 10).unwrap();
+        // Something in the way of the next segment: opening it fails.
+        let blocker = dir.path().join("telemetry-000002.jsonl");
+        std::fs::create_dir(&blocker).unwrap();
+        let record = serde_json::json!({ "padding": "x".repeat(60) });
+        log.append(&record).unwrap();
+        assert!(log.append(&record).is_err());
+        assert!(log.append(&record).is_err());
+        std::fs::remove_dir(&blocker).unwrap();
+        log.append(&record).unwrap();
+        let names: Vec<String> = log
+            .segment_paths()
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["telemetry-000001.jsonl", "telemetry-000002.jsonl"]);
     }
 
     #[test]
