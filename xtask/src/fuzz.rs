@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 /// Every fuzz target, with the files and directories (relative to the workspace root) its corpus
 /// starts from. Paths that do not exist are skipped.
-pub const TARGETS: [(&str, &[&str]); 8] = [
+pub const TARGETS: [(&str, &[&str]); 9] = [
     ("config", &["config", "fuzz/seeds/config"]),
     ("descriptor", &[]),
     ("trace_csv", &["fuzz/seeds/trace_csv", "../shared/traces"]),
@@ -28,6 +28,7 @@ pub const TARGETS: [(&str, &[&str]); 8] = [
             "fuzz/seeds/proc",
         ],
     ),
+    ("protocol", &["fuzz/seeds/protocol"]),
 ];
 
 /// Seed files larger than this are cut to their first this many bytes (a trace's first rows
