@@ -262,7 +262,10 @@ impl Slot {
         match resource {
             Resource::Memory => match machine.memory_bytes {
                 Some(total) if total > 0 => {
-                    let bytes = hints.memory_preferred_bytes.max(hints.memory_min_bytes);
+                    let bytes = hints
+                        .memory_preferred_bytes
+                        .max(hints.memory_min_bytes)
+                        .max(measured.map_or(0, |m| m.memory_bytes));
                     (bytes as f64 / total as f64).max(observed)
                 }
                 _ => 0.0,
