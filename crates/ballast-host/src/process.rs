@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use crate::config::{Isolation, PluginConfig, PluginKind, Protocol};
 use crate::host_api::Clock;
 use crate::instance::PluginFault;
 use crate::library::{LevelInfo, PluginInfo};
+use crate::trust::FileTrust;
 
 /// Options the host gives every plugin that runs in a process.
 #[derive(Clone, Debug)]
@@ -188,6 +189,25 @@ fn spawn_of(config: &PluginConfig, options: &ProcessOptions) -> Spawn {
             }
         }
     }
+}
+
+/// The file `program` names: itself when it has a slash, else the first executable of that
+/// name in `PATH`. `None` when there is none (the spawn then fails with its own error).
+fn resolve_program(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_os_str().is_empty() {
+        return None;
+    }
+    if program.components().count() > 1 || program.is_absolute() {
+        return program.exists().then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// The declared info of a process plugin, from its config.
@@ -518,6 +538,13 @@ impl ProcessPlugin {
                 .into(),
             ),
         ]);
+        // Like a native plugin's file, the program is run only if nobody but root or the
+        // daemon's user could have written it (the worker, ballast itself, is checked too).
+        if let Some(program) = resolve_program(&spawn.program) {
+            FileTrust::current()
+                .check(&program)
+                .map_err(|e| fault(format!("refusing to start {}: {e}", program.display())))?;
+        }
         let child = ballast_process::spawn(
             &spawn,
             self.protocol,

@@ -465,3 +465,38 @@ fn a_missing_program_fails_the_start_and_dropping_the_host_kills_its_children() 
     drop(f.host);
     wait_process(pid, "gone", |s| s.is_none() || s == Some('Z'));
 }
+
+#[test]
+fn a_program_others_may_write_is_refused_before_it_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let program = dir.path().join("plugin.sh");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\ntouch {}\nexec sleep 60\n", marker.display()),
+    )
+    .unwrap();
+    let chmod = |mode| {
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(0o777);
+    f.host
+        .load(PluginConfig::process("writable", &program))
+        .unwrap();
+    let error = f.host.enable("writable", Level::FULL, "test").unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("refusing to start {}", program.display())),
+        "{text}"
+    );
+    assert!(text.contains("(mode 0777"), "{text}");
+    assert!(!marker.exists(), "the program ran");
+
+    // Once only its owner may write it, it starts.
+    chmod(0o755);
+    f.host.enable("writable", Level::FULL, "test").unwrap();
+    let pid = pid_of(&f.host, "writable");
+    assert!(process_state(pid).is_some());
+}
