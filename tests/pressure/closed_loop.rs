@@ -121,6 +121,14 @@ restore = {restore:.4}
                 30,
                 "config = { workload = { working_set_mb = [8], cpu_duty = 0.0 } }",
             ),
+            // The shell example as a process plugin that may be suspended (SIGSTOP) rather than
+            // disabled when CPU runs hot.
+            "loadwatch" => format!(
+                "[[default.plugins]]\nname = \"loadwatch\"\nkind = \"process\"\ncommand = \"{}\"\npriority = 25\ncan_suspend = true\nenv = {{ LOADWATCH_INTERVAL = \"1\" }}\n",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../plugins/shell/loadwatch/loadwatch.sh")
+                    .display()
+            ),
             "stubs" => table(
                 "stubs",
                 100,
@@ -196,6 +204,7 @@ fn priority(plugin: &str) -> u32 {
     match plugin {
         "voice" => 10,
         "android" => 20,
+        "loadwatch" => 25,
         "discord" => 30,
         "stubs" => 100,
         _ => u32::MAX,
@@ -438,11 +447,33 @@ fn cpu_pressure_sheds_in_priority_order_and_restores() {
         restore: (base + 0.2).max(0.6),
         emergency: None,
     };
-    let (_dir, mut daemon) = start_all(&config("enforce", "cpu", t, [16, 4], &ALL));
-    let mut load = Load::cpu(cores);
-    wait(&mut daemon, "voice, android and discord shed", |d| {
-        SHEDDABLE.iter().all(|p| is(d, p, "disabled", None))
+    let plugins = ["voice", "android", "loadwatch", "discord", "stubs"];
+    let (_dir, mut daemon) = start_all(&config("enforce", "cpu", t, [16, 4], &plugins));
+    // Start-up itself (a Python or shell process, the worker, the plugins' working sets) can
+    // briefly busy both cores of a small machine: wait until the loop has settled, with every
+    // plugin at full level for a few seconds, and judge only what follows.
+    let mut settled_since = Instant::now();
+    wait(&mut daemon, "every plugin at full level for 4 s", |d| {
+        if !plugins.iter().all(|p| is(d, p, "enabled", Some(0))) {
+            settled_since = Instant::now();
+        }
+        settled_since.elapsed() >= Duration::from_secs(4)
     });
+    let before = decisions(&daemon).len();
+    let loadwatch = daemon.json("/plugins/loadwatch")["process"]["pid"]
+        .as_u64()
+        .expect("loadwatch's pid");
+    let mut load = Load::cpu(cores);
+    wait(
+        &mut daemon,
+        "voice, android and discord shed, loadwatch suspended",
+        |d| {
+            SHEDDABLE.iter().all(|p| is(d, p, "disabled", None))
+                && is(d, "loadwatch", "suspended", None)
+        },
+    );
+    // Suspended, not disabled: the same process, stopped.
+    assert_eq!(load::process_state(loadwatch), Some('T'));
     let (status, body) = daemon.post("/plugins/android/call", "hello").unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -452,9 +483,20 @@ fn cpu_pressure_sheds_in_priority_order_and_restores() {
     load.stop();
     wait(&mut daemon, "every plugin restored", |d| {
         SHEDDABLE.iter().all(|p| is(d, p, "enabled", Some(0)))
+            && is(d, "loadwatch", "enabled", Some(0))
     });
-    let all = decisions(&daemon);
+    // Resumed: the same process runs on.
+    assert!(
+        load::process_state(loadwatch).is_some_and(|s| s != 'T'),
+        "loadwatch's process after its resume: {:?}",
+        load::process_state(loadwatch)
+    );
+    let all = decisions(&daemon).split_off(before);
     let history = format!("under {}:\n{}", "cpu load", timeline(&all));
+    assert!(
+        steps(&all, "shed").contains(&("loadwatch".to_owned(), "suspend".to_owned())),
+        "loadwatch suspended: {history}"
+    );
     let sheds: Vec<String> = steps(&all, "shed").into_iter().map(|(p, _)| p).collect();
     let mut sorted = sheds.clone();
     sorted.sort_by_key(|p| priority(p));

@@ -175,3 +175,10 @@ impl Drop for Load {
         self.stop();
     }
 }
+
+/// A process's state letter from `/proc/PID/stat` (`T` when stopped), or `None` when it is gone.
+pub fn process_state(pid: u64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name in parentheses may hold spaces; the state follows its closing parenthesis.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
