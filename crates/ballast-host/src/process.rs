@@ -828,6 +828,13 @@ impl ProcessInstance {
     pub(crate) fn stop(&self) -> Result<(), PluginFault> {
         self.stopping.store(true, Ordering::SeqCst);
         let (exit, killed) = self.child.stop(self.plugin.config.stop_timeout);
+        // Whatever it was in (over a memory limit, stalled), it is not any more.
+        self.plugin
+            .supervision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .conditions
+            .clear();
         if killed {
             tracing::warn!(plugin = %self.plugin.config.name, pid = self.pid(), timeout = %humantime::format_duration(self.plugin.config.stop_timeout), "plugin process did not stop after SIGTERM and was killed");
         }

@@ -279,6 +279,13 @@ impl Supervisor {
         }
     }
 
+    /// The process is gone (or going): nothing of it is watched any more, and no condition of
+    /// it holds (a plugin shed for its hard limit is no longer over it).
+    fn stop_detecting(&mut self) {
+        self.detectors = None;
+        self.lock().conditions.clear();
+    }
+
     /// Sends the detectors' alerts and acts on the hard limit and on stalls.
     fn alerts(&mut self, slot: &Arc<Slot>) {
         let Some((generation, detectors)) = &mut self.detectors else {
@@ -289,7 +296,12 @@ impl Supervisor {
         while let Some(alert) = detectors.poll_alert() {
             raised.push(alert);
         }
-        let conditions = detectors.conditions();
+        // A process on its way out is in no condition any more.
+        let conditions = if Self::current(slot, generation).is_some() {
+            detectors.conditions()
+        } else {
+            Vec::new()
+        };
         self.lock().conditions = conditions;
         for (alert, message) in raised {
             let name = &self.plugin.config.name;
@@ -330,7 +342,7 @@ impl Supervisor {
         if let Err(error) = disable_slot(slot, &reason) {
             tracing::warn!(plugin = %self.plugin.config.name, %error, "shedding the plugin over its hard limit failed");
         }
-        self.detectors = None;
+        self.stop_detecting();
     }
 
     fn restart_stalled(&mut self, slot: &Arc<Slot>, generation: u64, message: &str) {
@@ -358,7 +370,7 @@ impl Supervisor {
             "health check failed",
             None,
         );
-        self.detectors = None;
+        self.stop_detecting();
     }
 
     /// The process of `generation` exited; unless the host was stopping it, apply the restart
@@ -366,7 +378,7 @@ impl Supervisor {
     fn exited(&mut self, slot: &Arc<Slot>, generation: u64, exit: Exit) {
         self.last_exited = self.last_exited.max(generation);
         if self.current_generation() == Some(generation) {
-            self.detectors = None;
+            self.stop_detecting();
         }
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         let Some((state, instance)) = Self::current(slot, generation) else {
@@ -391,7 +403,7 @@ impl Supervisor {
     /// Applies the restart policy after an exit (`None`: one the host caused, or a failed
     /// start). The caller holds the lifecycle lock.
     fn after_exit(&mut self, slot: &Slot, exit: Option<Exit>, why: &str, started: Option<Instant>) {
-        self.detectors = None;
+        self.stop_detecting();
         let now = self.now();
         let started = started.map(|at| self.timestamp_of(at));
         let decision = {

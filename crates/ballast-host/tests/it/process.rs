@@ -299,6 +299,15 @@ fn a_process_over_its_hard_memory_limit_is_shed() {
         status.reason
     );
     wait_process(pid, "gone", |s| s.is_none() || s == Some('Z'));
+    // Its process is gone, and so are the conditions it was in.
+    let conditions = f
+        .host
+        .status("hog")
+        .unwrap()
+        .process
+        .map(|p| p.conditions)
+        .unwrap_or_default();
+    assert!(conditions.is_empty(), "{conditions:?}");
 }
 
 fn indexer(notes: &Path) -> PluginConfig {
