@@ -747,7 +747,13 @@ impl Drop for SoakCgroup {
     }
 }
 
+/// The soak's cool-down and stabilization, in seconds: short enough that a 30 min soak sees
+/// several rounds of shedding and of restoring every plugin.
+const SOAK_COOLDOWN_S: u64 = 10;
+const SOAK_STABILIZATION_S: u64 = 60;
+
 fn soak_config(shed: f64, restore: f64, emergency: f64) -> String {
+    let (cooldown, stabilization) = (SOAK_COOLDOWN_S, SOAK_STABILIZATION_S);
     format!(
         r#"
 [default]
@@ -758,8 +764,8 @@ interval = "1s"
 resources = ["memory"]
 
 [default.scaler]
-cooldown = "30s"
-stabilization = "5m"
+cooldown = "{cooldown}s"
+stabilization = "{stabilization}s"
 
 [default.scaler.thresholds.memory]
 shed = {shed:.4}
@@ -878,24 +884,88 @@ fn fault_injector(address: &str, stop: &AtomicBool, faults: &Mutex<Faults>, seed
     }
 }
 
-/// The memory to hold at `t` seconds into a soak of `total` seconds: slow trapezoid swings
-/// between nothing and `high` (an eighth rising, a quarter held, an eighth falling, half idle, so
-/// that a 30 min soak stays calm for 6 min at a time, longer than the 5 min stabilization, and
-/// plugins come back), with a small fast wobble of `wobble` on top that makes the load hover at
-/// the thresholds.
-fn load_at(t: f64, total: f64, high: f64, wobble: f64) -> f64 {
-    let period = (total / 2.5).max(60.0);
-    let phase = (t % period) / period;
-    let swing = if phase < 0.125 {
-        phase * 8.0
-    } else if phase < 0.375 {
-        1.0
-    } else if phase < 0.5 {
-        1.0 - (phase - 0.375) * 8.0
-    } else {
-        0.0
-    };
-    (high * swing + wobble * (t * std::f64::consts::TAU / 30.0).sin()).max(0.0)
+/// The memory the soak holds: swings between nothing and `high` (30 s rising, 150 s held, 30 s
+/// falling), each followed by a calm that lasts until every plugin is back at its full level and
+/// then one more stabilization (at most 15 min), with a small fast wobble of `wobble` on top that
+/// makes the load hover at the thresholds. Since the load rises again only once everything has
+/// been back for a whole stabilization, a shed within the stabilization after a restore is the
+/// daemon's own flap, not the next swing.
+struct Swing {
+    high: f64,
+    wobble: f64,
+    /// When the current swing began (its rise).
+    began: f64,
+    /// When every plugin was first seen back during this swing's calm.
+    all_back: Option<f64>,
+    /// Calms that ended at the 15 min cap, with a plugin still not back.
+    capped: u64,
+    /// Swings completed.
+    swings: u64,
+}
+
+impl Swing {
+    const RISE: f64 = 30.0;
+    const HOLD: f64 = 150.0;
+    const FALL: f64 = 30.0;
+    const MAX_CALM: f64 = 900.0;
+
+    fn new(high: f64, wobble: f64) -> Swing {
+        Swing {
+            high,
+            wobble,
+            began: 0.0,
+            all_back: None,
+            capped: 0,
+            swings: 0,
+        }
+    }
+
+    /// The memory to hold at `t` seconds; `back` says whether every plugin runs at full level
+    /// now. Returns whether a calm just ended with everything back (a point to compare RSS at).
+    fn at(&mut self, t: f64, back: bool) -> (f64, bool) {
+        let into = t - self.began;
+        let calm_from = Self::RISE + Self::HOLD + Self::FALL;
+        let mut calm_ended = false;
+        let swing = if into < Self::RISE {
+            into / Self::RISE
+        } else if into < Self::RISE + Self::HOLD {
+            1.0
+        } else if into < calm_from {
+            1.0 - (into - Self::RISE - Self::HOLD) / Self::FALL
+        } else {
+            if back {
+                self.all_back.get_or_insert(t);
+            }
+            let settled = self
+                .all_back
+                .is_some_and(|at| t - at >= SOAK_STABILIZATION_S as f64 + 30.0);
+            let capped = into - calm_from >= Self::MAX_CALM;
+            if settled || capped {
+                self.capped += u64::from(!settled);
+                calm_ended = settled;
+                self.swings += 1;
+                self.began = t;
+                self.all_back = None;
+            }
+            0.0
+        };
+        let wobble = self.wobble * (t * std::f64::consts::TAU / 30.0).sin();
+        ((self.high * swing + wobble).max(0.0), calm_ended)
+    }
+}
+
+/// Whether every plugin runs at its full level (`faulty` aside: the fault injector fails it
+/// on purpose and brings it back).
+fn all_back(address: &str) -> bool {
+    get_json(address, "/plugins")
+        .ok()
+        .and_then(|p| {
+            p.as_array().map(|a| {
+                a.iter()
+                    .all(|p| p["name"] == "faulty" || (p["state"] == "enabled" && p["level"] == 0))
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// Restores followed by a shed of the same plugin within `window`, from the decision logs.
@@ -1015,9 +1085,14 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
     let mut rss_samples = Vec::new();
     let (mut health_failures, mut health_max) = (0u64, Duration::ZERO);
     let mut exited = None;
+    let mut swing = Swing::new(high, wobble);
+    // The daemon's RSS (less its plugins' live bytes) each time a calm ended with every plugin
+    // back: the same state of the daemon at each point, so a growth between them is its own.
+    let mut calm_points = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
         let t = started.elapsed().as_secs_f64();
-        ballast.hold(load_at(t, seconds as f64, high, wobble) as u64);
+        let (hold, calm_ended) = swing.at(t, all_back(&address));
+        ballast.hold(hold as u64);
         let asked = Instant::now();
         match http(&address, "GET", "/healthz", "") {
             Ok((200, _)) => health_max = health_max.max(asked.elapsed()),
@@ -1045,6 +1120,9 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
             rss_min = rss_min.min(own);
             rss_max = rss_max.max(own);
             rss_samples.push((t, rss, own));
+            if calm_ended {
+                calm_points.push(own);
+            }
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -1057,7 +1135,8 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
         .map(|(_, b)| b);
     let plugins = get_json(&address, "/plugins").ok();
     daemon.terminate();
-    let (sheds, restores, n_flaps, flap_list) = flaps(&data_dir, Duration::from_secs(300))?;
+    let (sheds, restores, n_flaps, flap_list) =
+        flaps(&data_dir, Duration::from_secs(SOAK_STABILIZATION_S))?;
     let scaler_flaps: u64 = plugins
         .as_ref()
         .and_then(|p| p.as_array())
@@ -1093,8 +1172,22 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
         mib(if rss_min == u64::MAX { 0 } else { rss_min }),
         mib(rss_max)
     );
+    println!(
+        "rss with every plugin back, at the end of each calm (less the plugins' live bytes): {} MiB",
+        calm_points
+            .iter()
+            .map(|b| format!("{:.1}", mib(*b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "swings                  {} (calms that hit the 15 min cap with a plugin not back: {})",
+        swing.swings, swing.capped
+    );
     println!("decisions               {sheds} sheds, {restores} restores");
-    println!("flaps within 5 min      {n_flaps} (scaler's own count: {scaler_flaps})");
+    println!(
+        "flaps within {SOAK_STABILIZATION_S} s       {n_flaps} (scaler's own count: {scaler_flaps})"
+    );
     for flap in &flap_list {
         println!("  {flap}");
     }
@@ -1144,16 +1237,27 @@ mod tests {
     }
 
     #[test]
-    fn the_soak_load_swings_between_nothing_and_high() {
-        let total = 1800.0;
-        let at = |t: f64| load_at(t, total, 100.0, 0.0);
-        assert_eq!(at(0.0), 0.0);
-        assert_eq!(at(720.0 * 0.3), 100.0);
-        assert_eq!(at(720.0 * 0.8), 0.0);
-        assert!((at(720.0 / 16.0) - 50.0).abs() < 1e-9);
-        // Calm for half of each 12 min swing: longer than the 5 min stabilization.
-        let calm = (0..720).filter(|s| at(f64::from(*s)) == 0.0).count();
-        assert!(calm >= 359, "{calm}");
-        assert!(load_at(7.5, total, 0.0, 10.0) > 9.9);
+    fn the_soak_load_rises_again_only_a_stabilization_after_every_plugin_is_back() {
+        let mut swing = Swing::new(100.0, 0.0);
+        let mut at = |t: f64, back: bool| swing.at(t, back);
+        assert_eq!(at(0.0, true).0, 0.0);
+        assert!((at(15.0, false).0 - 50.0).abs() < 1e-9);
+        assert_eq!(at(100.0, false).0, 100.0);
+        assert!((at(195.0, false).0 - 50.0).abs() < 1e-9);
+        // Calm while the plugins are not back, however long it takes (up to the cap).
+        assert_eq!(at(240.0, false), (0.0, false));
+        assert_eq!(at(600.0, false), (0.0, false));
+        // Back at 600 s: calm for one more stabilization and 30 s, then the next rise.
+        assert_eq!(at(601.0, true), (0.0, false));
+        let end = 601.0 + SOAK_STABILIZATION_S as f64 + 30.0;
+        assert_eq!(at(end - 1.0, true), (0.0, false));
+        assert_eq!(at(end, true), (0.0, true));
+        assert!((at(end + 15.0, false).0 - 50.0).abs() < 1e-9);
+        // A calm in which a plugin never comes back ends at the cap, and says so.
+        let mut swing = Swing::new(100.0, 0.0);
+        assert_eq!(swing.at(210.0 + Swing::MAX_CALM, false), (0.0, false));
+        assert_eq!((swing.swings, swing.capped), (1, 1));
+        // The wobble rides on top.
+        assert!(Swing::new(0.0, 10.0).at(7.5, true).0 > 9.9);
     }
 }
