@@ -225,24 +225,24 @@ fn whole_lines_end(bytes: &[u8]) -> usize {
 
 /// Appends the first half of the last record of `log`'s newest segment to it, without a
 /// newline: what a power cut in the middle of a write leaves.
-fn simulate_torn_write(data_dir: &Path, log: &str) -> Result<()> {
+fn simulate_torn_write(data_dir: &Path, log: &str) -> Result<bool> {
     let Some((name, bytes)) = segments(data_dir)?
         .into_iter()
         .rfind(|(n, _)| n.starts_with(&format!("{log}-")))
     else {
-        return Ok(());
+        return Ok(false);
     };
     let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let last = &body[start..];
     if last.len() < 2 || !bytes.ends_with(b"\n") {
-        return Ok(());
+        return Ok(false);
     }
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(data_dir.join(&name))?;
     file.write_all(&last[..last.len() / 2])?;
-    Ok(())
+    Ok(true)
 }
 
 /// Temporary files of interrupted atomic writes (`.<name>.tmp-*`) in `dir`.
@@ -558,15 +558,16 @@ pub fn crash(root: &Path, rounds: u32) -> Result<()> {
         // A process kill cannot tear a line (each record is one small write, and the page
         // cache keeps it); a power cut can. Every fourth round simulates one: half a record
         // appended, without its newline, to the newest segment of a log.
-        if rng.range(0, 4) == 0 {
-            simulate_torn_write(
+        if rng.range(0, 4) == 0
+            && simulate_torn_write(
                 &data_dir,
                 if rng.range(0, 2) == 0 {
                     "telemetry"
                 } else {
                     "decisions"
                 },
-            )?;
+            )?
+        {
             simulated += 1;
         }
         before_kill = segments(&data_dir)?;
