@@ -347,6 +347,11 @@ pub enum PluginEventKind {
         to: PluginState,
         /// Why.
         reason: String,
+        /// Whether the host changed the state on its own (a hard memory limit crossed, a process
+        /// gone for good) rather than on a command. The scaler follows such a change; the result
+        /// of its own command, which may arrive after a newer command, it does not.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_host: bool,
     },
     /// Periodic or on-request figures.
     Stats(PluginStats),

@@ -313,8 +313,23 @@ impl Shared {
         Level(self.level.load(Ordering::Relaxed))
     }
 
-    /// Moves to `state`, replacing the instance, and emits the event.
+    /// Moves to `state`, replacing the instance, and emits the event: the result of a command.
     pub(crate) fn transition(&self, state: PluginState, reason: &str, instance: Option<Arc<Live>>) {
+        self.transition_as(state, reason, instance, false);
+    }
+
+    /// Moves to `state` on the host's own initiative (a hard limit, a process gone for good).
+    pub(crate) fn transition_by_host(&self, state: PluginState, reason: &str) {
+        self.transition_as(state, reason, None, true);
+    }
+
+    fn transition_as(
+        &self,
+        state: PluginState,
+        reason: &str,
+        instance: Option<Arc<Live>>,
+        by_host: bool,
+    ) {
         let now = self.now();
         if let PluginState::Enabled { level } = state {
             self.level.store(level.0, Ordering::Relaxed);
@@ -340,6 +355,7 @@ impl Shared {
                 from,
                 to: state,
                 reason: reason.to_owned(),
+                by_host,
             },
         });
     }
@@ -1215,6 +1231,11 @@ fn change_level(
 
 /// [`PluginHost::disable`] on a slot.
 pub(crate) fn disable_slot(slot: &Slot, reason: &str) -> Result<(), HostError> {
+    disable_slot_as(slot, reason, false)
+}
+
+/// [`disable_slot`], on the host's own initiative when `by_host`.
+pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Result<(), HostError> {
     let name = slot.config.name.as_str();
     let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
     let (state, instance) = slot.shared.snapshot();
@@ -1227,7 +1248,12 @@ pub(crate) fn disable_slot(slot: &Slot, reason: &str) -> Result<(), HostError> {
             state,
             PluginState::Loaded | PluginState::Failed { .. } | PluginState::Restarting
         ) {
-            slot.shared.transition(PluginState::Disabled, reason, None);
+            if by_host {
+                slot.shared
+                    .transition_by_host(PluginState::Disabled, reason);
+            } else {
+                slot.shared.transition(PluginState::Disabled, reason, None);
+            }
         }
         return Ok(());
     };
@@ -1258,7 +1284,12 @@ pub(crate) fn disable_slot(slot: &Slot, reason: &str) -> Result<(), HostError> {
             tracing::warn!(plugin = %name, %fault, "plugin stop failed");
         }
     }
-    slot.shared.transition(PluginState::Disabled, reason, None);
+    if by_host {
+        slot.shared
+            .transition_by_host(PluginState::Disabled, reason);
+    } else {
+        slot.shared.transition(PluginState::Disabled, reason, None);
+    }
     // Dropping the last reference (here, or in the last call still running) destroys it.
     drop(instance);
     Ok(())

@@ -18,7 +18,7 @@ use ballast_process::{
     RestartDecision, UsageMeter,
 };
 
-use crate::host::{Slot, disable_slot, start_instance};
+use crate::host::{Slot, disable_slot_as, start_instance};
 use crate::process::{ProcessPlugin, SupervisorMsg};
 
 /// Gauges a plugin may create.
@@ -339,7 +339,7 @@ impl Supervisor {
             return;
         }
         let reason = format!("{message}: shed by the host");
-        if let Err(error) = disable_slot(slot, &reason) {
+        if let Err(error) = disable_slot_as(slot, &reason, true) {
             tracing::warn!(plugin = %self.plugin.config.name, %error, "shedding the plugin over its hard limit failed");
         }
         self.stop_detecting();
@@ -389,10 +389,9 @@ impl Supervisor {
         self.lock().last_exit = Some(exit.to_string());
         match state {
             PluginState::Suspended => {
-                slot.shared.transition(
+                slot.shared.transition_by_host(
                     PluginState::Disabled,
                     &format!("{why} while it was suspended"),
-                    None,
                 );
             }
             PluginState::Enabled { .. } => self.after_exit(slot, Some(exit), &why, started),
@@ -434,7 +433,8 @@ impl Supervisor {
                 );
             }
             RestartDecision::Stop { reason } => {
-                slot.shared.transition(PluginState::Disabled, &reason, None);
+                slot.shared
+                    .transition_by_host(PluginState::Disabled, &reason);
             }
         }
     }

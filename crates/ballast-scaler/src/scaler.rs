@@ -598,7 +598,7 @@ impl Scaler {
             return;
         };
         match &event.kind {
-            PluginEventKind::StateChanged { to, .. } => {
+            PluginEventKind::StateChanged { to, by_host, .. } => {
                 let slot = &mut self.slots[i];
                 match to {
                     PluginState::Failed { .. } => slot.failed = true,
@@ -615,8 +615,10 @@ impl Scaler {
                 // The host took the plugin off on its own (a hard memory limit, a process that
                 // exited for good, one that crashed while suspended): it is off now, and the
                 // usual restore brings it back once the machine is calm. A shed soon after a
-                // restore counts as a flap.
-                if *to == PluginState::Disabled {
+                // restore counts as a flap. A disable that answers a command is not followed:
+                // it may arrive after a newer command (an operator's enable right after a
+                // disable) and would undo it.
+                if *to == PluginState::Disabled && *by_host {
                     let level = match slot.placement {
                         Placement::On { level } => Some(level),
                         Placement::Off {

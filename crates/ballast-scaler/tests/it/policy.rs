@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ballast_core::decision::Mode;
+use ballast_core::decision::{Action, Mode};
 use ballast_core::{
     LevelHints, PluginEvent, PluginEventKind, PluginState, PluginStats, Resource, ThresholdProfile,
     Timestamp,
@@ -390,6 +390,7 @@ fn a_failed_plugin_is_neither_shed_nor_restored() {
                 reason: "crashed".into(),
             },
             reason: "crashed".into(),
+            by_host: false,
         },
     };
     h.scaler.handle_plugin_event(failed.at, &failed);
@@ -411,6 +412,7 @@ fn pinning_a_failed_plugin_on_enables_a_fresh_instance() {
                 reason: "crashed".into(),
             },
             reason: "crashed".into(),
+            by_host: false,
         },
     };
     h.scaler.handle_plugin_event(failed.at, &failed);
@@ -440,6 +442,7 @@ fn pinning_a_failed_plugin_on_enables_a_fresh_instance() {
             },
             to: PluginState::Enabled { level: level(0) },
             reason: "operator pinned it on at level 0".into(),
+            by_host: false,
         },
     };
     h.scaler.handle_plugin_event(enabled.at, &enabled);
@@ -534,6 +537,7 @@ fn a_restore_counts_the_memory_a_plugin_was_seen_to_use_not_only_what_it_declare
                 from: PluginState::Loaded,
                 to: PluginState::Enabled { level: level(n) },
                 reason: "test".into(),
+                by_host: false,
             },
         )
     };
@@ -743,6 +747,7 @@ fn a_plugin_the_host_shed_on_its_own_is_restored_like_one_the_scaler_shed() {
             from: PluginState::Draining,
             to,
             reason: "memory 600.0 MiB reached its hard limit 512.0 MiB: shed by the host".into(),
+            by_host: true,
         },
     };
     h.scaler
@@ -760,6 +765,44 @@ fn a_plugin_the_host_shed_on_its_own_is_restored_like_one_the_scaler_shed() {
         310s restore indexer (enable at level 0) [stabilized]
     "#]]
     .assert_eq(&h.timeline());
+}
+
+#[test]
+fn the_late_result_of_its_own_disable_does_not_undo_a_newer_enable() {
+    let mut h = Harness::new(scaler(vec![spec("faulty", 10, 1)]));
+    h.memory(0, 10, 1, 0.3);
+    let pin = |h: &mut Harness, secs, target| {
+        h.scaler
+            .pin(Timestamp::from_secs(secs), "faulty", target, None)
+            .unwrap();
+        h.drain();
+        h.decisions.last().map(|d| d.action.clone())
+    };
+    // The operator disables it, then enables it before the host's report of the disable
+    // reaches the scaler.
+    assert_eq!(pin(&mut h, 10, PinTarget::Off), Some(Action::Disable));
+    assert_eq!(
+        pin(&mut h, 11, PinTarget::On { level: level(0) }),
+        Some(Action::Enable { level: level(0) })
+    );
+    let disabled = PluginEvent {
+        at: Timestamp::from_secs(10),
+        plugin: "faulty".into(),
+        kind: PluginEventKind::StateChanged {
+            from: PluginState::Draining,
+            to: PluginState::Disabled,
+            reason: "operator pinned it off".into(),
+            by_host: false,
+        },
+    };
+    h.scaler
+        .handle_plugin_event(Timestamp::from_secs(12), &disabled);
+    assert_eq!(
+        h.scaler.placement("faulty"),
+        Some(ballast_scaler::Placement::On { level: level(0) })
+    );
+    // So the next disable is one.
+    assert_eq!(pin(&mut h, 13, PinTarget::Off), Some(Action::Disable));
 }
 
 #[test]

@@ -533,6 +533,7 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
                     from: before,
                     to: after,
                     reason,
+                    ..
                 } => events.push((e.at, &e.plugin, before, after, reason)),
                 PluginEventKind::Reported {
                     healthy: false,

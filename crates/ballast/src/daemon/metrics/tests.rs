@@ -36,6 +36,7 @@ fn events_count_decisions_warnings_and_transitions() {
             from: PluginState::Draining,
             to: PluginState::Disabled,
             reason: "shed".into(),
+            by_host: false,
         },
     }));
     let live = LiveView::new(Timestamp::from_secs(1), Mode::Observe);

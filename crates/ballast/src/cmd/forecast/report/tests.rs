@@ -66,6 +66,7 @@ fn state(
             from,
             to,
             reason: reason.to_owned(),
+            by_host: false,
         },
     })
 }
