@@ -886,8 +886,8 @@ fn fault_injector(address: &str, stop: &AtomicBool, faults: &Mutex<Faults>, seed
 }
 
 /// The memory the soak holds: swings between nothing and `high` (30 s rising, 150 s held, 30 s
-/// falling), each followed by a calm that lasts until every plugin is back at its full level and
-/// then one more stabilization (at most 15 min), with a small fast wobble of `wobble` on top that
+/// falling), each followed by a calm that lasts until the scaler has brought every plugin back
+/// and taken no step for a stabilization, and 30 s more (at most 15 min), with a small fast wobble of `wobble` on top that
 /// makes the load hover at the thresholds. Since the load rises again only once everything has
 /// been back for a whole stabilization, a shed within the stabilization after a restore is the
 /// daemon's own flap, not the next swing.
@@ -909,6 +909,9 @@ impl Swing {
     const HOLD: f64 = 150.0;
     const FALL: f64 = 30.0;
     const MAX_CALM: f64 = 900.0;
+    /// How long the calm goes on once everything is back (which already means no step for a
+    /// stabilization), so that a restore's aftermath is seen.
+    const SETTLE: f64 = 30.0;
 
     fn new(high: f64, wobble: f64) -> Swing {
         Swing {
@@ -937,9 +940,7 @@ impl Swing {
             if back {
                 self.all_back.get_or_insert(t);
             }
-            let settled = self
-                .all_back
-                .is_some_and(|at| t - at >= SOAK_STABILIZATION_S as f64 + 30.0);
+            let settled = self.all_back.is_some_and(|at| t - at >= Self::SETTLE);
             let capped = into - calm_from >= Self::MAX_CALM;
             if settled || capped {
                 self.capped += u64::from(!settled);
@@ -955,18 +956,35 @@ impl Swing {
     }
 }
 
-/// Whether every plugin runs at its full level (`faulty` aside: the fault injector fails it
-/// on purpose and brings it back).
+/// Whether the scaler has brought back all it will: every plugin enabled (`faulty` aside: the
+/// fault injector fails it on purpose and brings it back) and no shed or restore for a whole
+/// stabilization and 30 s (the scaler restores one step per stabilization while any plugin is
+/// below the level it may run at here, which the hardware tier may cap).
 fn all_back(address: &str) -> bool {
-    get_json(address, "/plugins")
+    let enabled = get_json(address, "/plugins")
         .ok()
         .and_then(|p| {
             p.as_array().map(|a| {
                 a.iter()
-                    .all(|p| p["name"] == "faulty" || (p["state"] == "enabled" && p["level"] == 0))
+                    .all(|p| p["name"] == "faulty" || p["state"] == "enabled")
             })
         })
-        .unwrap_or(false)
+        .unwrap_or(false);
+    let last_step = get_json(address, "/decisions?tail=200").ok().and_then(|d| {
+        d.as_array().map(|a| {
+            a.iter()
+                .filter(|d| d["kind"] == "shed" || d["kind"] == "restore")
+                .filter_map(|d| d["at"].as_u64())
+                .max()
+                .unwrap_or(0)
+        })
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    enabled
+        && last_step
+            .is_some_and(|at| now_ms.saturating_sub(at) >= (SOAK_STABILIZATION_S + 30) * 1000)
 }
 
 /// Restores followed by a shed of the same plugin within `window`, from the decision logs.
@@ -1238,7 +1256,7 @@ mod tests {
     }
 
     #[test]
-    fn the_soak_load_rises_again_only_a_stabilization_after_every_plugin_is_back() {
+    fn the_soak_load_rises_again_only_once_every_plugin_is_back_and_settled() {
         let mut swing = Swing::new(100.0, 0.0);
         let mut at = |t: f64, back: bool| swing.at(t, back);
         assert_eq!(at(0.0, true).0, 0.0);
@@ -1248,9 +1266,9 @@ mod tests {
         // Calm while the plugins are not back, however long it takes (up to the cap).
         assert_eq!(at(240.0, false), (0.0, false));
         assert_eq!(at(600.0, false), (0.0, false));
-        // Back at 600 s: calm for one more stabilization and 30 s, then the next rise.
+        // Back at 600 s: calm for 30 s more, then the next rise.
         assert_eq!(at(601.0, true), (0.0, false));
-        let end = 601.0 + SOAK_STABILIZATION_S as f64 + 30.0;
+        let end = 601.0 + Swing::SETTLE;
         assert_eq!(at(end - 1.0, true), (0.0, false));
         assert_eq!(at(end, true), (0.0, true));
         assert!((at(end + 15.0, false).0 - 50.0).abs() < 1e-9);
