@@ -275,6 +275,20 @@ pub fn read_trace<R: Read>(
     parse_trace(source_name, &text, options)
 }
 
+/// Refuses options out of range: a zero interval or bin width (a rate over a zero-width bin is
+/// infinite).
+fn check_options(source_name: &str, options: &TraceOptions) -> Result<(), TraceError> {
+    for (what, value) in [("--interval", options.interval), ("bin width", options.bin)] {
+        if value.is_some_and(|v| v.as_millis() == 0) {
+            return Err(TraceError::BadOption {
+                source_name: source_name.to_owned(),
+                message: format!("{what} must be at least 1 ms"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parses a whole trace held in `text`, detecting its format unless [`TraceOptions::format`]
 /// says which. `source_name` (usually the path) is used in errors.
 pub fn parse_trace(
@@ -282,14 +296,6 @@ pub fn parse_trace(
     text: &str,
     options: &TraceOptions,
 ) -> Result<Trace, TraceError> {
-    for (what, value) in [("--interval", options.interval), ("bin width", options.bin)] {
-        if value == Some(Duration::ZERO) {
-            return Err(TraceError::BadOption {
-                source_name: source_name.to_owned(),
-                message: format!("{what} must be greater than zero"),
-            });
-        }
-    }
     match options.format.unwrap_or_else(|| TraceFormat::detect(text)) {
         TraceFormat::Csv => parse_csv(source_name, text, options),
         TraceFormat::TelemetryJsonl => parse_telemetry_jsonl(source_name, text, options),
@@ -302,6 +308,7 @@ pub fn parse_csv(
     text: &str,
     options: &TraceOptions,
 ) -> Result<Trace, TraceError> {
+    check_options(source_name, options)?;
     let name = || source_name.to_owned();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -506,7 +513,8 @@ fn bin_events(
             value.unwrap_or(0.0)
         };
     }
-    let seconds = width.as_secs_f64();
+    // The width the bins really have (whole milliseconds, at least one).
+    let seconds = width_ms as f64 / 1000.0;
     let points = sums
         .iter()
         .enumerate()
@@ -539,6 +547,7 @@ pub fn parse_telemetry_jsonl(
     text: &str,
     options: &TraceOptions,
 ) -> Result<Trace, TraceError> {
+    check_options(source_name, options)?;
     let wanted = options.column.as_deref().unwrap_or("cpu");
     let resource: Resource = wanted.parse().map_err(|_| TraceError::UnknownResource {
         source_name: source_name.to_owned(),
@@ -687,6 +696,41 @@ mod tests {
 
     fn parse(text: &str, options: &TraceOptions) -> Result<Trace, TraceError> {
         parse_trace("t.csv", text, options)
+    }
+
+    /// Found by the `trace_csv` fuzz target: a zero bin width handed to `parse_csv` directly
+    /// (not through `parse_trace`) divided by zero into infinite rates.
+    #[test]
+    fn a_zero_or_sub_millisecond_bin_is_refused_by_every_entry_point() {
+        let text = "\t\t\t\ttimestamp,\0\0vlue\n2014-02-14 14:3.3,0";
+        for bin in [Duration::ZERO, Duration::from_micros(500)] {
+            let options = TraceOptions {
+                interval: Some(Duration::from_millis(738_817_068)),
+                bin: Some(bin),
+                ..TraceOptions::default()
+            };
+            for result in [
+                parse_csv("fuzz.csv", text, &options),
+                parse_telemetry_jsonl("t.jsonl", "", &options),
+                parse_trace("t.csv", text, &options),
+            ] {
+                let error = result.expect_err("a zero bin is refused").to_string();
+                assert!(error.contains("bin width must be at least 1 ms"), "{error}");
+            }
+        }
+        // The smallest bin there is gives finite rates.
+        let options = TraceOptions {
+            bin: Some(Duration::from_millis(1)),
+            ..TraceOptions::default()
+        };
+        let trace = parse_csv(
+            "t.csv",
+            "timestamp,tokens\n2014-02-14 14:30:00,5\n",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(trace.points.len(), 1);
+        assert_eq!(trace.points[0].value, 1000.0);
     }
 
     #[test]
