@@ -614,8 +614,8 @@ impl Scaler {
                 slot.reported = Some(to.clone());
                 // The host took the plugin off on its own (a hard memory limit, a process that
                 // exited for good, one that crashed while suspended): it is off now, and the
-                // usual restore brings it back once the machine is calm. A shed soon after a
-                // restore counts as a flap. A disable that answers a command is not followed:
+                // usual restore brings it back once the machine is calm, later each time it
+                // breaks again (see `host_shed_accounting`). A disable that answers a command is not followed:
                 // it may arrive after a newer command (an operator's enable right after a
                 // disable) and would undo it.
                 if *to == PluginState::Disabled && *by_host {
@@ -628,7 +628,7 @@ impl Scaler {
                         Placement::Off { .. } => None,
                     };
                     if let Some(level) = level {
-                        let _ = self.flap_accounting(now, i, String::new());
+                        self.host_shed_accounting(now, i);
                         self.slots[i].placement = Placement::Off {
                             suspended: false,
                             level,
@@ -1240,6 +1240,24 @@ impl Scaler {
             }
         }
         reason
+    }
+
+    /// A plugin the host took off on its own broke by itself (it reached its hard memory limit,
+    /// its process gave up): restoring it sooner will not help. Unlike a shed of the scaler's,
+    /// which is a flap only within the stabilization after a restore, this one counts as a flap
+    /// whenever it comes within the backoff cap (`flap_backoff_max`) of the last restore, so a
+    /// plugin that leaks to its hard limit in ten minutes waits twice as long each time (up to
+    /// the cap) instead of being restored into the same breach every stabilization.
+    fn host_shed_accounting(&mut self, now: Timestamp, index: usize) {
+        let horizon = self.config.flap_backoff_max.max(self.profile.stabilization);
+        let slot = &mut self.slots[index];
+        if let Some(restored) = slot.last_restore_at.take() {
+            if now - restored < horizon {
+                slot.flaps = slot.flaps.saturating_add(1);
+            } else {
+                slot.flaps = 0;
+            }
+        }
     }
 
     /// The next plugin to restore: the highest priority one below its target, else the highest

@@ -768,6 +768,47 @@ fn a_plugin_the_host_shed_on_its_own_is_restored_like_one_the_scaler_shed() {
 }
 
 #[test]
+fn a_plugin_the_host_keeps_shedding_waits_longer_each_time() {
+    let mut h = Harness::new(scaler(vec![spec("indexer", 10, 1), spec("voice", 20, 1)]));
+    h.memory(0, 10, 1, 0.3);
+    let host_shed = |h: &mut Harness, secs| {
+        h.scaler.handle_plugin_event(
+            Timestamp::from_secs(secs),
+            &PluginEvent {
+                at: Timestamp::from_secs(secs),
+                plugin: "indexer".into(),
+                kind: PluginEventKind::StateChanged {
+                    from: PluginState::Draining,
+                    to: PluginState::Disabled,
+                    reason: "memory 600.0 MiB reached its hard limit 512.0 MiB: shed by the host"
+                        .into(),
+                    by_host: true,
+                },
+            },
+        );
+    };
+    // It leaks to its hard limit ten minutes after each restore, long after the 5 min
+    // stabilization: each breach still doubles the wait before the next restore.
+    host_shed(&mut h, 10);
+    h.memory(10, 910, 10, 0.3);
+    host_shed(&mut h, 910);
+    h.memory(910, 2110, 10, 0.3);
+    host_shed(&mut h, 2110);
+    h.memory(2110, 3900, 10, 0.3);
+    expect![[r#"
+        310s restore indexer (enable at level 0) [stabilized]
+        1510s restore indexer (enable at level 0) [stabilized]
+        3310s restore indexer (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+    assert_eq!(h.scaler.plugins()[0].flaps, 2);
+    // A restore that then holds for longer than the backoff cap (1 h) clears the count.
+    h.memory(3900, 7000, 10, 0.3);
+    host_shed(&mut h, 7000);
+    assert_eq!(h.scaler.plugins()[0].flaps, 0);
+}
+
+#[test]
 fn the_late_result_of_its_own_disable_does_not_undo_a_newer_enable() {
     let mut h = Harness::new(scaler(vec![spec("faulty", 10, 1)]));
     h.memory(0, 10, 1, 0.3);
