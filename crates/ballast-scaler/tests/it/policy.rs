@@ -735,23 +735,30 @@ fn resuming_counts_only_cpu_because_a_suspended_plugin_still_holds_its_memory() 
     assert!(reason.ends_with("memory 0.60 -> 0.60 after it"), "{reason}");
 }
 
+/// The host's report that it disabled `plugin` on its own, at its hard memory limit.
+fn shed_by_host(h: &mut Harness, plugin: &str, secs: u64) {
+    h.scaler.handle_plugin_event(
+        Timestamp::from_secs(secs),
+        &PluginEvent {
+            at: Timestamp::from_secs(secs),
+            plugin: plugin.into(),
+            kind: PluginEventKind::StateChanged {
+                from: PluginState::Draining,
+                to: PluginState::Disabled,
+                reason: "memory 600.0 MiB reached its hard limit 512.0 MiB: shed by the host"
+                    .into(),
+                by_host: true,
+            },
+        },
+    );
+}
+
 #[test]
 fn a_plugin_the_host_shed_on_its_own_is_restored_like_one_the_scaler_shed() {
     let mut h = Harness::new(scaler(vec![spec("indexer", 10, 1), spec("voice", 20, 1)]));
     h.memory(0, 10, 1, 0.3);
     // The host shed it (a hard memory limit): the scaler sees it off ...
-    let event = |secs, to| PluginEvent {
-        at: Timestamp::from_secs(secs),
-        plugin: "indexer".into(),
-        kind: PluginEventKind::StateChanged {
-            from: PluginState::Draining,
-            to,
-            reason: "memory 600.0 MiB reached its hard limit 512.0 MiB: shed by the host".into(),
-            by_host: true,
-        },
-    };
-    h.scaler
-        .handle_plugin_event(Timestamp::from_secs(10), &event(10, PluginState::Disabled));
+    shed_by_host(&mut h, "indexer", 10);
     assert_eq!(
         h.scaler.placement("indexer"),
         Some(ballast_scaler::Placement::Off {
@@ -771,22 +778,7 @@ fn a_plugin_the_host_shed_on_its_own_is_restored_like_one_the_scaler_shed() {
 fn a_plugin_the_host_keeps_shedding_waits_longer_each_time() {
     let mut h = Harness::new(scaler(vec![spec("indexer", 10, 1), spec("voice", 20, 1)]));
     h.memory(0, 10, 1, 0.3);
-    let host_shed = |h: &mut Harness, secs| {
-        h.scaler.handle_plugin_event(
-            Timestamp::from_secs(secs),
-            &PluginEvent {
-                at: Timestamp::from_secs(secs),
-                plugin: "indexer".into(),
-                kind: PluginEventKind::StateChanged {
-                    from: PluginState::Draining,
-                    to: PluginState::Disabled,
-                    reason: "memory 600.0 MiB reached its hard limit 512.0 MiB: shed by the host"
-                        .into(),
-                    by_host: true,
-                },
-            },
-        );
-    };
+    let host_shed = |h: &mut Harness, secs| shed_by_host(h, "indexer", secs);
     // It leaks to its hard limit ten minutes after each restore, long after the 5 min
     // stabilization: each breach still doubles the wait before the next restore.
     host_shed(&mut h, 10);
