@@ -199,7 +199,8 @@ pub struct ResourceFigures {
     pub confidence: Option<f64>,
     /// Whether the forecast was confident enough to count.
     pub forecast_used: bool,
-    /// The pressure the policy compared: max(smoothed, forecast if used).
+    /// The pressure the policy compared: max(smoothed, forecast if used), or the reading itself
+    /// when it is over the shed threshold and the smoothed value is past the soft limit.
     pub pressure: f64,
     /// The thresholds in force for the resource.
     pub thresholds: Thresholds,

@@ -29,7 +29,9 @@
 //!    stabilization doubles, up to `flap_backoff_max`.
 //!
 //! Pressure is `max(smoothed, forecast)` where the forecast counts only at or above
-//! `min_confidence`. Performance figures from the host (p95 latency over an objective, failure
+//! `min_confidence`, and the raw reading itself when it is over the shed threshold while the
+//! smoothed value is past the soft limit (a climb under way is shed on this tick, a lone spike
+//! from a calm level is still smoothed away). Performance figures from the host (p95 latency over an objective, failure
 //! rate over a limit) take the same step down on that plugin, with that reason.
 //! Operator pins hold a plugin on or off, optionally until a time; only an emergency overrides
 //! them. A plugin the host disabled on its own (over its hard memory limit, or a process that

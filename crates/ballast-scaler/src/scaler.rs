@@ -552,10 +552,20 @@ impl Scaler {
             } else {
                 0.0
             };
-            let pressure = match forecast {
+            let mut pressure = match forecast {
                 Some(f) if forecast_used => smoothed.max(f),
                 _ => smoothed,
             };
+            // A reading over the shed threshold counts as it is once the smoothed value
+            // confirms the rise (it is past the soft limit): the smoothing is there to ignore a
+            // lone spike from a calm level, not to hold a climb already under way for one more
+            // tick, which is what the smoothed value alone would cost.
+            if ra.value.is_finite()
+                && ra.value >= self.thresholds[i].shed
+                && smoothed >= self.soft_limits[i]
+            {
+                pressure = pressure.max(ra.value);
+            }
             self.views[i] = Some(ResourceFigures {
                 resource: ra.resource,
                 value: ra.value,
@@ -1552,14 +1562,20 @@ fn command_for(plugin: &str, action: &Action, reason: &str) -> Option<Command> {
     })
 }
 
+/// What the pressure in a reason was, when it is not the smoothed value: the forecast, or the
+/// reading itself (a rise the smoothed value confirms).
 fn forecast_note(view: &ResourceFigures) -> String {
     match (view.forecast, view.confidence) {
-        (Some(f), Some(c)) if view.forecast_used && f > view.smoothed => {
+        (Some(f), Some(c)) if view.forecast_used && f > view.smoothed && f >= view.pressure => {
             format!(
                 " (forecast {f:.2} at confidence {c:.2}, smoothed {:.2})",
                 view.smoothed
             )
         }
+        _ if view.pressure > view.smoothed && view.pressure == view.value => format!(
+            " (the reading itself: smoothed {:.2} confirms the rise past the soft limit {:.2})",
+            view.smoothed, view.soft_limit
+        ),
         _ => String::new(),
     }
 }

@@ -878,3 +878,29 @@ fn the_preflight_counts_what_a_process_was_measured_using_when_it_exceeds_the_de
     "#]]
     .assert_eq(&h.timeline());
 }
+
+#[test]
+fn a_reading_over_shed_counts_at_once_when_the_smoothed_value_confirms_the_rise() {
+    let reading = |secs, value: f64, smoothed: f64| {
+        let mut a = assessment(secs, &[(Resource::Memory, smoothed)]);
+        a.resources[0].value = value;
+        a
+    };
+    let mut h = Harness::new(scaler(vec![spec("discord", 10, 1), spec("voice", 20, 1)]));
+    h.memory(0, 10, 1, 0.3);
+    // A lone spike from a calm level: the smoothed value (0.45) is far from the soft limit
+    // (0.70), so the reading alone moves nothing.
+    h.feed(&reading(10, 0.90, 0.45));
+    h.memory(11, 20, 1, 0.3);
+    assert!(h.decisions.is_empty(), "{}", h.timeline());
+    // A climb under way: the smoothed value (0.75) is past the soft limit but not yet at shed
+    // (0.80); the reading (0.86) is, and the shed comes on this tick, not the next.
+    h.feed(&reading(20, 0.72, 0.60));
+    h.feed(&reading(21, 0.86, 0.75));
+    expect![[r#"
+        21s shed discord (disable) [high_pressure]
+    "#]]
+    .assert_eq(&h.timeline());
+    expect![[r#"memory pressure 0.86 reached shed 0.80 (the reading itself: smoothed 0.75 confirms the rise past the soft limit 0.70)"#]]
+    .assert_eq(&h.decisions[0].reason);
+}

@@ -123,13 +123,13 @@ fn gradual_rise() {
         Resource::Cpu,
         &points,
         expect![[r#"
-        +0d 00:26:50 warn - [soft_limit] cpu 0.70
-        +0d 00:40:10 shed discord (disable) [high_pressure] cpu 0.80
-        +0d 00:53:30 shed voice (level 0 -> 1) [high_pressure] cpu 0.80
-        +0d 02:09:50 restore voice (level 1 -> 0) [stabilized] cpu 0.54
-        +0d 02:14:50 restore discord (enable at level 0) [stabilized] cpu 0.53
-        sheds 2 restores 2 flaps 0 over_high 20s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 5680.0, "voice": 4580.0}
-    "#]],
+            +0d 00:26:50 warn - [soft_limit] cpu 0.70
+            +0d 00:40:00 shed discord (disable) [high_pressure] cpu 0.80
+            +0d 00:53:20 shed voice (level 0 -> 1) [high_pressure] cpu 0.80
+            +0d 02:09:50 restore voice (level 1 -> 0) [stabilized] cpu 0.54
+            +0d 02:14:50 restore discord (enable at level 0) [stabilized] cpu 0.53
+            sheds 2 restores 2 flaps 0 over_high 0s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 5690.0, "voice": 4590.0}
+        "#]],
     );
 }
 
@@ -146,9 +146,9 @@ fn sudden_spike() {
         Resource::Memory,
         &points,
         expect![[r#"
-            +0d 00:10:00 shed discord (disable) [emergency] memory 0.84
-            +0d 00:10:00 shed voice (disable) [emergency] memory 0.84
-            +0d 00:10:00 shed android (disable) [emergency] memory 0.84
+            +0d 00:10:00 shed discord (disable) [emergency] memory 0.99
+            +0d 00:10:00 shed voice (disable) [emergency] memory 0.99
+            +0d 00:10:00 shed android (disable) [emergency] memory 0.99
             +0d 00:10:10 warn - [soft_limit] memory 0.70
             +0d 00:15:30 restore android (enable at level 0) [stabilized] memory 0.15
             +0d 00:20:30 restore voice (enable at level 1) [stabilized] memory 0.25
@@ -252,8 +252,8 @@ fn mixed_workload() {
         +0d 00:25:10 throttle discord (concurrency 4) [soft_limit] memory 0.70
         +0d 00:25:40 throttle voice (concurrency 4) [soft_limit] memory 0.72
         +0d 00:26:10 throttle android (concurrency 4) [soft_limit] memory 0.73
-        +0d 00:28:30 shed discord (disable) [high_pressure] memory 0.80
-        +0d 00:30:00 shed voice (level 0 -> 1) [high_pressure] memory 0.83
+        +0d 00:28:20 shed discord (disable) [high_pressure] memory 0.80
+        +0d 00:30:00 shed voice (level 0 -> 1) [high_pressure] memory 0.87
         +0d 00:36:00 restore voice (level 1 -> 0) [stabilized] memory 0.37
         +0d 00:41:00 restore discord (enable at level 0) [stabilized] memory 0.47
         +0d 00:46:00 unthrottle android (concurrency default) [stabilized] memory 0.57
@@ -266,7 +266,7 @@ fn mixed_workload() {
         +0d 01:35:00 unthrottle android (concurrency default) [stabilized] memory 0.35
         +0d 01:40:00 unthrottle voice (concurrency default) [stabilized] memory 0.35
         +0d 01:45:00 unthrottle discord (concurrency default) [stabilized] memory 0.35
-        sheds 2 restores 2 flaps 0 over_high 10s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 750.0, "voice": 360.0}
+        sheds 2 restores 2 flaps 0 over_high 0s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 760.0, "voice": 360.0}
     "#]]
     .assert_eq(&render(&report));
 }
