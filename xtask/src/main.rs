@@ -70,7 +70,7 @@ enum Task {
     /// the lowest CPU priority, and print each campaign's figures.
     Fuzz {
         /// Only this target (config, descriptor, trace_csv, telemetry_jsonl, api_request, psi,
-        /// cgroup, proc).
+        /// cgroup, proc, protocol).
         target: Option<String>,
         /// How long to run each target.
         #[arg(long, default_value_t = 600)]
