@@ -625,9 +625,9 @@ impl Scaler {
                 // The host took the plugin off on its own (a hard memory limit, a process that
                 // exited for good, one that crashed while suspended): it is off now, and the
                 // usual restore brings it back once the machine is calm, later each time it
-                // breaks again (see `host_shed_accounting`). A disable that answers a command is not followed:
-                // it may arrive after a newer command (an operator's enable right after a
-                // disable) and would undo it.
+                // breaks again (see `host_shed_accounting`). A disable that answers a command
+                // is not followed: it may arrive after a newer command (an operator's enable
+                // right after a disable) and would undo it.
                 if *to == PluginState::Disabled && *by_host {
                     let level = match slot.placement {
                         Placement::On { level } => Some(level),
