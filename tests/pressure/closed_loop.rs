@@ -391,7 +391,8 @@ fn a_plugin_that_causes_the_pressure_is_shed_and_not_restored_into_it() {
     );
 }
 
-/// A step above the emergency threshold sheds every non-essential plugin in one decision round.
+/// A step above the emergency threshold sheds every non-essential plugin in one decision round
+/// (the plugins still enabled when the daemon first sees the emergency level).
 #[test]
 fn an_emergency_sheds_every_non_essential_plugin_in_one_round() {
     let _machine = load::machine();
@@ -417,14 +418,33 @@ fn an_emergency_sheds_every_non_essential_plugin_in_one_round() {
         .filter_map(|d| d["plugin"].as_str())
         .collect();
     shed_in_round.sort_by_key(|p| priority(p));
-    assert_eq!(
-        shed_in_round, SHEDDABLE,
-        "one round disables every non-essential plugin:\n{history}"
+    let disabled_before: Vec<&str> = all
+        .iter()
+        .filter(|d| d["rule"] != "emergency" && d["action"]["kind"] == "disable")
+        .filter_map(|d| d["plugin"].as_str())
+        .collect();
+    let still_on: Vec<&str> = SHEDDABLE
+        .into_iter()
+        .filter(|p| !disabled_before.contains(p))
+        .collect();
+    assert!(
+        !still_on.is_empty() && shed_in_round == still_on,
+        "one round disables every non-essential plugin still enabled:\n{history}"
     );
+    // A sample can still catch the load's ramp over the shed threshold but under the emergency
+    // one (faulting gigabytes in takes a moment): an ordinary step for that sample is right.
+    // What must not happen is an ordinary step once the daemon has seen the emergency level,
+    // or instead of the emergency round.
+    let emergency_at = t.emergency.expect("an emergency threshold");
+    let round_at = round.as_u64().unwrap_or_default();
     assert!(
         all.iter()
-            .all(|d| d["kind"] != "shed" || d["rule"] == "emergency"),
-        "no ordinary step came before or after the emergency round:\n{history}"
+            .filter(|d| d["kind"] == "shed" && d["rule"] != "emergency")
+            .all(|d| {
+                d["at"].as_u64().unwrap_or_default() < round_at
+                    && d["resource"]["value"].as_f64().unwrap_or(1.0) < emergency_at
+            }),
+        "an ordinary step came with or after a reading over the emergency threshold:\n{history}"
     );
     load.stop();
     wait(&mut daemon, "every plugin restored", |d| {

@@ -30,15 +30,16 @@
 //!
 //! Pressure is `max(smoothed, forecast)` where the forecast counts only at or above
 //! `min_confidence`, and the raw reading itself when it is over the shed threshold while the
-//! smoothed value is past the soft limit (a climb under way is shed on this tick, a lone spike from
-//! a calm level is still smoothed away). Performance figures from the host (p95 latency over an
-//! objective, failure rate over a limit) take the same step down on that plugin, with that reason.
-//! Operator pins hold a plugin on or off, optionally until a time; only an emergency overrides
-//! them. A plugin the host disabled on its own (over its hard memory limit, or a process that ended
-//! for good) is placed off and restored like one the scaler shed, except that it broke by itself:
-//! each such disable within `flap_backoff_max` of its last restore counts as a flap, however long
-//! the restore held, so it is not restored into the same breach every stabilization. In observe
-//! mode the scaler decides exactly as in enforce mode but sends no command.
+//! smoothed value is past the soft limit (a climb under way is shed on this tick; a spike the
+//! smoothing keeps under the soft limit is still ignored). Performance figures from the host (p95
+//! latency over an objective, failure rate over a limit) take the same step down on that plugin,
+//! with that reason. Operator pins hold a plugin on or off, optionally until a time; only an
+//! emergency overrides them. A plugin the host disabled on its own (over its hard memory limit, or
+//! a process that ended for good) is placed off and restored like one the scaler shed, except that
+//! it broke by itself: each such disable within `flap_backoff_max` of its last restore counts as a
+//! flap, however long the restore held, so it is not restored into the same breach every
+//! stabilization. In observe mode the scaler decides exactly as in enforce mode but sends no
+//! command.
 
 #![deny(missing_docs)]
 

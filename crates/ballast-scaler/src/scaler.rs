@@ -558,8 +558,8 @@ impl Scaler {
             };
             // A reading over the shed threshold counts as it is once the smoothed value
             // confirms the rise (it is past the soft limit): the smoothing is there to ignore a
-            // lone spike from a calm level, not to hold a climb already under way for one more
-            // tick, which is what the smoothed value alone would cost.
+            // spike it keeps under the soft limit, not to hold a climb already under way for
+            // one more tick, which is what the smoothed value alone would cost.
             if ra.value.is_finite()
                 && ra.value >= self.thresholds[i].shed
                 && smoothed >= self.soft_limits[i]

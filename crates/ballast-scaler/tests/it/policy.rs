@@ -888,9 +888,10 @@ fn a_reading_over_shed_counts_at_once_when_the_smoothed_value_confirms_the_rise(
     };
     let mut h = Harness::new(scaler(vec![spec("discord", 10, 1), spec("voice", 20, 1)]));
     h.memory(0, 10, 1, 0.3);
-    // A lone spike from a calm level: the smoothed value (0.45) is far from the soft limit
-    // (0.70), so the reading alone moves nothing.
-    h.feed(&reading(10, 0.90, 0.45));
+    // A lone spike over shed from a calm level: the smoothed value (0.3 + 0.7 x 0.52 = 0.66
+    // with the default weight) stays under the soft limit (0.70), so the reading alone moves
+    // nothing.
+    h.feed(&reading(10, 0.82, 0.66));
     h.memory(11, 20, 1, 0.3);
     assert!(h.decisions.is_empty(), "{}", h.timeline());
     // A climb under way: the smoothed value (0.75) is past the soft limit but not yet at shed
