@@ -11,8 +11,10 @@ use serde_json::Value;
 use crate::load::{self, Load, Memory};
 use crate::support::Daemon;
 
-/// How long any one phase (shedding, restoring) may take before the test fails.
-const PHASE: Duration = Duration::from_secs(60);
+/// How long any one phase (shedding, restoring) may take before the test fails. Generous: once,
+/// on a busy machine, memory stayed over the restore threshold for 46 s after the load was
+/// killed, and restoring then takes a stabilization per step.
+const PHASE: Duration = Duration::from_secs(120);
 
 /// The plugins of these tests: lowest priority first, `stubs` essential.
 const SHEDDABLE: [&str; 3] = ["voice", "android", "discord"];
