@@ -886,11 +886,11 @@ fn fault_injector(address: &str, stop: &AtomicBool, faults: &Mutex<Faults>, seed
 }
 
 /// The memory the soak holds: swings between nothing and `high` (30 s rising, 150 s held, 30 s
-/// falling), each followed by a calm that lasts until the scaler has brought every plugin back
-/// and taken no step for a stabilization, and 30 s more (at most 15 min), with a small fast wobble of `wobble` on top that
-/// makes the load hover at the thresholds. Since the load rises again only once everything has
-/// been back for a whole stabilization, a shed within the stabilization after a restore is the
-/// daemon's own flap, not the next swing.
+/// falling), each followed by a calm that lasts until the scaler has brought every plugin back and
+/// taken no step for a stabilization, and 30 s more (at most 15 min), with a small fast wobble of
+/// `wobble` on top that makes the load hover at the thresholds. Since the load rises again only
+/// once everything has been back for a whole stabilization, a shed within the stabilization after a
+/// restore is the daemon's own flap, not the next swing.
 struct Swing {
     high: f64,
     wobble: f64,

@@ -323,7 +323,8 @@ impl Shared {
         self.transition_as(state, reason, None, true);
     }
 
-    fn transition_as(
+    /// [`Shared::transition`], on the host's own initiative when `by_host`.
+    pub(crate) fn transition_as(
         &self,
         state: PluginState,
         reason: &str,
@@ -1248,12 +1249,8 @@ pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Resul
             state,
             PluginState::Loaded | PluginState::Failed { .. } | PluginState::Restarting
         ) {
-            if by_host {
-                slot.shared
-                    .transition_by_host(PluginState::Disabled, reason);
-            } else {
-                slot.shared.transition(PluginState::Disabled, reason, None);
-            }
+            slot.shared
+                .transition_as(PluginState::Disabled, reason, None, by_host);
         }
         return Ok(());
     };
@@ -1284,12 +1281,8 @@ pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Resul
             tracing::warn!(plugin = %name, %fault, "plugin stop failed");
         }
     }
-    if by_host {
-        slot.shared
-            .transition_by_host(PluginState::Disabled, reason);
-    } else {
-        slot.shared.transition(PluginState::Disabled, reason, None);
-    }
+    slot.shared
+        .transition_as(PluginState::Disabled, reason, None, by_host);
     // Dropping the last reference (here, or in the last call still running) destroys it.
     drop(instance);
     Ok(())

@@ -928,7 +928,7 @@ impl Scaler {
                 view.resource,
                 view.pressure,
                 view.soft_limit,
-                forecast_note(view)
+                pressure_note(view)
             );
             let figures = view.clone();
             self.record(
@@ -1000,7 +1000,7 @@ impl Scaler {
                 view.resource,
                 view.pressure,
                 view.thresholds.shed,
-                forecast_note(&view)
+                pressure_note(&view)
             );
             let level = match self.slots[index].placement {
                 Placement::On { level } | Placement::Off { level, .. } => level,
@@ -1031,7 +1031,7 @@ impl Scaler {
             view.resource,
             view.pressure,
             view.thresholds.shed,
-            forecast_note(&view)
+            pressure_note(&view)
         );
         self.step_down(now, index, Rule::HighPressure, Some(view), None, reason);
         self.last_shed_at = Some(now);
@@ -1051,7 +1051,7 @@ impl Scaler {
             view.resource,
             view.pressure,
             view.soft_limit,
-            forecast_note(&view)
+            pressure_note(&view)
         );
         self.record(
             now,
@@ -1084,7 +1084,7 @@ impl Scaler {
             view.resource,
             view.pressure,
             view.thresholds.emergency.unwrap_or(view.thresholds.shed),
-            forecast_note(&view)
+            pressure_note(&view)
         );
         let mut any = false;
         for index in 0..self.slots.len() {
@@ -1564,7 +1564,7 @@ fn command_for(plugin: &str, action: &Action, reason: &str) -> Option<Command> {
 
 /// What the pressure in a reason was, when it is not the smoothed value: the forecast, or the
 /// reading itself (a rise the smoothed value confirms).
-fn forecast_note(view: &ResourceFigures) -> String {
+fn pressure_note(view: &ResourceFigures) -> String {
     match (view.forecast, view.confidence) {
         (Some(f), Some(c)) if view.forecast_used && f > view.smoothed && f >= view.pressure => {
             format!(
