@@ -7,6 +7,7 @@
 
 pub mod assessment;
 pub mod decision;
+pub mod format;
 pub mod plugin;
 pub mod policy;
 pub mod resource;
@@ -18,7 +19,7 @@ pub mod time;
 pub use assessment::{Anomaly, Assessment, Forecast, ResourceAssessment, TrendStats};
 pub use plugin::{
     Command, Level, LevelHints, PluginAlert, PluginEvent, PluginEventKind, PluginSpec, PluginState,
-    PluginStats, ProcessUsage, ResourceHints,
+    PluginStats, ProcessStatus, ProcessUsage, ProgressStatus, ResourceHints,
 };
 pub use policy::{ThresholdProfile, Thresholds};
 pub use resource::{Resource, UnknownResource};

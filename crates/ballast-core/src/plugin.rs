@@ -324,6 +324,10 @@ impl fmt::Display for PluginAlert {
     }
 }
 
+/// The reason the daemon gives the plugins it disables because it is stopping; the demand report
+/// does not count such a disable as an outage.
+pub const SHUTDOWN_REASON: &str = "daemon shutdown";
+
 /// What happened to a plugin, reported by the host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PluginEvent {
@@ -370,6 +374,44 @@ pub enum PluginEventKind {
         /// The figures behind it, in a sentence.
         message: String,
     },
+}
+
+/// Reported progress, for the status page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgressStatus {
+    /// Percent done.
+    pub percent: Option<f64>,
+    /// The phase.
+    pub phase: Option<String>,
+    /// Since when it has been at this point.
+    pub since: Timestamp,
+}
+
+/// What the host knows of a plugin's process, for the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// What runs: the program and its arguments.
+    pub command: String,
+    /// `json-lines`, `none`, or `worker` for an isolated native plugin.
+    pub protocol: String,
+    /// The running process's id.
+    pub pid: Option<u32>,
+    /// When the running process started.
+    pub started_at: Option<Timestamp>,
+    /// The version its `hello` gave.
+    pub version: Option<String>,
+    /// Restarts after crashes (and stalls) since it was loaded.
+    pub restarts: u32,
+    /// How its last process ended, when one did on its own.
+    pub last_exit: Option<String>,
+    /// Conditions that hold now: stalled, busy_stall, stuck, leak_suspected, memory limits.
+    pub conditions: Vec<PluginAlert>,
+    /// The progress it reports.
+    pub progress: Option<ProgressStatus>,
+    /// Whether its process is stopped (SIGSTOP).
+    pub stopped: bool,
+    /// Its log file.
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

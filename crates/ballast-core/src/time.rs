@@ -31,6 +31,15 @@ impl Timestamp {
         Timestamp(secs.saturating_mul(1000))
     }
 
+    /// The timestamp of a system time; a time before the epoch is the epoch. (Reading the clock
+    /// is the caller's business: `Timestamp::from_system_time(SystemTime::now())`.)
+    pub fn from_system_time(time: std::time::SystemTime) -> Self {
+        let millis = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Timestamp(millis)
+    }
+
     /// Milliseconds since the epoch.
     pub const fn as_millis(self) -> u64 {
         self.0

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ballast_core::Timestamp;
 use ballast_core::plugin::{
     Level, PluginAlert, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
+    ProcessStatus,
 };
 use ballast_process::LeakDetector;
 use serde::Serialize;
@@ -23,7 +24,7 @@ use crate::host_api::{Clock, HostApiRef, HostContext, StateReport, leak_host_api
 use crate::instance::{Instance, PluginFault};
 use crate::library::{LoadError, PluginInfo, PluginLibrary};
 use crate::live::Live;
-use crate::process::{ProcessOptions, ProcessPlugin, ProcessStatus, SupervisorMsg};
+use crate::process::{ProcessOptions, ProcessPlugin, SupervisorMsg};
 
 /// Where the host sends plugin events.
 pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;

@@ -27,6 +27,7 @@ pub use actor::{
     Call, Disable, Enable, Execute, HostEvent, PluginHostActor, Resume, SetLevel, Status,
     Subscribe, Suspend,
 };
+pub use ballast_core::plugin::{ProcessStatus, ProgressStatus};
 pub use config::{Isolation, LevelConfig, PluginConfig, PluginKind, Protocol};
 pub use elf::{ElfProblem, check_shared_object};
 pub use host::{CallError, EventSink, HostError, PluginHost, PluginStatus, Reply};
@@ -35,5 +36,5 @@ pub use instance::PluginFault;
 pub use library::{
     LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
 };
-pub use process::{ProcessOptions, ProcessStatus, ProgressStatus};
+pub use process::ProcessOptions;
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 
 use ballast_abi::{BALLAST_STATUS_ERROR, BALLAST_STATUS_UNSUPPORTED};
 use ballast_core::Timestamp;
-use ballast_core::plugin::{PluginAlert, ProcessUsage};
+use ballast_core::plugin::{PluginAlert, ProcessStatus, ProcessUsage, ProgressStatus};
 use ballast_process::protocol::Described;
 use ballast_process::{
     Child, ChildEvent, HostMessage, LogFile, PROTOCOL_VERSION, PluginMessage, Progress,
     RestartTracker, Rotation, Spawn, Stream,
 };
 use nix::sys::signal::Signal;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{Isolation, PluginConfig, PluginKind, Protocol};
 use crate::host_api::Clock;
@@ -50,44 +49,6 @@ impl Default for ProcessOptions {
             sample_interval: Duration::from_secs(2),
         }
     }
-}
-
-/// Reported progress, for the status page.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProgressStatus {
-    /// Percent done.
-    pub percent: Option<f64>,
-    /// The phase.
-    pub phase: Option<String>,
-    /// Since when it has been at this point.
-    pub since: Timestamp,
-}
-
-/// What the host knows of a plugin's process, for the API.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProcessStatus {
-    /// What runs: the program and its arguments.
-    pub command: String,
-    /// `json-lines`, `none`, or `worker` for an isolated native plugin.
-    pub protocol: String,
-    /// The running process's id.
-    pub pid: Option<u32>,
-    /// When the running process started.
-    pub started_at: Option<Timestamp>,
-    /// The version its `hello` gave.
-    pub version: Option<String>,
-    /// Restarts after crashes (and stalls) since it was loaded.
-    pub restarts: u32,
-    /// How its last process ended, when one did on its own.
-    pub last_exit: Option<String>,
-    /// Conditions that hold now: stalled, busy_stall, stuck, leak_suspected, memory limits.
-    pub conditions: Vec<PluginAlert>,
-    /// The progress it reports.
-    pub progress: Option<ProgressStatus>,
-    /// Whether its process is stopped (SIGSTOP).
-    pub stopped: bool,
-    /// Its log file.
-    pub log_file: Option<PathBuf>,
 }
 
 /// What the supervisor learns, shown in the status.

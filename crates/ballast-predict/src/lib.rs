@@ -9,15 +9,13 @@
 //! worse than "next = last" on real telemetry, so no single model is trusted. Several cheap
 //! candidates forecast every step, each is scored when its target arrives, and the forecast
 //! blends the few with the lowest recent error; the confidence is that blend's measured error.
-//!
-//! [`trace`] reads recorded traces (CSV or telemetry JSON lines) into a time series for the
-//! offline tools; it parses what it is handed and never opens files itself.
 
 pub mod actor;
 pub mod forecast;
 pub mod predictor;
-pub mod trace;
+pub mod settings;
 
 pub use actor::{AssessSample, PredictorActor, SampleMsg, SubscribeAssessments};
 pub use forecast::{Evaluation, ForecastConfig, Model, PointForecast, SeriesPredictor, evaluate};
 pub use predictor::{Predictor, PredictorConfig};
+pub use settings::PredictorSettings;

@@ -56,19 +56,10 @@ impl ByteSize {
 }
 
 impl fmt::Display for ByteSize {
-    /// Binary units with one decimal: `23.5 GiB`, `512.0 MiB`, `100 B`.
+    /// Binary units, as everything ballast prints (`ballast_core::format::bytes`): `23.5 GiB`,
+    /// `512 MiB`, `100 B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-        if self.0 < 1024 {
-            return write!(f, "{} B", self.0);
-        }
-        let mut value = self.0 as f64 / 1024.0;
-        let mut unit = 0;
-        while value >= 1024.0 && unit + 1 < UNITS.len() {
-            value /= 1024.0;
-            unit += 1;
-        }
-        write!(f, "{value:.1} {}", UNITS[unit])
+        f.write_str(&ballast_core::format::bytes(self.0))
     }
 }
 
@@ -124,7 +115,7 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown unit `parsecs`")
         );
-        assert_eq!(ByteSize::gib(24).to_string(), "24.0 GiB");
+        assert_eq!(ByteSize::gib(24).to_string(), "24 GiB");
         assert_eq!(ByteSize(1000).to_string(), "1000 B");
         assert_eq!(ByteSize(1536).to_string(), "1.5 KiB");
     }

@@ -1,9 +1,9 @@
-//! The `ballast` binary: the daemon and its command-line tools, and the only crate that wires the
-//! others together.
+//! The `ballast` binary: a thin command line over the daemon (`ballast-daemon`), the offline lab
+//! (`ballast-lab`) and the control API's clients.
 
 use std::process::ExitCode;
 
-use ballast::cmd;
+mod cmd;
 use clap::{Parser, Subcommand};
 
 /// Hosts an assistant's integrations as plugins and keeps the machine healthy under load.
@@ -35,12 +35,12 @@ enum Command {
     /// Show the detected hardware tier, the facts and the rule that chose it.
     Tier(cmd::tier::TierArgs),
     /// Replay a trace through the predictor and the scaler on a virtual clock.
-    Simulate(cmd::simulate::SimulateArgs),
+    Simulate(ballast_lab::simulate::SimulateArgs),
     /// Evaluate the forecaster on a trace, or report on demand from the daemon's logs.
-    Forecast(cmd::forecast::ForecastArgs),
+    Forecast(ballast_lab::forecast::ForecastArgs),
     /// Search the shed/restore thresholds, smoothing, cool-down and stabilization that do best
     /// on recorded traces.
-    Tune(cmd::tune::TuneArgs),
+    Tune(ballast_lab::tune::TuneArgs),
     /// Run one native plugin in a process of its own (started by the daemon for plugins with
     /// `isolation = "process"`).
     #[command(hide = true)]
@@ -60,9 +60,9 @@ fn main() -> ExitCode {
         Command::Plugin(args) => cmd::plugin::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Tier(args) => cmd::tier::run(args),
-        Command::Simulate(args) => cmd::simulate::run(args),
-        Command::Forecast(args) => cmd::forecast::run(args),
-        Command::Tune(args) => cmd::tune::run(args),
+        Command::Simulate(args) => ballast_lab::simulate::run(args),
+        Command::Forecast(args) => ballast_lab::forecast::run(args),
+        Command::Tune(args) => ballast_lab::tune::run(args),
         Command::Worker(args) => cmd::worker::run(args),
     };
     match result {

@@ -1,7 +1,5 @@
 //! Integration tests of ballast-predict, one binary with a module per area.
 
-mod accuracy;
 mod actor;
 mod properties;
 mod series;
-mod traces;

@@ -55,24 +55,24 @@ fn fixture_machines_by_the_default_rules() {
     expect![[r#"
         build-box-24gb-2-cores.json: standard (rank 1)
           rule: `standard` because memory 23.5 GiB >= 3.5 GiB and cores 2 >= 2; not `gpu`: GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB; not `performance`: cores 2 < 8
-          voice: level 1: not level 0: tier `standard` is below `gpu`, nor tier `standard` is below `performance` and memory 23.5 GiB < 30.0 GiB; level 1: tier `standard` is at least `standard`
+          voice: level 1: not level 0: tier `standard` is below `gpu`, nor tier `standard` is below `performance` and memory 23.5 GiB < 30 GiB; level 1: tier `standard` is at least `standard`
         container-limited-2gb.json: constrained (rank 0)
-          rule: `constrained` has no conditions; not `gpu`: memory 2.0 GiB < 15.0 GiB and GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB; not `performance`: memory 2.0 GiB < 15.0 GiB; not `standard`: memory 2.0 GiB < 3.5 GiB
-          voice: level 2: not level 0: tier `constrained` is below `gpu`, nor tier `constrained` is below `performance` and memory 2.0 GiB < 30.0 GiB; not level 1: tier `constrained` is below `standard`; level 2 has no requirement
+          rule: `constrained` has no conditions; not `gpu`: memory 2 GiB < 15 GiB and GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB; not `performance`: memory 2 GiB < 15 GiB; not `standard`: memory 2 GiB < 3.5 GiB
+          voice: level 2: not level 0: tier `constrained` is below `gpu`, nor tier `constrained` is below `performance` and memory 2 GiB < 30 GiB; not level 1: tier `constrained` is below `standard`; level 2 has no requirement
         desktop-32gb-small-gpu.json: performance (rank 2)
-          rule: `performance` because memory 31.2 GiB >= 15.0 GiB and cores 12 >= 8; not `gpu`: largest GPU memory 4.0 GiB < 7.5 GiB
-          voice: level 0: level 0: tier `performance` is at least `performance` and memory 31.2 GiB >= 30.0 GiB
+          rule: `performance` because memory 31.2 GiB >= 15 GiB and cores 12 >= 8; not `gpu`: largest GPU memory 4 GiB < 7.5 GiB
+          voice: level 0: level 0: tier `performance` is at least `performance` and memory 31.2 GiB >= 30 GiB
         laptop-16gb-8-cores.json: performance (rank 2)
-          rule: `performance` because memory 15.3 GiB >= 15.0 GiB and cores 8 >= 8; not `gpu`: GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB
-          voice: level 1: not level 0: tier `performance` is below `gpu`, nor memory 15.3 GiB < 30.0 GiB; level 1: tier `performance` is at least `standard`
+          rule: `performance` because memory 15.3 GiB >= 15 GiB and cores 8 >= 8; not `gpu`: GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB
+          voice: level 1: not level 0: tier `performance` is below `gpu`, nor memory 15.3 GiB < 30 GiB; level 1: tier `performance` is at least `standard`
         raspberry-pi-4gb.json: standard (rank 1)
-          rule: `standard` because memory 3.7 GiB >= 3.5 GiB and cores 4 >= 2; not `gpu`: memory 3.7 GiB < 15.0 GiB and GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB; not `performance`: memory 3.7 GiB < 15.0 GiB and cores 4 < 8
-          voice: level 1: not level 0: tier `standard` is below `gpu`, nor tier `standard` is below `performance` and memory 3.7 GiB < 30.0 GiB; level 1: tier `standard` is at least `standard`
+          rule: `standard` because memory 3.7 GiB >= 3.5 GiB and cores 4 >= 2; not `gpu`: memory 3.7 GiB < 15 GiB and GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB; not `performance`: memory 3.7 GiB < 15 GiB and cores 4 < 8
+          voice: level 1: not level 0: tier `standard` is below `gpu`, nor tier `standard` is below `performance` and memory 3.7 GiB < 30 GiB; level 1: tier `standard` is at least `standard`
         small-vps-1gb.json: constrained (rank 0)
-          rule: `constrained` has no conditions; not `gpu`: memory 967.8 MiB < 15.0 GiB and GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB; not `performance`: memory 967.8 MiB < 15.0 GiB and cores 1 < 8; not `standard`: memory 967.8 MiB < 3.5 GiB and cores 1 < 2
-          voice: level 2: not level 0: tier `constrained` is below `gpu`, nor tier `constrained` is below `performance` and memory 967.8 MiB < 30.0 GiB; not level 1: tier `constrained` is below `standard`; level 2 has no requirement
+          rule: `constrained` has no conditions; not `gpu`: memory 967.8 MiB < 15 GiB and GPUs 0 < 1 and largest GPU memory 0 B < 7.5 GiB; not `performance`: memory 967.8 MiB < 15 GiB and cores 1 < 8; not `standard`: memory 967.8 MiB < 3.5 GiB and cores 1 < 2
+          voice: level 2: not level 0: tier `constrained` is below `gpu`, nor tier `constrained` is below `performance` and memory 967.8 MiB < 30 GiB; not level 1: tier `constrained` is below `standard`; level 2 has no requirement
         workstation-64gb-rtx4090.json: gpu (rank 3)
-          rule: `gpu` because memory 62.7 GiB >= 15.0 GiB and GPUs 1 >= 1 and largest GPU memory 24.0 GiB >= 7.5 GiB
+          rule: `gpu` because memory 62.7 GiB >= 15 GiB and GPUs 1 >= 1 and largest GPU memory 24 GiB >= 7.5 GiB
           voice: level 0: level 0: tier `gpu` is at least `gpu`
     "#]]
     .assert_eq(&out);

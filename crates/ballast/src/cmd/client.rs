@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::daemon::api::views::{PluginView, StatusView};
+use ballast_api::views::{PluginView, StatusView};
 
 pub use format::{format_decision, format_event, plugins_table, status_text};
 
@@ -97,7 +97,7 @@ impl Client {
     /// A client for `args.api`, with the token from `args.token_file` if given.
     pub fn new(args: &ApiArgs) -> anyhow::Result<Client> {
         let token = match &args.token_file {
-            Some(path) => Some(crate::daemon::api::load_token(path)?),
+            Some(path) => Some(ballast_api::load_token(path)?),
             None => None,
         };
         let base = args.api.trim_end_matches('/').to_owned();

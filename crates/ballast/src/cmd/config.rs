@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cmd::run::ConfigSource;
-use crate::config::{self, EXIT_CONFIG};
+use ballast_daemon::config::{self, EXIT_CONFIG};
 
 /// Arguments of `ballast config`.
 #[derive(Debug, clap::Args)]

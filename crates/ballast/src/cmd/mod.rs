@@ -1,17 +1,13 @@
-//! The subcommands of the `ballast` binary, one module each, and what they share.
+//! The subcommands of the `ballast` binary that are its own, one module each: the daemon's and
+//! the offline lab's are thin calls into `ballast-daemon` and `ballast-lab`.
 
 pub mod client;
 pub mod config;
-pub mod forecast;
 pub mod plugin;
 pub mod run;
 pub mod sample;
-pub mod simulate;
 pub mod tier;
-pub mod tune;
 pub mod worker;
-
-use std::fmt::Write as _;
 
 /// Logs go to stderr, filtered by `BALLAST_LOG` (default `info`), key/value formatted.
 pub fn init_logging() {
@@ -25,14 +21,4 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// An error and all its causes on one line: `outer: inner: innermost`.
-pub fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            let _ = write!(text, ": {cause}");
-        }
-    }
-    text
-}
+pub use ballast_daemon::error_chain;

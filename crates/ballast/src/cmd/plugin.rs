@@ -12,7 +12,8 @@ use ballast_host::{PluginInfo, PluginLibrary, sha256_file};
 use clap::Parser as _;
 
 use crate::cmd::client::{ApiArgs, Client, plugins_table};
-use crate::daemon::api::views::{ActionView, PluginView};
+use ballast_api::views::{ActionView, PluginView};
+use ballast_core::format::bytes;
 
 const ACTIONS_HELP: &str = "\
 Act on a running daemon's plugin (through its control API):
@@ -228,7 +229,8 @@ pub fn run_action(args: Vec<String>, out: &mut dyn Write) -> anyhow::Result<Exit
 
 /// `ballast plugin NAME show` for people.
 fn show(p: &PluginView) -> String {
-    use crate::cmd::client::format::{ago, latency};
+    use crate::cmd::client::format::ago;
+    use ballast_core::format::latency_us as latency;
     use std::fmt::Write as _;
     let now = crate::cmd::client::now_ms();
     let mut out = String::new();
@@ -241,7 +243,7 @@ fn show(p: &PluginView) -> String {
         out,
         "state        {}{level} since {}: {}",
         p.state,
-        ago(p.since.as_millis(), now),
+        ago(p.since, now),
         p.failure.as_deref().unwrap_or(&p.reason)
     );
     let _ = writeln!(
@@ -254,8 +256,8 @@ fn show(p: &PluginView) -> String {
     let _ = writeln!(
         out,
         "memory       {} live, {} peak",
-        human_bytes(s.live_bytes),
-        human_bytes(s.peak_bytes)
+        bytes(s.live_bytes),
+        bytes(s.peak_bytes)
     );
     let _ = writeln!(
         out,
@@ -285,14 +287,14 @@ fn show(p: &PluginView) -> String {
             } else {
                 "processes"
             },
-            human_bytes(usage.rss_bytes),
-            human_bytes(usage.vsz_bytes),
+            bytes(usage.rss_bytes),
+            bytes(usage.vsz_bytes),
             usage.cpu_cores,
             usage.cpu_seconds,
             usage.open_fds,
             usage.threads,
-            human_bytes(usage.read_bytes),
-            human_bytes(usage.write_bytes)
+            bytes(usage.read_bytes),
+            bytes(usage.write_bytes)
         );
     }
     if let Some(process) = &p.process {
@@ -322,7 +324,7 @@ fn show(p: &PluginView) -> String {
                     .percent
                     .map(|p| format!(" {p:.0}%"))
                     .unwrap_or_default(),
-                ago(progress.since.as_millis(), now)
+                ago(progress.since, now)
             );
         }
         if let Some(log) = &process.log_file {
@@ -365,27 +367,11 @@ fn show(p: &PluginView) -> String {
             let _ = writeln!(
                 out,
                 "             counts {} and {cpu:.2} cores as measured when it restores it",
-                human_bytes(memory)
+                bytes(memory)
             );
         }
     }
     out
-}
-
-/// Bytes for people: 256 MiB, 1.5 GiB, 512 B.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || value.fract() == 0.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 fn render(info: &PluginInfo) -> String {
@@ -401,7 +387,7 @@ fn render(info: &PluginInfo) -> String {
         out,
         "file         {} ({})",
         info.file.display(),
-        human_bytes(info.size_bytes)
+        bytes(info.size_bytes)
     );
     if let Some(sha256) = &info.sha256 {
         let _ = writeln!(out, "sha256       {sha256}");
@@ -425,27 +411,15 @@ fn render(info: &PluginInfo) -> String {
             "  {} {:<width$}  memory {}",
             l.level,
             l.name,
-            human_bytes(l.memory_min_bytes)
+            bytes(l.memory_min_bytes)
         );
         if l.memory_preferred_bytes != l.memory_min_bytes {
-            let _ = write!(line, " (prefers {})", human_bytes(l.memory_preferred_bytes));
+            let _ = write!(line, " (prefers {})", bytes(l.memory_preferred_bytes));
         }
         if l.gpu_memory_bytes > 0 {
-            let _ = write!(line, ", gpu memory {}", human_bytes(l.gpu_memory_bytes));
+            let _ = write!(line, ", gpu memory {}", bytes(l.gpu_memory_bytes));
         }
         let _ = writeln!(out, "{line}");
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn bytes_read_like_free_prints_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(256 << 20), "256 MiB");
-        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
-    }
 }

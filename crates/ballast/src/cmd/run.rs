@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, DEFAULT_PROFILE, EXIT_CONFIG, Overrides};
+use ballast_daemon::config::{self, DEFAULT_PROFILE, EXIT_CONFIG, Overrides};
 
 /// Where the config comes from; shared by `ballast run` and `ballast config`.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,6 +59,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let system = actix::System::new();
-    system.block_on(crate::daemon::run::run(config))?;
+    system.block_on(ballast_daemon::run::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

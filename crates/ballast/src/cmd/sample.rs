@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use ballast_core::format::{Table, bytes, percent, time as format_time};
 use ballast_core::{Metric, PsiReading, Sample, Timestamp};
 use ballast_monitor::{Monitor, MonitorConfig, NvmlSource};
-use ballast_tier::ByteSize;
 
 /// Arguments of `ballast sample`.
 #[derive(Debug, clap::Args)]
@@ -115,95 +115,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
 
 /// The system clock as a [`Timestamp`].
 pub fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Timestamp::from_millis(millis)
-}
-
-/// A timestamp as RFC 3339 in UTC, to the second.
-pub fn format_time(at: Timestamp) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::new();
-    let formatted = SystemTime::UNIX_EPOCH
-        .checked_add(Duration::from_millis(at.as_millis()))
-        .map(|time| write!(text, "{}", humantime::format_rfc3339_seconds(time)));
-    match formatted {
-        Some(Ok(())) => text,
-        // Beyond what RFC 3339 can show (after the year 9999): the raw timestamp.
-        _ => format!("{at} after the epoch"),
-    }
-}
-
-/// Bytes in binary units: `23.5 GiB`.
-pub fn bytes(n: u64) -> String {
-    ByteSize(n).to_string()
-}
-
-fn percent(fraction: f64) -> String {
-    format!("{:.1}%", fraction * 100.0)
-}
-
-/// Rows of cells printed in aligned columns; numbers right-aligned, text left-aligned.
-pub struct Table {
-    rows: Vec<Vec<String>>,
-    right: Vec<bool>,
-}
-
-impl Table {
-    /// A table whose columns are right-aligned where `right` says so.
-    pub fn new(right: &[bool]) -> Self {
-        Table {
-            rows: Vec::new(),
-            right: right.to_vec(),
-        }
-    }
-
-    /// Adds a row; a row with fewer cells leaves the rest empty, and its last cell may overflow.
-    pub fn row(&mut self, cells: impl IntoIterator<Item = impl Into<String>>) {
-        self.rows.push(cells.into_iter().map(Into::into).collect());
-    }
-
-    /// The table as text, two spaces between columns, each line ending in a newline.
-    pub fn render(&self) -> String {
-        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut widths = vec![0; columns];
-        for row in &self.rows {
-            // The last cell of a short row (e.g. an unavailable reason) does not widen a column.
-            let counted = if row.len() < columns {
-                row.len().saturating_sub(1)
-            } else {
-                row.len()
-            };
-            for (width, cell) in widths.iter_mut().zip(&row[..counted]) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for row in &self.rows {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate() {
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                let width = widths[i];
-                let pad = width.saturating_sub(cell.chars().count());
-                let last = i + 1 == row.len();
-                if self.right.get(i).copied().unwrap_or(false) && !(last && row.len() < columns) {
-                    line.push_str(&" ".repeat(pad));
-                    line.push_str(cell);
-                } else {
-                    line.push_str(cell);
-                    if !last {
-                        line.push_str(&" ".repeat(pad));
-                    }
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
-    }
+    Timestamp::from_system_time(SystemTime::now())
 }
 
 fn unavailable(reason: &str) -> String {
@@ -214,7 +126,7 @@ fn unavailable(reason: &str) -> String {
 pub fn render(sample: &Sample) -> String {
     let mut out = format!("sampled at {}\n\n", format_time(sample.at));
 
-    let mut memory = Table::new(&[false, true, true, true, true, false]);
+    let mut memory = Table::new().right_aligned(&[false, true, true, true, true, false]);
     memory.row(["", "total", "used", "available", "use", "scope"]);
     match &sample.memory {
         Metric::Available { value: m } => {
@@ -249,7 +161,7 @@ pub fn render(sample: &Sample) -> String {
     out.push_str(&memory.render());
     out.push('\n');
 
-    let mut cpu = Table::new(&[false, true, true, true, true, true]);
+    let mut cpu = Table::new().right_aligned(&[false, true, true, true, true, true]);
     cpu.row(["", "cores", "busy", "load 1m", "5m", "15m"]);
     match &sample.cpu {
         Metric::Available { value: c } => cpu.row([
@@ -265,7 +177,7 @@ pub fn render(sample: &Sample) -> String {
     out.push_str(&cpu.render());
     out.push('\n');
 
-    let mut psi = Table::new(&[false, true, true, true, true, true, true]);
+    let mut psi = Table::new().right_aligned(&[false, true, true, true, true, true, true]);
     psi.row([
         "pressure",
         "some avg10",
@@ -285,7 +197,7 @@ pub fn render(sample: &Sample) -> String {
     out.push_str(&psi.render());
     out.push('\n');
 
-    let mut disks = Table::new(&[false, true, true, true]);
+    let mut disks = Table::new().right_aligned(&[false, true, true, true]);
     disks.row(["disk", "total", "used", "use"]);
     for metric in &sample.disks {
         match metric {
@@ -306,7 +218,7 @@ pub fn render(sample: &Sample) -> String {
             out.push_str("gpu  none (NVML sees no device)\n");
         }
         Metric::Available { value } => {
-            let mut gpus = Table::new(&[true, false, true, true, true, true, true]);
+            let mut gpus = Table::new().right_aligned(&[true, false, true, true, true, true, true]);
             gpus.row([
                 "gpu",
                 "name",
@@ -404,7 +316,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("memory  8.0 GiB  6.0 GiB    2.0 GiB  75.0%  host"),
+            text.contains("memory  8 GiB  6 GiB      2 GiB  75.0%  host"),
             "{text}"
         );
         assert!(text.contains("cpu  unavailable: no /proc here"), "{text}");

@@ -11,7 +11,9 @@ use ballast_core::{MemoryScope, Metric, Resource, Thresholds};
 use ballast_monitor::Monitor;
 use ballast_tier::{TierConfig, TierConfigError, classify};
 
-use super::sample::{SourceArgs, Table, bytes, format_time, now};
+use ballast_core::format::{Table, bytes, time as format_time};
+
+use super::sample::{SourceArgs, now};
 
 /// The exit code for an invalid configuration (EX_CONFIG).
 const EX_CONFIG: u8 = 78;
@@ -106,7 +108,7 @@ pub fn render(tier: &Tier, config: &TierConfig) -> String {
     );
 
     let facts = &tier.facts;
-    let mut table = Table::new(&[false, false]);
+    let mut table = Table::new().right_aligned(&[false, false]);
     table.row([
         "facts",
         &format!("detected at {}", format_time(tier.detected_at)),
@@ -151,7 +153,7 @@ pub fn render(tier: &Tier, config: &TierConfig) -> String {
     out.push('\n');
 
     let profile = &tier.profile;
-    let mut thresholds = Table::new(&[false, true, true, true]);
+    let mut thresholds = Table::new().right_aligned(&[false, true, true, true]);
     thresholds.row(["profile", "shed", "restore", "emergency"]);
     let row = |name: &str, t: &Thresholds| {
         [
@@ -176,7 +178,7 @@ pub fn render(tier: &Tier, config: &TierConfig) -> String {
 
     if !tier.plugins.is_empty() {
         out.push('\n');
-        let mut plugins = Table::new(&[false, false, false]);
+        let mut plugins = Table::new().right_aligned(&[false, false, false]);
         plugins.row(["plugin", "allowed", "why"]);
         for (name, allowance) in &tier.plugins {
             let allowed = match allowance {
@@ -219,7 +221,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("memory  2.0 GiB (cgroup v2 limit of /ballast.service)"),
+            text.contains("memory  2 GiB (cgroup v2 limit of /ballast.service)"),
             "{text}"
         );
         assert!(

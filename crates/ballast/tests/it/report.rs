@@ -11,7 +11,7 @@ use std::process::Command;
 
 use ballast_core::Timestamp;
 use ballast_core::telemetry::{CallSummary, TelemetryRecord};
-use ballast_predict::trace::parse_timestamp;
+use ballast_lab::trace::parse_timestamp;
 
 const BIN_MS: u64 = 10_000;
 

@@ -2,67 +2,25 @@
 //! decision or event. Pure functions of the answer and "now", so tests can pin the output.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::cmd::plugin::human_bytes;
-use crate::daemon::api::views::{PluginView, StatusView};
+use ballast_api::views::{PluginView, StatusView};
+use ballast_core::Timestamp;
+use ballast_core::format::{bytes, latency_us, table};
 
-/// Columns padded to their widest cell, two spaces apart, without trailing spaces.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-    }
-    let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            let width = widths.get(i).copied().unwrap_or(0);
-            let _ = write!(line, "{cell:<width$}  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+/// How long before `now_ms` a moment was, as `format::ago` says it.
+pub fn ago(at: Timestamp, now_ms: u64) -> String {
+    ballast_core::format::ago(at, Timestamp::from_millis(now_ms))
 }
 
-/// "3m 12s ago" for a timestamp in milliseconds since the epoch, seen at `now_ms`.
-pub fn ago(at_ms: u64, now_ms: u64) -> String {
-    let seconds = now_ms.saturating_sub(at_ms) / 1000;
-    if seconds == 0 {
-        return "just now".to_owned();
-    }
-    // Two units are enough for people: "2h 5m", not "2h 5m 13s".
-    let text = humantime::format_duration(Duration::from_secs(seconds)).to_string();
-    let short: Vec<&str> = text.split(' ').take(2).collect();
-    format!("{} ago", short.join(" "))
-}
-
-/// A timestamp in milliseconds since the epoch as RFC 3339 (UTC, seconds).
+/// A moment in milliseconds since the epoch as RFC 3339.
 pub fn clock(at_ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at_ms)).to_string()
+    ballast_core::format::time(Timestamp::from_millis(at_ms))
 }
 
 fn ratio(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
-}
-
-/// A latency in microseconds for people: 850us, 12.3ms, 1.20s.
-pub fn latency(us: u64) -> String {
-    if us < 1000 {
-        format!("{us}us")
-    } else if us < 1_000_000 {
-        format!("{:.1}ms", us as f64 / 1000.0)
-    } else {
-        format!("{:.2}s", us as f64 / 1e6)
-    }
 }
 
 /// `ballast status` for people.
@@ -72,7 +30,7 @@ pub fn status_text(status: &StatusView, now_ms: u64) -> String {
         out,
         "daemon   ballast {}, up {}, mode {}",
         status.version,
-        ago(status.started_at.as_millis(), now_ms).trim_end_matches(" ago"),
+        ago(status.started_at, now_ms).trim_end_matches(" ago"),
         status.mode
     );
     match &status.tier {
@@ -89,7 +47,7 @@ pub fn status_text(status: &StatusView, now_ms: u64) -> String {
     }
     match status.sample_at {
         Some(at) => {
-            let _ = writeln!(out, "sample   {}", ago(at.as_millis(), now_ms));
+            let _ = writeln!(out, "sample   {}", ago(at, now_ms));
         }
         None => {
             let _ = writeln!(out, "sample   none yet");
@@ -99,8 +57,8 @@ pub fn status_text(status: &StatusView, now_ms: u64) -> String {
         let _ = writeln!(
             out,
             "memory   {} used of {}",
-            human_bytes(memory.used_bytes),
-            human_bytes(memory.total_bytes)
+            bytes(memory.used_bytes),
+            bytes(memory.total_bytes)
         );
     }
     let _ = writeln!(out);
@@ -180,14 +138,14 @@ pub fn plugins_table(plugins: &[PluginView], now_ms: u64) -> String {
                 p.level.map_or_else(|| "-".to_owned(), |l| l.to_string()),
                 p.priority.to_string(),
                 if p.essential { "yes" } else { "no" }.to_owned(),
-                ago(p.since.as_millis(), now_ms),
+                ago(p.since, now_ms),
                 p.failure.clone().unwrap_or_else(|| p.reason.clone()),
                 p.stats.calls.to_string(),
                 p.stats.errors.to_string(),
                 if p.stats.calls == 0 {
                     "-".to_owned()
                 } else {
-                    latency(p.stats.latency_p95_us)
+                    latency_us(p.stats.latency_p95_us)
                 },
             ]
         })
@@ -327,7 +285,7 @@ pub fn format_event(kind: &str, event: &Value) -> String {
                     "{plugin}: {} calls, {} errors, {} live",
                     event["kind"]["calls"],
                     event["kind"]["errors"],
-                    human_bytes(event["kind"]["live_bytes"].as_u64().unwrap_or(0))
+                    bytes(event["kind"]["live_bytes"].as_u64().unwrap_or(0))
                 ),
                 _ => format!("{plugin}: {}", event["kind"]),
             }

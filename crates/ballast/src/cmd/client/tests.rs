@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::daemon::api::test_support::{Options, TestDaemon, plugin, publish_figures, talker};
+use ballast_daemon::testing::{Options, TestDaemon, plugin, publish_figures, talker};
 
 fn api(daemon: &TestDaemon) -> ApiArgs {
     ApiArgs {

@@ -1,0 +1,449 @@
+//! The simulator on hand-made traces whose expected decision timelines are written out here, and
+//! on every real trace in `../shared/traces` when that folder is present.
+
+use std::fmt::Write as _;
+
+use crate::trace::{TraceOptions, parse_trace};
+use ballast_core::Resource;
+use ballast_core::decision::{Action, DecisionKind};
+use expect_test::{Expect, expect};
+
+use super::engine::{Report, Sim, SimConfig};
+use super::{Scale, format_time, replay};
+
+/// The test plugins: discord (10, 0.10), voice (20, 0.15 then 0.05), android (30, 0.10) and an
+/// essential core (100, 0.05). Forecasts count only at full confidence, so the timelines follow
+/// the smoothed value and do not move when the forecaster improves.
+const CONFIG: &str = r#"
+[scaler]
+min_confidence = 1.0
+cooldown = "30s"
+stabilization = "5m"
+
+[scaler.concurrency]
+enabled = false
+
+[[plugins]]
+name = "discord"
+priority = 10
+levels = [0.10]
+
+[[plugins]]
+name = "voice"
+priority = 20
+levels = [0.15, 0.05]
+
+[[plugins]]
+name = "android"
+priority = 30
+levels = [0.10]
+
+[[plugins]]
+name = "core"
+priority = 100
+essential = true
+levels = [0.05]
+"#;
+
+fn config() -> SimConfig {
+    toml::from_str(CONFIG).unwrap()
+}
+
+/// A `timestamp,value` CSV with timestamps in seconds.
+fn csv(points: &[(u64, f64)]) -> String {
+    let mut text = String::from("timestamp,value\n");
+    for (t, v) in points {
+        let _ = writeln!(text, "{t},{v}");
+    }
+    text
+}
+
+/// Readings every 10 s from `from` to `to` (exclusive) following `f(seconds since from)`.
+fn segment(points: &mut Vec<(u64, f64)>, from: u64, to: u64, f: impl Fn(u64) -> f64) {
+    let mut t = from;
+    while t < to {
+        points.push((t, (f(t - from) * 1000.0).round() / 1000.0));
+        t += 10;
+    }
+}
+
+fn simulate(config: &SimConfig, resource: Resource, text: &str) -> Report {
+    let trace = parse_trace("test.csv", text, &TraceOptions::default()).unwrap();
+    let mut sim = Sim::new(config, resource).unwrap();
+    replay(&mut sim, &trace, 1.0, 1);
+    sim.finish()
+}
+
+/// The timeline (time, kind, plugin, action, rule, pressure) and the summary, compactly.
+fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for d in &report.decisions {
+        let action = if d.action == Action::None {
+            String::new()
+        } else {
+            format!(" ({})", d.action)
+        };
+        let pressure = d
+            .resource
+            .as_ref()
+            .map(|r| format!(" {} {:.2}", r.resource, r.pressure))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{} {} {}{action} [{}]{pressure}",
+            format_time(d.at),
+            d.kind,
+            d.plugin.as_deref().unwrap_or("-"),
+            d.rule
+        );
+    }
+    let s = &report.summary;
+    let _ = writeln!(
+        out,
+        "sheds {} restores {} flaps {} over_high {}s emergency {}s shed {:?}",
+        s.sheds, s.restores, s.flaps, s.seconds_over_high, s.seconds_in_emergency, s.seconds_shed
+    );
+    out
+}
+
+fn check(resource: Resource, points: &[(u64, f64)], expect: Expect) {
+    let report = simulate(&config(), resource, &csv(points));
+    expect.assert_eq(&render(&report));
+}
+
+#[test]
+fn gradual_rise() {
+    // From 0.50 to 0.95 over an hour, an hour at the top, back down to 0.30 over half an hour.
+    let mut points = Vec::new();
+    segment(&mut points, 0, 3600, |t| 0.50 + 0.45 * t as f64 / 3600.0);
+    segment(&mut points, 3600, 7200, |_| 0.95);
+    segment(&mut points, 7200, 9000, |t| 0.95 - 0.65 * t as f64 / 1800.0);
+    segment(&mut points, 9000, 12600, |_| 0.30);
+    check(
+        Resource::Cpu,
+        &points,
+        expect![[r#"
+            +0d 00:26:50 warn - [soft_limit] cpu 0.70
+            +0d 00:40:00 shed discord (disable) [high_pressure] cpu 0.80
+            +0d 00:53:20 shed voice (level 0 -> 1) [high_pressure] cpu 0.80
+            +0d 02:09:50 restore voice (level 1 -> 0) [stabilized] cpu 0.54
+            +0d 02:14:50 restore discord (enable at level 0) [stabilized] cpu 0.53
+            sheds 2 restores 2 flaps 0 over_high 0s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 5690.0, "voice": 4590.0}
+        "#]],
+    );
+}
+
+#[test]
+fn sudden_spike() {
+    // Memory at 0.50, one minute at 0.99, then 0.50 again. The emergency check looks at the raw
+    // reading as well as the smoothed one (0.84 here), so the jump to 0.99 sheds every
+    // non-essential plugin at once; they come back one at a time after the stabilization.
+    let mut points = Vec::new();
+    segment(&mut points, 0, 600, |_| 0.50);
+    segment(&mut points, 600, 660, |_| 0.99);
+    segment(&mut points, 660, 4800, |_| 0.50);
+    check(
+        Resource::Memory,
+        &points,
+        expect![[r#"
+            +0d 00:10:00 shed discord (disable) [emergency] memory 0.99
+            +0d 00:10:00 shed voice (disable) [emergency] memory 0.99
+            +0d 00:10:00 shed android (disable) [emergency] memory 0.99
+            +0d 00:10:10 warn - [soft_limit] memory 0.70
+            +0d 00:15:30 restore android (enable at level 0) [stabilized] memory 0.15
+            +0d 00:20:30 restore voice (enable at level 1) [stabilized] memory 0.25
+            +0d 00:25:30 restore voice (level 1 -> 0) [stabilized] memory 0.30
+            +0d 00:30:30 restore discord (enable at level 0) [stabilized] memory 0.40
+            sheds 3 restores 4 flaps 0 over_high 0s emergency 0s shed {"android": 330.0, "core": 0.0, "discord": 1230.0, "voice": 930.0}
+        "#]],
+    );
+}
+
+#[test]
+fn sudden_spike_seen_unsmoothed_is_an_emergency() {
+    // The same spike with an EMA weight of 1 (no smoothing): 0.99 is at the memory emergency
+    // threshold, so every non-essential plugin goes in one tick, with no cool-down.
+    let mut points = Vec::new();
+    segment(&mut points, 0, 600, |_| 0.50);
+    segment(&mut points, 600, 660, |_| 0.99);
+    segment(&mut points, 660, 3000, |_| 0.50);
+    let mut config = config();
+    config.predictor.ema_weight = 1.0;
+    let report = simulate(&config, Resource::Memory, &csv(&points));
+    expect![[r#"
+        +0d 00:10:00 shed discord (disable) [emergency] memory 0.99
+        +0d 00:10:00 shed voice (disable) [emergency] memory 0.99
+        +0d 00:10:00 shed android (disable) [emergency] memory 0.99
+        +0d 00:15:10 restore android (enable at level 0) [stabilized] memory 0.15
+        +0d 00:20:10 restore voice (enable at level 1) [stabilized] memory 0.25
+        +0d 00:25:10 restore voice (level 1 -> 0) [stabilized] memory 0.30
+        +0d 00:30:10 restore discord (enable at level 0) [stabilized] memory 0.40
+        sheds 3 restores 4 flaps 0 over_high 0s emergency 0s shed {"android": 310.0, "core": 0.0, "discord": 1210.0, "voice": 910.0}
+    "#]]
+    .assert_eq(&render(&report));
+}
+
+#[test]
+fn sudden_drop() {
+    // CPU at 0.92 for ten minutes, then 0.20.
+    let mut points = Vec::new();
+    segment(&mut points, 0, 600, |_| 0.92);
+    segment(&mut points, 600, 4800, |_| 0.20);
+    check(
+        Resource::Cpu,
+        &points,
+        expect![[r#"
+        +0d 00:00:00 shed discord (disable) [high_pressure] cpu 0.92
+        +0d 00:00:30 shed voice (level 0 -> 1) [high_pressure] cpu 0.82
+        +0d 00:00:40 warn - [soft_limit] cpu 0.75
+        +0d 00:15:00 restore voice (level 1 -> 0) [stabilized] cpu 0.00
+        +0d 00:20:00 restore discord (enable at level 0) [stabilized] cpu 0.10
+        sheds 2 restores 2 flaps 0 over_high 30s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 1200.0, "voice": 870.0}
+    "#]],
+    );
+}
+
+#[test]
+fn stable_but_noisy_around_the_threshold() {
+    // 0.80 give or take 0.06, deterministic noise, for two hours.
+    let mut points = Vec::new();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 1000) as f64 / 1000.0 * 0.12 - 0.06
+    };
+    let values: Vec<f64> = (0..720).map(|_| 0.80 + noise()).collect();
+    segment(&mut points, 0, 7200, |t| values[(t / 10) as usize]);
+    let report = simulate(&config(), Resource::Cpu, &csv(&points));
+    assert_eq!(report.summary.flaps, 0, "{}", render(&report));
+    expect![[r#"
+        +0d 00:00:00 shed discord (disable) [high_pressure] cpu 0.85
+        +0d 00:00:10 warn - [soft_limit] cpu 0.74
+        +0d 00:23:20 warn - [soft_limit] cpu 0.72
+        +0d 01:09:20 warn - [soft_limit] cpu 0.72
+        +0d 01:54:20 warn - [soft_limit] cpu 0.72
+        sheds 1 restores 0 flaps 0 over_high 0s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 7190.0, "voice": 0.0}
+    "#]]
+    .assert_eq(&render(&report));
+}
+
+#[test]
+fn mixed_workload() {
+    // Calm; a climb through the soft zone (throttles) past the shed threshold (sheds) to a
+    // one-minute peak at 0.97; a noisy plateau below the restore threshold (restores, then
+    // the concurrency limits handed back); a second climb into the soft zone only (throttles
+    // again, nothing shed, no flap); calm again.
+    let mut points = Vec::new();
+    segment(&mut points, 0, 900, |_| 0.40);
+    segment(&mut points, 900, 1800, |t| 0.40 + 0.45 * t as f64 / 900.0);
+    segment(&mut points, 1800, 1860, |_| 0.97);
+    segment(&mut points, 1860, 3600, |t| {
+        0.55 + 0.05 * ((t / 10) % 3) as f64
+    });
+    segment(&mut points, 3600, 5400, |t| 0.50 + 0.28 * t as f64 / 1800.0);
+    segment(&mut points, 5400, 9000, |_| 0.35);
+    let mut config = config();
+    config.scaler.concurrency.enabled = true;
+    let report = simulate(&config, Resource::Memory, &csv(&points));
+    expect![[r#"
+        +0d 00:25:10 warn - [soft_limit] memory 0.70
+        +0d 00:25:10 throttle discord (concurrency 4) [soft_limit] memory 0.70
+        +0d 00:25:40 throttle voice (concurrency 4) [soft_limit] memory 0.72
+        +0d 00:26:10 throttle android (concurrency 4) [soft_limit] memory 0.73
+        +0d 00:28:20 shed discord (disable) [high_pressure] memory 0.80
+        +0d 00:30:00 shed voice (level 0 -> 1) [high_pressure] memory 0.87
+        +0d 00:36:00 restore voice (level 1 -> 0) [stabilized] memory 0.37
+        +0d 00:41:00 restore discord (enable at level 0) [stabilized] memory 0.47
+        +0d 00:46:00 unthrottle android (concurrency default) [stabilized] memory 0.57
+        +0d 00:51:00 unthrottle voice (concurrency default) [stabilized] memory 0.57
+        +0d 00:56:00 unthrottle discord (concurrency default) [stabilized] memory 0.57
+        +0d 01:21:30 warn - [soft_limit] memory 0.70
+        +0d 01:21:30 throttle discord (concurrency 4) [soft_limit] memory 0.70
+        +0d 01:22:00 throttle voice (concurrency 4) [soft_limit] memory 0.70
+        +0d 01:22:30 throttle android (concurrency 4) [soft_limit] memory 0.71
+        +0d 01:35:00 unthrottle android (concurrency default) [stabilized] memory 0.35
+        +0d 01:40:00 unthrottle voice (concurrency default) [stabilized] memory 0.35
+        +0d 01:45:00 unthrottle discord (concurrency default) [stabilized] memory 0.35
+        sheds 2 restores 2 flaps 0 over_high 0s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 760.0, "voice": 360.0}
+    "#]]
+    .assert_eq(&render(&report));
+}
+
+#[test]
+fn observe_mode_decides_the_same_but_replays_the_trace_unchanged() {
+    let mut points = Vec::new();
+    segment(&mut points, 0, 600, |_| 0.92);
+    segment(&mut points, 600, 1200, |_| 0.20);
+    let mut observe = config();
+    observe.scaler.mode = ballast_core::decision::Mode::Observe;
+    let report = simulate(&observe, Resource::Cpu, &csv(&points));
+    assert!(report.decisions.iter().all(|d| !d.applied));
+    // Nothing was applied, so the replayed peak is the trace's and nothing was shed.
+    assert_eq!(report.summary.peak_replayed, report.summary.peak_trace);
+    assert!(report.summary.seconds_shed.values().all(|s| *s == 0.0));
+    assert!(report.summary.sheds > 0);
+}
+
+#[test]
+fn a_confident_forecast_sheds_no_later_than_the_smoothed_value_alone() {
+    let mut points = Vec::new();
+    segment(&mut points, 0, 3600, |t| 0.40 + 0.50 * t as f64 / 3600.0);
+    let text = csv(&points);
+    let first_shed = |config: &SimConfig| {
+        simulate(config, Resource::Cpu, &text)
+            .decisions
+            .iter()
+            .find(|d| d.kind == DecisionKind::Shed)
+            .map(|d| d.at)
+    };
+    let smoothed_only = first_shed(&config());
+    let mut with_forecast = config();
+    with_forecast.scaler.min_confidence = 0.0;
+    let forecast = first_shed(&with_forecast);
+    assert!(forecast.is_some() && smoothed_only.is_some());
+    assert!(
+        forecast <= smoothed_only,
+        "{forecast:?} > {smoothed_only:?}"
+    );
+}
+
+#[test]
+fn the_json_report_uses_the_agreed_names() {
+    let mut points = Vec::new();
+    segment(&mut points, 0, 600, |_| 0.92);
+    let report = simulate(&config(), Resource::Cpu, &csv(&points));
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["decisions"].is_array());
+    for key in [
+        "sheds",
+        "restores",
+        "flaps",
+        "seconds_over_high",
+        "seconds_in_emergency",
+        "seconds_shed",
+    ] {
+        assert!(json["summary"].get(key).is_some(), "summary.{key} missing");
+    }
+    assert!(json["summary"]["seconds_shed"]["discord"].is_number());
+}
+
+#[test]
+fn config_problems_are_all_named() {
+    let text = r#"
+[predictor]
+ema_weight = 2.0
+[scaler]
+min_confidence = 3.0
+[[plugins]]
+name = "a"
+priority = 1
+levels = []
+[[plugins]]
+name = "a"
+priority = 2
+levels = [1.5]
+"#;
+    let config: SimConfig = toml::from_str(text).unwrap();
+    expect![[r#"
+        [
+            "predictor.ema_weight must be in (0, 1], got 2",
+            "scaler.min_confidence must be between 0 and 1, got 3",
+            "plugin `a`: levels must list the cost of at least one level",
+            "plugin `a`: listed twice",
+            "plugin `a`: levels[0] must be a utilization between 0 and 1, got 1.5",
+        ]
+    "#]]
+    .assert_debug_eq(&config.problems());
+    assert!(
+        toml::from_str::<SimConfig>(
+            "[[plugins]]\nname = \"a\"\npriority = 1\nlevels = [0.1]\ncolour = 1\n"
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn scale_is_detected_from_the_values() {
+    let trace = |values: &[f64]| {
+        let points: Vec<(u64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64 * 60, *v))
+            .collect();
+        parse_trace("t.csv", &csv(&points), &TraceOptions::default()).unwrap()
+    };
+    assert_eq!(
+        Scale::choose("auto", &trace(&[0.2, 0.9])).unwrap().factor,
+        1.0
+    );
+    assert_eq!(
+        Scale::choose("auto", &trace(&[20.0, 90.0])).unwrap().factor,
+        0.01
+    );
+    assert_eq!(
+        Scale::choose("auto", &trace(&[200.0, 400.0]))
+            .unwrap()
+            .factor,
+        1.0 / 400.0
+    );
+    assert_eq!(Scale::choose("0.5", &trace(&[1.0])).unwrap().factor, 0.5);
+    assert!(Scale::choose("lots", &trace(&[1.0])).is_err());
+    // Request arrivals binned into a rate: divided by the peak rate, not taken as percentages.
+    let log = "TIMESTAMP,tokens\n2023-11-16 18:00:00.10,1\n2023-11-16 18:00:00.20,1\n2023-11-16 18:00:00.30,1\n2023-11-16 18:00:12.00,1\n";
+    let rate = parse_trace("log.csv", log, &TraceOptions::default()).unwrap();
+    let scale = Scale::choose("auto", &rate).unwrap();
+    assert!(scale.why.contains("peak"), "{scale:?}");
+}
+
+#[test]
+fn times_print_as_dates_or_as_offsets() {
+    assert_eq!(
+        format_time(ballast_core::Timestamp::from_secs(3_723)),
+        "+0d 01:02:03"
+    );
+    assert_eq!(
+        format_time(ballast_core::Timestamp::from_secs(1_392_388_200)),
+        "2014-02-14 14:30:00"
+    );
+}
+
+/// Every trace in `../shared/traces` replays without an error (skipped when it is absent).
+#[test]
+fn every_shared_trace_replays() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
+    let Ok(dirs) = std::fs::read_dir(&root) else {
+        return;
+    };
+    let config: SimConfig =
+        toml::from_str(include_str!("../../../../config/simulate-example.toml")).unwrap();
+    let mut n = 0;
+    for dir in dirs.flatten() {
+        let mut stack = vec![dir.path()];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(
+                    std::fs::read_dir(&path)
+                        .unwrap()
+                        .flatten()
+                        .map(|e| e.path()),
+                );
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "csv") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let trace = parse_trace(&path.display().to_string(), &text, &TraceOptions::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let scale = Scale::choose("auto", &trace).unwrap();
+            let mut sim = Sim::new(&config, Resource::Cpu).unwrap();
+            replay(&mut sim, &trace, scale.factor, 1);
+            let report = sim.finish();
+            assert_eq!(report.summary.samples as usize, trace.points.len());
+            n += 1;
+        }
+    }
+    assert!(n >= 17, "only {n} traces found");
+}
