@@ -11,8 +11,8 @@
 //! A metric that cannot be read is [`ballast_core::Metric::Unavailable`] with the reason (logged
 //! once), never a zero. No NVIDIA driver is the normal case and is not an error.
 //!
-//! The [`MonitorActor`] samples on a tick, on a PSI memory-pressure trigger and on request
-//! (pre-flight), and publishes each sample to its subscribers.
+//! The [`MonitorActor`] samples on a tick and on a PSI memory-pressure trigger, and publishes
+//! each sample to its subscribers.
 
 mod actor;
 mod cpu;
@@ -26,7 +26,7 @@ mod reasons;
 mod source;
 mod trigger;
 
-pub use actor::{MonitorActor, Preflight, ReportPluginUsage, SampleNow, Subscribe, Wake};
+pub use actor::{MonitorActor, ReportPluginUsage, Subscribe, Wake};
 pub use cpu::{CpuSampler, ProcessSampler};
 pub use disk::DiskSampler;
 pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NVML_RETRY_SAMPLES, NvmlSource};
