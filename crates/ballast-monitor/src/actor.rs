@@ -7,14 +7,22 @@ use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use ballast_core::{PluginUsage, Sample, Timestamp};
 
 use crate::monitor::Monitor;
-use crate::trigger::{PsiTrigger, TriggerSource};
+use crate::trigger::{PsiTrigger, TriggerSource, Wake, WakeSink};
 
-/// Why the monitor was woken outside its tick.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub enum Wake {
-    /// The PSI memory trigger fired: tasks are stalling on memory.
-    MemoryPressure,
+/// A trigger's wake-up is a message to the actor: sampling stays on the actor's thread.
+impl Message for Wake {
+    type Result = ();
+}
+
+/// The actor's own address is where its trigger delivers.
+impl WakeSink for Recipient<Wake> {
+    fn wake(&self, wake: Wake) {
+        self.do_send(wake);
+    }
+
+    fn is_listening(&self) -> bool {
+        self.connected()
+    }
 }
 
 /// The per-plugin figures the host measured; later samples carry them.
@@ -128,7 +136,8 @@ impl Actor for MonitorActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(trigger) = self.trigger.take() {
-            match trigger.start(ctx.address().recipient()) {
+            let sink: Recipient<Wake> = ctx.address().recipient();
+            match trigger.start(Box::new(sink)) {
                 Ok(()) => tracing::info!("memory pressure trigger armed"),
                 Err(reason) => {
                     tracing::info!(%reason, "no memory pressure trigger; sampling on the tick only");

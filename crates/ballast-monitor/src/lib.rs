@@ -26,11 +26,13 @@ mod reasons;
 mod source;
 mod trigger;
 
-pub use actor::{MonitorActor, ReportPluginUsage, Subscribe, Wake};
+pub use actor::{MonitorActor, ReportPluginUsage, Subscribe};
 pub use cpu::{CpuSampler, ProcessSampler};
 pub use disk::DiskSampler;
 pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NVML_RETRY_SAMPLES, NvmlSource};
 pub use memory::{MemoryOutcome, MemorySampler};
 pub use monitor::{Monitor, MonitorConfig};
 pub use source::SampleError;
-pub use trigger::{ManualTrigger, ManualTriggerHandle, NoTrigger, PsiTrigger, TriggerSource};
+pub use trigger::{
+    ManualTrigger, ManualTriggerHandle, NoTrigger, PsiTrigger, TriggerSource, Wake, WakeSink,
+};
