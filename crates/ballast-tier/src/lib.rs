@@ -12,7 +12,7 @@ mod bytes;
 mod classify;
 mod config;
 
-pub use actor::{CurrentTier, DetectFacts, Redetect, SubscribeTier, TierActor};
+pub use actor::{CurrentTier, DetectFacts, SubscribeTier, TierActor};
 pub use bytes::ByteSize;
 pub use classify::classify;
 pub use config::{Conditions, LevelRule, PluginRule, TierConfig, TierConfigError, TierRule};

@@ -1,5 +1,5 @@
 //! Integration tests of ballast-tier: classification of fixture machines, configuration files
-//! (good and bad) and the TierActor on tokio's paused clock.
+//! (good and bad) and the TierActor.
 
 mod actor;
 mod classify;
