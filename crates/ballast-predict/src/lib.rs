@@ -18,6 +18,6 @@ pub mod forecast;
 pub mod predictor;
 pub mod trace;
 
-pub use actor::{AssessSample, PredictorActor, SampleMsg, SubscribeAssessments};
+pub use actor::{PredictorActor, SampleMsg, SubscribeAssessments};
 pub use forecast::{Evaluation, ForecastConfig, Model, PointForecast, SeriesPredictor, evaluate};
 pub use predictor::{Predictor, PredictorConfig};
