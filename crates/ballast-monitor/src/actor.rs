@@ -1,32 +1,29 @@
-//! The [`MonitorActor`]: samples on a tick, on a pressure trigger and on request, and publishes
-//! each sample to its subscribers.
+//! The [`MonitorActor`]: samples on a tick and on a pressure trigger, and publishes each sample
+//! to its subscribers.
 
 use std::time::{Duration, SystemTime};
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use ballast_core::{PluginUsage, Sample, Timestamp};
 
 use crate::monitor::Monitor;
-use crate::trigger::{PsiTrigger, TriggerSource};
+use crate::trigger::{PsiTrigger, TriggerSource, Wake, WakeSink};
 
-/// Why the monitor was woken outside its tick.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub enum Wake {
-    /// The PSI memory trigger fired: tasks are stalling on memory.
-    MemoryPressure,
+/// A trigger's wake-up is a message to the actor: sampling stays on the actor's thread.
+impl Message for Wake {
+    type Result = ();
 }
 
-/// Asks for a fresh sample at once, e.g. before restoring a plugin. It is returned, not
-/// published.
-#[derive(Clone, Copy, Debug, Default, Message)]
-#[rtype(result = "Sample")]
-pub struct Preflight;
+/// The actor's own address is where its trigger delivers.
+impl WakeSink for Recipient<Wake> {
+    fn wake(&self, wake: Wake) {
+        self.do_send(wake);
+    }
 
-/// Takes a sample at once, publishes it and returns it.
-#[derive(Clone, Copy, Debug, Default, Message)]
-#[rtype(result = "Sample")]
-pub struct SampleNow;
+    fn is_listening(&self) -> bool {
+        self.connected()
+    }
+}
 
 /// The per-plugin figures the host measured; later samples carry them.
 #[derive(Clone, Debug, Message)]
@@ -69,9 +66,8 @@ impl std::fmt::Debug for Subscribe {
     }
 }
 
-/// Samples the machine every `interval` (1 s by default), immediately when the pressure trigger
-/// fires, and on [`Preflight`] / [`SampleNow`] requests; publishes each sample (not pre-flight
-/// ones) to its subscribers.
+/// Samples the machine every `interval` (1 s by default) and immediately when the pressure
+/// trigger fires, and publishes each sample to its subscribers.
 ///
 /// Sampling runs inline on the actor's thread: it costs tens of microseconds without a GPU. With
 /// NVML it may take milliseconds per device.
@@ -121,19 +117,9 @@ impl MonitorActor {
         self
     }
 
-    fn take(&mut self) -> Sample {
-        let now = (self.clock)();
-        self.monitor.sample(now)
-    }
-
-    fn publish(&mut self, sample: &Sample) {
-        self.subscribers.retain(|deliver| deliver(sample));
-    }
-
-    fn take_and_publish(&mut self) -> Sample {
-        let sample = self.take();
-        self.publish(&sample);
-        sample
+    fn take_and_publish(&mut self) {
+        let sample = self.monitor.sample((self.clock)());
+        self.subscribers.retain(|deliver| deliver(&sample));
     }
 }
 
@@ -150,7 +136,8 @@ impl Actor for MonitorActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(trigger) = self.trigger.take() {
-            match trigger.start(ctx.address().recipient()) {
+            let sink: Recipient<Wake> = ctx.address().recipient();
+            match trigger.start(Box::new(sink)) {
                 Ok(()) => tracing::info!("memory pressure trigger armed"),
                 Err(reason) => {
                     tracing::info!(%reason, "no memory pressure trigger; sampling on the tick only");
@@ -170,22 +157,6 @@ impl Handler<Wake> for MonitorActor {
     fn handle(&mut self, wake: Wake, _ctx: &mut Self::Context) {
         tracing::debug!(?wake, "woken outside the tick");
         self.take_and_publish();
-    }
-}
-
-impl Handler<Preflight> for MonitorActor {
-    type Result = MessageResult<Preflight>;
-
-    fn handle(&mut self, _msg: Preflight, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.take())
-    }
-}
-
-impl Handler<SampleNow> for MonitorActor {
-    type Result = MessageResult<SampleNow>;
-
-    fn handle(&mut self, _msg: SampleNow, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.take_and_publish())
     }
 }
 

@@ -1,4 +1,5 @@
-//! Resource samplers (memory, CPU, PSI, cgroup, disk, GPU) and the [`MonitorActor`].
+//! Resource samplers (memory, CPU, PSI, cgroup, disk, GPU) and, with the `actor` feature, the
+//! `MonitorActor`.
 //!
 //! The [`Monitor`] reads the machine and produces plain [`ballast_core::Sample`] values: no
 //! sysinfo or NVML type leaves this crate, and nothing else in ballast calls either library.
@@ -11,9 +12,12 @@
 //! A metric that cannot be read is [`ballast_core::Metric::Unavailable`] with the reason (logged
 //! once), never a zero. No NVIDIA driver is the normal case and is not an error.
 //!
-//! The [`MonitorActor`] samples on a tick, on a PSI memory-pressure trigger and on request
-//! (pre-flight), and publishes each sample to its subscribers.
+//! The `MonitorActor` (feature `actor`, on by default) samples on a tick and on a PSI
+//! memory-pressure trigger, and publishes each sample to its subscribers. Without the feature the
+//! crate depends on neither actix nor tokio, and the trigger, which only the actor listens to, is
+//! left out too.
 
+#[cfg(feature = "actor")]
 mod actor;
 mod cpu;
 mod cpu_limit;
@@ -24,13 +28,18 @@ mod monitor;
 pub mod parse;
 mod reasons;
 mod source;
+#[cfg(feature = "actor")]
 mod trigger;
 
-pub use actor::{MonitorActor, Preflight, ReportPluginUsage, SampleNow, Subscribe, Wake};
+#[cfg(feature = "actor")]
+pub use actor::{MonitorActor, ReportPluginUsage, Subscribe};
 pub use cpu::{CpuSampler, ProcessSampler};
 pub use disk::DiskSampler;
 pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NVML_RETRY_SAMPLES, NvmlSource};
 pub use memory::{MemoryOutcome, MemorySampler};
 pub use monitor::{Monitor, MonitorConfig};
 pub use source::SampleError;
-pub use trigger::{ManualTrigger, ManualTriggerHandle, NoTrigger, PsiTrigger, TriggerSource};
+#[cfg(feature = "actor")]
+pub use trigger::{
+    ManualTrigger, ManualTriggerHandle, NoTrigger, PsiTrigger, TriggerSource, Wake, WakeSink,
+};

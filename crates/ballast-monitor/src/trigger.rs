@@ -1,5 +1,8 @@
 //! Wake-ups outside the tick: a PSI memory-pressure trigger, like Android's lmkd uses, or a
 //! manual trigger for tests.
+//!
+//! A trigger knows nothing of who listens: it delivers [`Wake`]s to a [`WakeSink`], which the
+//! monitor's actor implements for its own address.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -8,15 +11,27 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use actix::Recipient;
+/// Why the monitor was woken outside its tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The PSI memory trigger fired: tasks are stalling on memory.
+    MemoryPressure,
+}
 
-use crate::actor::Wake;
+/// Where a trigger delivers its wake-ups.
+pub trait WakeSink: Send + 'static {
+    /// Delivers `wake`; it is dropped when nobody listens any more.
+    fn wake(&self, wake: Wake);
+
+    /// Whether anybody still listens (a trigger stops once nobody does).
+    fn is_listening(&self) -> bool;
+}
 
 /// Something that wakes the monitor when memory comes under pressure.
 pub trait TriggerSource: Send + 'static {
-    /// Starts delivering wake-ups to `wake`, or says why triggers are not available here (the
+    /// Starts delivering wake-ups to `sink`, or says why triggers are not available here (the
     /// monitor then samples on its tick only).
-    fn start(self: Box<Self>, wake: Recipient<Wake>) -> Result<(), String>;
+    fn start(self: Box<Self>, sink: Box<dyn WakeSink>) -> Result<(), String>;
 }
 
 /// No trigger: the monitor samples on its tick only.
@@ -24,7 +39,7 @@ pub trait TriggerSource: Send + 'static {
 pub struct NoTrigger;
 
 impl TriggerSource for NoTrigger {
-    fn start(self: Box<Self>, _wake: Recipient<Wake>) -> Result<(), String> {
+    fn start(self: Box<Self>, _sink: Box<dyn WakeSink>) -> Result<(), String> {
         Err("no pressure trigger is configured".into())
     }
 }
@@ -57,7 +72,7 @@ impl PsiTrigger {
 }
 
 impl TriggerSource for PsiTrigger {
-    fn start(self: Box<Self>, wake: Recipient<Wake>) -> Result<(), String> {
+    fn start(self: Box<Self>, sink: Box<dyn WakeSink>) -> Result<(), String> {
         let shown = self.path.display().to_string();
         let mut file = OpenOptions::new()
             .read(true)
@@ -74,20 +89,20 @@ impl TriggerSource for PsiTrigger {
         })?;
         std::thread::Builder::new()
             .name("ballast-psi-trigger".into())
-            .spawn(move || watch(file, &shown, &wake))
+            .spawn(move || watch(file, &shown, sink.as_ref()))
             .map_err(|e| format!("cannot start the PSI trigger thread: {e}"))?;
         Ok(())
     }
 }
 
 /// Polls the trigger's file until the monitor goes away or the kernel reports an error.
-fn watch(file: std::fs::File, shown: &str, wake: &Recipient<Wake>) {
+fn watch(file: std::fs::File, shown: &str, sink: &dyn WakeSink) {
     let mut poll = libc::pollfd {
         fd: file.as_raw_fd(),
         events: libc::POLLPRI,
         revents: 0,
     };
-    while wake.connected() {
+    while sink.is_listening() {
         poll.revents = 0;
         // SAFETY: `poll` is one valid pollfd whose fd stays open (owned by `file`) meanwhile.
         let rc = unsafe { libc::poll(&mut poll, 1, 1000) };
@@ -107,21 +122,35 @@ fn watch(file: std::fs::File, shown: &str, wake: &Recipient<Wake>) {
             return;
         }
         if poll.revents & libc::POLLPRI != 0 {
-            wake.do_send(Wake::MemoryPressure);
+            sink.wake(Wake::MemoryPressure);
         }
     }
 }
 
 /// A trigger fired by hand through its [`ManualTriggerHandle`], for tests.
-#[derive(Debug)]
 pub struct ManualTrigger {
-    target: Arc<Mutex<Option<Recipient<Wake>>>>,
+    target: Target,
 }
 
 /// Fires a [`ManualTrigger`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ManualTriggerHandle {
-    target: Arc<Mutex<Option<Recipient<Wake>>>>,
+    target: Target,
+}
+
+/// The sink a started [`ManualTrigger`] delivers to, shared with its handle.
+type Target = Arc<Mutex<Option<Box<dyn WakeSink>>>>;
+
+impl std::fmt::Debug for ManualTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ManualTrigger(..)")
+    }
+}
+
+impl std::fmt::Debug for ManualTriggerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ManualTriggerHandle(..)")
+    }
 }
 
 impl ManualTrigger {
@@ -138,8 +167,8 @@ impl ManualTrigger {
 }
 
 impl TriggerSource for ManualTrigger {
-    fn start(self: Box<Self>, wake: Recipient<Wake>) -> Result<(), String> {
-        *lock(&self.target) = Some(wake);
+    fn start(self: Box<Self>, sink: Box<dyn WakeSink>) -> Result<(), String> {
+        *lock(&self.target) = Some(sink);
         Ok(())
     }
 }
@@ -149,8 +178,8 @@ impl ManualTriggerHandle {
     /// received it.
     pub fn fire(&self) -> bool {
         match lock(&self.target).as_ref() {
-            Some(wake) if wake.connected() => {
-                wake.do_send(Wake::MemoryPressure);
+            Some(sink) if sink.is_listening() => {
+                sink.wake(Wake::MemoryPressure);
                 true
             }
             _ => false,

@@ -1,7 +1,7 @@
 //! The [`PredictorActor`]: the thin actix shell around [`Predictor`]. A sample in, the
 //! assessment out to every subscriber. It reads no clock: time is each sample's own timestamp.
 
-use actix::{Actor, Context, Handler, Message, MessageResult, Recipient};
+use actix::{Actor, Context, Handler, Message, Recipient};
 use ballast_core::{Assessment, Sample};
 
 use crate::predictor::Predictor;
@@ -17,11 +17,6 @@ impl From<Sample> for SampleMsg {
         SampleMsg(sample)
     }
 }
-
-/// Assesses a sample and returns the assessment (it is also published to subscribers).
-#[derive(Clone, Debug, Message)]
-#[rtype(result = "Assessment")]
-pub struct AssessSample(pub Sample);
 
 type Subscriber = Box<dyn Fn(&Assessment) -> bool + Send>;
 
@@ -76,10 +71,9 @@ impl PredictorActor {
         }
     }
 
-    fn assess(&mut self, sample: &Sample) -> Assessment {
+    fn assess(&mut self, sample: &Sample) {
         let assessment = self.predictor.handle_sample(sample);
         self.subscribers.retain(|deliver| deliver(&assessment));
-        assessment
     }
 }
 
@@ -92,14 +86,6 @@ impl Handler<SampleMsg> for PredictorActor {
 
     fn handle(&mut self, message: SampleMsg, _: &mut Context<Self>) {
         self.assess(&message.0);
-    }
-}
-
-impl Handler<AssessSample> for PredictorActor {
-    type Result = MessageResult<AssessSample>;
-
-    fn handle(&mut self, message: AssessSample, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.assess(&message.0))
     }
 }
 

@@ -805,3 +805,43 @@ pub fn evaluate(values: &[f64], config: &ForecastConfig) -> Evaluation {
         mae_by_model: by_model.map(|e| e / divisor),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluate_scores_each_forecast_against_the_value_horizon_steps_later() {
+        // Below `min_points` every forecast is the fallback, the EMA with weight 0.7, so the
+        // figures can be worked out by hand. Horizon 2 over 0, 1, 1, 0, 1 and a NaN:
+        //
+        //   t  value  EMA (forecast)          target (t + 2)  miss   persistence miss
+        //   0  0      0                       1               1      |0 - 1| = 1
+        //   1  1      0 + 0.7 (1 - 0) = 0.7   0               0.7    |1 - 0| = 1
+        //   2  1      0.7 + 0.7 (0.3) = 0.91  1               0.09   |1 - 1| = 0
+        //   3  0      0.273                   NaN: not scored
+        //   4  1      0.7819                  beyond the series
+        //   5  NaN    skipped by the predictor
+        //
+        // n = 3, MAE = (1 + 0.7 + 0.09) / 3 = 1.79 / 3, persistence MAE = 2 / 3, ratio 0.895.
+        let config = ForecastConfig {
+            horizon: 2,
+            min_points: 100,
+            ..ForecastConfig::default()
+        };
+        let values = [0.0, 1.0, 1.0, 0.0, 1.0, f64::NAN];
+        let evaluation = evaluate(&values, &config);
+        assert_eq!(evaluation.n, 3);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(evaluation.mae, 1.79 / 3.0), "{evaluation:?}");
+        assert!(
+            close(evaluation.mae_persistence, 2.0 / 3.0),
+            "{evaluation:?}"
+        );
+        assert!(close(evaluation.ratio.expect("persistence misses"), 0.895));
+        // Per model: persistence alone is the persistence figure, the fast EMA the fallback's.
+        let by_model = evaluation.mae_by_model;
+        assert!(close(by_model[0], 2.0 / 3.0), "{by_model:?}");
+        assert!(close(by_model[1], 1.79 / 3.0), "{by_model:?}");
+    }
+}

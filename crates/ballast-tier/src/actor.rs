@@ -1,5 +1,5 @@
-//! The [`TierActor`]: detects the facts at start and on request, classifies them and publishes
-//! the tier to its subscribers when it changes.
+//! The [`TierActor`]: detects the facts at start, classifies them, answers for the tier and
+//! publishes it to its subscribers.
 
 use std::time::SystemTime;
 
@@ -26,20 +26,16 @@ where
     }
 }
 
-/// Detects the facts again (e.g. a GPU appeared or vanished), publishes the tier if it changed
-/// and returns it.
-#[derive(Clone, Copy, Debug, Default, Message)]
-#[rtype(result = "Result<Tier, String>")]
-pub struct Redetect;
-
-/// Asks for the current tier (`None` while detection has never succeeded).
+/// Asks for the tier (`None` when detection failed at start).
 #[derive(Clone, Copy, Debug, Default, Message)]
 #[rtype(result = "Option<Tier>")]
 pub struct CurrentTier;
 
 type Subscriber = Box<dyn Fn(&Tier) -> bool + Send>;
 
-/// Subscribes to the tier: the current one at once, if any, and every change.
+/// Subscribes to the tier, which is delivered at once when it is known. Detection runs once, when
+/// the actor starts: a subscriber added with [`TierActor::with_subscriber`] gets the tier then,
+/// one subscribed later gets it with this message, and none gets one when detection failed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SubscribeTier(Subscriber);
@@ -71,7 +67,7 @@ impl std::fmt::Debug for SubscribeTier {
     }
 }
 
-/// Holds the tier rules and the current tier.
+/// Detects and classifies the machine once, at start, and holds the tier.
 pub struct TierActor {
     config: TierConfig,
     detector: Box<dyn DetectFacts>,
@@ -98,27 +94,25 @@ impl TierActor {
         self
     }
 
-    /// Adds a subscriber before the actor starts, so that it also gets the first tier.
+    /// Adds a subscriber before the actor starts, so that it gets the tier as soon as it is
+    /// detected.
     pub fn with_subscriber(mut self, subscribe: SubscribeTier) -> Self {
         self.subscribers.push(subscribe.0);
         self
     }
 
-    fn detect(&mut self) -> Result<Tier, String> {
-        let facts = self.detector.detect().inspect_err(|reason| {
-            tracing::warn!(%reason, "hardware detection failed; keeping the current tier");
-        })?;
+    fn detect(&mut self) {
+        let facts = match self.detector.detect() {
+            Ok(facts) => facts,
+            Err(reason) => {
+                tracing::warn!(%reason, "hardware detection failed; no tier");
+                return;
+            }
+        };
         let tier = classify(&facts, &self.config, (self.clock)());
-        let changed = self
-            .current
-            .as_ref()
-            .is_none_or(|old| old.name != tier.name || old.facts != tier.facts);
-        if changed {
-            tracing::info!(tier = %tier.name, rule = %tier.rule, "hardware tier");
-            self.current = Some(tier.clone());
-            self.subscribers.retain(|deliver| deliver(&tier));
-        }
-        Ok(tier)
+        tracing::info!(tier = %tier.name, rule = %tier.rule, "hardware tier");
+        self.subscribers.retain(|deliver| deliver(&tier));
+        self.current = Some(tier);
     }
 }
 
@@ -133,15 +127,7 @@ impl Actor for TierActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        let _ = self.detect();
-    }
-}
-
-impl Handler<Redetect> for TierActor {
-    type Result = Result<Tier, String>;
-
-    fn handle(&mut self, _msg: Redetect, _ctx: &mut Self::Context) -> Self::Result {
-        self.detect()
+        self.detect();
     }
 }
 

@@ -1,12 +1,13 @@
 //! The MonitorActor on tokio's paused clock: the tick, the pressure trigger (which must not
-//! wait for the tick), pre-flight requests and the fallback when triggers are not permitted.
+//! wait for the tick), plugin usage carried by the next sample and the fallback when triggers
+//! are not permitted.
 
 use std::time::Duration;
 
 use actix::{Actor, Message};
 use ballast_core::{PluginUsage, Sample, Timestamp};
 use ballast_monitor::{
-    ManualTrigger, Monitor, MonitorActor, Preflight, PsiTrigger, ReportPluginUsage, Subscribe,
+    ManualTrigger, Monitor, MonitorActor, PsiTrigger, ReportPluginUsage, Subscribe,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -79,16 +80,15 @@ async fn a_pressure_trigger_publishes_without_waiting_for_the_tick() {
     let (trigger, handle) = ManualTrigger::new();
     let (subscribe, mut rx) = channel_subscriber();
     let interval = Duration::from_secs(3600);
-    let addr = MonitorActor::new(Monitor::new(machine.config()))
+    let _addr = MonitorActor::new(Monitor::new(machine.config()))
         .with_interval(interval)
         .with_trigger(trigger)
         .with_clock(fixed_clock)
         .with_subscriber(subscribe)
         .start();
     let start = Instant::now();
+    // The first sample is published after the trigger was armed.
     rx.recv().await.unwrap();
-    // Make sure the actor has started (and armed the trigger) before firing it.
-    addr.send(Preflight).await.unwrap();
     machine.write(
         "proc/pressure/memory",
         "some avg10=80.00 avg60=20.00 avg300=5.00 total=99999\nfull avg10=60.00 avg60=10.00 avg300=2.00 total=5000\n",
@@ -102,17 +102,20 @@ async fn a_pressure_trigger_publishes_without_waiting_for_the_tick() {
 }
 
 #[actix::test]
-async fn preflight_returns_a_fresh_sample_without_publishing_it() {
+async fn reported_plugin_usage_is_carried_by_the_next_sample() {
     tokio::time::pause();
     let machine = FakeMachine::new();
     let (subscribe, mut rx) = channel_subscriber();
     let addr = MonitorActor::new(Monitor::new(machine.config()))
-        .with_interval(Duration::from_secs(3600))
+        .with_interval(Duration::from_secs(1))
         .with_trigger(ballast_monitor::NoTrigger)
         .with_clock(fixed_clock)
         .with_subscriber(subscribe)
         .start();
-    rx.recv().await.unwrap();
+    let first = rx.recv().await.unwrap();
+    assert!(first.plugins.is_empty(), "{:?}", first.plugins);
+    // The report is handled before the next tick: the paused clock advances only once the
+    // actor waits for its timer.
     addr.send(ReportPluginUsage(vec![PluginUsage {
         plugin: "voice".into(),
         live_bytes: 10,
@@ -120,13 +123,11 @@ async fn preflight_returns_a_fresh_sample_without_publishing_it() {
     }]))
     .await
     .unwrap();
-    let sample = addr.send(Preflight).await.unwrap();
-    assert_eq!(sample.plugins.len(), 1);
-    assert_eq!(sample.plugins[0].plugin, "voice");
-    assert!(
-        rx.try_recv().is_err(),
-        "a pre-flight sample is not published"
-    );
+    let next = rx.recv().await.unwrap();
+    assert_eq!(next.plugins.len(), 1);
+    assert_eq!(next.plugins[0].plugin, "voice");
+    assert_eq!(next.plugins[0].live_bytes, 10);
+    assert_eq!(next.plugins[0].peak_bytes, 20);
 }
 
 #[actix::test]

@@ -1,6 +1,8 @@
 //! Integration tests of ballast-monitor: the parsers on fixture files, the monitor on fixture
-//! trees, nvml-wrapper against the fake NVML library and the actor on tokio's paused clock.
+//! trees, nvml-wrapper against the fake NVML library and (with the `actor` feature) the actor on
+//! tokio's paused clock.
 
+#[cfg(feature = "actor")]
 mod actor;
 mod fixtures;
 mod machine;

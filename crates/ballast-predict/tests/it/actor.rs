@@ -2,10 +2,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use ballast_core::{CpuReading, Metric, Resource, Sample, Timestamp};
+use ballast_core::{Assessment, CpuReading, Metric, Resource, Sample, Timestamp};
 use ballast_predict::{
-    AssessSample, Predictor, PredictorActor, PredictorConfig, SampleMsg, SubscribeAssessments,
+    Predictor, PredictorActor, PredictorConfig, SampleMsg, SubscribeAssessments,
 };
+use tokio::sync::mpsc;
 
 use actix::Actor;
 
@@ -19,33 +20,36 @@ fn cpu_sample(seconds: u64, utilization: f64) -> Sample {
     sample
 }
 
+fn channel_subscriber() -> (SubscribeAssessments, mpsc::UnboundedReceiver<Assessment>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        SubscribeAssessments::callback(move |a| tx.send(a.clone()).is_ok()),
+        rx,
+    )
+}
+
 #[actix::test]
 async fn samples_in_assessments_out_in_order() {
     let actor = PredictorActor::new(Predictor::new(PredictorConfig::default())).start();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    actor.do_send(SubscribeAssessments::callback(move |a| {
-        sink.lock().expect("not poisoned").push(a.clone());
-        true
-    }));
+    let (subscribe, mut rx) = channel_subscriber();
+    actor.do_send(subscribe);
     for second in 0..5 {
         actor.do_send(SampleMsg::from(cpu_sample(second, 0.5)));
     }
-    // The mailbox is ordered: once this answer arrives, every sample before it was assessed.
-    let last = actor
-        .send(AssessSample(cpu_sample(5, 0.8)))
-        .await
-        .expect("the actor is running");
-    assert_eq!(last.at, Timestamp::from_secs(5));
-    let cpu = last.get(Resource::Cpu).expect("cpu was measured");
-    assert_eq!(cpu.value, 0.8);
-    assert!((cpu.smoothed - 0.71).abs() < 1e-12);
-    assert!(last.get(Resource::Memory).is_none());
-
-    let seen = seen.lock().expect("not poisoned");
+    actor.do_send(SampleMsg::from(cpu_sample(5, 0.8)));
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(rx.recv().await.expect("the actor is running"));
+    }
     let times: Vec<u64> = seen.iter().map(|a| a.at.as_millis() / 1000).collect();
     assert_eq!(times, vec![0, 1, 2, 3, 4, 5]);
-    assert_eq!(seen.last(), Some(&last));
+
+    let last = seen.last().expect("six assessments");
+    let cpu = last.get(Resource::Cpu).expect("cpu was measured");
+    assert_eq!(cpu.value, 0.8);
+    // EMA with weight 0.7 on the newest value: 0.5 + 0.7 * (0.8 - 0.5).
+    assert!((cpu.smoothed - 0.71).abs() < 1e-12);
+    assert!(last.get(Resource::Memory).is_none());
 }
 
 #[actix::test]
@@ -57,11 +61,14 @@ async fn a_subscriber_that_declines_is_dropped() {
         *counter.lock().expect("not poisoned") += 1;
         false
     }));
+    // A second subscriber says when each assessment has been delivered.
+    let (subscribe, mut rx) = channel_subscriber();
+    actor.do_send(subscribe);
     for second in 0..3 {
-        actor
-            .send(AssessSample(cpu_sample(second, 0.1)))
-            .await
-            .expect("the actor is running");
+        actor.do_send(SampleMsg::from(cpu_sample(second, 0.1)));
+    }
+    for _ in 0..3 {
+        rx.recv().await.expect("the actor is running");
     }
     assert_eq!(*calls.lock().expect("not poisoned"), 1);
 }
