@@ -40,14 +40,20 @@
 //! flap, however long the restore held, so it is not restored into the same breach every
 //! stabilization. In observe mode the scaler decides exactly as in enforce mode but sends no
 //! command.
+//!
+//! `ScalerActor` and its messages (the `actor` module) are behind the `actor` feature, on by
+//! default. Without it the crate is the policy alone and depends on neither actix nor tokio, for
+//! a user that drives [`Scaler`] itself.
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "actor")]
 pub mod actor;
 pub mod config;
 mod error;
 mod scaler;
 
+#[cfg(feature = "actor")]
 pub use actor::ScalerActor;
 pub use config::{ConcurrencyConfig, MachineTotals, PluginPolicy, ScalerConfig, ThresholdsConfig};
 pub use error::ScalerError;

@@ -1,5 +1,6 @@
 //! Integration tests of ballast-scaler, one binary with a module per concern.
 
+#[cfg(feature = "actor")]
 mod actor;
 mod config;
 mod policy;
