@@ -6,4 +6,3 @@ mod config;
 mod policy;
 mod properties;
 mod support;
-mod tidy;
