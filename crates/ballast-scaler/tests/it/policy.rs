@@ -127,14 +127,24 @@ fn preflight_blocks_a_restore_whose_declared_needs_would_not_fit() {
 #[test]
 fn a_plugin_that_flaps_waits_exponentially_longer() {
     let mut h = Harness::new(scaler(vec![spec("discord", 10, 1)]));
+    // The longest calm a restore may need: the back-off cap (1 h) and a step of slack.
+    const LIMIT_SECS: u64 = 3600 + 10;
     let mut t = 0;
     for _ in 0..3 {
-        // High until shed, then calm until restored, then high again at once.
+        // High until shed, then calm until restored (for at most the limit: a restore that never
+        // comes fails here instead of hanging the test), then high again at once.
         h.memory(t, t + 1, 1, 0.9);
         t += 1;
+        let calm_from = t;
         while h.scaler.placement("discord")
             != Some(ballast_scaler::Placement::On { level: level(0) })
         {
+            assert!(
+                t - calm_from < LIMIT_SECS,
+                "discord not restored after {} s of calm from {calm_from} s:\n{}",
+                t - calm_from,
+                h.timeline()
+            );
             h.memory(t, t + 10, 10, 0.3);
             t += 10;
         }
