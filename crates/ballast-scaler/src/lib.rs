@@ -26,7 +26,12 @@
 //!    period (counted again after every step), one step back up, highest priority first, only if
 //!    the pre-flight check finds that the step's declared needs fit under every shed threshold.
 //!    A plugin shed again within its stabilization period after a restore has flapped: its next
-//!    stabilization doubles, up to `flap_backoff_max`.
+//!    stabilization doubles, up to `flap_backoff_max`. That longer wait is the plugin's own
+//!    back-off, counted from the start of the calm or its own last step, whichever is later:
+//!    while it runs the plugin is passed over and the next one in priority order is restored
+//!    (the machine's stabilization still applies to every restore), so a plugin in back-off
+//!    never holds the ones behind it. It comes back when its back-off ends; the decision of a
+//!    restore that passed it over names it and the time it has left.
 //!
 //! Pressure is `max(smoothed, forecast)` where the forecast counts only at or above
 //! `min_confidence`, and the raw reading itself when it is over the shed threshold while the
