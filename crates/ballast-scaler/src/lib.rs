@@ -26,7 +26,12 @@
 //!    period (counted again after every step), one step back up, highest priority first, only if
 //!    the pre-flight check finds that the step's declared needs fit under every shed threshold.
 //!    A plugin shed again within its stabilization period after a restore has flapped: its next
-//!    stabilization doubles, up to `flap_backoff_max`.
+//!    stabilization doubles, up to `flap_backoff_max`. That longer wait is the plugin's own
+//!    back-off, counted from the start of the calm or its own last step, whichever is later:
+//!    while it runs the plugin is passed over and the next one in priority order is restored
+//!    (the machine's stabilization still applies to every restore), so a plugin in back-off
+//!    never holds the ones behind it. It comes back when its back-off ends; the decision of a
+//!    restore that passed it over names it and the time it has left.
 //!
 //! Pressure is `max(smoothed, forecast)` where the forecast counts only at or above
 //! `min_confidence`, and the raw reading itself when it is over the shed threshold while the
@@ -40,14 +45,20 @@
 //! flap, however long the restore held, so it is not restored into the same breach every
 //! stabilization. In observe mode the scaler decides exactly as in enforce mode but sends no
 //! command.
+//!
+//! `ScalerActor` and its messages (the `actor` module) are behind the `actor` feature, on by
+//! default. Without it the crate is the policy alone and depends on neither actix nor tokio, for
+//! a user that drives [`Scaler`] itself.
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "actor")]
 pub mod actor;
 pub mod config;
 mod error;
 mod scaler;
 
+#[cfg(feature = "actor")]
 pub use actor::ScalerActor;
 pub use config::{ConcurrencyConfig, MachineTotals, PluginPolicy, ScalerConfig, ThresholdsConfig};
 pub use error::ScalerError;

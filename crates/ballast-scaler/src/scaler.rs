@@ -1,4 +1,13 @@
 //! The shedding policy as a sans-IO state machine: `handle_*(now, ..)` in, `poll_*()` out.
+//!
+//! Restores go one step at a time, highest priority first, once the machine as a whole has been
+//! calm for the stabilization period since the calm began or the last step, whichever is later.
+//! A plugin that flapped (or that the host keeps taking off at its hard limit) has a back-off of
+//! its own on top: its stabilization, doubled per flap up to `flap_backoff_max`, counted from the
+//! start of the calm or its own last step, whichever is later. While that runs the plugin is
+//! passed over and the next plugin in priority order is restored, so a plugin in a long back-off
+//! never holds the restores of the plugins behind it; it comes back when its back-off ends, and
+//! each restore that passed it over names it in its reason.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -121,6 +130,10 @@ struct Slot {
     failed: bool,
     reported: Option<PluginState>,
     last_restore_at: Option<Timestamp>,
+    /// When the scaler last took a step on it, or the host took it off: its own back-off (its
+    /// stabilization, doubled per flap) counts from here or from the start of the calm,
+    /// whichever is later.
+    last_step_at: Option<Timestamp>,
     flaps: u32,
     last_performance_step_at: Option<Timestamp>,
     performance_base: Option<PluginStats>,
@@ -390,6 +403,7 @@ impl Scaler {
                 failed: false,
                 reported: None,
                 last_restore_at: None,
+                last_step_at: None,
                 flaps: 0,
                 last_performance_step_at: None,
                 allowance: Some(Level::FULL),
@@ -473,6 +487,7 @@ impl Scaler {
         let was = self.config.mode;
         self.config.mode = mode;
         if was != Mode::Enforce && mode == Mode::Enforce {
+            let now = self.now;
             for slot in &mut self.slots {
                 slot.placement = match &slot.reported {
                     Some(PluginState::Enabled { level }) => Placement::On { level: *level },
@@ -487,9 +502,10 @@ impl Scaler {
                     _ => Placement::On { level: Level::FULL },
                 };
                 slot.throttled = false;
+                slot.last_step_at = Some(now);
             }
             self.last_shed_at = None;
-            self.last_step_at = Some(self.now);
+            self.last_step_at = Some(now);
         }
     }
 
@@ -644,7 +660,7 @@ impl Scaler {
                             level,
                         };
                         // Like a step of the scaler's own: the stabilization counts again.
-                        self.last_step_at = Some(now);
+                        self.stepped(now, i);
                     }
                 }
             }
@@ -691,8 +707,9 @@ impl Scaler {
     }
 
     /// When the scaler wants [`Scaler::handle_timeout`] called, if it does: the end of a
-    /// cool-down while pressure is up and a newer assessment waits to be acted on, the end of a stabilization period while a restore waits,
-    /// or the end of a pin. Always later than the latest `now` it was given.
+    /// cool-down while pressure is up and a newer assessment waits to be acted on, the end of a
+    /// stabilization period (the machine's, or a waiting plugin's own back-off) while a restore
+    /// waits, or the end of a pin. Always later than the latest `now` it was given.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let mut next: Option<Timestamp> = None;
         let mut consider = |t: Timestamp| {
@@ -712,8 +729,16 @@ impl Scaler {
         {
             consider(t + self.profile.cooldown);
         }
-        if let Some(ready) = self.restore_ready_at() {
-            consider(ready);
+        // Each plugin waiting for a restore, at the time it may come back: a plugin passed over
+        // in its back-off gets its own timer, even while another restore is held.
+        if let Some(calm_since) = self.calm_since {
+            let calm_ready = self.calm_ready_at(calm_since);
+            for i in self.restore_order() {
+                consider(
+                    self.own_ready_at(&self.slots[i], calm_since)
+                        .max(calm_ready),
+                );
+            }
         }
         next
     }
@@ -1064,7 +1089,7 @@ impl Scaler {
             reason,
         );
         self.last_shed_at = Some(now);
-        self.last_step_at = Some(now);
+        self.stepped(now, index);
     }
 
     fn throttled_limit(&self, slot: &Slot) -> u32 {
@@ -1181,7 +1206,7 @@ impl Scaler {
                 performance,
                 reason,
             );
-            self.last_step_at = Some(now);
+            self.stepped(now, index);
         } else {
             let suspended = self.suspend_instead(slot, figures.as_ref().map(|f| f.resource));
             self.go_off(
@@ -1226,7 +1251,14 @@ impl Scaler {
             performance,
             reason,
         );
+        self.stepped(now, index);
+    }
+
+    /// Notes a step on the plugin at `index` (or the host taking it off): the stabilization counts
+    /// again from `now`, for the machine as a whole and for the plugin's own back-off.
+    fn stepped(&mut self, now: Timestamp, index: usize) {
         self.last_step_at = Some(now);
+        self.slots[index].last_step_at = Some(now);
     }
 
     /// A shed soon after the plugin's last restore is a flap: its stabilization doubles. A shed
@@ -1270,37 +1302,73 @@ impl Scaler {
         }
     }
 
-    /// The next plugin to restore: the highest priority one below its target, else the highest
-    /// priority throttled one.
-    fn restore_candidate(&self) -> Option<usize> {
+    /// The plugins a restore step may go to, in the order it tries them: those below their
+    /// target, highest priority first, then the throttled ones, highest priority first.
+    fn restore_order(&self) -> impl Iterator<Item = usize> + '_ {
         let ok = |s: &Slot| !s.failed && (s.pin.is_none() || s.below_target());
-        self.slots
-            .iter()
-            .rposition(|s| ok(s) && s.below_target())
-            .or_else(|| {
-                self.slots
-                    .iter()
-                    .rposition(|s| ok(s) && s.throttled && s.pin.is_none())
-            })
+        let below = (0..self.slots.len())
+            .rev()
+            .filter(move |&i| ok(&self.slots[i]) && self.slots[i].below_target());
+        let throttled = (0..self.slots.len()).rev().filter(move |&i| {
+            let s = &self.slots[i];
+            ok(s) && s.throttled && s.pin.is_none() && !s.below_target()
+        });
+        below.chain(throttled)
     }
 
-    fn restore_ready_at(&self) -> Option<Timestamp> {
-        let calm_since = self.calm_since?;
-        let index = self.restore_candidate()?;
+    /// When the machine as a whole has been calm long enough for any restore: the stabilization
+    /// period after the start of the calm or the last step, whichever is later.
+    fn calm_ready_at(&self, calm_since: Timestamp) -> Timestamp {
         let start = self.last_step_at.map_or(calm_since, |t| t.max(calm_since));
-        Some(start + self.stabilization_for(&self.slots[index]))
+        start + self.profile.stabilization
+    }
+
+    /// When `slot`'s own back-off ends: its stabilization (doubled per flap) after the start of
+    /// the calm or its own last step, whichever is later. For a plugin that has not flapped this
+    /// is never later than [`Scaler::calm_ready_at`], since a step on it is a step.
+    fn own_ready_at(&self, slot: &Slot, calm_since: Timestamp) -> Timestamp {
+        let start = slot.last_step_at.map_or(calm_since, |t| t.max(calm_since));
+        start + self.stabilization_for(slot)
+    }
+
+    /// The plugin a restore step at `now` goes to: the first in restore order whose own back-off
+    /// is over. A plugin still in its back-off does not hold the ones behind it; it comes back
+    /// when its back-off ends.
+    fn restore_candidate(&self, now: Timestamp, calm_since: Timestamp) -> Option<usize> {
+        self.restore_order()
+            .find(|&i| self.own_ready_at(&self.slots[i], calm_since) <= now)
+    }
+
+    /// Why each plugin ahead of `index` in restore order was passed over: it is still in its
+    /// back-off.
+    fn passed_over_note(&self, now: Timestamp, calm_since: Timestamp, index: usize) -> String {
+        let mut note = String::new();
+        for i in self.restore_order().take_while(|&i| i != index) {
+            let slot = &self.slots[i];
+            let ready = self.own_ready_at(slot, calm_since);
+            let _ = write!(
+                note,
+                "; {} goes later: still in its back-off after {} flap{} ({} left of {})",
+                slot.spec.name,
+                slot.flaps,
+                if slot.flaps == 1 { "" } else { "s" },
+                humantime::format_duration(ready - now),
+                humantime::format_duration(self.stabilization_for(slot))
+            );
+        }
+        note
     }
 
     fn restore_step(&mut self, now: Timestamp) {
-        let Some(index) = self.restore_candidate() else {
+        let Some(calm_since) = self.calm_since else {
             return;
         };
-        let Some(ready) = self.restore_ready_at() else {
-            return;
-        };
-        if now < ready {
+        if now < self.calm_ready_at(calm_since) {
             return;
         }
+        let Some(index) = self.restore_candidate(now, calm_since) else {
+            return;
+        };
         let stabilization = self.stabilization_for(&self.slots[index]);
         let slot = &self.slots[index];
         let (action, to) = if slot.below_target() {
@@ -1367,7 +1435,7 @@ impl Scaler {
             }
             return;
         }
-        let calm_for = now - self.calm_since.unwrap_or(now);
+        let calm_for = now - calm_since;
         let mut reason = format!(
             "every resource below its restore threshold for {} (needs {})",
             humantime::format_duration(calm_for),
@@ -1380,6 +1448,7 @@ impl Scaler {
                 view.resource, view.pressure
             );
         }
+        reason.push_str(&self.passed_over_note(now, calm_since, index));
         let kind = if matches!(action, Action::SetConcurrency { .. }) {
             self.slots[index].throttled = false;
             DecisionKind::Unthrottle
@@ -1398,7 +1467,7 @@ impl Scaler {
             None,
             reason,
         );
-        self.last_step_at = Some(now);
+        self.stepped(now, index);
         self.preflight_warned = false;
     }
 

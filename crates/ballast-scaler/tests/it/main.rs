@@ -1,8 +1,8 @@
 //! Integration tests of ballast-scaler, one binary with a module per concern.
 
+#[cfg(feature = "actor")]
 mod actor;
 mod config;
 mod policy;
 mod properties;
 mod support;
-mod tidy;

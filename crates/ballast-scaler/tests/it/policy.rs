@@ -127,14 +127,24 @@ fn preflight_blocks_a_restore_whose_declared_needs_would_not_fit() {
 #[test]
 fn a_plugin_that_flaps_waits_exponentially_longer() {
     let mut h = Harness::new(scaler(vec![spec("discord", 10, 1)]));
+    // The longest calm a restore may need: the back-off cap (1 h) and a step of slack.
+    const LIMIT_SECS: u64 = 3600 + 10;
     let mut t = 0;
     for _ in 0..3 {
-        // High until shed, then calm until restored, then high again at once.
+        // High until shed, then calm until restored (for at most the limit: a restore that never
+        // comes fails here instead of hanging the test), then high again at once.
         h.memory(t, t + 1, 1, 0.9);
         t += 1;
+        let calm_from = t;
         while h.scaler.placement("discord")
             != Some(ballast_scaler::Placement::On { level: level(0) })
         {
+            assert!(
+                t - calm_from < LIMIT_SECS,
+                "discord not restored after {} s of calm from {calm_from} s:\n{}",
+                t - calm_from,
+                h.timeline()
+            );
             h.memory(t, t + 10, 10, 0.3);
             t += 10;
         }
@@ -904,4 +914,48 @@ fn a_reading_over_shed_counts_at_once_when_the_smoothed_value_confirms_the_rise(
     .assert_eq(&h.timeline());
     expect![[r#"memory pressure 0.86 reached shed 0.80 (the reading itself: smoothed 0.75 confirms the rise past the soft limit 0.70)"#]]
     .assert_eq(&h.decisions[0].reason);
+}
+
+#[test]
+fn a_plugin_in_its_flap_back_off_does_not_hold_the_restores_behind_it() {
+    // a (priority 30) is shed while b (priority 20) is pinned on, and restored at 310 s.
+    let mut h = Harness::new(scaler(vec![spec("b", 20, 1), spec("a", 30, 1)]));
+    h.scaler
+        .pin(
+            Timestamp::from_secs(0),
+            "b",
+            PinTarget::On { level: level(0) },
+            None,
+        )
+        .unwrap();
+    h.memory(0, 10, 5, 0.9);
+    h.memory(10, 320, 10, 0.3);
+    // Then one pressure sheds b and, 40 s after its restore, a again: a flap, so a waits 10 min
+    // of calm before its next restore.
+    h.scaler.release(Timestamp::from_secs(320), "b").unwrap();
+    h.memory(320, 360, 10, 0.9);
+    // Calm from 360 s: after the 5 min stabilization b comes back although a, ahead of it in
+    // priority, still waits out its back-off; a comes back when that ends, 10 min after 360 s.
+    h.memory(360, 670, 10, 0.3);
+    assert_eq!(
+        h.scaler.poll_timeout(),
+        Some(Timestamp::from_secs(960)),
+        "a's own timer: {}",
+        h.timeline()
+    );
+    h.memory(670, 1000, 10, 0.3);
+    expect![[r#"
+        0s override b [pinned]
+        0s shed a (disable) [high_pressure]
+        310s restore a (enable at level 0) [stabilized]
+        320s override b [released]
+        320s shed b (disable) [high_pressure]
+        350s shed a (disable) [high_pressure]
+        660s restore b (enable at level 0) [stabilized]
+        960s restore a (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+    // The decision says who went later and why.
+    expect!["every resource below its restore threshold for 5m (needs 5m); memory 0.30 -> 0.30 after it; a goes later: still in its back-off after 1 flap (5m left of 10m)"]
+        .assert_eq(&h.decisions[6].reason);
 }

@@ -36,6 +36,8 @@ struct Record {
     at: Timestamp,
     /// The pressures handed in, when the call was an assessment.
     pressures: Option<Vec<f64>>,
+    /// Whether the call was one in which the scaler decides (an assessment or a timeout).
+    evaluates: bool,
     before: Vec<PluginStatus>,
     after: Vec<PluginStatus>,
     decisions: Vec<Decision>,
@@ -102,6 +104,7 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
     let mut call = |scaler: &mut Scaler,
                     at: Timestamp,
                     pressures: Option<Vec<f64>>,
+                    evaluates: bool,
                     f: &mut dyn FnMut(&mut Scaler)| {
         let before = scaler.plugins();
         f(scaler);
@@ -117,6 +120,7 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
         records.push(Record {
             at,
             pressures,
+            evaluates,
             before,
             after: scaler.plugins(),
             decisions,
@@ -133,7 +137,7 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
             } => {
                 let next = now + Duration::from_secs(*dt);
                 while let Some(t) = scaler.poll_timeout().filter(|t| *t < next) {
-                    call(&mut scaler, t, None, &mut |s| s.handle_timeout(t));
+                    call(&mut scaler, t, None, true, &mut |s| s.handle_timeout(t));
                 }
                 now = next;
                 let mut a: Assessment =
@@ -151,7 +155,7 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
                         pressures[0] = pressures[0].max(*f);
                     }
                 }
-                call(&mut scaler, now, Some(pressures), &mut |s| {
+                call(&mut scaler, now, Some(pressures), true, &mut |s| {
                     s.handle_assessment(now, &a)
                 });
             }
@@ -167,13 +171,13 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
                     PinTarget::On { level: Level(0) }
                 };
                 let until = duration.map(|d| now + Duration::from_secs(d));
-                call(&mut scaler, now, None, &mut |s| {
+                call(&mut scaler, now, None, false, &mut |s| {
                     s.pin(now, &name, target, until).unwrap()
                 });
             }
             Input::Release { plugin } => {
                 let name = specs[*plugin].name.clone();
-                call(&mut scaler, now, None, &mut |s| {
+                call(&mut scaler, now, None, false, &mut |s| {
                     s.release(now, &name).unwrap()
                 });
             }
@@ -198,8 +202,103 @@ fn is_step(d: &Decision) -> bool {
     )
 }
 
+/// Where a plugin stands for a restore, seen from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// At its target (or pinned off, or failed): nothing to restore.
+    No,
+    /// Below its target, and its own back-off (its stabilization, doubled per flap, counted from
+    /// the start of the calm or its own last step, whichever is later) still runs.
+    BackedOff,
+    /// Below its target, and its own back-off is over.
+    Ready,
+}
+
+/// The restore state before call `i` of a run, worked out from the calls alone: whether the
+/// machine as a whole has been calm for the stabilization period since the calm began or the
+/// last step, whichever is later, and where each plugin of `specs` stands.
+fn restore_view(specs: &[PluginSpec], records: &[Record], i: usize) -> (bool, Vec<Waiting>) {
+    let r = &records[i];
+    let mut calm_since = None;
+    for earlier in records[..=i].iter().rev() {
+        let Some(p) = &earlier.pressures else {
+            continue;
+        };
+        if p.iter().all(|v| *v < 0.65) {
+            calm_since = Some(earlier.at);
+        } else {
+            break;
+        }
+    }
+    let Some(calm_since) = calm_since else {
+        return (false, vec![Waiting::No; specs.len()]);
+    };
+    let last_step = |plugin: Option<&str>| {
+        records[..i]
+            .iter()
+            .flat_map(|e| e.decisions.iter())
+            .filter(|d| is_step(d) && plugin.is_none_or(|p| d.plugin.as_deref() == Some(p)))
+            .map(|d| d.at)
+            .max()
+            .map_or(calm_since, |t| t.max(calm_since))
+    };
+    let calm = last_step(None) + STABILIZATION <= r.at;
+    let waiting = specs
+        .iter()
+        .map(|spec| {
+            let s = status(&r.before, &spec.name);
+            let target = match s.pin {
+                Some((PinTarget::Off, _)) => return Waiting::No,
+                Some((PinTarget::On { level }, _)) => level,
+                None => Level(0),
+            };
+            let below = match s.placement {
+                Placement::Off { .. } => true,
+                Placement::On { level } => level > target,
+            };
+            if !below || s.failed {
+                Waiting::No
+            } else if last_step(Some(&spec.name)) + s.stabilization > r.at {
+                Waiting::BackedOff
+            } else {
+                Waiting::Ready
+            }
+        })
+        .collect();
+    (calm, waiting)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A plugin still in its own back-off after flapping never holds the restore of a plugin
+    /// behind it in priority: once the machine has been calm for the stabilization, any plugin
+    /// whose own back-off is over comes back. And restores still go in priority order past
+    /// every plugin that is not in its back-off.
+    #[test]
+    fn a_backed_off_plugin_never_delays_a_lower_priority_restore((specs, inputs) in scenario()) {
+        let records = run(&specs, &inputs, Mode::Enforce);
+        for (i, r) in records.iter().enumerate().filter(|(_, r)| r.evaluates) {
+            let (calm, waiting) = restore_view(&specs, &records, i);
+            let restored: Vec<&Decision> =
+                r.decisions.iter().filter(|d| d.kind == DecisionKind::Restore).collect();
+            if calm && waiting.contains(&Waiting::Ready) {
+                prop_assert!(!restored.is_empty(),
+                    "no restore at {} although {:?} are ready ({:?})", r.at,
+                    specs.iter().zip(&waiting).filter(|(_, w)| **w == Waiting::Ready)
+                        .map(|(s, _)| &s.name).collect::<Vec<_>>(),
+                    specs.iter().zip(&waiting).map(|(s, w)| (&s.name, s.priority, *w)).collect::<Vec<_>>());
+            }
+            for d in restored {
+                let back = spec_of(&specs, d).unwrap();
+                for (other, w) in specs.iter().zip(&waiting) {
+                    prop_assert!(other.priority <= back.priority || *w != Waiting::Ready,
+                        "{} (priority {}) restored before {} (priority {}), which was ready",
+                        back.name, back.priority, other.name, other.priority);
+                }
+            }
+        }
+    }
 
     #[test]
     fn shed_order_follows_priority((specs, inputs) in scenario()) {
