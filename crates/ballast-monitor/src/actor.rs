@@ -25,10 +25,10 @@ impl WakeSink for Recipient<Wake> {
     }
 }
 
-/// The per-plugin figures the host measured; later samples carry them.
+/// What the host measured of one plugin; later samples carry the latest figures of every plugin.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
-pub struct ReportPluginUsage(pub Vec<PluginUsage>);
+pub struct ReportPluginUsage(pub PluginUsage);
 
 type Subscriber = Box<dyn Fn(&Sample) -> bool + Send>;
 
@@ -164,7 +164,7 @@ impl Handler<ReportPluginUsage> for MonitorActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReportPluginUsage, _ctx: &mut Self::Context) {
-        self.monitor.set_plugin_usage(msg.0);
+        self.monitor.report_plugin_usage(msg.0);
     }
 }
 

@@ -211,9 +211,16 @@ impl Monitor {
         metric
     }
 
-    /// Replaces the per-plugin figures the host reported; later samples carry them.
-    pub fn set_plugin_usage(&mut self, plugins: Vec<PluginUsage>) {
-        self.plugins = plugins;
+    /// Takes the figures the host reported for one plugin, replacing that plugin's earlier ones;
+    /// later samples carry the latest figures of every plugin, in name order.
+    pub fn report_plugin_usage(&mut self, usage: PluginUsage) {
+        match self
+            .plugins
+            .binary_search_by(|known| known.plugin.cmp(&usage.plugin))
+        {
+            Ok(i) => self.plugins[i] = usage,
+            Err(i) => self.plugins.insert(i, usage),
+        }
     }
 
     /// Loads NVML again, e.g. after a driver was installed or a GPU appeared.

@@ -79,6 +79,11 @@ pub struct ScalerConfig {
     pub machine: MachineTotals,
     /// Per-plugin policy: performance objectives, concurrency, declared cost.
     pub plugins: BTreeMap<String, PluginPolicy>,
+    /// The resources the scaler acts on; an assessment of any other is ignored (it is watched
+    /// and shown, never shed for: shedding an integration frees no disk space). `None` acts on
+    /// every resource. The daemon sets it from its `monitor.resources`.
+    #[serde(skip)]
+    pub acted_on: Option<Vec<Resource>>,
 }
 
 impl Default for ScalerConfig {
@@ -100,6 +105,7 @@ impl Default for ScalerConfig {
             concurrency: ConcurrencyConfig::default(),
             machine: MachineTotals::default(),
             plugins: BTreeMap::new(),
+            acted_on: None,
         }
     }
 }

@@ -554,6 +554,11 @@ impl Scaler {
         let now = self.advance(now);
         self.assessed_at = Some(now);
         for ra in &assessment.resources {
+            if let Some(acted_on) = &self.config.acted_on
+                && !acted_on.contains(&ra.resource)
+            {
+                continue;
+            }
             let i = resource_index(ra.resource);
             let (forecast, confidence) = match &ra.forecast {
                 Some(f) => (Some(f.value), Some(f.confidence)),

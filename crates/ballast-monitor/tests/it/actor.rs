@@ -116,18 +116,24 @@ async fn reported_plugin_usage_is_carried_by_the_next_sample() {
     assert!(first.plugins.is_empty(), "{:?}", first.plugins);
     // The report is handled before the next tick: the paused clock advances only once the
     // actor waits for its timer.
-    addr.send(ReportPluginUsage(vec![PluginUsage {
-        plugin: "voice".into(),
-        live_bytes: 10,
-        peak_bytes: 20,
-    }]))
-    .await
-    .unwrap();
+    for (plugin, live_bytes) in [("voice", 10), ("android", 5), ("voice", 30)] {
+        addr.send(ReportPluginUsage(PluginUsage {
+            plugin: plugin.into(),
+            live_bytes,
+            peak_bytes: 40,
+        }))
+        .await
+        .unwrap();
+    }
     let next = rx.recv().await.unwrap();
-    assert_eq!(next.plugins.len(), 1);
-    assert_eq!(next.plugins[0].plugin, "voice");
-    assert_eq!(next.plugins[0].live_bytes, 10);
-    assert_eq!(next.plugins[0].peak_bytes, 20);
+    // One entry per plugin, the latest report of each, in name order.
+    let seen: Vec<(&str, u64)> = next
+        .plugins
+        .iter()
+        .map(|p| (p.plugin.as_str(), p.live_bytes))
+        .collect();
+    assert_eq!(seen, [("android", 5), ("voice", 30)]);
+    assert!(next.plugins.iter().all(|p| p.peak_bytes == 40));
 }
 
 #[actix::test]

@@ -959,3 +959,31 @@ fn a_plugin_in_its_flap_back_off_does_not_hold_the_restores_behind_it() {
     expect!["every resource below its restore threshold for 5m (needs 5m); memory 0.30 -> 0.30 after it; a goes later: still in its back-off after 1 flap (5m left of 10m)"]
         .assert_eq(&h.decisions[6].reason);
 }
+
+#[test]
+fn resources_it_does_not_act_on_are_watched_not_shed_for() {
+    let over = |h: &mut Harness| {
+        for secs in 0..60 {
+            h.feed(&assessment(
+                secs,
+                &[(Resource::Disk, 0.99), (Resource::Memory, 0.3)],
+            ));
+        }
+    };
+    let config = ScalerConfig {
+        acted_on: Some(vec![Resource::Memory, Resource::Cpu]),
+        ..ScalerConfig::default()
+    };
+    let mut h = Harness::new(Scaler::new(config, plugins()).unwrap());
+    over(&mut h);
+    assert_eq!(h.timeline(), "", "a full disk is not shed for");
+
+    // The same assessments shed when every resource is acted on.
+    let mut h = Harness::new(scaler(plugins()));
+    over(&mut h);
+    assert!(
+        h.timeline().starts_with("0s shed discord (disable) [high_pressure]"),
+        "{}",
+        h.timeline()
+    );
+}
