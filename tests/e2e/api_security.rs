@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::Daemon;
 
 const TOKEN: &str = "correct-horse-battery-staple";
@@ -53,7 +54,7 @@ fn start(dir: &std::path::Path) -> Daemon {
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut daemon = Daemon::start(dir, &config(&token_file));
+    let mut daemon = support::start(dir, &config(&token_file));
     daemon.wait_until(Duration::from_secs(30), "faulty enabled", |d| {
         plugin_state(d, "faulty") == "enabled"
     });

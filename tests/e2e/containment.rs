@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::Daemon;
 
 const CONFIG: &str = r#"
@@ -99,7 +100,7 @@ fn enable(daemon: &Daemon, after: &str) {
 #[test]
 fn a_plugin_panicking_in_every_entry_point_a_thousand_times_never_takes_the_daemon_down() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), CONFIG);
+    let mut daemon = support::start(dir.path(), CONFIG);
     daemon.wait_until(Duration::from_secs(30), "faulty enabled", |d| {
         state(d).0 == "enabled"
     });

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::support;
 use crate::support::{Daemon, ballast};
 
 /// A config whose thresholds sit above anything this machine reaches, so that only the operator's
@@ -84,7 +85,7 @@ fn wait_state(daemon: &mut Daemon, plugin: &str, wanted: &str) {
 #[test]
 fn the_daemon_serves_sheds_on_command_survives_a_crash_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), CONFIG);
+    let mut daemon = support::start(dir.path(), CONFIG);
     for plugin in ["voice", "android", "discord", "clock", "stubs"] {
         wait_state(&mut daemon, plugin, "enabled");
     }

@@ -4,6 +4,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use crate::support;
 use crate::support::{Daemon, ballast, free_port, plugin_dir};
 
 const CONFIG: &str = r#"
@@ -58,7 +59,7 @@ fn state(daemon: &Daemon, plugin: &str) -> String {
 #[test]
 fn every_endpoint_and_client_command_answers_on_the_real_daemon() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), CONFIG);
+    let mut daemon = support::start(dir.path(), CONFIG);
     daemon.wait_until(Duration::from_secs(30), "android enabled", |d| {
         state(d, "android") == "enabled"
     });

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support;
 use crate::support::{Daemon, ballast};
 
 fn workspace_root() -> PathBuf {
@@ -136,7 +137,7 @@ fn process_plugins_run_beside_native_ones_and_are_shed_restored_and_suspended() 
     let notes = dir.path().join("notes");
     std::fs::create_dir_all(&notes).unwrap();
     std::fs::write(notes.join("plants.md"), "Water the basil every morning").unwrap();
-    let mut daemon = Daemon::start(dir.path(), &config(&notes));
+    let mut daemon = support::start(dir.path(), &config(&notes));
     for plugin in ["voice", "indexer", "loadwatch", "faulty", "stubs"] {
         wait_state(&mut daemon, plugin, "enabled");
     }
@@ -236,7 +237,7 @@ fn a_segfault_in_an_isolated_native_plugin_leaves_the_daemon_running() {
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes");
     std::fs::create_dir_all(&notes).unwrap();
-    let mut daemon = Daemon::start(dir.path(), &config(&notes));
+    let mut daemon = support::start(dir.path(), &config(&notes));
     wait_state(&mut daemon, "faulty", "enabled");
     let worker = pid(&daemon, "faulty");
     let (status, body) = daemon.post("/plugins/faulty/call", "hello").unwrap();

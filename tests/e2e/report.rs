@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::support;
 use crate::support::{Daemon, ballast};
 
 const CONFIG: &str = r#"
@@ -46,7 +47,7 @@ config = { workload = { working_set_mb = [2], cpu_duty = 0.0 } }
 #[test]
 fn the_report_reads_what_the_daemon_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), CONFIG);
+    let mut daemon = support::start(dir.path(), CONFIG);
     let call = |daemon: &Daemon, plugin: &str, caller: &str, body: &str| {
         daemon
             .post(&format!("/plugins/{plugin}/call?caller={caller}"), body)

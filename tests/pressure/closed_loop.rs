@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::load::{self, Load, Memory};
+use crate::support;
 use crate::support::Daemon;
 
 /// How long any one phase (shedding, restoring) may take before the test fails. Generous: once,
@@ -26,7 +27,7 @@ const ALL: [&str; 4] = ["voice", "android", "discord", "stubs"];
 /// at its full level.
 fn start_all(config: &str) -> (tempfile::TempDir, Daemon) {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), config);
+    let mut daemon = support::start(dir.path(), config);
     wait(&mut daemon, "every plugin enabled", |d| {
         SHEDDABLE.iter().all(|p| is(d, p, "enabled", Some(0)))
     });
@@ -351,7 +352,7 @@ fn a_plugin_that_causes_the_pressure_is_shed_and_not_restored_into_it() {
     // voice declares 256 MiB for its large model; here it holds 20% of the machine.
     let large_mb = fraction_bytes(base, 0.20) >> 20;
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(
+    let mut daemon = support::start(
         dir.path(),
         &config(
             "enforce",

@@ -6,8 +6,11 @@
 
 pub mod api;
 pub mod config;
+pub mod journal;
 pub mod live;
+pub mod lock;
 pub mod metrics;
+pub mod pins;
 pub mod run;
 pub mod startup;
 pub mod state;
@@ -15,6 +18,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod topology;
 
 use std::fmt::Write as _;
 

@@ -1,5 +1,6 @@
 //! Durable state in the data directory: JSONL logs with size-based rotation and torn-line
-//! recovery, and small state files (pins, checkpoints) written atomically.
+//! recovery, small state files (pins) written atomically, and the plugins' checkpoints (the one
+//! place that knows where they are kept).
 //!
 //! A crash (even `kill -9` in the middle of a write) loses at most the torn last line of a log:
 //! on open, a last line without its newline, or that does not parse, is cut off with a warning.
@@ -8,11 +9,42 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+/// Where a plugin's checkpoint is kept: `checkpoints/<plugin>.bin` in the data directory.
+pub fn checkpoint_path(data_dir: &Path, plugin: &str) -> PathBuf {
+    data_dir.join("checkpoints").join(format!("{plugin}.bin"))
+}
+
+/// Writes the plugin's checkpoint, if the host holds one, to the data directory (atomically).
+/// A failure is logged: the checkpoint stays in the host for the next instance.
+pub fn save_checkpoint(host: &PluginHost, data_dir: &Path, plugin: &str) {
+    match host.checkpoint(plugin) {
+        Ok(Some(blob)) => {
+            if let Err(error) = write_atomic(&checkpoint_path(data_dir, plugin), &blob) {
+                tracing::warn!(plugin, error = %crate::error_chain(&error), "cannot store the plugin's checkpoint");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(plugin, %error, "cannot read the plugin's checkpoint"),
+    }
+}
+
+/// Hands every loaded plugin the checkpoint stored for it, for its next `create`.
+pub fn restore_checkpoints(host: &PluginHost, data_dir: &Path) {
+    for name in host.names() {
+        let path = checkpoint_path(data_dir, &name);
+        if let Ok(blob) = std::fs::read(&path) {
+            tracing::info!(plugin = %name, bytes = blob.len(), "restoring the plugin's checkpoint");
+            let _ = host.set_checkpoint(&name, Some(blob));
+        }
+    }
+}
+
 #[cfg(test)]
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use ballast_host::PluginHost;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

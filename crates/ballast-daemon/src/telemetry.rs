@@ -1,26 +1,27 @@
-//! The telemetry actor: every event goes to the live view (API, event stream), the metrics, and
-//! the JSONL logs in the data directory (samples, plugin events and call tallies in `telemetry`,
-//! decisions and warnings in `decisions`).
+//! The telemetry actor: every event goes to the live view (API, event stream) and the metrics at
+//! once, and what is logged (samples, plugin events and call tallies in `telemetry`, decisions in
+//! `decisions`) goes to the [`Journal`](crate::journal::Journal) on the disk arbiter. It never
+//! waits on the disk.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use anyhow::Result;
 use ballast_core::telemetry::TelemetryRecord;
 
-use crate::config::TelemetryConfig;
+use crate::journal::{Append, Journal, Sync};
 use crate::live::{DaemonEvent, LiveView};
 use crate::metrics::Metrics;
-use crate::store::JsonlLog;
+
+/// How often the call tallies of the API are written to the telemetry log.
+const CALLS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// An event for the telemetry actor.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct Record(pub DaemonEvent);
 
-/// Flush and sync the logs now (at shutdown); answers when done.
+/// Write the call tallies and sync the logs now (at shutdown); answers when they are on disk.
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "()")]
 pub struct Flush;
@@ -29,66 +30,50 @@ pub struct Flush;
 pub struct TelemetryActor {
     live: Arc<LiveView>,
     metrics: Arc<Metrics>,
-    telemetry: JsonlLog,
-    decisions: JsonlLog,
+    journal: Addr<Journal>,
     sample_every: u32,
     samples_seen: u64,
 }
 
 impl TelemetryActor {
-    /// Opens the logs in `dir` (repairing torn last lines) and builds the actor.
-    pub fn open(
-        dir: &Path,
-        config: &TelemetryConfig,
+    /// An actor publishing to `live` and `metrics` and logging through `journal`, every
+    /// `sample_every`-th sample of them.
+    pub fn new(
         live: Arc<LiveView>,
         metrics: Arc<Metrics>,
-    ) -> Result<TelemetryActor> {
-        Ok(TelemetryActor {
-            telemetry: JsonlLog::open(dir, "telemetry", config.segment_bytes, config.segments)?,
-            decisions: JsonlLog::open(dir, "decisions", config.segment_bytes, config.segments)?,
+        journal: Addr<Journal>,
+        sample_every: u32,
+    ) -> TelemetryActor {
+        TelemetryActor {
             live,
             metrics,
-            sample_every: config.sample_every.max(1),
+            journal,
+            sample_every: sample_every.max(1),
             samples_seen: 0,
-        })
+        }
     }
 
-    fn write(&mut self, event: &DaemonEvent) {
-        let (log, record) = match event {
+    /// The record the logs keep of `event`, if they keep one.
+    fn record(&mut self, event: &DaemonEvent) -> Option<TelemetryRecord> {
+        match event {
             DaemonEvent::Sample(s) => {
                 self.samples_seen += 1;
-                if !(self.samples_seen - 1).is_multiple_of(u64::from(self.sample_every)) {
-                    return;
-                }
-                (
-                    &mut self.telemetry,
-                    TelemetryRecord::Sample(Box::new(s.clone())),
-                )
+                (self.samples_seen - 1)
+                    .is_multiple_of(u64::from(self.sample_every))
+                    .then(|| TelemetryRecord::Sample(Box::new(s.clone())))
             }
-            DaemonEvent::Plugin(e) => (&mut self.telemetry, TelemetryRecord::Plugin(e.clone())),
-            DaemonEvent::Decision(d) => (&mut self.decisions, TelemetryRecord::Decision(d.clone())),
+            DaemonEvent::Plugin(e) => Some(TelemetryRecord::Plugin(e.clone())),
+            DaemonEvent::Decision(d) => Some(TelemetryRecord::Decision(d.clone())),
             // Assessments are derived from samples and tiers from the machine: not logged. A
             // warning is also a decision, logged as one.
-            DaemonEvent::Assessment(_) | DaemonEvent::Tier(_) | DaemonEvent::Warning(_) => return,
-        };
-        if let Err(error) = log.append(&record) {
-            tracing::warn!(error = %crate::error_chain(&error), "cannot write telemetry");
+            DaemonEvent::Assessment(_) | DaemonEvent::Tier(_) | DaemonEvent::Warning(_) => None,
         }
     }
 
     fn write_calls(&mut self) {
         for summary in self.live.take_calls() {
-            if let Err(error) = self.telemetry.append(&TelemetryRecord::Calls(summary)) {
-                tracing::warn!(error = %crate::error_chain(&error), "cannot write call tallies");
-            }
-        }
-    }
-
-    fn sync(&mut self) {
-        for log in [&mut self.telemetry, &mut self.decisions] {
-            if let Err(error) = log.sync() {
-                tracing::warn!(error = %crate::error_chain(&error), "cannot sync a log");
-            }
+            self.journal
+                .do_send(Append(TelemetryRecord::Calls(summary)));
         }
     }
 }
@@ -97,32 +82,32 @@ impl Actor for TelemetryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(Duration::from_secs(10), |actor, _| actor.write_calls());
-        ctx.run_interval(Duration::from_secs(2), |actor, _| actor.sync());
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.write_calls();
-        self.sync();
+        ctx.run_interval(CALLS_INTERVAL, |actor, _| actor.write_calls());
     }
 }
 
 impl Handler<Record> for TelemetryActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Record, _ctx: &mut Self::Context) {
-        let event = msg.0;
+    fn handle(&mut self, Record(event): Record, _ctx: &mut Self::Context) {
         self.metrics.observe(&event);
-        self.write(&event);
+        if let Some(record) = self.record(&event) {
+            self.journal.do_send(Append(record));
+        }
         self.live.publish(event);
     }
 }
 
 impl Handler<Flush> for TelemetryActor {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _msg: Flush, _ctx: &mut Self::Context) {
+    fn handle(&mut self, _msg: Flush, _ctx: &mut Self::Context) -> Self::Result {
         self.write_calls();
-        self.sync();
+        let journal = self.journal.clone();
+        Box::pin(async move {
+            // The journal handles its mailbox in order: the sync comes after every record sent
+            // before it.
+            let _ = journal.send(Sync).await;
+        })
     }
 }

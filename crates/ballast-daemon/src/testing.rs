@@ -1,67 +1,28 @@
-//! Test fixtures for the control API and its CLI clients: a real [`AppState`] around a
-//! `PluginHostActor` that loads the example plugins, a real `ScalerActor` and a `LiveView`,
-//! wired the way the daemon wires them, and a server on an ephemeral port in its own thread.
+//! The in-process daemon of the API and CLI tests: the production [`Topology`], built on a fake
+//! [`Environment`] (a fixture `/proc` whose figures the test sets, a manual trigger, a temporary
+//! data directory, the example plugins), and the control API on an ephemeral port.
+//!
+//! Tests change the machine only through the environment: they set figures on the fixture
+//! `/proc` and fire the trigger, and the real monitor, predictor and scaler take it from there.
 
 use std::net::TcpListener;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::Command as Process;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use ballast_core::decision::Mode;
-use ballast_core::plugin::Command;
-use ballast_core::{
-    Anomaly, Assessment, CpuReading, Forecast, Level, MemoryReading, MemoryScope, Metric, PsiLine,
-    PsiReading, Resource, ResourceAssessment, Sample, TrendStats,
-};
-use ballast_host::{
-    Execute, HostEvent, PluginConfig, PluginHost, PluginHostActor, ProcessOptions, Subscribe,
-};
-use ballast_scaler::actor::{
-    CommandMsg, DecisionMsg, GetPluginsMsg, PluginEventMsg, ScalerOutputs, WarningMsg,
-};
-use ballast_scaler::{Scaler, ScalerActor, ScalerConfig};
+use ballast_host::PluginConfig;
+use ballast_monitor::{ManualTrigger, ManualTriggerHandle, MonitorConfig, NvmlSource};
+use ballast_testkit::proc::{FakeProc, GIB, Pressure};
 
-fn now() -> ballast_core::Timestamp {
-    ballast_core::Timestamp::from_system_time(std::time::SystemTime::now())
-}
 use crate::config::Config;
-use crate::live::{DaemonEvent, LiveView};
-use crate::metrics::Metrics;
+use crate::live::DaemonEvent;
 use crate::state::AppState;
+use crate::topology::{Environment, Topology, Trigger};
 
-/// The directory holding the example plugins the tests load, built once per test run into its
-/// own target directory (the outer cargo holds the lock of the main one).
+/// The directory holding the example plugins the tests load, built once per test run.
 pub fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/ballast-<hash> -> target/plugin-tests (shared with the host's tests)
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .expect("target directory")
-            .join("plugin-tests");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Process::new(cargo)
-            .current_dir(workspace)
-            .args(["build", "--quiet", "--target-dir"])
-            .arg(&target)
-            .args([
-                "-p",
-                "ballast-plugin-voice",
-                "-p",
-                "ballast-plugin-stubs",
-                "-p",
-                "ballast-plugin-faulty",
-            ])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the test plugins failed");
-        target.join("debug")
-    })
+    ballast_testkit::plugins::example_plugins()
 }
 
 /// A config for an example plugin with a small working set.
@@ -100,14 +61,14 @@ pub fn talker(dir: &Path) -> PluginConfig {
 
 /// What a test daemon runs with.
 pub struct Options {
-    /// The plugins, all enabled at start.
+    /// The plugins, all enabled at start (the machine is calm and no tier rule holds them back).
     pub plugins: Vec<PluginConfig>,
     /// The bearer token, if any.
     pub token: Option<String>,
     /// `api.max_body_bytes`.
     pub max_body_bytes: usize,
-    /// Where plugins that run in a process write their logs.
-    pub log_dir: Option<PathBuf>,
+    /// The data directory (plugin logs go to its `logs`); a temporary one by default.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -116,179 +77,133 @@ impl Default for Options {
             plugins: vec![plugin("voice", 10), plugin("stubs", 100)],
             token: None,
             max_body_bytes: 4096,
-            log_dir: None,
+            data_dir: None,
         }
     }
 }
 
-/// Sends the scaler's commands to the host, as the daemon's wiring does.
-struct Forwarder(Addr<PluginHostActor>);
-
-impl Actor for Forwarder {
-    type Context = Context<Self>;
+/// A daemon built for a test: the API's state, the topology behind it and the fake machine.
+/// Dereferences to the [`AppState`] the API serves.
+pub struct Fixture {
+    /// What the API's handlers are given.
+    pub state: AppState,
+    /// Every actor of the daemon.
+    pub topology: Topology,
+    /// The machine the monitor reads.
+    pub machine: FakeProc,
+    trigger: ManualTriggerHandle,
+    _dir: tempfile::TempDir,
 }
 
-impl Handler<CommandMsg> for Forwarder {
-    type Result = ResponseFuture<()>;
+impl Deref for Fixture {
+    type Target = AppState;
 
-    fn handle(&mut self, msg: CommandMsg, _ctx: &mut Context<Self>) -> Self::Result {
-        let host = self.0.clone();
-        Box::pin(async move {
-            if let Ok(Err(error)) = host.send(Execute(msg.0)).await {
-                tracing::warn!(%error, "test command failed");
-            }
-        })
+    fn deref(&self) -> &AppState {
+        &self.state
     }
 }
 
-/// Publishes what the actors produce on the live view, as the daemon's telemetry does.
-struct Telemetry {
-    live: Arc<LiveView>,
-    metrics: Arc<Metrics>,
-    scaler: Option<Addr<ScalerActor>>,
-}
-
-impl Telemetry {
-    fn publish(&self, event: DaemonEvent) {
-        self.metrics.observe(&event);
-        self.live.publish(event);
-    }
-}
-
-impl Actor for Telemetry {
-    type Context = Context<Self>;
-}
-
-impl Handler<HostEvent> for Telemetry {
-    type Result = ();
-
-    fn handle(&mut self, msg: HostEvent, _ctx: &mut Context<Self>) {
-        if let Some(scaler) = &self.scaler {
-            scaler.do_send(PluginEventMsg(msg.0.clone()));
+impl Fixture {
+    /// Sets the figures of [`set_figures`], has the monitor sample through its trigger, and
+    /// returns a watch that sees when that sample and its assessment reached the live view.
+    fn sample_figures(&self) -> FiguresWatch {
+        let events = self.state.live.subscribe();
+        set_figures(&self.machine);
+        assert!(self.trigger.fire(), "the monitor's trigger is not armed");
+        FiguresWatch {
+            events,
+            sampled: None,
+            deadline: Instant::now() + SAMPLE_TIMEOUT,
         }
-        self.publish(DaemonEvent::Plugin(msg.0));
     }
 }
 
-impl Handler<DecisionMsg> for Telemetry {
-    type Result = ();
-
-    fn handle(&mut self, msg: DecisionMsg, _ctx: &mut Context<Self>) {
-        self.publish(DaemonEvent::Decision(msg.0));
-    }
+/// Follows the live view's events until the sample with the test's figures and its assessment
+/// went by.
+struct FiguresWatch {
+    events: tokio::sync::broadcast::Receiver<DaemonEvent>,
+    sampled: Option<ballast_core::Timestamp>,
+    deadline: Instant,
 }
 
-impl Handler<WarningMsg> for Telemetry {
-    type Result = ();
-
-    fn handle(&mut self, msg: WarningMsg, _ctx: &mut Context<Self>) {
-        self.publish(DaemonEvent::Warning(msg.0));
-    }
-}
-
-/// Answered once every message sent to the telemetry actor before it has been handled.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Flush;
-
-impl Handler<Flush> for Telemetry {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Flush, _ctx: &mut Context<Self>) {}
-}
-
-/// Message to hand the telemetry actor the scaler's address once it exists.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SetScaler(Addr<ScalerActor>);
-
-impl Handler<SetScaler> for Telemetry {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetScaler, _ctx: &mut Context<Self>) {
-        self.scaler = Some(msg.0);
-    }
-}
-
-/// A real `AppState` with `options`' plugins loaded and enabled. Must run inside an actix System.
-pub async fn app_state(options: Options) -> AppState {
-    let plugins = options.plugins;
-    let process_options = ProcessOptions {
-        log_dir: options.log_dir,
-        sample_interval: Duration::from_millis(50),
-        ..ProcessOptions::default()
-    };
-    let host_actor = PluginHostActor::new(
-        move |sink| {
-            let host = PluginHost::with_options(Arc::new(now), sink, process_options);
-            for config in plugins {
-                host.load(config).expect("test plugin loads");
+impl FiguresWatch {
+    /// Whether both went by; panics once the time is up.
+    fn done(&mut self) -> bool {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            match self.events.try_recv() {
+                Ok(DaemonEvent::Sample(sample))
+                    if sample
+                        .memory
+                        .value()
+                        .is_some_and(|m| m.available_bytes == 10 * GIB) =>
+                {
+                    self.sampled = Some(sample.at);
+                }
+                Ok(DaemonEvent::Assessment(a)) if Some(a.at) == self.sampled => return true,
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => panic!("the daemon's event stream closed"),
             }
-            host
-        },
-        Duration::from_secs(3600),
-    );
-    let plugin_host = host_actor.host();
-    let host = host_actor.start();
-    let live = Arc::new(LiveView::new(now(), Mode::Enforce));
-    let metrics = Arc::new(Metrics::new());
-    let telemetry = Telemetry {
-        live: Arc::clone(&live),
-        metrics: Arc::clone(&metrics),
-        scaler: None,
+        }
+        assert!(
+            Instant::now() < self.deadline,
+            "the daemon did not sample the test's figures within {SAMPLE_TIMEOUT:?} of its trigger"
+        );
+        false
     }
-    .start();
-    // The scaler exists and hears plugin events before the plugins are enabled, so that its
-    // clock follows the events' timestamps from the start (as in the daemon, where pins come
-    // after the first messages).
-    let specs = plugin_host
-        .names()
-        .iter()
-        .map(|n| plugin_host.spec(n).expect("loaded plugin has a spec"))
-        .collect();
-    let scaler = Scaler::new(ScalerConfig::default(), specs).expect("scaler config is valid");
-    let forwarder = Forwarder(host.clone()).start();
-    let scaler = ScalerActor::new(
-        scaler,
-        ScalerOutputs {
-            commands: forwarder.recipient(),
-            decisions: Some(telemetry.clone().recipient()),
-            warnings: Some(telemetry.clone().recipient()),
-        },
-    )
-    .start();
-    telemetry
-        .send(SetScaler(scaler.clone()))
-        .await
-        .expect("telemetry runs");
-    host.send(Subscribe(telemetry.clone().recipient()))
-        .await
-        .expect("host actor runs");
-    for name in plugin_host.names() {
-        host.send(Execute(Command::Enable {
-            plugin: name.clone(),
-            level: Level::FULL,
-            reason: "test start".into(),
-        }))
-        .await
-        .expect("host actor runs")
-        .expect("test plugin enables");
-    }
-    // The scaler has heard the enables once a request sent after them is answered.
-    let _ = telemetry.send(Flush).await;
-    let _ = scaler.send(GetPluginsMsg).await;
+}
+
+/// The config a test daemon runs: the plugins, no tier rule, a monitor that samples only at
+/// start and when the test fires its trigger.
+fn config(options: &Options) -> Config {
     let mut config = Config::default();
     config.api.max_body_bytes = options.max_body_bytes;
-    config.plugins = Vec::new();
-    AppState {
-        host,
-        plugin_host,
-        scaler,
-        live,
-        config: Arc::new(config),
-        pins_dir: None,
-        token: options.token.map(Arc::from),
-        metrics,
+    config.plugins = options.plugins.clone();
+    config.plugin_dir = Some(plugin_dir().to_owned());
+    config.tier.plugins.clear();
+    config.monitor.interval = Duration::from_secs(3600);
+    config
+}
+
+/// Builds the daemon `options` describes. Must run inside an actix System.
+pub async fn app_state(options: Options) -> Fixture {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let machine = FakeProc::new(dir.path());
+    let (trigger, handle) = ManualTrigger::new();
+    let config = Arc::new(config(&options));
+    let env = Environment {
+        clock: ballast_host::system_clock(),
+        monitor: MonitorConfig {
+            proc_root: machine.proc_root().to_owned(),
+            sys_root: machine.sys_root().to_owned(),
+            disk_paths: Vec::new(),
+            nvml: NvmlSource::Disabled,
+        },
+        trigger: Trigger::Manual(trigger),
+        data_dir: options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data")),
+        worker_program: std::env::current_exe().expect("the test binary"),
+        process_sample_interval: Duration::from_millis(50),
+        host_poll_interval: Duration::from_secs(3600),
+    };
+    let topology = Topology::build(Arc::clone(&config), env)
+        .await
+        .expect("the test daemon starts");
+    let state = topology.app_state(options.token.map(Arc::from));
+    // The scaler has heard the start-up's enables once a request sent after them is answered.
+    let _ = state
+        .scaler
+        .send(ballast_scaler::actor::GetPluginsMsg)
+        .await;
+    Fixture {
+        state,
+        topology,
+        machine,
+        trigger: handle,
+        _dir: dir,
     }
 }
 
@@ -309,58 +224,43 @@ pub async fn wait_for_state(app: &AppState, plugin: &str, state: &str) {
     );
 }
 
-/// A sample and an assessment with figures in every metric family.
-pub fn publish_figures(state: &AppState) {
-    let at = now();
-    let mut sample = Sample::unavailable(at, "test");
-    sample.memory = Metric::available(MemoryReading {
-        total_bytes: 16 << 30,
-        used_bytes: 6 << 30,
-        available_bytes: 10 << 30,
-        swap_total_bytes: 0,
-        swap_used_bytes: 0,
-        scope: MemoryScope::Host,
-    });
-    sample.cpu = Metric::available(CpuReading {
-        utilization: 0.25,
-        load_average: [0.5, 0.4, 0.3],
-        cores: 8,
-    });
-    let line = PsiLine {
-        avg10: 1.5,
-        avg60: 0.75,
-        avg300: 0.25,
-        total_us: 123_456,
-    };
-    sample.psi.memory = Metric::available(PsiReading {
-        some: line,
-        full: Some(line),
-    });
-    state.live.publish(DaemonEvent::Sample(sample));
-    state.live.publish(DaemonEvent::Assessment(Assessment {
-        at,
-        resources: vec![ResourceAssessment {
-            resource: Resource::Memory,
-            value: 0.375,
-            smoothed: 0.36,
-            forecast: Some(Forecast {
-                value: 0.41,
-                horizon: Duration::from_secs(300),
-                confidence: 0.8,
-                model: "test".into(),
-            }),
-            trend: TrendStats::default(),
-            anomaly: Anomaly::default(),
-        }],
-    }));
+/// Sets figures in every metric family on the fake machine: memory 6 of 16 GiB used (0.375),
+/// CPU 25 % busy on 8 cores, load 0.5 0.4 0.3, memory pressure 1.5 / 0.75 / 0.25.
+fn set_figures(machine: &FakeProc) {
+    machine.set_memory(16 * GIB, 10 * GIB);
+    machine.set_cpu(0.25);
+    machine.set_load([0.5, 0.4, 0.3]);
+    machine.set_pressure(
+        "memory",
+        Pressure {
+            some_avg10: 1.5,
+            some_avg60: 0.75,
+            some_avg300: 0.25,
+            some_total_us: 123_456,
+            full: Some((1.5, 0.75, 0.25, 123_456)),
+        },
+    );
 }
 
-/// An API server on an ephemeral loopback port, in its own thread and actix System.
+/// How long a test waits for the daemon to take a sample it asked for.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sets the figures of [`set_figures`] on the machine, has the monitor sample, and waits until
+/// the sample and its assessment are in the live view.
+pub async fn publish_figures(fixture: &Fixture) {
+    let mut watch = fixture.sample_figures();
+    while !watch.done() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A daemon with its API on an ephemeral loopback port, in its own thread and actix System.
 pub struct TestDaemon {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    /// Its state, to publish events or look at plugins.
+    /// Its state, to look at plugins.
     pub state: AppState,
+    fixture: Arc<Fixture>,
     server: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -372,22 +272,47 @@ impl TestDaemon {
         let thread = std::thread::spawn(move || {
             let system = actix::System::new();
             system.block_on(async move {
-                let state = app_state(options).await;
+                let fixture = Arc::new(app_state(options).await);
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
                 let address = listener.local_addr().expect("bound address");
-                let server =
-                    crate::api::server_on(listener, state.clone()).expect("the API server starts");
-                tx.send((format!("http://{address}"), state, server.handle()))
-                    .expect("the test waits");
+                let server = crate::api::server_on(listener, fixture.state.clone())
+                    .expect("the API server starts");
+                tx.send((
+                    format!("http://{address}"),
+                    Arc::clone(&fixture),
+                    server.handle(),
+                ))
+                .expect("the test waits");
                 let _ = server.await;
             });
         });
-        let (url, state, server) = rx.recv().expect("the test daemon starts");
+        let (url, fixture, server) = rx.recv().expect("the test daemon starts");
         TestDaemon {
             url,
-            state,
+            state: fixture.state.clone(),
+            fixture,
             server,
             thread: Some(thread),
+        }
+    }
+
+    /// A handle to the daemon's fixture for another thread of the test.
+    pub fn handle(&self) -> Arc<Fixture> {
+        Arc::clone(&self.fixture)
+    }
+
+    /// [`publish_figures`] from a test's own thread.
+    pub fn publish_figures(&self) {
+        self.fixture.publish_figures();
+    }
+}
+
+impl Fixture {
+    /// [`publish_figures`] from a thread outside the daemon's.
+    pub fn publish_figures(&self) {
+        let mut watch = self.sample_figures();
+        while !watch.done() {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header;
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
-use ballast_core::{Level, Timestamp};
+use ballast_core::Level;
 use ballast_host::{Call, CallError, Resume, Suspend};
 use ballast_scaler::PinTarget;
 use ballast_scaler::actor::{GetPluginsMsg, PinMsg, ReleaseMsg};
@@ -31,21 +31,13 @@ pub const CALLER_HEADER: &str = "x-ballast-caller";
 /// How many decisions `GET /decisions` returns without `tail`.
 const DEFAULT_TAIL: usize = 50;
 
-/// Now, from the system clock.
-pub(super) fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// `GET /healthz`: the daemon answers. Needs no token.
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let started = state.live.started_at();
     HttpResponse::Ok().json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_ms": now().saturating_duration_since(started).as_millis() as u64,
+        "uptime_ms": state.now().saturating_duration_since(started).as_millis() as u64,
     }))
 }
 
@@ -321,9 +313,7 @@ pub async fn pin(
         .map_err(|e| ApiError::unavailable("scaler", e))?
         .map_err(ApiError::from_scaler)?;
     // Stored before the answer: a pin the operator saw acknowledged survives a crash.
-    if let Some(dir) = &state.pins_dir {
-        crate::run::persist_pins(&state.scaler, dir).await;
-    }
+    let _ = state.pins.send(crate::pins::PersistPins).await;
     let message = match (target, &duration_text) {
         (Some(PinTarget::On { level }), None) => {
             format!("pinned `{name}` on at level {level} until released")
@@ -468,7 +458,7 @@ pub async fn call(
     // would grow the tallies and the metrics without bound.
     if outcome != "unknown" {
         state.live.record_call(
-            now(),
+            state.now(),
             &CallOutcome {
                 plugin: name.clone(),
                 caller: caller.clone(),

@@ -42,7 +42,7 @@ async fn json_of(response: ServiceResponse) -> (StatusCode, Value) {
 #[actix_web::test]
 async fn health_status_and_plugins_answer_json() {
     let state = app_state(Options::default()).await;
-    publish_figures(&state);
+    publish_figures(&state).await;
     let app = service!(state).await;
 
     let (status, health) = json_of(
@@ -61,8 +61,21 @@ async fn health_status_and_plugins_answer_json() {
     let memory = &body["resources"][0];
     assert_eq!(memory["resource"], "memory");
     assert_eq!(memory["value"], 0.375);
-    assert_eq!(memory["forecast"], 0.41);
-    assert_eq!(memory["confidence"], 0.8);
+    // The predictor smoothed the start's 0.25 and this 0.375 with weight 0.7 on the newest.
+    assert!(
+        (memory["smoothed"].as_f64().unwrap() - 0.3375).abs() < 1e-9,
+        "{memory}"
+    );
+    // The forecast and its confidence are the predictor's latest.
+    let assessed = state.live.assessment().unwrap();
+    let forecast = assessed
+        .get(ballast_core::Resource::Memory)
+        .unwrap()
+        .forecast
+        .clone()
+        .expect("a forecast, if only the fallback");
+    assert_eq!(memory["forecast"], forecast.value);
+    assert_eq!(memory["confidence"], forecast.confidence);
     let names: Vec<&str> = body["plugins"]
         .as_array()
         .unwrap()
@@ -496,7 +509,7 @@ async fn with_a_token_every_endpoint_but_healthz_needs_it() {
             plugin("stubs", 100),
             talker(dir.path()),
         ],
-        log_dir: Some(dir.path().join("logs")),
+        data_dir: Some(dir.path().to_owned()),
         ..Options::default()
     })
     .await;
@@ -583,7 +596,7 @@ async fn the_event_stream_delivers_published_events() {
     let mut body = response.into_body();
     assert_eq!(next_chunk(&mut body).await, ": connected\n\n");
     // An assessment is filtered out; the sample comes through.
-    publish_figures(&state);
+    publish_figures(&state).await;
     let chunk = next_chunk(&mut body).await;
     assert!(chunk.starts_with("event: sample\ndata: {"), "{chunk}");
     assert!(chunk.ends_with("}\n\n"), "{chunk}");
@@ -633,7 +646,7 @@ async fn metrics_pass_promtool_and_cover_resources_plugins_and_decisions() {
         ..Options::default()
     })
     .await;
-    publish_figures(&state);
+    publish_figures(&state).await;
     // The process plugin's tree has been measured twice (so its CPU is a delta).
     for _ in 0..4000 {
         if state.plugin_host.status("talker").is_ok_and(|s| {
@@ -684,11 +697,29 @@ async fn metrics_pass_promtool_and_cover_resources_plugins_and_decisions() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // The smoothed value and the forecast are the predictor's, of the start's 0.25 and 0.375.
+    let memory = state
+        .live
+        .assessment()
+        .unwrap()
+        .get(ballast_core::Resource::Memory)
+        .cloned()
+        .unwrap();
+    let forecast = memory
+        .forecast
+        .clone()
+        .expect("a forecast, if only the fallback");
     for expected in [
         r#"ballast_resource_utilization_ratio{resource="memory"} 0.375"#,
-        r#"ballast_resource_smoothed_ratio{resource="memory"} 0.36"#,
-        r#"ballast_resource_forecast_ratio{resource="memory"} 0.41"#,
-        r#"ballast_resource_forecast_confidence_ratio{resource="memory"} 0.8"#,
+        r#"ballast_resource_smoothed_ratio{resource="memory"} 0.3375"#,
+        &format!(
+            r#"ballast_resource_forecast_ratio{{resource="memory"}} {}"#,
+            forecast.value
+        ),
+        &format!(
+            r#"ballast_resource_forecast_confidence_ratio{{resource="memory"}} {}"#,
+            forecast.confidence
+        ),
         r#"ballast_psi_stall_ratio{resource="memory",kind="some",window="10s"} 0.015"#,
         r#"ballast_plugin_state{plugin="voice",state="disabled"} 1"#,
         r#"ballast_plugin_level{plugin="stubs"} 0"#,
@@ -739,7 +770,7 @@ async fn a_process_plugins_log_is_served_tailed_and_followed() {
     let dir = tempfile::tempdir().unwrap();
     let state = app_state(Options {
         plugins: vec![plugin("stubs", 100), talker(dir.path())],
-        log_dir: Some(dir.path().join("logs")),
+        data_dir: Some(dir.path().to_owned()),
         ..Options::default()
     })
     .await;

@@ -982,7 +982,8 @@ fn resources_it_does_not_act_on_are_watched_not_shed_for() {
     let mut h = Harness::new(scaler(plugins()));
     over(&mut h);
     assert!(
-        h.timeline().starts_with("0s shed discord (disable) [high_pressure]"),
+        h.timeline()
+            .starts_with("0s shed discord (disable) [high_pressure]"),
         "{}",
         h.timeline()
     );

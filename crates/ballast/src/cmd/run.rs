@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ballast_daemon::config::{self, DEFAULT_PROFILE, EXIT_CONFIG, Overrides};
+use ballast_daemon::run::Outcome;
 
 /// Where the config comes from; shared by `ballast run` and `ballast config`.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,6 +60,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let system = actix::System::new();
-    system.block_on(ballast_daemon::run::run(config))?;
-    Ok(ExitCode::SUCCESS)
+    match system.block_on(ballast_daemon::run::run(config))? {
+        Outcome::Stopped => Ok(ExitCode::SUCCESS),
+        Outcome::DataDirInUse(message) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::from(ballast_daemon::lock::EXIT_IN_USE))
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::*;
-use ballast_daemon::testing::{Options, TestDaemon, plugin, publish_figures, talker};
+use ballast_daemon::testing::{Options, TestDaemon, plugin, talker};
 
 fn api(daemon: &TestDaemon) -> ApiArgs {
     ApiArgs {
@@ -42,7 +42,7 @@ fn dead_address() -> String {
 #[test]
 fn plugins_status_and_pins_print_tables_and_json() {
     let daemon = TestDaemon::start(Options::default());
-    publish_figures(&daemon.state);
+    daemon.publish_figures();
 
     let mut out = Vec::new();
     let code = run_plugins(
@@ -93,7 +93,11 @@ fn plugins_status_and_pins_print_tables_and_json() {
     .unwrap();
     let status = text(out);
     assert!(status.contains(", mode enforce\n"), "{status}");
-    assert!(status.contains("tier     not detected yet\n"), "{status}");
+    // The tier of the fixture machine: 16 GiB and 8 cores.
+    assert!(
+        status.contains("tier     performance (rank 2): `performance` because memory 16 GiB >= 15 GiB and cores 8 >= 8"),
+        "{status}"
+    );
     assert!(
         status.contains("memory   6 GiB used of 16 GiB\n"),
         "{status}"
@@ -103,7 +107,9 @@ fn plugins_status_and_pins_print_tables_and_json() {
         "{status}"
     );
     assert!(
-        status.contains("memory           0.38   0.36      0.41      0.80\n"),
+        // The start's 0.25 then 0.375, smoothed with weight 0.7; two samples are too few for
+        // anything but the low-confidence fallback forecast.
+        status.contains("memory           0.38   0.34      0.34      0.00\n"),
         "{status}"
     );
     assert!(
@@ -171,7 +177,7 @@ fn a_process_plugin_shows_its_process_and_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start(Options {
         plugins: vec![plugin("stubs", 100), talker(dir.path())],
-        log_dir: Some(dir.path().join("logs")),
+        data_dir: Some(dir.path().to_owned()),
         ..Options::default()
     });
     let log = dir.path().join("logs/talker.log");
@@ -245,13 +251,13 @@ fn events_are_printed_as_they_arrive() {
     let done = Arc::new(AtomicBool::new(false));
     let publisher = {
         let done = Arc::clone(&done);
-        let state = daemon.state.clone();
+        let daemon = daemon.handle();
         std::thread::spawn(move || {
             for _ in 0..1000 {
                 if done.load(Ordering::Relaxed) {
                     break;
                 }
-                publish_figures(&state);
+                daemon.publish_figures();
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -271,7 +277,21 @@ fn events_are_printed_as_they_arrive() {
     publisher.join().unwrap();
     let events = text(out);
     assert!(events.starts_with("assessment "), "{events}");
-    assert!(events.ends_with("memory 0.36 -> 0.41 (80%)\n"), "{events}");
+    // `memory SMOOTHED -> FORECAST (CONFIDENCE%)`: the predictor's figures of samples at 0.375
+    // after the start's 0.25.
+    let memory = events
+        .trim_end()
+        .split_once("memory ")
+        .map(|(_, m)| m)
+        .unwrap_or_else(|| panic!("no memory in {events}"));
+    let (smoothed, forecast) = memory
+        .split_once(" -> ")
+        .unwrap_or_else(|| panic!("no forecast in {events}"));
+    let smoothed: f64 = smoothed.parse().unwrap();
+    assert!((0.33..=0.38).contains(&smoothed), "{events}");
+    let (forecast, confidence) = forecast.split_once(" (").unwrap();
+    assert!(forecast.parse::<f64>().is_ok(), "{events}");
+    assert!(confidence.ends_with("%)"), "{events}");
 }
 
 #[test]

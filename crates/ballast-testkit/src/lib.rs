@@ -1,0 +1,36 @@
+//! The test kit of the ballast workspace (dev-only, never published): what the end-to-end
+//! tests, the API tests, the benchmarks and `cargo xtask` share instead of each writing its own.
+//!
+//! * [`plugins`]: the workspace's root, the example plugins built once per test run into a
+//!   target directory of their own, and small C plugins compiled from source.
+//! * [`daemon`]: a real `ballast run` started on a config, talked to over HTTP, and always
+//!   stopped (killed when dropped, also when a test panics).
+//! * [`http`]: one request to the control API, without failing on an error status.
+//! * [`proc`]: a fixture `/proc` tree whose figures a test sets, for the monitor to read.
+
+pub mod daemon;
+pub mod http;
+pub mod plugins;
+pub mod proc;
+
+use std::time::{Duration, Instant};
+
+/// Polls `condition` every `every` until it holds or `timeout` passes; `Err` says what was
+/// awaited and for how long.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(every);
+    }
+}
