@@ -14,10 +14,8 @@
 //! stability, not speed.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,56 +51,14 @@ impl Rng {
     }
 }
 
-/// One HTTP/1.1 request on its own connection: status and body.
+/// One request to the daemon at `address`: status and body, whatever the status.
 fn http(address: &str, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address).with_context(|| format!("connect {address}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP head")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    ballast_testkit::http::request(method, &format!("http://{address}{path}"), body.as_bytes(), &[])
+        .map_err(anyhow::Error::msg)
 }
 
 fn get_json(address: &str, path: &str) -> Result<serde_json::Value> {
-    let (status, body) = http(address, "GET", path, "")?;
-    if status != 200 {
-        bail!("GET {path}: {status} {body}");
-    }
-    serde_json::from_str(&body).with_context(|| format!("GET {path} is not JSON: {body}"))
+    ballast_testkit::http::get_json(&format!("http://{address}{path}")).map_err(anyhow::Error::msg)
 }
 
 /// Builds the daemon and the example plugins (debug profile).
@@ -115,87 +71,49 @@ fn build(root: &Path) -> Result<PathBuf> {
     Ok(crate::target_dir(root).join("debug"))
 }
 
-/// A daemon this tool started, at the lowest CPU priority.
+/// A daemon this tool started, at the lowest CPU priority; its log is `data_dir` + `.log`.
 struct Daemon {
-    child: Child,
+    daemon: ballast_testkit::daemon::Daemon,
     address: String,
 }
 
 impl Daemon {
-    fn start(bin: &Path, config: &Path, data_dir: &Path, port: u16, log: &Path) -> Result<Daemon> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("cannot open {}", log.display()))?;
-        let child = Command::new("nice")
-            .args(["-n", "19"])
-            .arg(bin.join("ballast"))
-            .args(["run", "--config"])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("BALLAST_PLUGIN_DIR", bin)
-            .env("BALLAST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .context("cannot start ballast")?;
+    fn start(bin: &Path, config: &Path, data_dir: &Path, port: u16) -> Result<Daemon> {
+        let mut options = ballast_testkit::daemon::Options::new(bin.join("ballast"), bin);
+        options.nice = true;
+        let daemon = ballast_testkit::daemon::Daemon::spawn(
+            &options,
+            config.to_owned(),
+            data_dir.to_owned(),
+            port,
+        )?;
         Ok(Daemon {
-            child,
+            daemon,
             address: format!("127.0.0.1:{port}"),
         })
     }
 
     /// Waits until `/healthz` answers; returns how long that took.
     fn wait_healthy(&mut self, timeout: Duration) -> Result<Duration> {
-        let started = Instant::now();
-        loop {
-            if http(&self.address, "GET", "/healthz", "").is_ok_and(|(s, _)| s == 200) {
-                return Ok(started.elapsed());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the daemon exited ({status}) during start-up");
-            }
-            if started.elapsed() > timeout {
-                bail!("the daemon did not answer /healthz within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon.wait_healthy(timeout)
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.daemon.pid().unwrap_or(0)
     }
 
     fn kill9(&mut self) -> Result<()> {
-        self.child.kill().context("cannot kill the daemon")?;
-        self.child.wait().context("cannot reap the daemon")?;
+        self.daemon.kill();
         Ok(())
     }
 
     fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.terminate(Duration::from_secs(30));
     }
 }
 
 fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .context("no free port")
+    Ok(ballast_testkit::daemon::free_port())
 }
 
 /// The JSONL segments in the data directory, by file name.
@@ -459,7 +377,7 @@ pub fn crash(root: &Path, rounds: u32) -> Result<()> {
     let config = dir.join("crash.toml");
     std::fs::write(&config, CRASH_CONFIG)?;
     let data_dir = dir.join("data");
-    let log = dir.join("daemon.log");
+    let log = data_dir.with_extension("log");
     let port = free_port()?;
     let mut rng = Rng::seeded();
     eprintln!(
@@ -479,7 +397,7 @@ pub fn crash(root: &Path, rounds: u32) -> Result<()> {
     let (mut stale_temps, mut temps_left_by_kills) = (Vec::<PathBuf>::new(), 0u64);
     let mut simulated = 0u64;
     for round in 1..=rounds {
-        let mut daemon = Daemon::start(&bin, &config, &data_dir, port, &log)?;
+        let mut daemon = Daemon::start(&bin, &config, &data_dir, port)?;
         restarts.push(daemon.wait_healthy(Duration::from_secs(60))?);
         // What the last crash left: repaired logs, whole state files, the acknowledged pins.
         let after = segments(&data_dir)?;
@@ -578,7 +496,7 @@ pub fn crash(root: &Path, rounds: u32) -> Result<()> {
         }
     }
     // The last restart, checked like the others, then a clean stop.
-    let mut daemon = Daemon::start(&bin, &config, &data_dir, port, &log)?;
+    let mut daemon = Daemon::start(&bin, &config, &data_dir, port)?;
     restarts.push(daemon.wait_healthy(Duration::from_secs(60))?);
     state_problems.extend(check_state_files(&data_dir));
     for stale in stale_temps.iter().filter(|s| s.exists()) {
@@ -1075,7 +993,7 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
     let config = dir.join("soak.toml");
     std::fs::write(&config, soak_config(shed, restore, emergency))?;
     let data_dir = dir.join("data");
-    let log = dir.join("daemon.log");
+    let log = data_dir.with_extension("log");
     let port = free_port()?;
     let mut rng = Rng::seeded();
     eprintln!(
@@ -1085,7 +1003,7 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
         wobble / 1048576.0,
         dir.display()
     );
-    let mut daemon = Daemon::start(&bin, &config, &data_dir, port, &log)?;
+    let mut daemon = Daemon::start(&bin, &config, &data_dir, port)?;
     daemon.wait_healthy(Duration::from_secs(60))?;
     let address = daemon.address.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -1117,7 +1035,7 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
             Ok((200, _)) => health_max = health_max.max(asked.elapsed()),
             _ => health_failures += 1,
         }
-        if let Ok(Some(status)) = daemon.child.try_wait() {
+        if let Some(status) = daemon.daemon.exited() {
             exited = Some(status);
             break;
         }

@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod disk;
 mod fuzz;
 mod hardening;
 mod measure;
@@ -63,6 +64,18 @@ enum Task {
         /// Seconds of the overhead and flap measurements.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+    },
+    /// Measure the control loop under disk pressure: the largest gap between samples while
+    /// stress-ng floods the data directory's disk with fsyncs and a plugin's drain takes its
+    /// whole deadline.
+    MeasureDisk {
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// The `ballast` binary to measure (default: a release build of this checkout), e.g. an
+        /// older build to compare with.
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
     /// Time `ballast tune` (release build) on every shared trace against its goal of a minute.
     Tune,
@@ -140,6 +153,22 @@ fn run_task() -> Result<()> {
                 &target_dir(&root).join("release"),
                 &measure::Options { rounds, seconds },
             )
+        }
+        Task::MeasureDisk { seconds, binary } => {
+            install_system_packages()?;
+            build_plugins(&root, true)?;
+            let release = target_dir(&root).join("release");
+            let binary = match binary {
+                Some(binary) => binary,
+                None => {
+                    step(
+                        "build ballast (release)",
+                        cargo().args(["build", "--release", "-p", "ballast"]),
+                    )?;
+                    release.join("ballast")
+                }
+            };
+            disk::measure_disk(&binary, &release, seconds)
         }
         Task::Tune => tune(&root),
         Task::Fuzz { target, seconds } => fuzz::fuzz(&root, target.as_deref(), seconds),

@@ -6,7 +6,7 @@
 //! daemon, says when pressure crossed a threshold and when the plugin's memory was released.
 
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,64 +200,40 @@ impl Drop for Load {
     }
 }
 
-/// A release daemon on a config of its own, stopped when dropped.
+/// A release daemon on a config of its own in a temporary directory, stopped when dropped.
 struct Daemon {
-    child: Option<Child>,
-    url: String,
-    dir: PathBuf,
+    daemon: ballast_testkit::daemon::Daemon,
+    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     fn start(release: &Path, config: &str, name: &str) -> Result<Daemon> {
-        let dir =
-            std::env::temp_dir().join(format!("ballast-measure-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let config_path = dir.join("ballast.toml");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ballast-measure-{name}-"))
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let config_path = dir.path().join("ballast.toml");
         std::fs::write(&config_path, config).context("cannot write the config")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .context("no free port")?;
-        let log =
-            std::fs::File::create(dir.join("ballast.log")).context("cannot create the log")?;
-        let child = Command::new(release.join("ballast"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("BALLAST_PLUGIN_DIR", release)
-            // The monitor says at debug level when the PSI trigger woke it between ticks.
-            .env("BALLAST_LOG", "info,ballast_monitor=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot start ballast")?;
-        let daemon = Daemon {
-            child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        daemon.wait("the API", Duration::from_secs(30), |d| {
-            d.get("/healthz").is_ok()
-        })?;
-        Ok(daemon)
+        let mut options = ballast_testkit::daemon::Options::new(release.join("ballast"), release);
+        // The monitor says at debug level when the PSI trigger woke it between ticks.
+        options.log_filter = "info,ballast_monitor=debug".to_owned();
+        let mut daemon = ballast_testkit::daemon::Daemon::spawn(
+            &options,
+            config_path,
+            dir.path().join("data"),
+            ballast_testkit::daemon::free_port(),
+        )?;
+        daemon.wait_healthy(Duration::from_secs(30))?;
+        Ok(Daemon { daemon, _dir: dir })
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.daemon.pid().unwrap_or(0)
     }
 
     fn get(&self, path: &str) -> Result<Value> {
-        let mut response = ureq::get(&format!("{}{path}", self.url))
-            .call()
-            .with_context(|| format!("GET {path}"))?;
-        response
-            .body_mut()
-            .read_json()
-            .with_context(|| format!("GET {path} is not JSON"))
+        ballast_testkit::http::get_json(&format!("{}{path}", self.daemon.url))
+            .map_err(anyhow::Error::msg)
     }
 
     fn wait(
@@ -273,7 +249,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let log = std::fs::read_to_string(self.dir.join("ballast.log")).unwrap_or_default();
+        let log = self.daemon.log();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         bail!(
             "timed out waiting for {what}; daemon log (last lines, newest first):\n{}",
@@ -299,20 +275,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child has no memory-safety preconditions.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.daemon.terminate(Duration::from_secs(20));
     }
 }
 
@@ -459,7 +422,7 @@ fn latency_round(
         .iter()
         .find(|r| r.at_ms >= decided && r.daemon_rss + freed <= before)
         .map(|r| r.at_ms as i64 - crossed.at_ms as i64);
-    let log = std::fs::read_to_string(daemon.dir.join("ballast.log")).unwrap_or_default();
+    let log = daemon.daemon.log();
     Ok(Round {
         decision: decided as i64 - crossed.at_ms as i64,
         released,

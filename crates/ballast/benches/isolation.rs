@@ -4,37 +4,21 @@
 //! plugin is the C `clock` example (small, fast calls), so the differences are the overhead.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballast_core::Level;
 use ballast_host::{Isolation, PluginConfig, PluginHost, ProcessOptions, Protocol, system_clock};
+use ballast_testkit::plugins::workspace_root;
 use criterion::{Criterion, criterion_group, criterion_main};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The C `clock` plugin, compiled with optimisations into the target directory.
 fn clock_plugin() -> PathBuf {
-    let exe = std::env::current_exe().expect("bench binary path");
-    let dir = exe
-        .ancestors()
-        .nth(3)
-        .expect("target directory")
-        .join("plugin-bench");
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    let library = dir.join("libclock.so");
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()))
-        .args(["-std=c11", "-O2", "-shared", "-fPIC", "-pthread", "-I"])
-        .arg(workspace_root().join("crates/ballast-abi/include"))
-        .arg("-o")
-        .arg(&library)
-        .arg(workspace_root().join("plugins/c/clock/clock.c"))
-        .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling clock.c failed");
+    let library = ballast_testkit::plugins::target_dir().join("plugin-bench/libclock.so");
+    ballast_testkit::plugins::compile_c(
+        &workspace_root().join("plugins/c/clock/clock.c"),
+        &library,
+    );
     library
 }
 
@@ -75,13 +59,14 @@ fn calls(c: &mut Criterion) {
     });
 
     let python = host();
-    let notes = tempfile_dir();
+    // An empty notes directory: the indexer's search then costs next to nothing.
+    let notes = tempfile::tempdir().expect("a notes directory");
     let mut indexer = PluginConfig::process(
         "indexer",
         workspace_root().join("plugins/python/indexer/indexer.py"),
     );
     indexer.protocol = Protocol::JsonLines;
-    indexer.config = serde_json::json!({ "notes_dir": notes });
+    indexer.config = serde_json::json!({ "notes_dir": notes.path() });
     python.load(indexer).expect("indexer loads");
     python
         .enable("indexer", Level::FULL, "bench")
@@ -95,12 +80,6 @@ fn calls(c: &mut Criterion) {
     python.disable_all("bench done");
 }
 
-/// An empty notes directory for the indexer (its search then costs next to nothing).
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ballast-bench-notes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("notes directory");
-    dir
-}
 
 criterion_group!(benches, calls);
 criterion_main!(benches);

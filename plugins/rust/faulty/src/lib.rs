@@ -2,7 +2,8 @@
 //!
 //! Its config chooses where it misbehaves: `{"panic_in": "call"}` panics in every call,
 //! `{"fail_in": "create"}` returns an error from create, `{"call_sleep_ms": 500}` makes calls
-//! slow, `{"unhealthy": true}` fails its health check. Requests `panic` and `fail` misbehave once;
+//! slow, `{"unhealthy": true}` fails its health check, `{"drain_whole_deadline": true}` takes the
+//! whole drain deadline to drain. Requests `panic` and `fail` misbehave once;
 //! `segfault` and `abort` crash the whole process, which only a plugin isolated in a worker
 //! process (`isolation = "process"`) survives. The request `arm <function>` makes the next run of
 //! that function (create, start, set_level, drain, stop, checkpoint, health, destroy, call) panic
@@ -24,6 +25,7 @@ struct Faults {
     fail_in: Option<String>,
     call_sleep_ms: u64,
     unhealthy: bool,
+    drain_whole_deadline: bool,
 }
 
 /// The functions `arm` can make panic, by bit.
@@ -115,8 +117,12 @@ impl Plugin for Faulty {
         self.maybe_fail("set_level")
     }
 
-    fn drain(&mut self, _deadline: Duration) -> Result<(), PluginError> {
-        self.maybe_fail("drain")
+    fn drain(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        self.maybe_fail("drain")?;
+        if self.faults.drain_whole_deadline {
+            std::thread::sleep(deadline);
+        }
+        Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
