@@ -5,7 +5,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use ballast::daemon::api::requests::{Endpoint, parse_request};
+use ballast_daemon::api::requests::{Endpoint, parse_request};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use ballast::config::{Config, PROFILES, from_toml};
+use ballast_daemon::config::{Config, PROFILES, from_toml};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

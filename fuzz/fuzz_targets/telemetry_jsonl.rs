@@ -5,9 +5,9 @@
 
 #![no_main]
 
-use ballast::daemon::store::torn_tail;
+use ballast_daemon::store::torn_tail;
 use ballast_core::telemetry::TelemetryRecord;
-use ballast_predict::trace::{TraceFormat, TraceOptions, parse_telemetry_jsonl};
+use ballast_lab::trace::{TraceFormat, TraceOptions, parse_telemetry_jsonl};
 use libfuzzer_sys::fuzz_target;
 
 const RESOURCES: [Option<&str>; 4] = [None, Some("memory"), Some("psi_memory"), Some("gpu0")];

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use ballast_predict::trace::{TraceOptions, parse_csv};
+use ballast_lab::trace::{TraceOptions, parse_csv};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

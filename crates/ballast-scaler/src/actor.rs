@@ -11,7 +11,6 @@ use actix::prelude::*;
 use ballast_core::decision::{Decision, Mode};
 use ballast_core::{Assessment, Command, PluginEvent, ThresholdProfile, Timestamp};
 
-use crate::config::MachineTotals;
 use crate::error::ScalerError;
 use crate::scaler::{PinTarget, PluginStatus, Scaler};
 
@@ -79,11 +78,6 @@ pub struct SetProfileMsg(pub ThresholdProfile);
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "()")]
 pub struct SetModeMsg(pub Mode);
-
-/// New machine totals for the pre-flight check (e.g. from the first sample).
-#[derive(Clone, Copy, Debug, Message)]
-#[rtype(result = "()")]
-pub struct SetMachineMsg(pub MachineTotals);
 
 /// Asks for every plugin's status.
 #[derive(Clone, Copy, Debug, Message)]
@@ -252,14 +246,6 @@ impl Handler<SetModeMsg> for ScalerActor {
     fn handle(&mut self, msg: SetModeMsg, ctx: &mut Context<Self>) {
         self.scaler.set_mode(msg.0);
         self.flush(ctx);
-    }
-}
-
-impl Handler<SetMachineMsg> for ScalerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetMachineMsg, _ctx: &mut Context<Self>) {
-        self.scaler.set_machine(msg.0);
     }
 }
 

@@ -519,11 +519,6 @@ impl Scaler {
         &self.config
     }
 
-    /// Updates the machine totals used by the pre-flight check (e.g. from the first sample).
-    pub fn set_machine(&mut self, machine: MachineTotals) {
-        self.config.machine = machine;
-    }
-
     /// What the scaler knows about every plugin, in shed order.
     pub fn plugins(&self) -> Vec<PluginStatus> {
         self.slots
