@@ -257,6 +257,7 @@ fn ci(root: &Path) -> Result<()> {
             "warnings",
         ]),
     )?;
+    pure_cores()?;
     step(
         "cargo doc -D warnings",
         cargo()
@@ -281,6 +282,50 @@ fn ci(root: &Path) -> Result<()> {
     failed += doc_failed;
     eprintln!("==> all checks passed");
     println!("tests: {passed} passed, {failed} failed");
+    Ok(())
+}
+
+/// The crates whose actor is a cargo feature: without it, nothing of actix or tokio may be in
+/// their dependency tree, so "the core never reads a clock or runs a runtime" is a fact the
+/// build checks rather than a convention.
+const PURE_CORES: [&str; 5] = [
+    "ballast-scaler",
+    "ballast-predict",
+    "ballast-tier",
+    "ballast-monitor",
+    "ballast-host",
+];
+
+/// Fails if any of [`PURE_CORES`] depends on actix or tokio without its `actor` feature.
+fn pure_cores() -> Result<()> {
+    eprintln!("==> the pure cores depend on no actor runtime without their `actor` feature");
+    for krate in PURE_CORES {
+        let output = cargo()
+            .args(["tree", "-p", krate, "--no-default-features", "-e", "normal"])
+            .args(["--prefix", "none", "--format", "{p}"])
+            .output()
+            .with_context(|| format!("cannot run cargo tree -p {krate}"))?;
+        if !output.status.success() {
+            bail!(
+                "cargo tree -p {krate} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&output.stdout);
+        let runtime: Vec<&str> = tree
+            .lines()
+            .filter(|line| {
+                let name = line.split_whitespace().next().unwrap_or("");
+                name.starts_with("actix") || name.starts_with("tokio")
+            })
+            .collect();
+        if !runtime.is_empty() {
+            bail!(
+                "{krate} without its `actor` feature still depends on {}",
+                runtime.join(", ")
+            );
+        }
+    }
     Ok(())
 }
 
