@@ -168,7 +168,10 @@ pub fn measure_disk(binary: &Path, plugin_dir: &Path, seconds: u64) -> Result<()
     if samples.len() < 3 {
         bail!("only {} samples arrived", samples.len());
     }
-    let mut gaps: Vec<u64> = samples.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let mut gaps: Vec<u64> = samples
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
     gaps.sort_unstable();
     let largest = *gaps.last().unwrap_or(&0);
     let p99 = gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)];

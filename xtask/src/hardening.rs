@@ -53,8 +53,13 @@ impl Rng {
 
 /// One request to the daemon at `address`: status and body, whatever the status.
 fn http(address: &str, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    ballast_testkit::http::request(method, &format!("http://{address}{path}"), body.as_bytes(), &[])
-        .map_err(anyhow::Error::msg)
+    ballast_testkit::http::request(
+        method,
+        &format!("http://{address}{path}"),
+        body.as_bytes(),
+        &[],
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 fn get_json(address: &str, path: &str) -> Result<serde_json::Value> {

@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod disk;
 mod fuzz;
 mod hardening;
@@ -103,9 +104,11 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         minutes: u64,
     },
-    /// Run the criterion benchmarks (or those of one package).
+    /// Run every benchmark behind a figure of the README's performance table (short runs) and
+    /// print the table's figure next to today's, flagging rows more than 1.5x off; or, with
+    /// `--package`, that package's criterion benchmarks in full.
     Bench {
-        /// Only this package, e.g. ballast-host.
+        /// Only this package's benchmarks, in full, e.g. ballast-host.
         #[arg(long, short)]
         package: Option<String>,
     },
@@ -140,7 +143,10 @@ fn run_task() -> Result<()> {
         Task::Plugins { release } => build_plugins(&root, release),
         Task::Header { check } => header(&root, check),
         Task::NewPlugin { name } => new_plugin(&root, &name),
-        Task::Bench { package } => bench(package.as_deref()),
+        Task::Bench { package: None } => bench::bench(&root, &target_dir(&root)),
+        Task::Bench {
+            package: Some(package),
+        } => step("cargo bench", cargo().args(["bench", "-p", &package])),
         Task::Idle { seconds } => idle(&root, seconds),
         Task::Measure { rounds, seconds } => {
             install_system_packages()?;
@@ -199,15 +205,32 @@ fn step(what: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Runs a `cargo test` command, passing its output through, and adds up its `test result` lines.
-fn tests(what: &str, command: &mut Command) -> Result<(u64, u64)> {
+/// What a test run counted.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+    }
+}
+
+/// Runs a `cargo test` command, passing its output through, and adds up its `test result` lines
+/// (an ignored test counts as skipped).
+fn tests(what: &str, command: &mut Command) -> Result<Counts> {
     use std::io::BufRead;
     eprintln!("==> {what}");
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start: {what}"))?;
-    let (mut passed, mut failed) = (0, 0);
+    let mut counts = Counts::default();
     if let Some(stdout) = child.stdout.take() {
         for line in std::io::BufReader::new(stdout).lines() {
             let line = line.with_context(|| format!("cannot read the output of {what}"))?;
@@ -226,8 +249,9 @@ fn tests(what: &str, command: &mut Command) -> Result<(u64, u64)> {
                         })
                         .unwrap_or(0)
                 };
-                passed += count("passed");
-                failed += count("failed");
+                counts.passed += count("passed");
+                counts.failed += count("failed");
+                counts.skipped += count("ignored");
             }
         }
     }
@@ -237,10 +261,23 @@ fn tests(what: &str, command: &mut Command) -> Result<(u64, u64)> {
     if !status.success() {
         bail!("failed: {what} ({status})");
     }
-    Ok((passed, failed))
+    Ok(counts)
+}
+
+/// The real traces the tests replay, beside the checkout.
+fn shared_traces(root: &Path) -> Result<()> {
+    let traces = root.join("../shared/traces");
+    if !traces.join("README.md").is_file() {
+        bail!(
+            "the shared traces are missing: the tests read real traces from {} (a `shared/traces` folder beside the checkout); CI always has them, so a run without them would only pretend to test",
+            traces.display()
+        );
+    }
+    Ok(())
 }
 
 fn ci(root: &Path) -> Result<()> {
+    shared_traces(root)?;
     install_system_packages()?;
     step(
         "cargo fmt --check",
@@ -270,18 +307,19 @@ fn ci(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     build_plugins(root, false)?;
-    let (mut passed, mut failed) = tests(
+    let mut counts = tests(
         "cargo test",
         cargo().args(["test", "--workspace", "--all-targets"]),
     )?;
-    let (doc_passed, doc_failed) = tests(
+    counts += tests(
         "cargo test --doc",
         cargo().args(["test", "--workspace", "--doc"]),
     )?;
-    passed += doc_passed;
-    failed += doc_failed;
     eprintln!("==> all checks passed");
-    println!("tests: {passed} passed, {failed} failed");
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.skipped
+    );
     Ok(())
 }
 
@@ -330,8 +368,10 @@ fn pure_cores() -> Result<()> {
 }
 
 /// Debian packages the test suite uses. Installed only where missing, and only as root.
-const SYSTEM_PACKAGES: [(&str, &str); 4] = [
+const SYSTEM_PACKAGES: [(&str, &str); 5] = [
     ("cc", "gcc"),
+    // The Python process plugin (`plugins/python/indexer`) and its tests.
+    ("python3", "python3"),
     // The closed-loop tests load the machine with real memory and CPU pressure.
     ("stress-ng", "stress-ng"),
     // `promtool check metrics` validates the daemon's /metrics output.
@@ -623,16 +663,6 @@ fn tune(root: &Path) -> Result<()> {
         bail!("ballast tune missed its goal");
     }
     Ok(())
-}
-
-fn bench(package: Option<&str>) -> Result<()> {
-    let mut command = cargo();
-    command.arg("bench");
-    match package {
-        Some(p) => command.args(["-p", p]),
-        None => command.arg("--workspace"),
-    };
-    step("cargo bench", &mut command)
 }
 
 /// The config `cargo xtask idle` runs the daemon with: every example plugin at a small working

@@ -80,6 +80,5 @@ fn calls(c: &mut Criterion) {
     python.disable_all("bench done");
 }
 
-
 criterion_group!(benches, calls);
 criterion_main!(benches);
