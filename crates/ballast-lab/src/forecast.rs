@@ -337,8 +337,24 @@ mod tests {
         }
         assert_eq!(json["horizon"], 3);
         assert_eq!(json["n"], 197);
+        // Persistence worked out here, not taken from `evaluate`: three steps ahead of 0.4 comes
+        // 0.6 and the other way round, so "the value then is the value now" misses by 0.2 at
+        // each of the 197 steps.
+        let values = trace.values();
+        let misses: Vec<f64> = values
+            .iter()
+            .zip(values.iter().skip(3))
+            .map(|(now, later)| (later - now).abs())
+            .collect();
+        assert_eq!(misses.len(), 197);
+        let persistence = misses.iter().sum::<f64>() / misses.len() as f64;
+        assert!((persistence - 0.2).abs() < 1e-12, "{persistence}");
+        let reported = json["mae_persistence"].as_f64().expect("a number");
+        assert!((reported - persistence).abs() < 1e-12, "{json}");
+        let mae = json["mae"].as_f64().expect("a number");
+        assert!(mae < persistence, "{json}");
         let ratio = json["ratio"].as_f64().expect("a number");
-        assert!(ratio < 1.0, "{json}");
+        assert!((ratio - mae / persistence).abs() < 1e-9, "{json}");
         assert!(json["mae_by_model"].get("seasonal").is_none());
     }
 

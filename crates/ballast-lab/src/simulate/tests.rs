@@ -1,14 +1,16 @@
 //! The simulator on hand-made traces whose expected decision timelines are written out here, and
-//! on every real trace in `../shared/traces` when that folder is present.
+//! on the real traces in `../shared/traces` (which must be present: their absence is a failure).
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::trace::{TraceOptions, parse_trace};
+use crate::trace::{Trace, TraceOptions, parse_trace};
 use ballast_core::Resource;
-use ballast_core::decision::{Action, DecisionKind};
+use ballast_core::decision::{Action, Decision, DecisionKind, Mode};
 use expect_test::{Expect, expect};
 
-use super::engine::{Report, Sim, SimConfig};
+use super::engine::{Recording, Report, Sim, SimConfig};
 use super::{Scale, format_time, replay};
 
 /// The test plugins: discord (10, 0.10), voice (20, 0.15 then 0.05), android (30, 0.10) and an
@@ -74,8 +76,18 @@ fn simulate(config: &SimConfig, resource: Resource, text: &str) -> Report {
     sim.finish()
 }
 
-/// The timeline (time, kind, plugin, action, rule, pressure) and the summary, compactly.
-fn render(report: &Report) -> String {
+/// [`simulate`] of a CPU trace, keeping every replayed reading.
+fn simulate_recorded(config: &SimConfig, text: &str) -> (Report, Recording) {
+    let trace = parse_trace("test.csv", text, &TraceOptions::default()).unwrap();
+    let mut sim = Sim::new(config, Resource::Cpu).unwrap();
+    sim.record();
+    replay(&mut sim, &trace, 1.0, 1);
+    let (report, recording) = sim.finish_recorded();
+    (report, recording.expect("the replay was recorded"))
+}
+
+/// The decision timeline (time, kind, plugin, action, rule, pressure), one line each.
+fn timeline(report: &Report) -> String {
     let mut out = String::new();
     for d in &report.decisions {
         let action = if d.action == Action::None {
@@ -97,6 +109,12 @@ fn render(report: &Report) -> String {
             d.rule
         );
     }
+    out
+}
+
+/// The timeline and the summary, compactly.
+fn render(report: &Report) -> String {
+    let mut out = timeline(report);
     let s = &report.summary;
     let _ = writeln!(
         out,
@@ -272,40 +290,139 @@ fn mixed_workload() {
 }
 
 #[test]
-fn observe_mode_decides_the_same_but_replays_the_trace_unchanged() {
+fn observe_mode_decides_as_enforce_mode_but_replays_the_trace_unchanged() {
+    // Ten minutes over the shed threshold, then calm long enough for every restore.
     let mut points = Vec::new();
     segment(&mut points, 0, 600, |_| 0.92);
-    segment(&mut points, 600, 1200, |_| 0.20);
-    let mut observe = config();
-    observe.scaler.mode = ballast_core::decision::Mode::Observe;
-    let report = simulate(&observe, Resource::Cpu, &csv(&points));
-    assert!(report.decisions.iter().all(|d| !d.applied));
-    // Nothing was applied, so the replayed peak is the trace's and nothing was shed.
+    segment(&mut points, 600, 3600, |_| 0.20);
+    let text = csv(&points);
+    let in_mode = |config: &SimConfig, mode: Mode| {
+        let mut config = config.clone();
+        config.scaler.mode = mode;
+        config
+    };
+
+    // With plugins that cost nothing, enforce mode's steps leave the replay as it is, so both
+    // modes see the same readings and must take the same decisions at the same times; only
+    // whether a command was sent, and the mode, differ.
+    let mut free = config();
+    for plugin in &mut free.plugins {
+        plugin.levels.iter_mut().for_each(|cost| *cost = 0.0);
+    }
+    let enforced = simulate(&in_mode(&free, Mode::Enforce), Resource::Cpu, &text);
+    let observed = simulate(&in_mode(&free, Mode::Observe), Resource::Cpu, &text);
+    assert!(
+        enforced
+            .decisions
+            .iter()
+            .all(|d| d.mode == Mode::Enforce && d.applied == (d.action != Action::None)),
+        "{enforced:#?}"
+    );
+    assert!(
+        observed
+            .decisions
+            .iter()
+            .all(|d| d.mode == Mode::Observe && !d.applied),
+        "{observed:#?}"
+    );
+    assert_eq!(timeline(&observed), timeline(&enforced));
+    let as_enforced: Vec<Decision> = observed
+        .decisions
+        .iter()
+        .map(|d| Decision {
+            mode: Mode::Enforce,
+            applied: d.action != Action::None,
+            ..d.clone()
+        })
+        .collect();
+    assert_eq!(as_enforced, enforced.decisions);
+    expect![[r#"
+        +0d 00:00:00 shed discord (disable) [high_pressure] cpu 0.92
+        +0d 00:00:30 shed voice (level 0 -> 1) [high_pressure] cpu 0.92
+        +0d 00:01:00 shed voice (disable) [high_pressure] cpu 0.92
+        +0d 00:01:30 shed android (disable) [high_pressure] cpu 0.92
+        +0d 00:02:00 warn - [nothing_to_shed] cpu 0.92
+        +0d 00:15:00 restore android (enable at level 0) [stabilized] cpu 0.20
+        +0d 00:20:00 restore voice (enable at level 1) [stabilized] cpu 0.20
+        +0d 00:25:00 restore voice (level 1 -> 0) [stabilized] cpu 0.20
+        +0d 00:30:00 restore discord (enable at level 0) [stabilized] cpu 0.20
+        sheds 4 restores 4 flaps 0 over_high 600s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 0.0, "voice": 0.0}
+    "#]]
+    .assert_eq(&render(&observed));
+
+    // With the plugins' real costs, observe mode takes the same steps (it applies none of
+    // them), and the replayed utilization is the trace's at every reading.
+    let (report, recording) = simulate_recorded(&in_mode(&config(), Mode::Observe), &text);
+    assert_eq!(timeline(&report), timeline(&observed));
+    assert!(
+        recording.points.iter().all(|p| p.replayed == p.trace),
+        "{recording:#?}"
+    );
     assert_eq!(report.summary.peak_replayed, report.summary.peak_trace);
-    assert!(report.summary.seconds_shed.values().all(|s| *s == 0.0));
-    assert!(report.summary.sheds > 0);
+    assert_eq!(report.summary.seconds_over_high, 600.0);
+    assert!(
+        report.summary.seconds_shed.values().all(|s| *s == 0.0),
+        "{:?}",
+        report.summary.seconds_shed
+    );
+    // Enforce mode's sheds do lower the replay, which is what the checks above rule out.
+    let (report, recording) = simulate_recorded(&config(), &text);
+    assert!(recording.points.iter().any(|p| p.replayed < p.trace));
+    assert!(
+        report.summary.seconds_over_high < 600.0,
+        "{}",
+        render(&report)
+    );
 }
 
 #[test]
-fn a_confident_forecast_sheds_no_later_than_the_smoothed_value_alone() {
+fn a_confident_forecast_sheds_earlier_than_the_smoothed_value_alone() {
+    // A steady climb from 0.40 to 0.90 over an hour: the forecast sees the shed threshold
+    // coming before the smoothed value reaches it.
     let mut points = Vec::new();
     segment(&mut points, 0, 3600, |t| 0.40 + 0.50 * t as f64 / 3600.0);
     let text = csv(&points);
-    let first_shed = |config: &SimConfig| {
-        simulate(config, Resource::Cpu, &text)
+    let first_shed = |report: &Report| {
+        report
             .decisions
             .iter()
             .find(|d| d.kind == DecisionKind::Shed)
-            .map(|d| d.at)
+            .cloned()
+            .unwrap_or_else(|| panic!("no shed in\n{}", render(report)))
     };
-    let smoothed_only = first_shed(&config());
+    // At full confidence only, no forecast counts: the smoothed value alone decides.
+    let smoothed_only = simulate(&config(), Resource::Cpu, &text);
+    assert!(
+        smoothed_only
+            .decisions
+            .iter()
+            .filter_map(|d| d.resource.as_ref())
+            .all(|r| !r.forecast_used),
+        "{}",
+        render(&smoothed_only)
+    );
     let mut with_forecast = config();
     with_forecast.scaler.min_confidence = 0.0;
-    let forecast = first_shed(&with_forecast);
-    assert!(forecast.is_some() && smoothed_only.is_some());
+    let with_forecast = simulate(&with_forecast, Resource::Cpu, &text);
+    let (early, late) = (first_shed(&with_forecast), first_shed(&smoothed_only));
     assert!(
-        forecast <= smoothed_only,
-        "{forecast:?} > {smoothed_only:?}"
+        early.at < late.at,
+        "the forecast did not shed earlier:\n{}\nthan the smoothed value alone:\n{}",
+        render(&with_forecast),
+        render(&smoothed_only)
+    );
+    // The earlier shed is the forecast's doing: the smoothed value was still below the shed
+    // threshold, the forecast at or above it.
+    let figures = early
+        .resource
+        .expect("a shed for pressure names its resource");
+    assert!(figures.forecast_used, "{figures:?}");
+    assert!(figures.smoothed < figures.thresholds.shed, "{figures:?}");
+    assert!(
+        figures
+            .forecast
+            .is_some_and(|f| f >= figures.thresholds.shed),
+        "{figures:?}"
     );
 }
 
@@ -409,41 +526,195 @@ fn times_print_as_dates_or_as_offsets() {
     );
 }
 
-/// Every trace in `../shared/traces` replays without an error (skipped when it is absent).
-#[test]
-fn every_shared_trace_replays() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
-    let Ok(dirs) = std::fs::read_dir(&root) else {
-        return;
-    };
-    let config: SimConfig =
-        toml::from_str(include_str!("../../../../config/simulate-example.toml")).unwrap();
-    let mut n = 0;
-    for dir in dirs.flatten() {
-        let mut stack = vec![dir.path()];
-        while let Some(path) = stack.pop() {
-            if path.is_dir() {
-                stack.extend(
-                    std::fs::read_dir(&path)
-                        .unwrap()
-                        .flatten()
-                        .map(|e| e.path()),
-                );
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "csv") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let trace = parse_trace(&path.display().to_string(), &text, &TraceOptions::default())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let scale = Scale::choose("auto", &trace).unwrap();
-            let mut sim = Sim::new(&config, Resource::Cpu).unwrap();
-            replay(&mut sim, &trace, scale.factor, 1);
-            let report = sim.finish();
-            assert_eq!(report.summary.samples as usize, trace.points.len());
-            n += 1;
+/// The shared traces; the tests that read them fail, naming the path, when they are missing.
+fn shared_traces() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
+    assert!(
+        root.is_dir(),
+        "the shared traces are missing: no folder at {}",
+        root.display()
+    );
+    root
+}
+
+/// The example config of `ballast simulate`, as shipped.
+fn example_config() -> SimConfig {
+    toml::from_str(include_str!("../../../../config/simulate-example.toml")).unwrap()
+}
+
+/// Replays a CSV trace, scaled with `--scale auto`, as `ballast simulate` does.
+fn replay_file(config: &SimConfig, path: &Path) -> (Trace, Report) {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read trace {}: {e}", path.display()));
+    let trace = parse_trace(&path.display().to_string(), &text, &TraceOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let scale = Scale::choose("auto", &trace).unwrap();
+    let mut sim = Sim::new(config, Resource::Cpu).unwrap();
+    replay(&mut sim, &trace, scale.factor, 1);
+    (trace, sim.finish())
+}
+
+/// Every restore (and every concurrency limit handed back) comes at least `stabilization`
+/// after the step before it, whatever that step was; the problems, one line each.
+fn restores_too_early(report: &Report, stabilization: Duration) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut last_step: Option<&Decision> = None;
+    for d in &report.decisions {
+        let is_restore = matches!(d.kind, DecisionKind::Restore | DecisionKind::Unthrottle);
+        if is_restore
+            && let Some(step) = last_step
+            && d.at - step.at < stabilization
+        {
+            problems.push(format!(
+                "{} {} {} only {:?} after {} {} {}",
+                format_time(d.at),
+                d.kind,
+                d.plugin.as_deref().unwrap_or("-"),
+                d.at - step.at,
+                format_time(step.at),
+                step.kind,
+                step.plugin.as_deref().unwrap_or("-")
+            ));
+        }
+        if is_restore || matches!(d.kind, DecisionKind::Shed | DecisionKind::Throttle) {
+            last_step = Some(d);
         }
     }
+    problems
+}
+
+#[test]
+fn the_stabilization_check_sees_an_early_restore() {
+    let mut points = Vec::new();
+    segment(&mut points, 0, 600, |_| 0.92);
+    segment(&mut points, 600, 4800, |_| 0.20);
+    let mut report = simulate(&config(), Resource::Cpu, &csv(&points));
+    let stabilization = Duration::from_secs(300);
+    assert_eq!(
+        restores_too_early(&report, stabilization),
+        Vec::<String>::new()
+    );
+    let restore = report
+        .decisions
+        .iter_mut()
+        .find(|d| d.kind == DecisionKind::Restore)
+        .expect("a restore");
+    restore.at = restore.at - Duration::from_secs(600);
+    assert_eq!(restores_too_early(&report, stabilization).len(), 1);
+}
+
+/// Every CSV in `../shared/traces` replays through the example config: every reading once, the
+/// replay never above the trace, no plugin shed longer than the trace lasts, and no restore
+/// before the stabilization.
+#[test]
+fn every_shared_trace_replays() {
+    let root = shared_traces();
+    let config = example_config();
+    let stabilization = config.scaler.stabilization;
+    let mut stack = vec![root];
+    let mut n = 0;
+    let mut sheds = 0;
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(&path)
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
+            stack.extend(entries.flatten().map(|e| e.path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "csv") {
+            continue;
+        }
+        let (trace, report) = replay_file(&config, &path);
+        let s = &report.summary;
+        let name = path.display();
+        assert_eq!(s.samples as usize, trace.points.len(), "{name}");
+        assert!(s.peak_replayed <= s.peak_trace, "{name}: {s:?}");
+        assert!(
+            s.seconds_shed.values().all(|t| *t <= s.duration_seconds),
+            "{name}: {s:?}"
+        );
+        assert!(s.flaps <= s.restores, "{name}: {s:?}");
+        let early = restores_too_early(&report, stabilization);
+        assert!(early.is_empty(), "{name}:\n{}", early.join("\n"));
+        sheds += s.sheds;
+        n += 1;
+    }
     assert!(n >= 17, "only {n} traces found");
+    // The checks above are about steps, so some trace must have taken some.
+    assert!(sheds > 0, "no trace shed anything");
+}
+
+/// The example config on the trace its header names: the whole timeline and the summary.
+#[test]
+fn the_example_config_on_an_ec2_cpu_trace() {
+    let path = shared_traces().join("nab/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv");
+    let (trace, report) = replay_file(&example_config(), &path);
+    assert_eq!(report.summary.samples, 4032);
+    assert_eq!(trace.points.len(), 4032);
+    expect![[r#"
+        2014-04-10 00:04:00 shed discord (disable) [high_pressure] cpu 0.92
+        2014-04-10 00:09:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.88
+        2014-04-10 00:14:00 warn - [soft_limit] cpu 0.78
+        2014-04-10 00:14:00 throttle voice (concurrency 4) [soft_limit] cpu 0.78
+        2014-04-10 00:19:00 throttle android (concurrency 4) [soft_limit] cpu 0.77
+        2014-04-10 18:09:00 shed voice (disable) [high_pressure] cpu 0.80
+        2014-04-15 16:04:00 restore voice (enable at level 1) [stabilized] cpu 0.63
+        2014-04-15 16:14:00 warn - [soft_limit] cpu 0.71
+        2014-04-15 17:04:00 restore voice (level 1 -> 0) [stabilized] cpu 0.62
+        2014-04-15 17:09:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.85
+        2014-04-15 17:14:00 shed voice (disable) [high_pressure] cpu 0.81
+        2014-04-15 20:34:00 warn - [soft_limit] cpu 0.70
+        2014-04-16 03:39:00 restore voice (enable at level 1) [stabilized] cpu 0.06
+        2014-04-16 03:44:00 restore voice (level 1 -> 0) [stabilized] cpu 0.06
+        2014-04-16 03:49:00 restore discord (enable at level 0) [stabilized] cpu 0.13
+        2014-04-16 03:54:00 unthrottle android (concurrency default) [stabilized] cpu 0.22
+        2014-04-16 03:59:00 unthrottle voice (concurrency default) [stabilized] cpu 0.24
+        2014-04-16 14:24:00 shed discord (disable) [high_pressure] cpu 0.95
+        2014-04-16 14:29:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.92
+        2014-04-16 14:34:00 shed voice (disable) [high_pressure] cpu 0.84
+        2014-04-16 14:39:00 warn - [soft_limit] cpu 0.77
+        2014-04-16 14:39:00 throttle android (concurrency 4) [soft_limit] cpu 0.77
+        2014-04-16 15:34:00 restore voice (enable at level 1) [stabilized] cpu 0.64
+        2014-04-16 15:59:00 warn - [soft_limit] cpu 0.74
+        2014-04-16 15:59:00 throttle voice (concurrency 4) [soft_limit] cpu 0.74
+        2014-04-23 23:09:00 shed voice (disable) [high_pressure] cpu 0.81
+        sheds 9 restores 6 flaps 0 over_high 1200s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 1171800.0, "voice": 1170600.0}
+    "#]].assert_eq(&render(&report));
+    expect!["peak 0.991 replayed 0.948 over 1209900s"].assert_eq(&format!(
+        "peak {:.3} replayed {:.3} over {}s",
+        report.summary.peak_trace, report.summary.peak_replayed, report.summary.duration_seconds
+    ));
+}
+
+/// The busiest of the traces: the example config takes hundreds of steps on it, none too early.
+#[test]
+fn the_example_config_on_a_busy_ec2_cpu_trace() {
+    let path = shared_traces().join("nab/realAWSCloudwatch/ec2_cpu_utilization_77c1ca.csv");
+    let config = example_config();
+    let (_, report) = replay_file(&config, &path);
+    let s = &report.summary;
+    expect![[r#"
+        samples 4032 over 1209300s
+        sheds 216 restores 216 flaps 0 throttles 63 warnings 51
+        over_high 28200s emergency 0s peak 0.999 replayed 0.995
+        shed {"android": 3300.0, "core": 0.0, "discord": 168900.0, "voice": 111000.0}
+    "#]]
+    .assert_eq(&format!(
+        "samples {} over {}s\nsheds {} restores {} flaps {} throttles {} warnings {}\n\
+         over_high {}s emergency {}s peak {:.3} replayed {:.3}\nshed {:?}\n",
+        s.samples,
+        s.duration_seconds,
+        s.sheds,
+        s.restores,
+        s.flaps,
+        s.throttles,
+        s.warnings,
+        s.seconds_over_high,
+        s.seconds_in_emergency,
+        s.peak_trace,
+        s.peak_replayed,
+        s.seconds_shed
+    ));
+    let early = restores_too_early(&report, config.scaler.stabilization);
+    assert!(early.is_empty(), "{}", early.join("\n"));
 }

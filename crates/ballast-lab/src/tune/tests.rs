@@ -1,5 +1,6 @@
 //! The search on hand-made traces: the objective's order, the limit that does not move with the
-//! candidates, and a search that finds a setting no worse than the config's own.
+//! candidates, a search that finds a setting no worse than the config's own, and one that finds
+//! strictly better settings than bad ones.
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -145,4 +146,46 @@ fn the_search_never_ends_worse_than_the_current_settings() {
     let parsed: SimConfig = toml::from_str(&text).unwrap();
     assert!(parsed.problems().is_empty(), "{:?}", parsed.problems());
     assert_eq!(Settings::of(&parsed, Resource::Memory), tuned.suggested);
+}
+
+#[test]
+fn the_search_finds_strictly_better_settings_than_bad_ones() {
+    // The bursts replayed as CPU, which has no emergency threshold: only the policy's own sheds
+    // bring the two bursts to 0.99 below the limit of 0.95.
+    let mut trace = bursty();
+    trace.resource = Resource::Cpu;
+    let traces = [trace];
+    // Bad on purpose: shedding only at the limit itself, on a sluggish smoothed value, with a
+    // long cool-down between steps.
+    let bad = Settings {
+        shed: 0.95,
+        restore: 0.90,
+        ema_weight: 0.2,
+        cooldown: Duration::from_secs(300),
+        stabilization: Duration::from_secs(60),
+    };
+    let config = bad.apply(&config()).expect("the bad settings are valid");
+    let tuned = search(&config, &traces).unwrap();
+    assert_eq!(tuned.current, bad);
+    let (current, suggested) = (total(&tuned.current_scores), total(&tuned.suggested_scores));
+    // The bad settings leave the bursts above the limit for a while...
+    assert!(current.seconds_over_limit >= 60.0, "{current:?}");
+    // ...and the search finds settings that do strictly better on the first criterion.
+    assert_ne!(tuned.suggested, bad);
+    assert_eq!(
+        suggested.objective_cmp(&current),
+        Ordering::Less,
+        "{current:?} {suggested:?}"
+    );
+    assert!(
+        suggested.seconds_over_limit < current.seconds_over_limit,
+        "{:?}: {current:?} -> {suggested:?}",
+        tuned.suggested
+    );
+    // The scores are what those settings replay to, not figures of the search's own.
+    assert_eq!(score(&config, &bad, &traces).unwrap(), tuned.current_scores);
+    assert_eq!(
+        score(&config, &tuned.suggested, &traces).unwrap(),
+        tuned.suggested_scores
+    );
 }

@@ -1,24 +1,41 @@
-//! Every trace in `../shared/traces` parses, with the layout the trace README describes.
+//! Every trace in `../shared/traces` parses, with the layout the trace README describes. The
+//! traces must be present: a missing file fails the test, naming every missing path at once.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ballast_lab::trace::{Spacing, TraceOptions, read_trace};
+use ballast_lab::trace::{Spacing, Trace, TraceOptions, read_trace};
 
-fn read(file: &str, column: Option<&str>) -> Option<ballast_lab::trace::Trace> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+fn path_of(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/traces")
-        .join(file);
-    if !path.is_file() {
-        println!("skipped: no trace at {}", path.display());
-        return None;
-    }
+        .join(file)
+}
+
+/// Fails naming every one of `files` that is not there, before any is read.
+fn require(files: &[&str]) {
+    let missing: Vec<String> = files
+        .iter()
+        .map(|file| path_of(file))
+        .filter(|path| !path.is_file())
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the shared traces are missing, no file at:\n{}",
+        missing.join("\n")
+    );
+}
+
+fn read(file: &str, column: Option<&str>) -> Trace {
+    let path = path_of(file);
     let options = TraceOptions {
         column: column.map(str::to_owned),
         ..TraceOptions::default()
     };
-    let reader = std::fs::File::open(&path).expect("the trace opens");
-    Some(read_trace(file, reader, &options).expect("the trace parses"))
+    let reader = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    read_trace(file, reader, &options).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
@@ -61,10 +78,9 @@ fn shared_traces_parse_with_their_documented_layout() {
             10,
         ),
     ];
+    require(&cases.map(|(file, ..)| file));
     for (file, column, points, spacing, interval) in cases {
-        let Some(trace) = read(file, column) else {
-            return;
-        };
+        let trace = read(file, column);
         assert_eq!(trace.points.len(), points, "{file}");
         assert_eq!(trace.spacing, spacing, "{file}");
         assert_eq!(
@@ -78,12 +94,9 @@ fn shared_traces_parse_with_their_documented_layout() {
 
 #[test]
 fn nab_gaps_are_kept_not_filled() {
-    let Some(trace) = read(
-        "nab/realAWSCloudwatch/ec2_disk_write_bytes_1ef3de.csv",
-        None,
-    ) else {
-        return;
-    };
+    let file = "nab/realAWSCloudwatch/ec2_disk_write_bytes_1ef3de.csv";
+    require(&[file]);
+    let trace = read(file, None);
     let largest_gap = trace
         .points
         .windows(2)
