@@ -647,17 +647,21 @@ async fn metrics_pass_promtool_and_cover_resources_plugins_and_decisions() {
     })
     .await;
     publish_figures(&state).await;
-    // The process plugin's tree has been measured twice (so its CPU is a delta).
-    for _ in 0..4000 {
-        if state.plugin_host.status("talker").is_ok_and(|s| {
+    // The process plugin's tree has been measured: its figures are in the metrics below.
+    let measured = || {
+        state.plugin_host.status("talker").is_ok_and(|s| {
             s.stats
                 .process
-                .is_some_and(|p| p.cpu_seconds >= 0.0 && p.rss_bytes > 0)
-        }) {
+                .is_some_and(|p| p.processes >= 1 && p.rss_bytes > 0 && p.threads >= 1)
+        })
+    };
+    for _ in 0..4000 {
+        if measured() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert!(measured(), "the talker's process was never measured");
     let app = service!(state).await;
     // A call, a degraded call and a pin, so that every family has samples.
     let _ = test::call_service(&app, post("/plugins/voice/call", "hi").to_request()).await;
