@@ -1,6 +1,6 @@
 //! The telemetry actor: every event goes to the live view (API, event stream) and the metrics at
 //! once, and what is logged (samples, plugin events and call tallies in `telemetry`, decisions in
-//! `decisions`) goes to the [`Journal`](crate::journal::Journal) on the disk arbiter. It never
+//! `decisions`) goes to the [`Journal`] on the disk arbiter. It never
 //! waits on the disk.
 
 use std::sync::Arc;
