@@ -1,8 +1,9 @@
 //! Loading and running ballast plugins: file checks, descriptor validation, the lifecycle, calls
-//! on worker threads, and the [`PluginHostActor`] around it all.
+//! on worker threads, and the `PluginHostActor` around it all.
 //!
-//! [`PluginHost`] is the synchronous core; [`PluginHostActor`] is the thin actix shell the daemon
-//! wires to the scaler. Plugin libraries are never unloaded (see [`PluginLibrary`]).
+//! [`PluginHost`] is the synchronous core; `PluginHostActor` is the thin actix shell the daemon
+//! wires to the scaler (with the `actor` feature, on by default; without it the crate has no
+//! actix and no tokio). Plugin libraries are never unloaded (see [`PluginLibrary`]).
 //!
 //! Plugins come in two kinds behind the same lifecycle, calls and events: native libraries
 //! inside the daemon, and plugins that run in a process of their own (process plugins in any
@@ -10,6 +11,7 @@
 //! thread per process plugin restarts crashed processes with back-off, measures them and runs
 //! the stall, stuck, leak and memory-limit detectors of `ballast-process`.
 
+#[cfg(feature = "actor")]
 mod actor;
 mod config;
 mod elf;
@@ -23,6 +25,7 @@ mod supervisor;
 mod trust;
 pub mod worker;
 
+#[cfg(feature = "actor")]
 pub use actor::{
     Call, Disable, Enable, Execute, HostEvent, PluginHostActor, Resume, SetLevel, Status,
     Subscribe, Suspend,
