@@ -11,7 +11,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use ballast_core::plugin::{Command, Level, PluginEvent};
 
-use crate::host::{CallError, HostError, PluginHost, PluginStatus};
+use crate::error::{CallError, HostError};
+use crate::host::{PluginHost, PluginStatus};
+use crate::slot::EventSink;
 
 /// A plugin event, as sent to subscribers.
 #[derive(Clone, Debug, Message)]
@@ -113,10 +115,7 @@ pub struct PluginHostActor {
 impl PluginHostActor {
     /// An actor around a host built by `make_host`, which receives the event sink to pass to
     /// [`PluginHost::new`]. Stats and health are polled every `stats_interval`.
-    pub fn new(
-        make_host: impl FnOnce(crate::host::EventSink) -> PluginHost,
-        stats_interval: Duration,
-    ) -> Self {
+    pub fn new(make_host: impl FnOnce(EventSink) -> PluginHost, stats_interval: Duration) -> Self {
         let subscribers: Arc<RwLock<Vec<Recipient<HostEvent>>>> = Arc::default();
         let sink_subscribers = Arc::clone(&subscribers);
         let host = make_host(Arc::new(move |event: PluginEvent| {

@@ -15,12 +15,15 @@
 mod actor;
 mod config;
 mod elf;
+mod error;
 mod host;
 mod host_api;
 mod instance;
 mod library;
+mod lifecycle;
 mod live;
 mod process;
+mod slot;
 mod supervisor;
 mod trust;
 pub mod worker;
@@ -32,11 +35,13 @@ pub use actor::{
 };
 pub use config::{Isolation, LevelConfig, PluginConfig, PluginKind, Protocol};
 pub use elf::{ElfProblem, check_shared_object};
-pub use host::{CallError, EventSink, HostError, PluginHost, PluginStatus, Reply};
+pub use error::{CallError, HostError};
+pub use host::{PluginHost, PluginStatus};
 pub use host_api::{Clock, StateReport, system_clock};
 pub use instance::PluginFault;
 pub use library::{
     LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
 };
 pub use process::{ProcessOptions, ProcessStatus, ProgressStatus};
+pub use slot::{EventSink, Reply};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};
