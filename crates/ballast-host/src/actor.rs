@@ -9,10 +9,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use ballast_core::plugin::{Command, Level, PluginEvent};
+use ballast_core::plugin::{Command, PluginEvent};
 
 use crate::error::{CallError, HostError};
-use crate::host::{PluginHost, PluginStatus};
+use crate::host::PluginHost;
 use crate::slot::EventSink;
 
 /// A plugin event, as sent to subscribers.
@@ -25,64 +25,11 @@ pub struct HostEvent(pub PluginEvent);
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<HostEvent>);
 
-/// Execute a scaler or operator command; the reply says whether it worked.
+/// Execute a scaler or operator command (enable, disable, set a level or a concurrency limit,
+/// suspend, resume), on the plugin's lifecycle thread; the reply says whether it worked.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HostError>")]
 pub struct Execute(pub Command);
-
-/// Enable a plugin at a level.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Enable {
-    /// The plugin.
-    pub plugin: String,
-    /// The level.
-    pub level: Level,
-    /// Why.
-    pub reason: String,
-}
-
-/// Disable a plugin.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Disable {
-    /// The plugin.
-    pub plugin: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// Change a plugin's level.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct SetLevel {
-    /// The plugin.
-    pub plugin: String,
-    /// The level.
-    pub level: Level,
-    /// Why.
-    pub reason: String,
-}
-
-/// Suspend a plugin.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Suspend {
-    /// The plugin.
-    pub plugin: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// Resume a plugin.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Resume {
-    /// The plugin.
-    pub plugin: String,
-    /// Why.
-    pub reason: String,
-}
 
 /// Call a plugin.
 #[derive(Debug, Message)]
@@ -92,14 +39,6 @@ pub struct Call {
     pub plugin: String,
     /// The request bytes.
     pub request: Vec<u8>,
-}
-
-/// The status of one plugin, or of all of them.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<PluginStatus>, HostError>")]
-pub struct Status {
-    /// One plugin, or `None` for all.
-    pub plugin: Option<String>,
 }
 
 type LifecycleJob = Box<dyn FnOnce() + Send>;
@@ -247,55 +186,6 @@ impl Handler<Execute> for PluginHostActor {
     }
 }
 
-impl Handler<Enable> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Enable, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| {
-            host.enable(&msg.plugin, msg.level, &msg.reason)
-        })
-    }
-}
-
-impl Handler<Disable> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Disable, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| host.disable(&msg.plugin, &msg.reason))
-    }
-}
-
-impl Handler<SetLevel> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: SetLevel, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| {
-            host.set_level(&msg.plugin, msg.level, &msg.reason)
-        })
-    }
-}
-
-impl Handler<Suspend> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Suspend, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| host.suspend(&msg.plugin, &msg.reason))
-    }
-}
-
-impl Handler<Resume> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Resume, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| host.resume(&msg.plugin, &msg.reason))
-    }
-}
-
 impl Handler<Call> for PluginHostActor {
     type Result = ResponseFuture<Result<Vec<u8>, CallError>>;
 
@@ -323,16 +213,5 @@ impl Handler<Call> for PluginHostActor {
                 Err(_) => Err(host.timed_out(&msg.plugin, timeout)),
             }
         })
-    }
-}
-
-impl Handler<Status> for PluginHostActor {
-    type Result = Result<Vec<PluginStatus>, HostError>;
-
-    fn handle(&mut self, msg: Status, _ctx: &mut Self::Context) -> Self::Result {
-        match msg.plugin {
-            Some(name) => Ok(vec![self.host.status(&name)?]),
-            None => Ok(self.host.statuses()),
-        }
     }
 }

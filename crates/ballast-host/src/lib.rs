@@ -29,10 +29,7 @@ mod trust;
 pub mod worker;
 
 #[cfg(feature = "actor")]
-pub use actor::{
-    Call, Disable, Enable, Execute, HostEvent, PluginHostActor, Resume, SetLevel, Status,
-    Subscribe, Suspend,
-};
+pub use actor::{Call, Execute, HostEvent, PluginHostActor, Subscribe};
 pub use config::{Isolation, LevelConfig, PluginConfig, PluginKind, Protocol};
 pub use elf::{ElfProblem, check_shared_object};
 pub use error::{CallError, HostError};

@@ -17,11 +17,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use anyhow::{Context as _, Result};
 use ballast_core::decision::{DecisionKind, Mode};
-use ballast_core::plugin::{PluginEventKind, PluginState};
+use ballast_core::plugin::{Command, PluginEventKind, PluginState};
 use ballast_core::sample::PluginUsage;
 use ballast_core::{Level, Timestamp};
 use ballast_host::{
-    Enable, HostEvent, PluginHost, PluginHostActor, ProcessOptions, Subscribe as HostSubscribe,
+    Execute, HostEvent, PluginHost, PluginHostActor, ProcessOptions, Subscribe as HostSubscribe,
 };
 use ballast_monitor::{
     Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PsiTrigger, ReportPluginUsage,
@@ -450,11 +450,11 @@ pub async fn run(config: Config) -> Result<()> {
         match planned.level {
             Some(level) => {
                 let result = host
-                    .send(Enable {
+                    .send(Execute(Command::Enable {
                         plugin: planned.name.clone(),
                         level,
                         reason: "start-up".to_owned(),
-                    })
+                    }))
                     .await;
                 match result {
                     Ok(Ok(())) => {
