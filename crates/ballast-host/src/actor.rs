@@ -2,14 +2,17 @@
 //!
 //! Lifecycle work (create, drain, stop) can take seconds, so it never runs on the actor's thread:
 //! each plugin has its own lifecycle thread that executes its commands in the order they arrived.
-//! Calls run on the plugin's call workers; the actor only awaits the answer with a timeout.
+//! Calls run on the plugin's call workers; the actor looks for the answer for a few microseconds
+//! (a fast plugin has answered by then, and no thread sleeps and wakes on the way) and otherwise
+//! awaits it with a timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ballast_core::plugin::{Command, PluginEvent};
+use tokio::sync::oneshot::error::TryRecvError;
 
 use crate::error::{CallError, HostError};
 use crate::host::PluginHost;
@@ -190,28 +193,68 @@ impl Handler<Call> for PluginHostActor {
     type Result = ResponseFuture<Result<Vec<u8>, CallError>>;
 
     fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
-        let host = Arc::clone(&self.host);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let submitted = host.submit(
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let submitted = self.host.submit(
             &msg.plugin,
             msg.request,
             Box::new(move |result| {
                 let _ = tx.send(result);
             }),
         );
+        if let Err(refused) = submitted {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        if let Some(answer) = answer_within(&mut rx, ANSWER_WAIT) {
+            return Box::pin(std::future::ready(
+                answer.unwrap_or_else(|_| Err(worker_stopped(msg.plugin))),
+            ));
+        }
+        let host = Arc::clone(&self.host);
         Box::pin(async move {
-            submitted?;
             let timeout = host
                 .call_timeout(&msg.plugin)
                 .unwrap_or(Duration::from_secs(5));
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(CallError::Failed {
-                    plugin: msg.plugin,
-                    message: "the call worker stopped before answering".to_owned(),
-                }),
+                Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
                 Err(_) => Err(host.timed_out(&msg.plugin, timeout)),
             }
         })
+    }
+}
+
+/// How long the actor looks for a call's answer on its own thread before it awaits it. A fast
+/// plugin answers within a few microseconds; parking the actor's thread and waking it again when
+/// the answer comes (an epoll wait, an eventfd write, a timer set and cancelled) costs several
+/// times that on a busy machine. A slow call holds the actor's thread this long, no longer.
+const ANSWER_WAIT: Duration = Duration::from_micros(20);
+
+type Answer = Result<Vec<u8>, CallError>;
+
+/// The answer, or [`TryRecvError::Closed`] if the worker dropped it, if either comes within
+/// `wait`.
+fn answer_within(
+    rx: &mut tokio::sync::oneshot::Receiver<Answer>,
+    wait: Duration,
+) -> Option<Result<Answer, TryRecvError>> {
+    let until = Instant::now() + wait;
+    loop {
+        match rx.try_recv() {
+            Ok(answer) => return Some(Ok(answer)),
+            Err(TryRecvError::Closed) => return Some(Err(TryRecvError::Closed)),
+            Err(TryRecvError::Empty) => {}
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        // The worker may be waiting for this CPU (see `queue.rs`).
+        std::thread::yield_now();
+    }
+}
+
+fn worker_stopped(plugin: String) -> CallError {
+    CallError::Failed {
+        plugin,
+        message: "the call worker stopped before answering".to_owned(),
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ballast_core::Timestamp;
@@ -231,16 +231,13 @@ impl PluginHost {
                 instance: None,
             }),
             stats: CallStats::new(),
-            permits: Permits {
-                state: Mutex::new((0, config.max_concurrent_calls)),
-                freed: Condvar::new(),
-            },
+            permits: Permits::new(config.max_concurrent_calls),
             outstanding: AtomicU32::new(0),
             level: AtomicU32::new(0),
             clock,
             events: Arc::clone(&self.events),
         });
-        let (jobs, receiver) = crossbeam_channel::unbounded::<Job>();
+        let (jobs, receiver) = crate::queue::queue::<Job>();
         for i in 0..config.max_concurrent_calls {
             let receiver = receiver.clone();
             let shared = Arc::clone(&shared);
@@ -426,7 +423,7 @@ impl PluginHost {
             request,
             reply,
         };
-        if let Err(crossbeam_channel::SendError(job)) = slot.jobs.send(job) {
+        if let Err(job) = slot.jobs.send(job) {
             slot.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
             (job.reply)(Err(slot.shared.degraded()));
         }

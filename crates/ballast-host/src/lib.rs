@@ -23,6 +23,7 @@ mod library;
 mod lifecycle;
 mod live;
 mod process;
+mod queue;
 mod slot;
 mod supervisor;
 mod trust;

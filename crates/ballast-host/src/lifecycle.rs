@@ -223,8 +223,8 @@ pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Resul
 }
 
 /// A worker thread: takes jobs, waits for a permit, runs the call, replies.
-pub(crate) fn worker(shared: &Shared, jobs: &crossbeam_channel::Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
+pub(crate) fn worker(shared: &Shared, jobs: &crate::queue::Receiver<Job>) {
+    while let Some(job) = jobs.recv() {
         shared.permits.acquire();
         let started = Instant::now();
         let still_current = shared

@@ -85,33 +85,56 @@ impl CallStats {
 
 /// A dynamic limit on calls running at once.
 pub(crate) struct Permits {
-    pub(crate) state: Mutex<(u32, u32)>, // (running, limit)
-    pub(crate) freed: Condvar,
+    state: Mutex<PermitState>,
+    freed: Condvar,
+}
+
+struct PermitState {
+    running: u32,
+    limit: u32,
+    /// Workers waiting for a permit: a release wakes one only if there is one (a wake-up is a
+    /// syscall, and a release comes with every call).
+    waiting: u32,
 }
 
 impl Permits {
+    pub(crate) fn new(limit: u32) -> Permits {
+        Permits {
+            state: Mutex::new(PermitState {
+                running: 0,
+                limit: limit.max(1),
+                waiting: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
     pub(crate) fn acquire(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s.0 >= s.1 {
+        while s.running >= s.limit {
+            s.waiting += 1;
             s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.waiting -= 1;
         }
-        s.0 += 1;
+        s.running += 1;
     }
 
     pub(crate) fn release(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.0 = s.0.saturating_sub(1);
-        self.freed.notify_one();
+        s.running = s.running.saturating_sub(1);
+        if s.waiting > 0 {
+            self.freed.notify_one();
+        }
     }
 
     pub(crate) fn set_limit(&self, limit: u32) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.1 = limit.max(1);
+        s.limit = limit.max(1);
         self.freed.notify_all();
     }
 
     pub(crate) fn limit(&self) -> u32 {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).limit
     }
 }
 
@@ -282,7 +305,7 @@ pub(crate) struct Slot {
     pub(crate) config: PluginConfig,
     pub(crate) backend: Backend,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) jobs: crossbeam_channel::Sender<Job>,
+    pub(crate) jobs: crate::queue::Sender<Job>,
     /// Serializes lifecycle operations; holds the checkpoint of the last instance.
     pub(crate) lifecycle: Mutex<Option<Vec<u8>>>,
     /// The allocator's live bytes of a native plugin, for leak detection.
