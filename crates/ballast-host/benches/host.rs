@@ -13,7 +13,7 @@ use ballast_abi::{
     BallastStatus, BallastStr,
 };
 use ballast_core::{Level, Timestamp};
-use ballast_host::{Call, PluginConfig, PluginHost, PluginHostActor, PluginLibrary};
+use ballast_host::{PluginConfig, PluginHost, PluginLibrary};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const NOP_PLUGIN: &str = r#"
@@ -212,6 +212,20 @@ fn call_overhead(c: &mut Criterion) {
     group.bench_function("worker_stubs", |b| {
         b.iter(|| plugin_host.call("stubs", black_box(request)))
     });
+    #[cfg(feature = "actor")]
+    actor_call(&mut group, plugin_host, request);
+    group.finish();
+}
+
+/// The full host path: a message to the host actor, the call on a worker, the answer back.
+#[cfg(feature = "actor")]
+fn actor_call(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    plugin_host: Arc<PluginHost>,
+    request: &[u8],
+) {
+    use ballast_host::{Call, PluginHostActor};
+
     let system = actix::System::new();
     let owned = Arc::into_inner(plugin_host).unwrap_or_else(|| panic!("the host is still shared"));
     let actor = system.block_on(async move {
@@ -235,7 +249,6 @@ fn call_overhead(c: &mut Criterion) {
             })
         })
     });
-    group.finish();
 }
 
 fn load(c: &mut Criterion) {

@@ -2,16 +2,21 @@
 //!
 //! Lifecycle work (create, drain, stop) can take seconds, so it never runs on the actor's thread:
 //! each plugin has its own lifecycle thread that executes its commands in the order they arrived.
-//! Calls run on the plugin's call workers; the actor only awaits the answer with a timeout.
+//! Calls run on the plugin's call workers; the actor looks for the answer for a few microseconds
+//! (a fast plugin has answered by then, and no thread sleeps and wakes on the way) and otherwise
+//! awaits it with a timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ballast_core::plugin::{Command, Level, PluginEvent};
+use ballast_core::plugin::{Command, PluginEvent};
+use tokio::sync::oneshot::error::TryRecvError;
 
-use crate::host::{CallError, HostError, PluginHost, PluginStatus};
+use crate::error::{CallError, HostError};
+use crate::host::PluginHost;
+use crate::slot::EventSink;
 
 /// A plugin event, as sent to subscribers.
 #[derive(Clone, Debug, Message)]
@@ -23,64 +28,11 @@ pub struct HostEvent(pub PluginEvent);
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<HostEvent>);
 
-/// Execute a scaler or operator command; the reply says whether it worked.
+/// Execute a scaler or operator command (enable, disable, set a level or a concurrency limit,
+/// suspend, resume), on the plugin's lifecycle thread; the reply says whether it worked.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HostError>")]
 pub struct Execute(pub Command);
-
-/// Enable a plugin at a level.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Enable {
-    /// The plugin.
-    pub plugin: String,
-    /// The level.
-    pub level: Level,
-    /// Why.
-    pub reason: String,
-}
-
-/// Disable a plugin.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Disable {
-    /// The plugin.
-    pub plugin: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// Change a plugin's level.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct SetLevel {
-    /// The plugin.
-    pub plugin: String,
-    /// The level.
-    pub level: Level,
-    /// Why.
-    pub reason: String,
-}
-
-/// Suspend a plugin.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Suspend {
-    /// The plugin.
-    pub plugin: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// Resume a plugin.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), HostError>")]
-pub struct Resume {
-    /// The plugin.
-    pub plugin: String,
-    /// Why.
-    pub reason: String,
-}
 
 /// Call a plugin.
 #[derive(Debug, Message)]
@@ -90,14 +42,6 @@ pub struct Call {
     pub plugin: String,
     /// The request bytes.
     pub request: Vec<u8>,
-}
-
-/// The status of one plugin, or of all of them.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<PluginStatus>, HostError>")]
-pub struct Status {
-    /// One plugin, or `None` for all.
-    pub plugin: Option<String>,
 }
 
 type LifecycleJob = Box<dyn FnOnce() + Send>;
@@ -113,10 +57,7 @@ pub struct PluginHostActor {
 impl PluginHostActor {
     /// An actor around a host built by `make_host`, which receives the event sink to pass to
     /// [`PluginHost::new`]. Stats and health are polled every `stats_interval`.
-    pub fn new(
-        make_host: impl FnOnce(crate::host::EventSink) -> PluginHost,
-        stats_interval: Duration,
-    ) -> Self {
+    pub fn new(make_host: impl FnOnce(EventSink) -> PluginHost, stats_interval: Duration) -> Self {
         let subscribers: Arc<RwLock<Vec<Recipient<HostEvent>>>> = Arc::default();
         let sink_subscribers = Arc::clone(&subscribers);
         let host = make_host(Arc::new(move |event: PluginEvent| {
@@ -248,92 +189,72 @@ impl Handler<Execute> for PluginHostActor {
     }
 }
 
-impl Handler<Enable> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Enable, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| {
-            host.enable(&msg.plugin, msg.level, &msg.reason)
-        })
-    }
-}
-
-impl Handler<Disable> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Disable, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| host.disable(&msg.plugin, &msg.reason))
-    }
-}
-
-impl Handler<SetLevel> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: SetLevel, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| {
-            host.set_level(&msg.plugin, msg.level, &msg.reason)
-        })
-    }
-}
-
-impl Handler<Suspend> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Suspend, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| host.suspend(&msg.plugin, &msg.reason))
-    }
-}
-
-impl Handler<Resume> for PluginHostActor {
-    type Result = ResponseFuture<Result<(), HostError>>;
-
-    fn handle(&mut self, msg: Resume, _ctx: &mut Self::Context) -> Self::Result {
-        let plugin = msg.plugin.clone();
-        self.on_lifecycle(&plugin, move |host| host.resume(&msg.plugin, &msg.reason))
-    }
-}
-
 impl Handler<Call> for PluginHostActor {
     type Result = ResponseFuture<Result<Vec<u8>, CallError>>;
 
     fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
-        let host = Arc::clone(&self.host);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let submitted = host.submit(
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let submitted = self.host.submit(
             &msg.plugin,
             msg.request,
             Box::new(move |result| {
                 let _ = tx.send(result);
             }),
         );
+        if let Err(refused) = submitted {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        if let Some(answer) = answer_within(&mut rx, ANSWER_WAIT) {
+            return Box::pin(std::future::ready(
+                answer.unwrap_or_else(|_| Err(worker_stopped(msg.plugin))),
+            ));
+        }
+        let host = Arc::clone(&self.host);
         Box::pin(async move {
-            submitted?;
             let timeout = host
                 .call_timeout(&msg.plugin)
                 .unwrap_or(Duration::from_secs(5));
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(CallError::Failed {
-                    plugin: msg.plugin,
-                    message: "the call worker stopped before answering".to_owned(),
-                }),
+                Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
                 Err(_) => Err(host.timed_out(&msg.plugin, timeout)),
             }
         })
     }
 }
 
-impl Handler<Status> for PluginHostActor {
-    type Result = Result<Vec<PluginStatus>, HostError>;
+/// How long the actor looks for a call's answer on its own thread before it awaits it. A fast
+/// plugin answers within a few microseconds; parking the actor's thread and waking it again when
+/// the answer comes (an epoll wait, an eventfd write, a timer set and cancelled) costs several
+/// times that on a busy machine. A slow call holds the actor's thread this long, no longer.
+const ANSWER_WAIT: Duration = Duration::from_micros(20);
 
-    fn handle(&mut self, msg: Status, _ctx: &mut Self::Context) -> Self::Result {
-        match msg.plugin {
-            Some(name) => Ok(vec![self.host.status(&name)?]),
-            None => Ok(self.host.statuses()),
+type Answer = Result<Vec<u8>, CallError>;
+
+/// The answer, or [`TryRecvError::Closed`] if the worker dropped it, if either comes within
+/// `wait`.
+fn answer_within(
+    rx: &mut tokio::sync::oneshot::Receiver<Answer>,
+    wait: Duration,
+) -> Option<Result<Answer, TryRecvError>> {
+    let until = Instant::now() + wait;
+    loop {
+        match rx.try_recv() {
+            Ok(answer) => return Some(Ok(answer)),
+            Err(TryRecvError::Closed) => return Some(Err(TryRecvError::Closed)),
+            Err(TryRecvError::Empty) => {}
         }
+        if Instant::now() >= until {
+            return None;
+        }
+        // The worker may be waiting for this CPU (see `queue.rs`).
+        std::thread::yield_now();
+    }
+}
+
+fn worker_stopped(plugin: String) -> CallError {
+    CallError::Failed {
+        plugin,
+        message: "the call worker stopped before answering".to_owned(),
     }
 }

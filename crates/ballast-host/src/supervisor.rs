@@ -18,8 +18,9 @@ use ballast_process::{
     RestartDecision, UsageMeter,
 };
 
-use crate::host::{Slot, disable_slot_as, start_instance};
+use crate::lifecycle::{disable_slot_as, start_instance};
 use crate::process::{ProcessPlugin, SupervisorMsg};
+use crate::slot::Slot;
 
 /// Gauges a plugin may create.
 const MAX_GAUGES: usize = 256;

@@ -6,7 +6,8 @@ use actix_web::http::header;
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use ballast_core::Level;
-use ballast_host::{Call, CallError, Resume, Suspend};
+use ballast_core::plugin::Command;
+use ballast_host::{Call, CallError, Execute};
 use ballast_scaler::PinTarget;
 use ballast_scaler::actor::{GetPluginsMsg, PinMsg, ReleaseMsg};
 use futures_util::StreamExt as _;
@@ -354,18 +355,18 @@ pub async fn lifecycle(
     let result = if action == "suspend" {
         state
             .host
-            .send(Suspend {
+            .send(Execute(Command::Suspend {
                 plugin: name.clone(),
                 reason: "operator suspended it through the API".to_owned(),
-            })
+            }))
             .await
     } else {
         state
             .host
-            .send(Resume {
+            .send(Execute(Command::Resume {
                 plugin: name.clone(),
                 reason: "operator resumed it through the API".to_owned(),
-            })
+            }))
             .await
     };
     result

@@ -1,14 +1,12 @@
 //! The PluginHostActor: commands in, events out, calls answered through the actor.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ballast_core::plugin::{Command, PluginEventKind};
 use ballast_core::{Level, Timestamp};
-use ballast_host::{
-    Call, CallError, Execute, HostEvent, PluginHost, PluginHostActor, Status, Subscribe,
-};
+use ballast_host::{Call, CallError, Execute, HostEvent, PluginHost, PluginHostActor, Subscribe};
 
 use crate::support::rust_plugin;
 
@@ -35,8 +33,9 @@ async fn commands_run_in_order_and_events_reach_subscribers() {
             host
         },
         Duration::from_secs(3600),
-    )
-    .start();
+    );
+    let host = actor.host();
+    let actor = actor.start();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorder = Recorder(Arc::clone(&seen)).start();
     actor.send(Subscribe(recorder.recipient())).await.unwrap();
@@ -61,17 +60,33 @@ async fn commands_run_in_order_and_events_reach_subscribers() {
             .contains("\"echo\":\"hi\"")
     );
 
-    // Sent back to back: the disable must not overtake the enable's successor.
-    let disable = actor.send(Execute(Command::Disable {
-        plugin: "stubs".into(),
-        reason: "shed".into(),
-    }));
-    let status = actor.send(Status {
-        plugin: Some("stubs".into()),
-    });
-    disable.await.unwrap().unwrap();
-    assert!(status.await.unwrap().is_ok());
+    // Sent back to back and awaited last first: the lifecycle thread still runs them in the order
+    // they were sent, so the plugin goes off and on five times and ends up enabled.
+    let mut sent = Vec::new();
+    for round in 0..5 {
+        sent.push(actor.send(Execute(Command::Disable {
+            plugin: "stubs".into(),
+            reason: format!("off {round}"),
+        })));
+        sent.push(actor.send(Execute(Command::Enable {
+            plugin: "stubs".into(),
+            level: Level::FULL,
+            reason: format!("on {round}"),
+        })));
+    }
+    while let Some(answer) = sent.pop() {
+        answer.await.unwrap().unwrap();
+    }
+    assert_eq!(host.status("stubs").unwrap().reason, "on 4");
 
+    actor
+        .send(Execute(Command::Disable {
+            plugin: "stubs".into(),
+            reason: "shed".into(),
+        }))
+        .await
+        .unwrap()
+        .unwrap();
     let refused = actor
         .send(Call {
             plugin: "stubs".into(),
@@ -97,17 +112,35 @@ async fn commands_run_in_order_and_events_reach_subscribers() {
         })
     );
 
-    // Let the subscriber drain its mailbox.
-    tokio::task::yield_now().await;
-    actix::clock::sleep(Duration::from_millis(10)).await;
-    let states: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|HostEvent(e)| match &e.kind {
-            PluginEventKind::StateChanged { to, .. } => Some(to.name().to_owned()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(states, ["enabled", "draining", "disabled"]);
+    let mut expected = vec!["enabled"];
+    for _ in 0..5 {
+        expected.extend(["draining", "disabled", "enabled"]);
+    }
+    expected.extend(["draining", "disabled"]);
+    assert_eq!(state_changes(&seen, expected.len()).await, expected);
+}
+
+/// The state changes `seen` holds once it holds `n` of them; fails the test after 5 s.
+async fn state_changes(seen: &Mutex<Vec<HostEvent>>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let states: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|HostEvent(e)| match &e.kind {
+                PluginEventKind::StateChanged { to, .. } => Some(to.name().to_owned()),
+                _ => None,
+            })
+            .collect();
+        if states.len() >= n {
+            return states;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscriber got only {states:?} within 5 s; expected {n} state changes"
+        );
+        // The recorder runs on this thread: let it take its messages.
+        actix::clock::sleep(Duration::from_millis(1)).await;
+    }
 }

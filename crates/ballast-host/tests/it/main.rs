@@ -1,6 +1,7 @@
 //! Integration tests of ballast-host against real plugin files: the example plugins, the faulty
 //! test plugin and small C fixtures compiled here.
 
+#[cfg(feature = "actor")]
 mod actor;
 mod calls;
 mod lifecycle;

@@ -495,7 +495,12 @@ mod tests {
         w.start("test-worker").unwrap();
         w.set_level(1);
         assert_eq!(w.working_set_bytes(), 1 << 20);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while w.ticks() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the worker started but did not tick within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(w.threads(), 1);

@@ -1,0 +1,137 @@
+//! The errors of the host: [`HostError`] for lifecycle operations, [`CallError`] for calls.
+
+use ballast_core::Timestamp;
+use serde::Serialize;
+
+use crate::instance::PluginFault;
+use crate::library::LoadError;
+
+/// Errors of lifecycle operations. Each names the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The plugin config is invalid.
+    #[error("{}", problems.join("; "))]
+    Config {
+        /// Every problem, each naming the plugin and field.
+        problems: Vec<String>,
+    },
+    /// The file could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Two plugins share a name.
+    #[error(
+        "plugin `{name}` is loaded twice: from {first} and from {second}; plugin names must be unique"
+    )]
+    Duplicate {
+        /// The name.
+        name: String,
+        /// The file loaded first.
+        first: String,
+        /// The file loaded second.
+        second: String,
+    },
+    /// The config's name and the file's declared name differ.
+    #[error(
+        "plugin `{configured}`: the file {file} declares the name `{declared}`; make the config name match"
+    )]
+    NameMismatch {
+        /// The name in the config.
+        configured: String,
+        /// The name in the file.
+        declared: String,
+        /// The file.
+        file: String,
+    },
+    /// No plugin of that name is loaded.
+    #[error("no plugin named `{name}` is loaded")]
+    UnknownPlugin {
+        /// The name asked for.
+        name: String,
+    },
+    /// The level does not exist.
+    #[error("plugin `{plugin}` has levels 0..={max}; level {level} does not exist")]
+    InvalidLevel {
+        /// The plugin.
+        plugin: String,
+        /// The level asked for.
+        level: u32,
+        /// Its highest level.
+        max: u32,
+    },
+    /// The operation needs the plugin enabled.
+    #[error("plugin `{plugin}` is {state}, not enabled")]
+    NotEnabled {
+        /// The plugin.
+        plugin: String,
+        /// Its state.
+        state: String,
+    },
+    /// A plugin function failed.
+    #[error("plugin `{plugin}`: {operation} failed: {fault}")]
+    Plugin {
+        /// The plugin.
+        plugin: String,
+        /// The function, e.g. "create".
+        operation: &'static str,
+        /// What it returned.
+        fault: PluginFault,
+    },
+}
+
+/// Why a call was not answered. Degraded and Busy are decided before the plugin is touched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum CallError {
+    /// No plugin of that name.
+    #[error("no plugin named `{plugin}`")]
+    UnknownPlugin {
+        /// The name asked for.
+        plugin: String,
+    },
+    /// The plugin is shed, suspended, draining or failed.
+    #[error("plugin `{plugin}` is {state} since {since}: {reason}")]
+    Degraded {
+        /// The plugin.
+        plugin: String,
+        /// Its state (disabled, suspended, draining, failed, loaded).
+        state: String,
+        /// Why it is in that state.
+        reason: String,
+        /// Since when.
+        since: Timestamp,
+    },
+    /// The concurrency limit and the queue are full.
+    #[error("plugin `{plugin}` is busy: {limit} calls running and the queue of {queue} is full")]
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// Its current limit.
+        limit: u32,
+        /// Its queue size.
+        queue: u32,
+    },
+    /// No answer within the timeout.
+    #[error("plugin `{plugin}` did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// The plugin.
+        plugin: String,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// The plugin returned an error.
+    #[error("plugin `{plugin}` failed the call: {message}")]
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// Its message.
+        message: String,
+    },
+    /// The plugin panicked; it is now marked failed.
+    #[error("plugin `{plugin}` panicked during the call and was marked failed: {message}")]
+    Panicked {
+        /// The plugin.
+        plugin: String,
+        /// The panic message.
+        message: String,
+    },
+}

@@ -1,0 +1,272 @@
+//! The lifecycle steps of one plugin, on its [`Slot`]: create and start an instance, enable,
+//! change level, drain and disable, mark failed; and the call worker that runs admitted calls.
+//!
+//! The host's commands and the supervisor's restarts and sheds are both made of these steps, so
+//! they live below both.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ballast_core::plugin::{Level, PluginEventKind, PluginState};
+
+use crate::error::{CallError, HostError};
+use crate::instance::{Instance, PluginFault};
+use crate::live::Live;
+use crate::slot::{Backend, Job, Shared, Slot};
+
+/// Fails with [`HostError::InvalidLevel`] unless the plugin has `level`.
+pub(crate) fn check_level(slot: &Slot, level: Level) -> Result<(), HostError> {
+    let n = slot.backend.info().n_levels();
+    if level.0 >= n {
+        return Err(HostError::InvalidLevel {
+            plugin: slot.config.name.clone(),
+            level: level.0,
+            max: n - 1,
+        });
+    }
+    Ok(())
+}
+
+/// Marks the plugin failed after `operation` failed, and returns the error.
+pub(crate) fn fail(slot: &Slot, operation: &'static str, fault: PluginFault) -> HostError {
+    slot.shared.transition(
+        PluginState::Failed {
+            reason: format!("{operation} failed: {fault}"),
+        },
+        &format!("{operation} failed"),
+        None,
+    );
+    HostError::Plugin {
+        plugin: slot.config.name.clone(),
+        operation,
+        fault,
+    }
+}
+
+/// Creates and starts a new instance at `level`, handing it the checkpoint (kept for the next
+/// attempt if the create fails). `supervised` marks a restart by the supervisor. The caller
+/// holds the lifecycle lock (`checkpoint` is its content) and makes the transition.
+pub(crate) fn start_instance(
+    slot: &Slot,
+    level: Level,
+    checkpoint: &mut Option<Vec<u8>>,
+    supervised: bool,
+) -> Result<Arc<Live>, (&'static str, PluginFault)> {
+    let blob = checkpoint.take().unwrap_or_default();
+    let created = match &slot.backend {
+        Backend::Native {
+            library, host_api, ..
+        } => {
+            let config_json =
+                serde_json::to_vec(&slot.config.config).unwrap_or_else(|_| b"{}".to_vec());
+            Instance::create(Arc::clone(library), host_api.0, &config_json, &blob).map(Live::Native)
+        }
+        Backend::Process(plugin) => plugin.create(level.0, &blob, supervised).map(Live::Process),
+    };
+    let instance = match created {
+        Ok(instance) => Arc::new(instance),
+        Err(fault) => {
+            *checkpoint = (!blob.is_empty()).then_some(blob);
+            return Err(("create", fault));
+        }
+    };
+    let wait = slot.config.drain_timeout;
+    instance.start(wait).map_err(|f| ("start", f))?;
+    if level != Level::FULL {
+        instance
+            .set_level(level.0, wait)
+            .map_err(|f| ("set_level", f))?;
+    }
+    Ok(instance)
+}
+
+/// Reads the plugin's figures and reports them as a [`PluginEventKind::Stats`] event.
+pub(crate) fn publish_stats(slot: &Slot) {
+    slot.shared.emit(PluginEventKind::Stats(slot.stats()));
+}
+
+/// [`PluginHost::enable`](crate::PluginHost::enable) on a slot.
+pub(crate) fn enable_slot(slot: &Slot, level: Level, reason: &str) -> Result<(), HostError> {
+    check_level(slot, level)?;
+    let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+    let (state, instance) = slot.shared.snapshot();
+    match (state, instance) {
+        (PluginState::Enabled { level: current }, _) if current == level => return Ok(()),
+        (PluginState::Enabled { .. } | PluginState::Suspended, Some(instance)) => {
+            return change_level(slot, &instance, level, reason, &mut checkpoint);
+        }
+        _ => {}
+    }
+    match start_instance(slot, level, &mut checkpoint, false) {
+        Ok(instance) => {
+            slot.shared
+                .transition(PluginState::Enabled { level }, reason, Some(instance));
+            // The figures on arrival: what the plugin holds at this level is known at once,
+            // not at the next periodic refresh.
+            publish_stats(slot);
+            Ok(())
+        }
+        Err((operation, fault)) => Err(fail(slot, operation, fault)),
+    }
+}
+
+/// Moves the running `instance` to `level` (a process that speaks no protocol is restarted at it).
+pub(crate) fn change_level(
+    slot: &Slot,
+    instance: &Arc<Live>,
+    level: Level,
+    reason: &str,
+    checkpoint: &mut Option<Vec<u8>>,
+) -> Result<(), HostError> {
+    // The figures on departure, then on arrival: the scaler learns what each level really holds
+    // even when the plugin stays at a level for less than one periodic refresh.
+    publish_stats(slot);
+    let plugin_error = |operation, fault| HostError::Plugin {
+        plugin: slot.config.name.clone(),
+        operation,
+        fault,
+    };
+    // A suspended process must run to answer.
+    instance.resume().map_err(|f| plugin_error("resume", f))?;
+    if let Some(process) = instance.process()
+        && !process.plugin().speaks_protocol()
+        && process.level() != level.0
+    {
+        // It learns its level only from its environment: restart it at the new one.
+        process.plugin().note(&format!(
+            "restarting at level {level}: it speaks no protocol ({reason})"
+        ));
+        if let Err(fault) = instance.stop(slot.config.drain_timeout) {
+            tracing::warn!(plugin = %slot.config.name, %fault, "stop before the level change failed");
+        }
+        return match start_instance(slot, level, checkpoint, false) {
+            Ok(instance) => {
+                slot.shared
+                    .transition(PluginState::Enabled { level }, reason, Some(instance));
+                Ok(())
+            }
+            Err((operation, fault)) => Err(fail(slot, operation, fault)),
+        };
+    }
+    if let Err(fault) = instance.set_level(level.0, slot.config.drain_timeout) {
+        if fault.is_panic() {
+            return Err(fail(slot, "set_level", fault));
+        }
+        return Err(plugin_error("set_level", fault));
+    }
+    slot.shared.transition(
+        PluginState::Enabled { level },
+        reason,
+        Some(Arc::clone(instance)),
+    );
+    publish_stats(slot);
+    Ok(())
+}
+
+/// [`PluginHost::disable`](crate::PluginHost::disable) on a slot.
+pub(crate) fn disable_slot(slot: &Slot, reason: &str) -> Result<(), HostError> {
+    disable_slot_as(slot, reason, false)
+}
+
+/// [`disable_slot`], on the host's own initiative when `by_host`.
+pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Result<(), HostError> {
+    let name = slot.config.name.as_str();
+    let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+    let (state, instance) = slot.shared.snapshot();
+    let instance = match state {
+        PluginState::Enabled { .. } | PluginState::Suspended => instance,
+        _ => None,
+    };
+    let Some(instance) = instance else {
+        if matches!(
+            state,
+            PluginState::Loaded | PluginState::Failed { .. } | PluginState::Restarting
+        ) {
+            slot.shared
+                .transition_as(PluginState::Disabled, reason, None, by_host);
+        }
+        return Ok(());
+    };
+    // The figures on departure (see `change_level`).
+    publish_stats(slot);
+    slot.shared
+        .transition(PluginState::Draining, reason, Some(Arc::clone(&instance)));
+    let deadline = Instant::now() + slot.config.drain_timeout;
+    while slot.shared.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
+    if in_flight > 0 {
+        tracing::warn!(plugin = %name, in_flight, "calls still running after the drain deadline; the instance is destroyed when they return");
+    } else {
+        if let Err(fault) = instance.drain(left) {
+            tracing::warn!(plugin = %name, %fault, "plugin drain failed; stopping it anyway");
+        }
+        match instance.checkpoint(left) {
+            Ok(Some(blob)) if !blob.is_empty() => *checkpoint = Some(blob),
+            Ok(_) => {}
+            Err(fault) => {
+                tracing::warn!(plugin = %name, %fault, "plugin checkpoint failed; its state will not carry over")
+            }
+        }
+        if let Err(fault) = instance.stop(left) {
+            tracing::warn!(plugin = %name, %fault, "plugin stop failed");
+        }
+    }
+    slot.shared
+        .transition_as(PluginState::Disabled, reason, None, by_host);
+    // Dropping the last reference (here, or in the last call still running) destroys it.
+    drop(instance);
+    Ok(())
+}
+
+/// A worker thread: takes jobs, waits for a permit, runs the call, replies.
+pub(crate) fn worker(shared: &Shared, jobs: &crate::queue::Receiver<Job>) {
+    while let Some(job) = jobs.recv() {
+        shared.permits.acquire();
+        let started = Instant::now();
+        let still_current = shared
+            .serving()
+            .is_some_and(|current| Arc::ptr_eq(&current, &job.instance));
+        let result = if still_current {
+            match job.instance.call(&job.request) {
+                Ok(bytes) => Ok(bytes),
+                Err(fault) if fault.is_panic() => {
+                    let error = CallError::Panicked {
+                        plugin: shared.name.clone(),
+                        message: fault.message.clone(),
+                    };
+                    // Mark failed only if the instance that panicked is still the current one.
+                    if shared
+                        .callable()
+                        .is_some_and(|c| Arc::ptr_eq(&c, &job.instance))
+                    {
+                        shared.transition(
+                            PluginState::Failed {
+                                reason: format!("call panicked: {}", fault.message),
+                            },
+                            "call panicked",
+                            None,
+                        );
+                    }
+                    Err(error)
+                }
+                Err(fault) => Err(CallError::Failed {
+                    plugin: shared.name.clone(),
+                    message: fault.to_string(),
+                }),
+            }
+        } else {
+            Err(shared.degraded())
+        };
+        shared
+            .stats
+            .record(started.elapsed(), result.as_ref().err());
+        drop(job.instance);
+        shared.permits.release();
+        shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+        (job.reply)(result);
+    }
+}

@@ -1,0 +1,372 @@
+//! One loaded plugin as the host holds it: its [`Slot`] (config, backend, call queue, lifecycle
+//! lock) and the [`Shared`] state its call workers read (the current state and instance, the
+//! concurrency permits, the call figures).
+//!
+//! The host, the lifecycle steps and the supervisor all work on these types; this file imports
+//! none of them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+use ballast_core::Timestamp;
+use ballast_core::plugin::{Level, PluginEvent, PluginEventKind, PluginState, PluginStats};
+use ballast_process::LeakDetector;
+
+use crate::config::PluginConfig;
+use crate::error::CallError;
+use crate::host_api::{Clock, HostApiRef, HostContext};
+use crate::library::{PluginInfo, PluginLibrary};
+use crate::live::Live;
+use crate::process::ProcessPlugin;
+
+/// Where the host sends plugin events.
+pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;
+
+/// How a call's answer is delivered.
+pub type Reply = Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>;
+
+/// The state calls look at, swapped atomically at each transition.
+pub(crate) struct Current {
+    pub(crate) state: PluginState,
+    pub(crate) since: Timestamp,
+    pub(crate) reason: String,
+    pub(crate) instance: Option<Arc<Live>>,
+}
+
+/// Call counters and the latency histogram of one plugin.
+pub(crate) struct CallStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+impl CallStats {
+    pub(crate) fn new() -> CallStats {
+        // Three significant figures from 1 µs to 1 hour; construction cannot fail for these bounds,
+        // but fall back to an auto-resizing histogram rather than panic.
+        let histogram = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .or_else(|_| hdrhistogram::Histogram::new(3))
+            .unwrap_or_else(|_| unreachable!("a 3-significant-figure histogram is always valid"));
+        CallStats {
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            latency_us: Mutex::new(histogram),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration, error: Option<&CallError>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = self
+            .latency_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(micros);
+        if let Some(e) = error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+    }
+
+    pub(crate) fn timed_out(&self, error: &CallError) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+}
+
+/// A dynamic limit on calls running at once.
+pub(crate) struct Permits {
+    state: Mutex<PermitState>,
+    freed: Condvar,
+}
+
+struct PermitState {
+    running: u32,
+    limit: u32,
+    /// Workers waiting for a permit: a release wakes one only if there is one (a wake-up is a
+    /// syscall, and a release comes with every call).
+    waiting: u32,
+}
+
+impl Permits {
+    pub(crate) fn new(limit: u32) -> Permits {
+        Permits {
+            state: Mutex::new(PermitState {
+                running: 0,
+                limit: limit.max(1),
+                waiting: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn acquire(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.running >= s.limit {
+            s.waiting += 1;
+            s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.waiting -= 1;
+        }
+        s.running += 1;
+    }
+
+    pub(crate) fn release(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.running = s.running.saturating_sub(1);
+        if s.waiting > 0 {
+            self.freed.notify_one();
+        }
+    }
+
+    pub(crate) fn set_limit(&self, limit: u32) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.limit = limit.max(1);
+        self.freed.notify_all();
+    }
+
+    pub(crate) fn limit(&self) -> u32 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).limit
+    }
+}
+
+/// What the worker threads of one plugin share with the host.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) current: RwLock<Current>,
+    pub(crate) stats: CallStats,
+    pub(crate) permits: Permits,
+    /// Calls admitted and not yet answered (queued or running).
+    pub(crate) outstanding: AtomicU32,
+    /// The level of the last Enabled state (a suspended instance keeps it).
+    pub(crate) level: AtomicU32,
+    pub(crate) clock: Clock,
+    pub(crate) events: EventSink,
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Sends an event about this plugin.
+    pub(crate) fn emit(&self, kind: PluginEventKind) {
+        (self.events)(PluginEvent {
+            at: self.now(),
+            plugin: self.name.clone(),
+            kind,
+        });
+    }
+
+    /// The level of the last Enabled state.
+    pub(crate) fn level(&self) -> Level {
+        Level(self.level.load(Ordering::Relaxed))
+    }
+
+    /// Moves to `state`, replacing the instance, and emits the event: the result of a command.
+    pub(crate) fn transition(&self, state: PluginState, reason: &str, instance: Option<Arc<Live>>) {
+        self.transition_as(state, reason, instance, false);
+    }
+
+    /// Moves to `state` on the host's own initiative (a hard limit, a process gone for good).
+    pub(crate) fn transition_by_host(&self, state: PluginState, reason: &str) {
+        self.transition_as(state, reason, None, true);
+    }
+
+    /// [`Shared::transition`], on the host's own initiative when `by_host`.
+    pub(crate) fn transition_as(
+        &self,
+        state: PluginState,
+        reason: &str,
+        instance: Option<Arc<Live>>,
+        by_host: bool,
+    ) {
+        let now = self.now();
+        if let PluginState::Enabled { level } = state {
+            self.level.store(level.0, Ordering::Relaxed);
+        }
+        let from = {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            let from = std::mem::replace(&mut current.state, state.clone());
+            current.since = now;
+            current.reason = reason.to_owned();
+            current.instance = instance;
+            from
+        };
+        match &state {
+            PluginState::Failed { reason } => {
+                tracing::warn!(plugin = %self.name, %from, %reason, "plugin failed")
+            }
+            to => tracing::info!(plugin = %self.name, %from, %to, %reason, "plugin state changed"),
+        }
+        (self.events)(PluginEvent {
+            at: now,
+            plugin: self.name.clone(),
+            kind: PluginEventKind::StateChanged {
+                from,
+                to: state,
+                reason: reason.to_owned(),
+                by_host,
+            },
+        });
+    }
+
+    /// The current state and instance, read together.
+    pub(crate) fn snapshot(&self) -> (PluginState, Option<Arc<Live>>) {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        (current.state.clone(), current.instance.clone())
+    }
+
+    pub(crate) fn degraded(&self) -> CallError {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        CallError::Degraded {
+            plugin: self.name.clone(),
+            state: current.state.name().to_owned(),
+            reason: if current.reason.is_empty() {
+                "not enabled".to_owned()
+            } else {
+                current.reason.clone()
+            },
+            since: current.since,
+        }
+    }
+
+    /// The instance that calls admitted earlier may still use: the current one while it is
+    /// enabled or draining (a drain lets admitted calls finish).
+    pub(crate) fn serving(&self) -> Option<Arc<Live>> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        match current.state {
+            PluginState::Enabled { .. } | PluginState::Draining => current.instance.clone(),
+            _ => None,
+        }
+    }
+
+    /// The live instance if the plugin takes new calls.
+    pub(crate) fn callable(&self) -> Option<Arc<Live>> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        if current.state.accepts_calls() {
+            current.instance.clone()
+        } else {
+            None
+        }
+    }
+}
+
+/// One admitted call, on its way to a worker.
+pub(crate) struct Job {
+    pub(crate) instance: Arc<Live>,
+    pub(crate) request: Vec<u8>,
+    pub(crate) reply: Reply,
+}
+
+/// What runs a plugin: a library in the daemon, or a process.
+pub(crate) enum Backend {
+    /// A native library loaded into the daemon.
+    Native {
+        library: Arc<PluginLibrary>,
+        host_api: HostApiRef,
+        context: &'static HostContext,
+    },
+    /// A process plugin, or a native plugin in a worker process.
+    Process(Arc<ProcessPlugin>),
+}
+
+impl Backend {
+    pub(crate) fn info(&self) -> &PluginInfo {
+        match self {
+            Backend::Native { library, .. } => library.info(),
+            Backend::Process(p) => &p.info,
+        }
+    }
+
+    pub(crate) fn gauges(&self) -> BTreeMap<String, f64> {
+        match self {
+            Backend::Native { context, .. } => context.gauges(),
+            Backend::Process(p) => p
+                .supervision
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .gauges
+                .clone(),
+        }
+    }
+}
+
+/// One loaded plugin.
+pub(crate) struct Slot {
+    pub(crate) config: PluginConfig,
+    pub(crate) backend: Backend,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) jobs: crate::queue::Sender<Job>,
+    /// Serializes lifecycle operations; holds the checkpoint of the last instance.
+    pub(crate) lifecycle: Mutex<Option<Vec<u8>>>,
+    /// The allocator's live bytes of a native plugin, for leak detection.
+    pub(crate) leak: Mutex<LeakDetector>,
+}
+
+impl Slot {
+    /// The plugin's figures: call counters and latencies, and what its instance or process holds.
+    pub(crate) fn stats(&self) -> PluginStats {
+        let s = &self.shared.stats;
+        let (p50, p95, p99) = {
+            let h = s.latency_us.lock().unwrap_or_else(|p| p.into_inner());
+            if h.is_empty() {
+                (0, 0, 0)
+            } else {
+                (
+                    h.value_at_quantile(0.50),
+                    h.value_at_quantile(0.95),
+                    h.value_at_quantile(0.99),
+                )
+            }
+        };
+        let mut stats = PluginStats {
+            calls: s.calls.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            timeouts: s.timeouts.load(Ordering::Relaxed),
+            in_flight: self.shared.outstanding.load(Ordering::Relaxed),
+            latency_p50_us: p50,
+            latency_p95_us: p95,
+            latency_p99_us: p99,
+            ..PluginStats::default()
+        };
+        match &self.backend {
+            Backend::Native { .. } => {
+                let alloc = self
+                    .shared
+                    .callable()
+                    .and_then(|i| i.stats())
+                    .unwrap_or_default();
+                stats.live_bytes = alloc.live_bytes;
+                stats.peak_bytes = alloc.peak_bytes;
+                stats.allocations = alloc.allocations;
+                stats.threads = alloc.threads;
+            }
+            Backend::Process(plugin) => {
+                let running = self.shared.snapshot().1.is_some();
+                let supervision = plugin.supervision.lock().unwrap_or_else(|p| p.into_inner());
+                if running && let Some(usage) = &supervision.usage {
+                    // A worker reports its plugin's allocator; any other process its memory.
+                    let (live, peak, allocations) =
+                        supervision
+                            .reported
+                            .unwrap_or((usage.rss_bytes, supervision.peak_rss, 0));
+                    stats.live_bytes = live;
+                    stats.peak_bytes = peak;
+                    stats.allocations = allocations;
+                    stats.threads = usage.threads;
+                    stats.process = Some(usage.clone());
+                }
+            }
+        }
+        stats
+    }
+}
