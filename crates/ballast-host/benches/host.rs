@@ -3,8 +3,7 @@
 
 use std::ffi::c_void;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,56 +40,15 @@ static const BallastPluginDescriptor D = {
 const BallastPluginDescriptor *ballast_plugin_entry_v1(void) { return &D; }
 "#;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn scratch() -> PathBuf {
-    let exe = std::env::current_exe().expect("bench binary path");
-    let dir = exe
-        .ancestors()
-        .nth(3)
-        .expect("target directory")
-        .join("plugin-bench");
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
-
 /// The no-op C plugin, compiled with optimisations.
 fn nop_plugin() -> PathBuf {
-    let dir = scratch();
-    let source = dir.join("nop.c");
-    let library = dir.join("libnop.so");
-    std::fs::write(&source, NOP_PLUGIN).expect("write nop.c");
-    let status = Command::new("cc")
-        .args(["-std=c11", "-O2", "-shared", "-fPIC", "-I"])
-        .arg(workspace_root().join("crates/ballast-abi/include"))
-        .arg("-o")
-        .arg(&library)
-        .arg(&source)
-        .status()
-        .expect("cc runs");
-    assert!(status.success());
-    library
+    ballast_testkit::plugins::c_plugin("nop", NOP_PLUGIN)
 }
 
 /// The Rust `stubs` example plugin, built in release mode.
 fn stubs_plugin() -> PathBuf {
-    let target = scratch().join("target");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "ballast-plugin-stubs",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success());
+    let target = ballast_testkit::plugins::target_dir().join("plugin-bench/target");
+    ballast_testkit::plugins::build_rust(&target, &["ballast-plugin-stubs"], true);
     target.join("release/libstubs.so")
 }
 

@@ -77,14 +77,8 @@ pub fn build_rust(target: &Path, packages: &[&str], release: bool) {
 }
 
 /// Compiles the C plugin `source` into the shared library `out` against the ABI header, with
-/// warnings as errors; does nothing when `out` is newer than `source`.
+/// warnings as errors.
 pub fn compile_c(source: &Path, out: &Path) {
-    let fresh = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(built), Some(written)) = (fresh(out), fresh(source))
-        && built > written
-    {
-        return;
-    }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).expect("the output directory can be created");
     }
@@ -111,7 +105,8 @@ pub fn compile_c(source: &Path, out: &Path) {
 }
 
 /// Compiles C `code` (a whole plugin, including the header) into `lib<name>.so` under
-/// `<target>/plugin-tests/c`, once per name and process; returns the library's path.
+/// `<target>/plugin-tests/c`, once per name and process (a fresh build each run, so a test that
+/// damaged a library on purpose leaves nothing behind); returns the library's path.
 pub fn c_plugin(name: &str, code: &str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
@@ -121,10 +116,7 @@ pub fn c_plugin(name: &str, code: &str) -> PathBuf {
     let dir = target_dir().join("plugin-tests/c");
     std::fs::create_dir_all(&dir).expect("the C plugin directory can be created");
     let source = dir.join(format!("{name}.c"));
-    // Rewritten only when it changed, so an up-to-date library is not compiled again.
-    if std::fs::read_to_string(&source).ok().as_deref() != Some(code) {
-        std::fs::write(&source, code).expect("the C source can be written");
-    }
+    std::fs::write(&source, code).expect("the C source can be written");
     let library = dir.join(format!("lib{name}.so"));
     compile_c(&source, &library);
     built.insert(name.to_owned(), library.clone());

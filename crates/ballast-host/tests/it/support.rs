@@ -1,82 +1,30 @@
-//! Builds the plugin files the tests load: the Rust plugins with cargo (into their own target
-//! directory, since the outer cargo holds the main one) and the C fixtures with the system `cc`.
+//! The plugin files the tests load (the workspace's test kit builds them) and a host that records
+//! its events.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ballast_core::Timestamp;
 use ballast_core::plugin::PluginEvent;
 use ballast_host::{PluginConfig, PluginHost};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// The directory holding the Rust example plugins, built once per test run.
 pub fn rust_plugins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/it-<hash> -> target/plugin-tests
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .expect("target directory")
-            .join("plugin-tests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .current_dir(workspace_root())
-            .args(["build", "--quiet", "--target-dir"])
-            .arg(&target)
-            .args([
-                "-p",
-                "ballast-plugin-voice",
-                "-p",
-                "ballast-plugin-stubs",
-                "-p",
-                "ballast-plugin-faulty",
-            ])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the test plugins failed");
-        target.join("debug")
-    })
+    ballast_testkit::plugins::example_plugins()
 }
 
 /// Compiles `source` (C) into a shared library named `lib<name>.so` and returns its path.
 pub fn c_library(name: &str, source: &str) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
-    let c_file = dir.path().join(format!("{name}.c"));
-    let so_file = dir.path().join(format!("lib{name}.so"));
-    std::fs::write(&c_file, source).expect("write C source");
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()))
-        .args([
-            "-std=c11",
-            "-shared",
-            "-fPIC",
-            "-Wall",
-            "-Werror",
-            "-Wno-unused-function",
-            "-pthread",
-            "-I",
-        ])
-        .arg(workspace_root().join("crates/ballast-abi/include"))
-        .arg("-o")
-        .arg(&so_file)
-        .arg(&c_file)
-        .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling {name}.c failed");
-    so_file
+    ballast_testkit::plugins::c_plugin(name, source)
 }
 
 /// The C example plugin, compiled from plugins/c/clock.
 pub fn clock_plugin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let source = std::fs::read_to_string(workspace_root().join("plugins/c/clock/clock.c"))
+        let source = std::fs::read_to_string(
+            ballast_testkit::plugins::workspace_root().join("plugins/c/clock/clock.c"),
+        )
             .expect("clock.c");
         c_library("clock", &source)
     })
