@@ -25,7 +25,7 @@ pub fn clock_plugin() -> PathBuf {
         let source = std::fs::read_to_string(
             ballast_testkit::plugins::workspace_root().join("plugins/c/clock/clock.c"),
         )
-            .expect("clock.c");
+        .expect("clock.c");
         c_library("clock", &source)
     })
     .clone()
