@@ -61,6 +61,10 @@ pub enum DecisionKind {
     Warn,
     /// An operator pinned or released a plugin, or a pin ran out.
     Override,
+    /// A plugin without calls for its `keep_alive` is unloaded; its next call wakes it.
+    Unload,
+    /// A call woke an idle plugin.
+    Wake,
 }
 
 impl DecisionKind {
@@ -73,6 +77,8 @@ impl DecisionKind {
             DecisionKind::Unthrottle => "unthrottle",
             DecisionKind::Warn => "warn",
             DecisionKind::Override => "override",
+            DecisionKind::Unload => "unload",
+            DecisionKind::Wake => "wake",
         }
     }
 }
@@ -96,6 +102,11 @@ pub enum Action {
     },
     /// Drain and disable the plugin.
     Disable,
+    /// Unload an idle plugin: it is off but not shed, and its next call wakes it.
+    Unload {
+        /// The end of its last call, as the scaler knew it (the host refuses if one came after).
+        idle_since: Timestamp,
+    },
     /// Enable the plugin at `level`.
     Enable {
         /// The level it starts at.
@@ -119,6 +130,7 @@ impl fmt::Display for Action {
         match self {
             Action::SetLevel { from, to } => write!(f, "level {from} -> {to}"),
             Action::Disable => f.write_str("disable"),
+            Action::Unload { .. } => f.write_str("unload"),
             Action::Enable { level } => write!(f, "enable at level {level}"),
             Action::Suspend => f.write_str("suspend"),
             Action::Resume => f.write_str("resume"),
@@ -155,6 +167,14 @@ pub enum Rule {
     Released,
     /// A time-boxed pin ran out.
     PinExpired,
+    /// A plugin had no call for its `keep_alive`.
+    KeepAlive,
+    /// A call woke an idle or on-demand plugin.
+    OnDemand,
+    /// A lower-priority plugin went down so that a woken one fits.
+    MakeRoom,
+    /// A woken plugin did not fit, even with room made.
+    NoRoom,
 }
 
 impl Rule {
@@ -172,6 +192,10 @@ impl Rule {
             Rule::Pinned => "pinned",
             Rule::Released => "released",
             Rule::PinExpired => "pin_expired",
+            Rule::KeepAlive => "keep_alive",
+            Rule::OnDemand => "on_demand",
+            Rule::MakeRoom => "make_room",
+            Rule::NoRoom => "no_room",
         }
     }
 }

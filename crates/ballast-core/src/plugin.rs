@@ -76,6 +76,34 @@ pub struct PluginSpec {
     pub hints: ResourceHints,
     /// Whether it can be suspended (SIGSTOP) instead of disabled.
     pub can_suspend: bool,
+    /// Whether it is loaded at start (`preload`) or on its first call (`on-demand`).
+    #[serde(default)]
+    pub start: StartMode,
+    /// How long it may go without calls before it is unloaded (idle, woken by the next call);
+    /// `None` never unloads it for idleness. Counted from the end of its last call.
+    #[serde(default)]
+    pub keep_alive: Option<std::time::Duration>,
+}
+
+/// When a plugin is loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartMode {
+    /// At start-up, like every plugin before on-demand loading existed.
+    #[default]
+    Preload,
+    /// On its first call: it starts idle, and a call wakes it.
+    OnDemand,
+}
+
+impl StartMode {
+    /// `preload` or `on-demand`, as the config spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StartMode::Preload => "preload",
+            StartMode::OnDemand => "on-demand",
+        }
+    }
 }
 
 /// A plugin's lifecycle state in the host.
@@ -95,6 +123,10 @@ pub enum PluginState {
     Disabled,
     /// The plugin is paused and will resume where it was.
     Suspended,
+    /// No instance, and none is needed until a call comes: the plugin is on-demand and not
+    /// loaded yet, or was unloaded after `keep_alive` without calls. Not shed: the next call
+    /// wakes it.
+    Idle,
     /// The plugin's process exited unexpectedly and the host restarts it after a back-off; calls
     /// get the degraded answer meanwhile. The transition's reason says how it exited and when
     /// the next start is.
@@ -107,7 +139,7 @@ pub enum PluginState {
 }
 
 impl PluginState {
-    /// A short name: loaded, enabled, draining, disabled, suspended, restarting, failed.
+    /// A short name: loaded, enabled, draining, disabled, suspended, idle, restarting, failed.
     pub fn name(&self) -> &'static str {
         match self {
             PluginState::Loaded => "loaded",
@@ -115,6 +147,7 @@ impl PluginState {
             PluginState::Draining => "draining",
             PluginState::Disabled => "disabled",
             PluginState::Suspended => "suspended",
+            PluginState::Idle => "idle",
             PluginState::Restarting => "restarting",
             PluginState::Failed { .. } => "failed",
         }
@@ -165,6 +198,16 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+    /// Unload an idle plugin: drain, stop and destroy it, leaving it idle (the next call wakes
+    /// it), unless it took a call after `idle_since` or has one in flight.
+    Unload {
+        /// Plugin name.
+        plugin: String,
+        /// The end of its last call as the scaler knew it.
+        idle_since: Timestamp,
+        /// Why.
+        reason: String,
+    },
     /// Pause the plugin.
     Suspend {
         /// Plugin name.
@@ -196,6 +239,7 @@ impl Command {
         match self {
             Command::Enable { plugin, .. }
             | Command::Disable { plugin, .. }
+            | Command::Unload { plugin, .. }
             | Command::SetLevel { plugin, .. }
             | Command::Suspend { plugin, .. }
             | Command::Resume { plugin, .. }
@@ -208,6 +252,7 @@ impl Command {
         match self {
             Command::Enable { reason, .. }
             | Command::Disable { reason, .. }
+            | Command::Unload { reason, .. }
             | Command::SetLevel { reason, .. }
             | Command::Suspend { reason, .. }
             | Command::Resume { reason, .. }
@@ -233,8 +278,12 @@ pub struct PluginStats {
     pub errors: u64,
     /// Calls that did not answer within their timeout.
     pub timeouts: u64,
-    /// Calls running now.
+    /// Calls admitted and not answered yet (queued or running).
     pub in_flight: u32,
+    /// When its last call ended, for a plugin with a `keep_alive` (the host tracks it only
+    /// for those); `None` before its first call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_end: Option<Timestamp>,
     /// Median call latency in microseconds.
     pub latency_p50_us: u64,
     /// 95th percentile call latency in microseconds.

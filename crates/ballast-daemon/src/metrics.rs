@@ -756,6 +756,7 @@ fn decision_labels(decision: &Decision) -> DecisionLabels {
     let action = match decision.action {
         Action::SetLevel { .. } => "set_level",
         Action::Disable => "disable",
+        Action::Unload { .. } => "unload",
         Action::Enable { .. } => "enable",
         Action::Suspend => "suspend",
         Action::Resume => "resume",

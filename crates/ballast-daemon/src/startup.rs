@@ -161,6 +161,7 @@ mod tests {
                 needs_gpu: false,
             },
             can_suspend: false,
+            ..Default::default()
         }
     }
 

@@ -564,7 +564,15 @@ async fn start_plugins(
         .filter(|_| config.use_tier_thresholds)
         .map(|t| t.profile.clone())
         .unwrap_or_else(|| config.scaler.profile());
-    for planned in crate::startup::plan(specs, Some(sample), &profile, tier, pinned_off) {
+    // On-demand plugins stay idle until their first call, where the scaler may wake them; in
+    // observe and advise modes nothing is ever loaded on demand, so they start with the others.
+    let (on_demand, preloaded): (Vec<_>, Vec<_>) = specs.iter().cloned().partition(|s| {
+        s.start == ballast_core::StartMode::OnDemand && config.scaler.mode == Mode::Enforce
+    });
+    for spec in &on_demand {
+        tracing::info!(plugin = %spec.name, "plugin idle: on-demand, it loads on its first call");
+    }
+    for planned in crate::startup::plan(&preloaded, Some(sample), &profile, tier, pinned_off) {
         let Some(level) = planned.level else {
             tracing::warn!(plugin = %planned.name, reason = %planned.reason, "plugin left disabled");
             continue;

@@ -44,6 +44,17 @@ pub struct Call {
     pub request: Vec<u8>,
 }
 
+/// Call a plugin that may have to load first: a call that woke an idle plugin waits in its
+/// wake queue, at most its `load_timeout`, then as long as any call (its `call_timeout`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<u8>, CallError>")]
+pub struct CallWhenReady {
+    /// The plugin.
+    pub plugin: String,
+    /// The request bytes.
+    pub request: Vec<u8>,
+}
+
 type LifecycleJob = Box<dyn FnOnce() + Send>;
 
 /// The actor around a [`PluginHost`].
@@ -169,6 +180,11 @@ impl Handler<Execute> for PluginHostActor {
                 reason,
             } => host.enable(&plugin, level, &reason),
             Command::Disable { plugin, reason } => host.disable(&plugin, &reason),
+            Command::Unload {
+                plugin,
+                idle_since,
+                reason,
+            } => host.unload(&plugin, &reason, idle_since),
             Command::SetLevel {
                 plugin,
                 level,
@@ -218,6 +234,48 @@ impl Handler<Call> for PluginHostActor {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
                 Err(_) => Err(host.timed_out(&msg.plugin, timeout)),
+            }
+        })
+    }
+}
+
+impl Handler<CallWhenReady> for PluginHostActor {
+    type Result = ResponseFuture<Result<Vec<u8>, CallError>>;
+
+    fn handle(&mut self, msg: CallWhenReady, _ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let submitted = self.host.submit_when_ready(
+            &msg.plugin,
+            msg.request,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        let host = Arc::clone(&self.host);
+        Box::pin(async move {
+            let waiting = submitted?;
+            let call_timeout = host
+                .call_timeout(&msg.plugin)
+                .unwrap_or(Duration::from_secs(5));
+            let Some(id) = waiting else {
+                return match tokio::time::timeout(call_timeout, rx).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
+                    Err(_) => Err(host.timed_out(&msg.plugin, call_timeout)),
+                };
+            };
+            let load_timeout = host
+                .load_timeout(&msg.plugin)
+                .unwrap_or(Duration::from_secs(60));
+            match tokio::time::timeout(load_timeout + call_timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
+                // Still in the wake queue: the plugin never came up in time.
+                Err(_) if host.cancel_waiting(&msg.plugin, id) => Err(CallError::LoadTimeout {
+                    plugin: msg.plugin,
+                    timeout_ms: u64::try_from(load_timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+                Err(_) => Err(host.timed_out(&msg.plugin, call_timeout)),
             }
         })
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ballast_core::StartMode;
 use ballast_process::{LeakConfig, RestartPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -165,6 +166,19 @@ pub struct PluginConfig {
     /// How long disabling waits for calls in flight and the plugin's drain.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// `preload` (loaded at start, the default) or `on-demand` (idle until its first call).
+    #[serde(default)]
+    pub start: StartMode,
+    /// Unload the plugin after this long without calls, counted from the end of the last one
+    /// (`10m`); the next call wakes it. Unset: never unloaded for idleness.
+    #[serde(default, with = "humantime_serde")]
+    pub keep_alive: Option<Duration>,
+    /// How long a call that wakes the plugin waits for it to load.
+    #[serde(default = "default_load_timeout", with = "humantime_serde")]
+    pub load_timeout: Duration,
+    /// How many calls may wait for the plugin to load; more get "busy" (429) at once.
+    #[serde(default = "default_wake_queue")]
+    pub wake_queue: u32,
 }
 
 fn default_true() -> bool {
@@ -189,6 +203,14 @@ fn default_call_timeout() -> Duration {
 
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_load_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_wake_queue() -> u32 {
+    64
 }
 
 fn default_stuck_threshold() -> Duration {
@@ -244,6 +266,10 @@ impl PluginConfig {
             queue: default_queue(),
             call_timeout: default_call_timeout(),
             drain_timeout: default_drain_timeout(),
+            start: StartMode::Preload,
+            keep_alive: None,
+            load_timeout: default_load_timeout(),
+            wake_queue: default_wake_queue(),
         }
     }
 
@@ -303,6 +329,23 @@ impl PluginConfig {
         }
         if self.call_timeout.is_zero() {
             problems.push(format!("{who}: call_timeout must be positive"));
+        }
+        if self.keep_alive.is_some_and(|k| k.is_zero()) {
+            problems.push(format!(
+                "{who}: keep_alive must be longer than zero (leave it out to never unload the plugin for idleness)"
+            ));
+        }
+        if self.load_timeout.is_zero() || self.load_timeout > Duration::from_secs(3600) {
+            problems.push(format!(
+                "{who}: load_timeout must be between 1ms and 1h, got {}",
+                humantime::format_duration(self.load_timeout)
+            ));
+        }
+        if !(1..=65_536).contains(&self.wake_queue) {
+            problems.push(format!(
+                "{who}: wake_queue must be 1..=65536, got {}",
+                self.wake_queue
+            ));
         }
         if let Some(pin) = &self.sha256
             && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))

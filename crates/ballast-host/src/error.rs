@@ -58,6 +58,14 @@ pub enum HostError {
         /// Its highest level.
         max: u32,
     },
+    /// An unload for idleness was refused: the plugin took a call since, or has one in flight.
+    #[error("plugin `{plugin}` is not idle: {why}")]
+    Active {
+        /// The plugin.
+        plugin: String,
+        /// What it is doing.
+        why: String,
+    },
     /// The operation needs the plugin enabled.
     #[error("plugin `{plugin}` is {state}, not enabled")]
     NotEnabled {
@@ -99,6 +107,33 @@ pub enum CallError {
         reason: String,
         /// Since when.
         since: Timestamp,
+    },
+    /// The plugin is idle (on-demand and not loaded yet, or unloaded after its `keep_alive`):
+    /// a call may wake it.
+    #[error("plugin `{plugin}` is idle since {since}: {reason}")]
+    Idle {
+        /// The plugin.
+        plugin: String,
+        /// Why it is idle.
+        reason: String,
+        /// Since when.
+        since: Timestamp,
+    },
+    /// Too many calls already wait for the plugin to load.
+    #[error("plugin `{plugin}` is loading and {queue} calls already wait for it (wake_queue)")]
+    WakeQueueFull {
+        /// The plugin.
+        plugin: String,
+        /// How many calls may wait.
+        queue: u32,
+    },
+    /// The plugin did not load within its `load_timeout` for a call that woke it.
+    #[error("plugin `{plugin}` did not load within {timeout_ms} ms (load_timeout)")]
+    LoadTimeout {
+        /// The plugin.
+        plugin: String,
+        /// The load timeout.
+        timeout_ms: u64,
     },
     /// The concurrency limit and the queue are full.
     #[error("plugin `{plugin}` is busy: {limit} calls running and the queue of {queue} is full")]

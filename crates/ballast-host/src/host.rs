@@ -7,15 +7,15 @@
 //! reason and since when.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ballast_core::Timestamp;
 use ballast_core::plugin::{
     Level, PluginAlert, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
     ProcessStatus,
 };
+use ballast_core::{StartMode, Timestamp};
 use ballast_process::LeakDetector;
 use serde::Serialize;
 
@@ -23,9 +23,13 @@ use crate::config::PluginConfig;
 use crate::error::{CallError, HostError};
 use crate::host_api::{Clock, StateReport, leak_host_api, system_clock};
 use crate::library::{LoadError, PluginInfo, PluginLibrary};
-use crate::lifecycle::{change_level, check_level, disable_slot, enable_slot, fail, worker};
+use crate::lifecycle::{
+    change_level, check_level, disable_slot, enable_slot, fail, unload_slot, worker,
+};
 use crate::process::{ProcessOptions, ProcessPlugin, SupervisorMsg};
-use crate::slot::{Backend, CallStats, Current, EventSink, Job, Permits, Reply, Shared, Slot};
+use crate::slot::{
+    Backend, CallStats, Current, EventSink, Job, Permits, Reply, Shared, Slot, Waiting,
+};
 
 /// The state of a plugin as the API reports it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -237,6 +241,8 @@ impl PluginHost {
             level: AtomicU32::new(0),
             clock,
             events: Arc::clone(&self.events),
+            tracks_activity: config.keep_alive.is_some(),
+            last_call_end: AtomicU64::new(0),
         });
         let (jobs, receiver) = crate::queue::queue::<Job>();
         for i in 0..config.max_concurrent_calls {
@@ -260,6 +266,7 @@ impl PluginHost {
             shared,
             jobs,
             lifecycle: Mutex::new(None),
+            waiting: Mutex::new((Vec::new(), 0)),
         });
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = slots.get(&slot.config.name) {
@@ -270,6 +277,14 @@ impl PluginHost {
             });
         }
         slots.insert(slot.config.name.clone(), Arc::clone(&slot));
+        drop(slots);
+        if slot.config.start == StartMode::OnDemand {
+            slot.shared.transition(
+                PluginState::Idle,
+                "on-demand: it loads on its first call",
+                None,
+            );
+        }
         Ok(slot)
     }
 
@@ -294,6 +309,8 @@ impl PluginHost {
             // Only a process can be stopped; a plugin inside the daemon keeps running its
             // threads when it is only no longer routed calls, so suspending it frees nothing.
             can_suspend: slot.config.runs_in_process() && slot.config.can_suspend,
+            start: slot.config.start,
+            keep_alive: slot.config.keep_alive,
         })
     }
 
@@ -397,38 +414,75 @@ impl PluginHost {
     }
 
     /// Submits a call; `reply` receives the answer on a worker thread. Refusals that need no
-    /// plugin (unknown, degraded, busy) are returned at once instead.
+    /// plugin (unknown, idle, degraded, busy) are returned at once instead.
     pub fn submit(&self, name: &str, request: Vec<u8>, reply: Reply) -> Result<(), CallError> {
         let slot = self.slot(name).map_err(|_| CallError::UnknownPlugin {
             plugin: name.to_owned(),
         })?;
-        let Some(instance) = slot.shared.callable() else {
-            return Err(slot.shared.degraded());
-        };
-        let limit = slot.shared.permits.limit();
-        let admitted =
-            slot.shared
-                .outstanding
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < limit.saturating_add(slot.config.queue)).then_some(n + 1)
+        match slot.admit(request, reply) {
+            Ok(()) => Ok(()),
+            Err((error, _reply)) => Err(idle_or(error)),
+        }
+    }
+
+    /// Submits a call that may wait for the plugin to load: at once when it takes calls, else,
+    /// while it is idle (its wake on the way) or unloading, in its wake queue, answered once it
+    /// is up (or with why not). Returns the waiting call's id, for
+    /// [`PluginHost::cancel_waiting`], when it waits.
+    pub fn submit_when_ready(
+        &self,
+        name: &str,
+        request: Vec<u8>,
+        reply: Reply,
+    ) -> Result<Option<u64>, CallError> {
+        let slot = self.slot(name).map_err(|_| CallError::UnknownPlugin {
+            plugin: name.to_owned(),
+        })?;
+        // The state is read under the wake queue's lock: a transition that settles the queue
+        // after this reads it sees this call.
+        let mut waiting = slot.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let state = slot.shared.snapshot().0;
+        if matches!(state, PluginState::Idle | PluginState::Draining) {
+            if waiting.0.len() >= slot.config.wake_queue as usize {
+                return Err(CallError::WakeQueueFull {
+                    plugin: name.to_owned(),
+                    queue: slot.config.wake_queue,
                 });
-        if admitted.is_err() {
-            return Err(CallError::Busy {
-                plugin: name.to_owned(),
-                limit,
-                queue: slot.config.queue,
-            });
+            }
+            let id = waiting.1;
+            waiting.1 += 1;
+            waiting.0.push(Waiting { id, request, reply });
+            return Ok(Some(id));
         }
-        let job = Job {
-            instance,
-            request,
-            reply,
+        drop(waiting);
+        match slot.admit(request, reply) {
+            Ok(()) => Ok(None),
+            Err((error, _reply)) => Err(idle_or(error)),
+        }
+    }
+
+    /// Takes a call out of the wake queue if it is still there (its caller gave up); `true` when
+    /// it was (the call never reached the plugin).
+    pub fn cancel_waiting(&self, name: &str, id: u64) -> bool {
+        let Ok(slot) = self.slot(name) else {
+            return false;
         };
-        if let Err(job) = slot.jobs.send(job) {
-            slot.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
-            (job.reply)(Err(slot.shared.degraded()));
-        }
-        Ok(())
+        let mut waiting = slot.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let before = waiting.0.len();
+        waiting.0.retain(|w| w.id != id);
+        waiting.0.len() != before
+    }
+
+    /// How long a call that wakes `name` waits for it to load.
+    pub fn load_timeout(&self, name: &str) -> Option<Duration> {
+        self.slot(name).ok().map(|s| s.config.load_timeout)
+    }
+
+    /// Unloads an idle plugin (drain, checkpoint, stop, destroy; the state becomes `Idle` and
+    /// the next call wakes it), unless it took a call after `idle_since` or has one in flight.
+    pub fn unload(&self, name: &str, reason: &str, idle_since: Timestamp) -> Result<(), HostError> {
+        let slot = self.slot(name)?;
+        unload_slot(&slot, reason, idle_since)
     }
 
     /// Calls the plugin and waits for the answer, at most its `call_timeout`.
@@ -625,5 +679,22 @@ impl PluginHost {
                 tracing::warn!(plugin = %slot.config.name, %error, "disable at shutdown failed");
             }
         }
+    }
+}
+
+/// The refusal of a call to an idle plugin is `Idle` (a call may wake it), not degraded.
+fn idle_or(error: CallError) -> CallError {
+    match error {
+        CallError::Degraded {
+            plugin,
+            state,
+            reason,
+            since,
+        } if state == PluginState::Idle.name() => CallError::Idle {
+            plugin,
+            reason,
+            since,
+        },
+        other => other,
     }
 }

@@ -30,7 +30,7 @@ mod trust;
 pub mod worker;
 
 #[cfg(feature = "actor")]
-pub use actor::{Call, Execute, HostEvent, PluginHostActor, Subscribe};
+pub use actor::{Call, CallWhenReady, Execute, HostEvent, PluginHostActor, Subscribe};
 pub use ballast_core::plugin::{ProcessStatus, ProgressStatus};
 pub use config::{Isolation, LevelConfig, PluginConfig, PluginKind, Protocol};
 pub use elf::{ElfProblem, check_shared_object};

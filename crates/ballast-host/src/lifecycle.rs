@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use ballast_core::Timestamp;
 use ballast_core::plugin::{Level, PluginEventKind, PluginState};
 
 use crate::error::{CallError, HostError};
@@ -98,7 +99,7 @@ pub(crate) fn enable_slot(slot: &Slot, level: Level, reason: &str) -> Result<(),
         }
         _ => {}
     }
-    match start_instance(slot, level, &mut checkpoint, false) {
+    let result = match start_instance(slot, level, &mut checkpoint, false) {
         Ok(instance) => {
             slot.shared
                 .transition(PluginState::Enabled { level }, reason, Some(instance));
@@ -108,7 +109,11 @@ pub(crate) fn enable_slot(slot: &Slot, level: Level, reason: &str) -> Result<(),
             Ok(())
         }
         Err((operation, fault)) => Err(fail(slot, operation, fault)),
-    }
+    };
+    drop(checkpoint);
+    // Calls that woke the plugin go to it now, or learn why it did not come up.
+    slot.settle_waiting();
+    result
 }
 
 /// Moves the running `instance` to `level` (a process that speaks no protocol is restarted at it).
@@ -171,8 +176,59 @@ pub(crate) fn disable_slot(slot: &Slot, reason: &str) -> Result<(), HostError> {
 
 /// [`disable_slot`], on the host's own initiative when `by_host`.
 pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Result<(), HostError> {
+    let result = retire_slot(slot, reason, by_host, PluginState::Disabled, None);
+    slot.settle_waiting();
+    result
+}
+
+/// Unloads an idle plugin: like a disable, but it ends `Idle` (a call wakes it), and it is
+/// refused when the plugin took a call after `idle_since` or has one in flight.
+pub(crate) fn unload_slot(
+    slot: &Slot,
+    reason: &str,
+    idle_since: Timestamp,
+) -> Result<(), HostError> {
+    let result = retire_slot(slot, reason, false, PluginState::Idle, Some(idle_since));
+    slot.settle_waiting();
+    result
+}
+
+/// Drains, checkpoints, stops and destroys the running instance, ending in `to`. With
+/// `idle_since`, it first checks, under the lifecycle lock, that no call ran since.
+fn retire_slot(
+    slot: &Slot,
+    reason: &str,
+    by_host: bool,
+    to: PluginState,
+    idle_since: Option<Timestamp>,
+) -> Result<(), HostError> {
     let name = slot.config.name.as_str();
     let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(since) = idle_since {
+        let in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
+        let last_end = slot.shared.last_call_end.load(Ordering::SeqCst);
+        let active = if in_flight > 0 {
+            Some(format!("{in_flight} calls in flight"))
+        } else if last_end > since.as_millis() {
+            Some(format!(
+                "a call ended at {} after the idleness the unload was for",
+                Timestamp::from_millis(last_end)
+            ))
+        } else if !matches!(slot.shared.snapshot().0, PluginState::Enabled { .. }) {
+            Some("it is not enabled".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = active {
+            drop(checkpoint);
+            // Fresh figures, so the scaler sees the activity it missed.
+            publish_stats(slot);
+            return Err(HostError::Active {
+                plugin: name.to_owned(),
+                why,
+            });
+        }
+    }
     let (state, instance) = slot.shared.snapshot();
     let instance = match state {
         PluginState::Enabled { .. } | PluginState::Suspended => instance,
@@ -182,9 +238,9 @@ pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Resul
         if matches!(
             state,
             PluginState::Loaded | PluginState::Failed { .. } | PluginState::Restarting
-        ) {
-            slot.shared
-                .transition_as(PluginState::Disabled, reason, None, by_host);
+        ) || (state == PluginState::Idle && to == PluginState::Disabled)
+        {
+            slot.shared.transition_as(to, reason, None, by_host);
         }
         return Ok(());
     };
@@ -215,8 +271,7 @@ pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Resul
             tracing::warn!(plugin = %name, %fault, "plugin stop failed");
         }
     }
-    slot.shared
-        .transition_as(PluginState::Disabled, reason, None, by_host);
+    slot.shared.transition_as(to, reason, None, by_host);
     // Dropping the last reference (here, or in the last call still running) destroys it.
     drop(instance);
     Ok(())
@@ -266,6 +321,11 @@ pub(crate) fn worker(shared: &Shared, jobs: &crate::queue::Receiver<Job>) {
             .record(started.elapsed(), result.as_ref().err());
         drop(job.instance);
         shared.permits.release();
+        if shared.tracks_activity {
+            shared
+                .last_call_end
+                .store(shared.now().as_millis(), Ordering::SeqCst);
+        }
         shared.outstanding.fetch_sub(1, Ordering::SeqCst);
         (job.reply)(result);
     }

@@ -150,6 +150,11 @@ pub(crate) struct Shared {
     pub(crate) level: AtomicU32,
     pub(crate) clock: Clock,
     pub(crate) events: EventSink,
+    /// Whether calls' ends are tracked (the plugin has a `keep_alive`): the time of each costs a
+    /// clock read, so only the plugins that need it pay it.
+    pub(crate) tracks_activity: bool,
+    /// When the last call ended, in milliseconds since the epoch (0: none yet).
+    pub(crate) last_call_end: AtomicU64,
 }
 
 impl Shared {
@@ -260,6 +265,13 @@ impl Shared {
     }
 }
 
+/// A call waiting for its plugin to load (it woke an idle plugin).
+pub(crate) struct Waiting {
+    pub(crate) id: u64,
+    pub(crate) request: Vec<u8>,
+    pub(crate) reply: Reply,
+}
+
 /// One admitted call, on its way to a worker.
 pub(crate) struct Job {
     pub(crate) instance: Arc<Live>,
@@ -310,9 +322,71 @@ pub(crate) struct Slot {
     pub(crate) lifecycle: Mutex<Option<Vec<u8>>>,
     /// The allocator's live bytes of a native plugin, for leak detection.
     pub(crate) leak: Mutex<LeakDetector>,
+    /// Calls waiting for the plugin to load, oldest first, and the next id to hand out.
+    pub(crate) waiting: Mutex<(Vec<Waiting>, u64)>,
 }
 
 impl Slot {
+    /// Admits a call for the instance that takes calls now, or refuses it (degraded or busy).
+    pub(crate) fn admit(&self, request: Vec<u8>, reply: Reply) -> Result<(), (CallError, Reply)> {
+        let Some(instance) = self.shared.callable() else {
+            return Err((self.shared.degraded(), reply));
+        };
+        let limit = self.shared.permits.limit();
+        let admitted =
+            self.shared
+                .outstanding
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < limit.saturating_add(self.config.queue)).then_some(n + 1)
+                });
+        if admitted.is_err() {
+            return Err((
+                CallError::Busy {
+                    plugin: self.config.name.clone(),
+                    limit,
+                    queue: self.config.queue,
+                },
+                reply,
+            ));
+        }
+        let job = Job {
+            instance,
+            request,
+            reply,
+        };
+        if let Err(job) = self.jobs.send(job) {
+            self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+            (job.reply)(Err(self.shared.degraded()));
+        }
+        Ok(())
+    }
+
+    /// Hands the calls waiting for the plugin to load to its workers once it takes calls, or
+    /// answers them with why not once it settled in another state than idle (it failed, was
+    /// disabled); while it is idle (its wake is on the way) they keep waiting.
+    pub(crate) fn settle_waiting(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.0.is_empty() {
+            return;
+        }
+        let state = self.shared.snapshot().0;
+        match state {
+            PluginState::Idle | PluginState::Draining => {}
+            PluginState::Enabled { .. } => {
+                for call in waiting.0.drain(..) {
+                    if let Err((error, reply)) = self.admit(call.request, call.reply) {
+                        reply(Err(error));
+                    }
+                }
+            }
+            _ => {
+                for call in waiting.0.drain(..) {
+                    (call.reply)(Err(self.shared.degraded()));
+                }
+            }
+        }
+    }
+
     /// The plugin's figures: call counters and latencies, and what its instance or process holds.
     pub(crate) fn stats(&self) -> PluginStats {
         let s = &self.shared.stats;
@@ -336,6 +410,10 @@ impl Slot {
             latency_p50_us: p50,
             latency_p95_us: p95,
             latency_p99_us: p99,
+            last_call_end: match self.shared.last_call_end.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(Timestamp::from_millis(ms)),
+            },
             ..PluginStats::default()
         };
         match &self.backend {

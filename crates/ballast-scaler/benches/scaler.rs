@@ -22,6 +22,7 @@ fn plugins() -> Vec<PluginSpec> {
                 needs_gpu: i % 2 == 0,
             },
             can_suspend: false,
+            ..Default::default()
         })
         .collect()
 }

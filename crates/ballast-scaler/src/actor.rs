@@ -12,7 +12,7 @@ use ballast_core::decision::{Decision, Mode};
 use ballast_core::{Assessment, Command, PluginEvent, ThresholdProfile, Timestamp};
 
 use crate::error::ScalerError;
-use crate::scaler::{PinTarget, PluginStatus, Scaler};
+use crate::scaler::{PinTarget, PluginStatus, Preflight, Scaler, WakeError, WakeGrant};
 
 /// An assessment from the predictor.
 #[derive(Clone, Debug, Message)]
@@ -73,6 +73,31 @@ pub struct SetAllowanceMsg {
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<(), ScalerError>")]
 pub struct SetProfileMsg(pub ThresholdProfile);
+
+/// A call wants an idle plugin: bring it up if it fits, making room by priority.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<WakeGrant, WakeError>")]
+pub struct WakeMsg(pub String);
+
+/// Would `plugin` fit at `level` (its fullest allowed when `None`)? Changes nothing.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Preflight, ScalerError>")]
+pub struct PreflightMsg {
+    /// The plugin.
+    pub plugin: String,
+    /// The level asked about.
+    pub level: Option<ballast_core::Level>,
+}
+
+/// The GPU memory each plugin's processes were measured holding (`(plugin, bytes)`), at `at`.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct GpuUsageMsg {
+    /// When it was measured.
+    pub at: Timestamp,
+    /// Per plugin.
+    pub usage: Vec<(String, u64)>,
+}
 
 /// A new mode.
 #[derive(Clone, Copy, Debug, Message)]
@@ -246,6 +271,34 @@ impl Handler<SetModeMsg> for ScalerActor {
     fn handle(&mut self, msg: SetModeMsg, ctx: &mut Context<Self>) {
         self.scaler.set_mode(msg.0);
         self.flush(ctx);
+    }
+}
+
+impl Handler<WakeMsg> for ScalerActor {
+    type Result = Result<WakeGrant, WakeError>;
+
+    fn handle(&mut self, msg: WakeMsg, ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.now();
+        let result = self.scaler.wake(now, &msg.0);
+        self.flush(ctx);
+        result
+    }
+}
+
+impl Handler<PreflightMsg> for ScalerActor {
+    type Result = Result<Preflight, ScalerError>;
+
+    fn handle(&mut self, msg: PreflightMsg, _ctx: &mut Context<Self>) -> Self::Result {
+        self.scaler.preflight(&msg.plugin, msg.level)
+    }
+}
+
+impl Handler<GpuUsageMsg> for ScalerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GpuUsageMsg, _ctx: &mut Context<Self>) {
+        let now = self.observe_time(msg.at);
+        self.scaler.handle_gpu_usage(now, &msg.usage);
     }
 }
 

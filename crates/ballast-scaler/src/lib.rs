@@ -62,6 +62,9 @@ mod scaler;
 pub use actor::ScalerActor;
 pub use config::{ConcurrencyConfig, MachineTotals, PluginPolicy, ScalerConfig, ThresholdsConfig};
 pub use error::ScalerError;
-pub use scaler::{PinTarget, Placement, PluginStatus, Scaler};
+pub use scaler::{
+    NoRoom, PinTarget, Placement, PluginStatus, Preflight, PreflightResource, PreflightStep,
+    Scaler, WakeError, WakeGrant,
+};
 
 pub use ballast_core::decision::{Action, Decision, DecisionKind, Mode, Rule};

@@ -18,11 +18,15 @@ use ballast_core::decision::{
 };
 use ballast_core::{
     Assessment, Command, Level, PluginEvent, PluginEventKind, PluginSpec, PluginState, PluginStats,
-    Resource, ThresholdProfile, Thresholds, Timestamp,
+    Resource, StartMode, ThresholdProfile, Thresholds, Timestamp,
 };
 
 use crate::config::{DEFAULT_MIN_CALLS, MachineTotals, PluginPolicy, ScalerConfig};
 use crate::error::ScalerError;
+
+mod demand;
+
+pub use demand::{NoRoom, Preflight, PreflightResource, PreflightStep, WakeError, WakeGrant};
 
 /// The number of resources, the size of the per-resource tables.
 const N_RESOURCES: usize = Resource::ALL.len();
@@ -111,6 +115,15 @@ pub struct PluginStatus {
     /// that runs in a process; the pre-flight check counts it when it exceeds the declaration.
     #[serde(default)]
     pub measured: Option<(u64, f64)>,
+    /// Whether it is idle (unloaded for idleness or on-demand and not woken): off, not shed.
+    #[serde(default)]
+    pub idle: bool,
+    /// The GPU memory its processes were last measured holding, in bytes.
+    #[serde(default)]
+    pub measured_gpu_memory: Option<u64>,
+    /// Since when it has had no call, for a plugin with a `keep_alive`.
+    #[serde(default)]
+    pub idle_since: Option<Timestamp>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +160,24 @@ struct Slot {
     latest_memory: Option<u64>,
     /// What its process was last measured using, and at which level.
     measured: Option<Measured>,
+    /// GPU memory its processes were last measured holding, and at which level.
+    measured_gpu: Option<(Level, u64)>,
+    /// Unloaded after this long without calls (from its spec).
+    keep_alive: Option<Duration>,
+    /// Off because it is idle (unloaded after its `keep_alive`, or on-demand and not woken
+    /// yet): not shed, never brought back by the restore path; a call wakes it.
+    idle: bool,
+    /// Calls admitted and not answered at its latest figures.
+    in_flight: u32,
+    /// When it was last enabled (the keep-alive of a plugin without calls counts from there).
+    enabled_at: Option<Timestamp>,
+    /// Since when it has had no call: the end of its last call or when it was enabled, whichever
+    /// is later; `None` while a call is in flight.
+    idle_since: Option<Timestamp>,
+    /// The `idle_since` an unload was asked for, so that it is asked once.
+    unload_requested: Option<Timestamp>,
+    /// A call wanted it while its unload was under way: wake it again once the unload is done.
+    wake_after_unload: bool,
 }
 
 /// What a plugin's process was measured using while it ran at `level`.
@@ -207,8 +238,12 @@ impl Slot {
         Level(self.n_levels.saturating_sub(1))
     }
 
-    /// Whether the plugin is below its target (shed further than it should be when calm).
+    /// Whether the plugin is below its target (shed further than it should be when calm). An
+    /// idle plugin is not: it waits for a call, not for calm.
     fn below_target(&self) -> bool {
+        if self.idle {
+            return false;
+        }
         match (self.placement, self.target()) {
             (_, Placement::Off { .. }) => false,
             (Placement::Off { .. }, Placement::On { .. }) => true,
@@ -284,7 +319,15 @@ impl Slot {
                 _ => 0.0,
             },
             Resource::GpuMemory => match machine.gpu_memory_bytes {
-                Some(total) if total > 0 => hints.gpu_memory_bytes as f64 / total as f64,
+                Some(total) if total > 0 => {
+                    // What its processes were measured holding on the GPU at this level counts
+                    // when it is more than declared, as for memory.
+                    let measured = self
+                        .measured_gpu
+                        .filter(|(l, _)| *l == level)
+                        .map_or(0, |(_, bytes)| bytes);
+                    hints.gpu_memory_bytes.max(measured) as f64 / total as f64
+                }
                 _ => 0.0,
             },
             Resource::Cpu => match machine.cpu_cores {
@@ -395,6 +438,7 @@ impl Scaler {
             .into_iter()
             .map(|spec| Slot {
                 policy: config.plugins.get(&spec.name).cloned().unwrap_or_default(),
+                keep_alive: spec.keep_alive,
                 n_levels: spec.hints.n_levels(),
                 spec,
                 placement: Placement::On { level: Level::FULL },
@@ -412,8 +456,25 @@ impl Scaler {
                 fresh_stay: None,
                 latest_memory: None,
                 measured: None,
+                measured_gpu: None,
+                idle: false,
+                in_flight: 0,
+                enabled_at: None,
+                idle_since: None,
+                unload_requested: None,
+                wake_after_unload: false,
             })
             .collect();
+        // An on-demand plugin starts idle: its first call wakes it.
+        for slot in &mut slots {
+            if slot.spec.start == StartMode::OnDemand {
+                slot.idle = true;
+                slot.placement = Placement::Off {
+                    suspended: false,
+                    level: Level::FULL,
+                };
+            }
+        }
         // A stable sort keeps configuration order among equal priorities.
         slots.sort_by_key(|s| s.spec.priority);
         let profile = config.profile();
@@ -495,12 +556,22 @@ impl Scaler {
                         suspended: true,
                         level: slot.lowest_level(),
                     },
-                    Some(PluginState::Disabled | PluginState::Loaded) => Placement::Off {
-                        suspended: false,
-                        level: slot.lowest_level(),
-                    },
+                    Some(PluginState::Disabled | PluginState::Loaded | PluginState::Idle) => {
+                        Placement::Off {
+                            suspended: false,
+                            level: slot.lowest_level(),
+                        }
+                    }
                     _ => Placement::On { level: Level::FULL },
                 };
+                slot.idle = slot.reported == Some(PluginState::Idle)
+                    || (slot.reported.is_none() && slot.spec.start == StartMode::OnDemand);
+                if slot.idle && slot.reported.is_none() {
+                    slot.placement = Placement::Off {
+                        suspended: false,
+                        level: Level::FULL,
+                    };
+                }
                 slot.throttled = false;
                 slot.last_step_at = Some(now);
             }
@@ -532,6 +603,9 @@ impl Scaler {
                 flaps: s.flaps,
                 stabilization: self.stabilization_for(s),
                 measured: s.measured.map(|m| (m.memory_bytes, m.cpu_cores)),
+                idle: s.idle,
+                measured_gpu_memory: s.measured_gpu.map(|(_, bytes)| bytes),
+                idle_since: s.keep_alive.and(s.idle_since),
             })
             .collect()
     }
@@ -625,6 +699,7 @@ impl Scaler {
         };
         match &event.kind {
             PluginEventKind::StateChanged { to, by_host, .. } => {
+                let mut rewake = false;
                 let slot = &mut self.slots[i];
                 match to {
                     PluginState::Failed { .. } => slot.failed = true,
@@ -634,10 +709,46 @@ impl Scaler {
                         {
                             slot.fresh_stay = Some(*level);
                         }
+                        if !matches!(slot.reported, Some(PluginState::Enabled { .. })) {
+                            // A new instance: its keep-alive counts from now.
+                            slot.enabled_at = Some(event.at);
+                            slot.idle_since = Some(event.at);
+                            slot.unload_requested = None;
+                        }
+                        // Enabled by someone else while it was idle (an operator, the start-up
+                        // of a mode that preloads everything): it runs.
+                        if slot.idle {
+                            slot.idle = false;
+                            slot.placement = Placement::On { level: *level };
+                        }
+                    }
+                    PluginState::Idle => {
+                        // Unloaded for idleness (or never loaded): off, not shed.
+                        let level = match slot.placement {
+                            Placement::On { level } | Placement::Off { level, .. } => level,
+                        };
+                        slot.idle = true;
+                        slot.placement = Placement::Off {
+                            suspended: false,
+                            level,
+                        };
+                        slot.in_flight = 0;
+                        slot.idle_since = None;
+                        slot.unload_requested = None;
+                        slot.latest_memory = None;
+                        // A call came while it was being unloaded and waits for it: wake it
+                        // again (below, once the event is taken in).
+                        rewake = std::mem::take(&mut slot.wake_after_unload);
                     }
                     _ => {}
                 }
                 slot.reported = Some(to.clone());
+                if rewake {
+                    // A wake that finds no room records why as a decision of its own.
+                    let name = slot.spec.name.clone();
+                    let _ = self.wake(now, &name);
+                    return;
+                }
                 // The host took the plugin off on its own (a hard memory limit, a process that
                 // exited for good, one that crashed while suspended): it is off now, and the
                 // usual restore brings it back once the machine is calm, later each time it
@@ -676,11 +787,26 @@ impl Scaler {
                     });
                 }
                 self.slots[i].observe(stats);
+                self.activity(i, stats);
                 self.performance(now, i, stats);
             }
             PluginEventKind::Reported { .. } | PluginEventKind::Alert { .. } => {}
         }
         self.expire_pins(now);
+    }
+
+    /// Takes in the GPU memory each plugin's processes were measured holding (`(plugin, bytes)`,
+    /// attributed by the monitor). Like a plugin's memory, it counts at the level it was
+    /// measured at when it is more than the plugin declares.
+    pub fn handle_gpu_usage(&mut self, now: Timestamp, usage: &[(String, u64)]) {
+        self.advance(now);
+        for (plugin, bytes) in usage {
+            if let Some(slot) = self.slots.iter_mut().find(|s| &s.spec.name == plugin)
+                && let Placement::On { level } = slot.placement
+            {
+                slot.measured_gpu = Some((level, *bytes));
+            }
+        }
     }
 
     /// Tells the scaler that the time it asked for with [`Scaler::poll_timeout`] has come.
@@ -720,6 +846,9 @@ impl Scaler {
         for slot in &self.slots {
             if let Some(until) = slot.pin.and_then(|p| p.until) {
                 consider(until);
+            }
+            if let Some(at) = slot.unload_due() {
+                consider(at);
             }
         }
         let zone = self.worst_zone().map_or(Zone::Calm, |(zone, _)| zone);
@@ -971,6 +1100,7 @@ impl Scaler {
 
     fn evaluate(&mut self, now: Timestamp) {
         self.expire_pins(now);
+        self.unload_idle(now);
         let Some((zone, i)) = self.worst_zone() else {
             return;
         };
@@ -1615,6 +1745,11 @@ fn command_for(plugin: &str, action: &Action, reason: &str) -> Option<Command> {
             reason,
         },
         Action::Disable => Command::Disable { plugin, reason },
+        Action::Unload { idle_since } => Command::Unload {
+            plugin,
+            idle_since: *idle_since,
+            reason,
+        },
         Action::Enable { level } => Command::Enable {
             plugin,
             level: *level,

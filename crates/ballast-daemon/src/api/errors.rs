@@ -87,6 +87,23 @@ impl ApiError {
                 json!({ "error": "degraded", "plugin": plugin, "state": state,
                         "reason": reason, "since": since, "since_rfc3339": rfc3339(*since) }),
             ),
+            CallError::Idle {
+                plugin,
+                reason,
+                since,
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "degraded", "plugin": plugin, "state": "idle",
+                        "reason": reason, "since": since, "since_rfc3339": rfc3339(*since) }),
+            ),
+            CallError::WakeQueueFull { plugin, queue } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "error": "busy", "plugin": plugin, "wake_queue": queue }),
+            ),
+            CallError::LoadTimeout { plugin, timeout_ms } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                json!({ "error": "load_timeout", "plugin": plugin, "timeout_ms": timeout_ms }),
+            ),
             CallError::Busy {
                 plugin,
                 limit,
@@ -112,7 +129,11 @@ impl ApiError {
         ApiError {
             status,
             body,
-            retry_after_secs: matches!(error, CallError::Busy { .. }).then_some(1),
+            retry_after_secs: matches!(
+                error,
+                CallError::Busy { .. } | CallError::WakeQueueFull { .. }
+            )
+            .then_some(1),
         }
     }
 
@@ -133,6 +154,23 @@ impl ApiError {
                 error.to_string(),
             ),
         }
+    }
+
+    /// 503: a call woke an idle plugin that does not fit, even with room made; the message
+    /// says what it needed and what is free.
+    pub fn no_room(no_room: &ballast_scaler::NoRoom) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_room",
+            no_room.to_string(),
+        );
+        e.body["plugin"] = json!(no_room.plugin);
+        e.body["level"] = json!(no_room.level);
+        e.body["resource"] = json!(no_room.resource);
+        e.body["need"] = json!(no_room.need);
+        e.body["free"] = json!(no_room.free);
+        e.body["held_by_lower_priority"] = json!(no_room.held_below);
+        e
     }
 
     /// The error for a refused pin or release.

@@ -7,9 +7,10 @@ use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use ballast_core::Level;
 use ballast_core::plugin::Command;
-use ballast_host::{Call, CallError, Execute};
+use ballast_host::{Call, CallError, CallWhenReady, Execute};
 use ballast_scaler::PinTarget;
-use ballast_scaler::actor::{GetPluginsMsg, PinMsg, ReleaseMsg};
+use ballast_scaler::WakeError;
+use ballast_scaler::actor::{GetPluginsMsg, PinMsg, ReleaseMsg, WakeMsg};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -437,23 +438,16 @@ pub async fn call(
     let caller = caller_name(req.headers().get(CALLER_HEADER), query.caller.as_deref())?;
     let body = read_body(&req, payload, state.config.api.max_body_bytes).await?;
     let started = Instant::now();
-    let result = state
-        .host
-        .send(Call {
-            plugin: name.clone(),
-            request: body.to_vec(),
-        })
-        .await
-        .map_err(|e| ApiError::unavailable("plugin host", e))?;
+    let result = call_waking(&state, &name, &body).await;
     let elapsed = started.elapsed();
     let outcome = match &result {
-        Ok(_) => "ok",
-        Err(CallError::UnknownPlugin { .. }) => "unknown",
-        Err(CallError::Degraded { .. }) => "degraded",
-        Err(CallError::Busy { .. }) => "busy",
-        Err(CallError::Timeout { .. }) => "timeout",
-        Err(CallError::Failed { .. }) => "failed",
-        Err(CallError::Panicked { .. }) => "panicked",
+        Ok(Ok(_)) => "ok",
+        Ok(Err(CallError::UnknownPlugin { .. })) => "unknown",
+        Ok(Err(CallError::Degraded { .. } | CallError::Idle { .. })) | Err(_) => "degraded",
+        Ok(Err(CallError::Busy { .. } | CallError::WakeQueueFull { .. })) => "busy",
+        Ok(Err(CallError::Timeout { .. } | CallError::LoadTimeout { .. })) => "timeout",
+        Ok(Err(CallError::Failed { .. })) => "failed",
+        Ok(Err(CallError::Panicked { .. })) => "panicked",
     };
     // Calls to names that are not loaded are not tallied: the names come from outside and
     // would grow the tallies and the metrics without bound.
@@ -463,7 +457,7 @@ pub async fn call(
             &CallOutcome {
                 plugin: name.clone(),
                 caller: caller.clone(),
-                ok: result.is_ok(),
+                ok: matches!(result, Ok(Ok(_))),
                 degraded: outcome == "degraded",
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             },
@@ -471,14 +465,59 @@ pub async fn call(
         state.metrics.observe_call(&name, outcome, elapsed);
     }
     match result {
-        Ok(answer) => Ok(HttpResponse::Ok()
+        Ok(Ok(answer)) => Ok(HttpResponse::Ok()
             .content_type("application/octet-stream")
             .body(answer)),
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::debug!(plugin = %name, %caller, %error, "call refused or failed");
             Err(ApiError::from_call(error))
         }
+        Err(error) => Err(error),
     }
+}
+
+/// Calls `name`; when it is idle, asks the scaler to wake it (making room by priority if it
+/// must) and waits for it to load, at most its `load_timeout`. A call never waits on a plugin
+/// that is shed for pressure: that stays the fast degraded answer. `Err` is an answer of the
+/// daemon's own (no room, an actor not answering).
+async fn call_waking(
+    state: &AppState,
+    name: &str,
+    body: &[u8],
+) -> Result<Result<Vec<u8>, CallError>, ApiError> {
+    let first = state
+        .host
+        .send(Call {
+            plugin: name.to_owned(),
+            request: body.to_vec(),
+        })
+        .await
+        .map_err(|e| ApiError::unavailable("plugin host", e))?;
+    let Err(CallError::Idle { .. }) = &first else {
+        return Ok(first);
+    };
+    match state
+        .scaler
+        .send(WakeMsg(name.to_owned()))
+        .await
+        .map_err(|e| ApiError::unavailable("scaler", e))?
+    {
+        Ok(_) => {}
+        Err(WakeError::NoRoom(no_room)) => return Err(ApiError::no_room(&no_room)),
+        Err(WakeError::UnknownPlugin(_)) => return Ok(first),
+        Err(WakeError::NotIdle { why, .. }) => {
+            tracing::debug!(plugin = %name, %why, "an idle plugin was not woken");
+            return Ok(first);
+        }
+    }
+    state
+        .host
+        .send(CallWhenReady {
+            plugin: name.to_owned(),
+            request: body.to_vec(),
+        })
+        .await
+        .map_err(|e| ApiError::unavailable("plugin host", e))
 }
 
 /// The query of `GET /decisions`.

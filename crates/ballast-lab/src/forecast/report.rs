@@ -837,7 +837,8 @@ fn outage_kind(state: &PluginState) -> Option<&'static str> {
         PluginState::Disabled | PluginState::Suspended | PluginState::Draining => Some("shed"),
         // A process that crashed and waits for its restart is out as surely as a failed one.
         PluginState::Failed { .. } | PluginState::Restarting => Some("failed"),
-        PluginState::Loaded | PluginState::Enabled { .. } => None,
+        // Idle is not an outage: the next call wakes it.
+        PluginState::Loaded | PluginState::Enabled { .. } | PluginState::Idle => None,
     }
 }
 

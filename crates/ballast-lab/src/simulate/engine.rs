@@ -273,6 +273,7 @@ impl Sim {
                         needs_gpu: p.needs_gpu,
                     },
                     can_suspend: p.can_suspend,
+                    ..Default::default()
                 }
             })
             .collect();
@@ -470,7 +471,9 @@ impl Sim {
                 plugin.level = Some(level.0);
             }
             Command::Resume { .. } => plugin.level = Some(resume_level),
-            Command::Disable { .. } | Command::Suspend { .. } => plugin.level = None,
+            Command::Disable { .. } | Command::Suspend { .. } | Command::Unload { .. } => {
+                plugin.level = None
+            }
             Command::SetConcurrency { .. } => {}
         }
         let level = plugin.level;
@@ -513,7 +516,10 @@ impl Sim {
             }
             DecisionKind::Throttle => summary.throttles += 1,
             DecisionKind::Warn => summary.warnings += 1,
-            DecisionKind::Unthrottle | DecisionKind::Override => {}
+            DecisionKind::Unthrottle
+            | DecisionKind::Override
+            | DecisionKind::Unload
+            | DecisionKind::Wake => {}
         }
     }
 

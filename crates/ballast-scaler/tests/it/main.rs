@@ -3,6 +3,8 @@
 #[cfg(feature = "actor")]
 mod actor;
 mod config;
+mod demand;
+mod demand_properties;
 mod policy;
 mod properties;
 mod support;

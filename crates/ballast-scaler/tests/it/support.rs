@@ -22,6 +22,7 @@ pub fn spec(name: &str, priority: i32, levels: usize) -> PluginSpec {
             needs_gpu: false,
         },
         can_suspend: false,
+        ..Default::default()
     }
 }
 
@@ -100,6 +101,7 @@ pub fn command_line(c: &Command) -> String {
     match c {
         Command::Enable { plugin, level, .. } => format!("enable {plugin} {level}"),
         Command::Disable { plugin, .. } => format!("disable {plugin}"),
+        Command::Unload { plugin, .. } => format!("unload {plugin}"),
         Command::SetLevel { plugin, level, .. } => format!("set_level {plugin} {level}"),
         Command::Suspend { plugin, .. } => format!("suspend {plugin}"),
         Command::Resume { plugin, .. } => format!("resume {plugin}"),
