@@ -147,7 +147,8 @@ fn native() -> String {
 /// What the scaler knows about a plugin.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScalerView {
-    /// Where the scaler has put it: `on`, `off` or `suspended`.
+    /// Where the scaler has put it: `on`, `off`, `suspended` or `idle` (off, not shed: a call
+    /// wakes it).
     pub placement: String,
     /// The level of that placement (for `off`, the level it had).
     pub placement_level: u32,
@@ -168,6 +169,13 @@ pub struct ScalerView {
     /// The CPU its process was last measured using, in cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_cpu_cores: Option<f64>,
+    /// The GPU memory its processes were last measured holding, which the scaler counts when
+    /// it exceeds the declaration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_gpu_memory_bytes: Option<u64>,
+    /// Since when it has had no call, for a plugin with a `keep_alive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<Timestamp>,
 }
 
 /// An operator pin.
@@ -195,4 +203,58 @@ pub struct ActionView {
     pub message: String,
     /// The plugin as it is now (a pinned change reaches the host a moment later).
     pub plugin_view: PluginView,
+}
+
+/// The answer of `GET /plugins/{name}/preflight?level=N`: would the plugin fit at that level
+/// now, and what would a wake take down to make room. Asking changes nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreflightView {
+    /// The plugin.
+    pub plugin: String,
+    /// The level asked about (its fullest allowed when none was given).
+    pub level: u32,
+    /// Whether it fits as things are.
+    pub fits: bool,
+    /// Whether it fits once the plugins in `would_take_down` are taken down.
+    pub fits_with_room: bool,
+    /// Its need and the headroom, per resource the scaler acts on.
+    pub resources: Vec<PreflightResourceView>,
+    /// What a wake would take down to make room for it, in order.
+    pub would_take_down: Vec<PreflightStepView>,
+    /// Why it does not fit even with room made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_room: Option<String>,
+}
+
+/// One resource of a [`PreflightView`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreflightResourceView {
+    /// The resource.
+    pub resource: Resource,
+    /// What the step would add, as a fraction of the machine (the larger of declared and
+    /// measured).
+    pub need: f64,
+    /// What the plugin declares at the level, in bytes (memory, GPU memory) or cores (CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<f64>,
+    /// What it was measured using at the level, in the same unit, if it ran there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<f64>,
+    /// The pressure now.
+    pub pressure: f64,
+    /// The shed threshold.
+    pub shed: f64,
+    /// What is free under the shed threshold (negative when over it).
+    pub headroom: f64,
+    /// Whether the step fits on this resource as things are.
+    pub fits: bool,
+}
+
+/// One plugin a wake would take down, and how far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreflightStepView {
+    /// The plugin.
+    pub plugin: String,
+    /// What would happen to it: `disable`, `level 0 -> 1`.
+    pub action: String,
 }

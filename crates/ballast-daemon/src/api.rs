@@ -106,6 +106,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/plugins/{name}/call",
                 web::post().to(handlers::call),
             ))
+            .service(resource(
+                "/plugins/{name}/preflight",
+                web::get().to(handlers::preflight),
+            ))
             .service(resource("/plugins/{name}/logs", web::get().to(logs::logs)))
             .service(resource("/decisions", web::get().to(handlers::decisions)))
             .service(resource("/events", web::get().to(events::events)))

@@ -199,13 +199,20 @@ fn example_plugins() -> Vec<PluginConfig> {
             gpu_memory_mb: 0,
         },
     ];
+    // voice is unloaded after 10 minutes without calls; clock loads on its first call and is
+    // unloaded 5 minutes after its last.
+    let mut voice = plugin("voice", 10, false);
+    voice.keep_alive = Some(Duration::from_secs(600));
+    let mut clock = plugin("clock", 40, false);
+    clock.start = ballast_core::StartMode::OnDemand;
+    clock.keep_alive = Some(Duration::from_secs(300));
     vec![
-        plugin("voice", 10, false),
+        voice,
         indexer,
         plugin("android", 20, false),
         discord,
         loadwatch,
-        plugin("clock", 40, false),
+        clock,
         plugin("stubs", 100, true),
     ]
 }

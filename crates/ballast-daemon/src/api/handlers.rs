@@ -10,7 +10,7 @@ use ballast_core::plugin::Command;
 use ballast_host::{Call, CallError, CallWhenReady, Execute};
 use ballast_scaler::PinTarget;
 use ballast_scaler::WakeError;
-use ballast_scaler::actor::{GetPluginsMsg, PinMsg, ReleaseMsg, WakeMsg};
+use ballast_scaler::actor::{GetPluginsMsg, PinMsg, PreflightMsg, ReleaseMsg, WakeMsg};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -157,6 +157,34 @@ pub async fn plugin(
 ) -> Result<HttpResponse, ApiError> {
     let scaler = scaler_plugins(&state).await;
     Ok(HttpResponse::Ok().json(plugin_view(&state, &name, &scaler, true)?))
+}
+
+/// The query of `GET /plugins/{name}/preflight`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightQuery {
+    /// The level to ask about; the plugin's fullest allowed when absent.
+    pub(super) level: Option<u32>,
+}
+
+/// `GET /plugins/{name}/preflight?level=N`: would the plugin fit at that level now, the need per
+/// resource (declared and measured), the headroom under each shed threshold, and which plugins a
+/// wake would take down to make room. Changes nothing.
+pub async fn preflight(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    query: web::Query<PreflightQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let answer = state
+        .scaler
+        .send(PreflightMsg {
+            plugin: name.into_inner(),
+            level: query.level.map(Level),
+        })
+        .await
+        .map_err(|e| ApiError::unavailable("scaler", e))?
+        .map_err(ApiError::from_scaler)?;
+    Ok(HttpResponse::Ok().json(views::preflight_view(&answer)))
 }
 
 /// Reads the request body, refusing more than `limit` bytes with 413.

@@ -491,6 +491,7 @@ fn every_endpoint() -> Vec<(Method, &'static str, &'static str)> {
         (Method::POST, "/plugins/voice/suspend", ""),
         (Method::POST, "/plugins/voice/resume", ""),
         (Method::POST, "/plugins/stubs/call", "x"),
+        (Method::GET, "/plugins/voice/preflight?level=1", ""),
         (Method::GET, "/plugins/talker/logs?tail=3", ""),
         (Method::GET, "/decisions?tail=5", ""),
         (Method::GET, "/events", ""),
@@ -881,5 +882,53 @@ mod plain {
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
         assert!(!constant_time_eq(b"a", b""));
+    }
+}
+
+#[actix_web::test]
+async fn preflight_answers_what_fits_without_changing_anything() {
+    let state = app_state(Options::default()).await;
+    publish_figures(&state).await;
+    let app = service!(state).await;
+    let decisions = state.live.decisions(1000).len();
+    let (status, body) = json_of(
+        test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/plugins/voice/preflight?level=0")
+                .to_request(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["plugin"], "voice");
+    assert_eq!(body["level"], 0);
+    // voice runs at level 0 already: nothing is added, it fits.
+    assert_eq!(body["fits"], true);
+    let memory = body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "memory")
+        .expect("memory is acted on");
+    assert_eq!(memory["need"], 0.0);
+    // The fixture machine is of the `performance` tier, whose memory shed threshold is 0.85.
+    assert_eq!(memory["shed"], 0.85);
+    assert!((memory["pressure"].as_f64().unwrap() - 0.3375).abs() < 1e-9, "{memory}");
+    assert!(body["would_take_down"].as_array().unwrap().is_empty());
+    assert_eq!(state.live.decisions(1000).len(), decisions, "asking decides nothing");
+
+    for (uri, status, error) in [
+        ("/plugins/voice/preflight?level=7", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/plugins/nope/preflight", StatusCode::NOT_FOUND, "unknown_plugin"),
+        ("/plugins/voice/preflight?level=-1", StatusCode::BAD_REQUEST, "bad_request"),
+    ] {
+        let (got, body) = json_of(
+            test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await,
+        )
+        .await;
+        assert_eq!(got, status, "{uri}: {body}");
+        assert_eq!(body["error"], error, "{uri}: {body}");
     }
 }

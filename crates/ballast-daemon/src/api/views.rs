@@ -1,7 +1,9 @@
 //! The API's answers built from what the host and the scaler report: the daemon's side of the
 //! wire types in `ballast-api`.
 
-use ballast_api::views::{PinView, PluginView, ScalerView};
+use ballast_api::views::{
+    PinView, PluginView, PreflightResourceView, PreflightStepView, PreflightView, ScalerView,
+};
 use ballast_core::Timestamp;
 use ballast_core::plugin::PluginState;
 use ballast_scaler::{PinTarget, Placement};
@@ -42,6 +44,7 @@ pub fn plugin_view(
 /// The view of the scaler's status of a plugin.
 pub fn scaler_view(status: &ballast_scaler::PluginStatus) -> ScalerView {
     let (placement, placement_level) = match status.placement {
+        Placement::Off { level, .. } if status.idle => ("idle", level.0),
         Placement::On { level } => ("on", level.0),
         Placement::Off {
             suspended: true,
@@ -62,6 +65,8 @@ pub fn scaler_view(status: &ballast_scaler::PluginStatus) -> ScalerView {
         stabilization_ms: u64::try_from(status.stabilization.as_millis()).unwrap_or(u64::MAX),
         measured_memory_bytes: status.measured.map(|m| m.0),
         measured_cpu_cores: status.measured.map(|m| m.1),
+        measured_gpu_memory_bytes: status.measured_gpu_memory,
+        idle_since: status.idle_since,
     }
 }
 
@@ -74,5 +79,38 @@ fn pin_view(target: PinTarget, until: Option<Timestamp>) -> PinView {
         target: target.to_owned(),
         level,
         until,
+    }
+}
+
+/// The wire view of the scaler's pre-flight answer.
+pub fn preflight_view(p: &ballast_scaler::Preflight) -> PreflightView {
+    PreflightView {
+        plugin: p.plugin.clone(),
+        level: p.level.0,
+        fits: p.fits,
+        fits_with_room: p.fits_with_room,
+        resources: p
+            .resources
+            .iter()
+            .map(|r| PreflightResourceView {
+                resource: r.resource,
+                need: r.need,
+                declared: r.declared,
+                measured: r.measured,
+                pressure: r.pressure,
+                shed: r.shed,
+                headroom: r.headroom,
+                fits: r.fits,
+            })
+            .collect(),
+        would_take_down: p
+            .would_take_down
+            .iter()
+            .map(|s| PreflightStepView {
+                plugin: s.plugin.clone(),
+                action: s.action.to_string(),
+            })
+            .collect(),
+        no_room: p.no_room.clone(),
     }
 }

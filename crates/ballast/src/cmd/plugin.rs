@@ -12,7 +12,7 @@ use ballast_host::{PluginInfo, PluginLibrary, sha256_file};
 use clap::Parser as _;
 
 use crate::cmd::client::{ApiArgs, Client, plugins_table};
-use ballast_api::views::{ActionView, PluginView};
+use ballast_api::views::{ActionView, PluginView, PreflightView};
 use ballast_core::format::bytes;
 
 const ACTIONS_HELP: &str = "\
@@ -27,6 +27,8 @@ Act on a running daemon's plugin (through its control API):
   ballast plugin NAME resume                    resume it
   ballast plugin NAME logs [--tail N] [--follow]
                                                 a process plugin's log (stdout, stderr, events)
+  ballast plugin NAME preflight [--level N]     would it fit now, and what would make room;
+                                                changes nothing, exits 0 only if it fits
 Pins hold until released or until DURATION passes; only an emergency overrides them.
 Each takes --api URL (env BALLAST_API, default http://127.0.0.1:7878),
 --token-file PATH (env BALLAST_TOKEN_FILE) and --json.
@@ -107,6 +109,14 @@ enum PluginAction {
     Suspend,
     /// Resume a suspended plugin.
     Resume,
+    /// Would the plugin fit at a level now? Its need per resource (declared and measured), the
+    /// headroom under each shed threshold, and which plugins a wake would take down to make
+    /// room. Changes nothing; exits 0 if it fits as things are, 1 if not.
+    Preflight {
+        /// The level to ask about (its fullest allowed level when left out).
+        #[arg(long)]
+        level: Option<u32>,
+    },
     /// Print the log of a plugin that runs in a process: its stdout and stderr, its log
     /// messages, and the host's notes (started, signalled, exited, alerts).
     Logs {
@@ -200,6 +210,25 @@ pub fn run_action(args: Vec<String>, out: &mut dyn Write) -> anyhow::Result<Exit
             client.copy_text(&path, *follow, out)?;
             return Ok(ExitCode::SUCCESS);
         }
+        PluginAction::Preflight { level } => {
+            let path = match level {
+                Some(level) => format!("/plugins/{name}/preflight?level={level}"),
+                None => format!("/plugins/{name}/preflight"),
+            };
+            let view: serde_json::Value = client.get(&path)?;
+            let answer: PreflightView = serde_json::from_value(view.clone())
+                .context("the daemon's answer is not what this ballast expects")?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
+            } else {
+                write!(out, "{}", preflight_text(&answer))?;
+            }
+            return Ok(if answer.fits {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         PluginAction::Release => ("release", serde_json::json!({})),
         PluginAction::Suspend => ("suspend", serde_json::json!({})),
         PluginAction::Resume => ("resume", serde_json::json!({})),
@@ -225,6 +254,56 @@ pub fn run_action(args: Vec<String>, out: &mut dyn Write) -> anyhow::Result<Exit
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ballast plugin NAME preflight` for people.
+fn preflight_text(p: &PreflightView) -> String {
+    use ballast_core::Resource;
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "plugin     {} at level {}", p.plugin, p.level);
+    let verdict = if p.fits {
+        "yes".to_owned()
+    } else if p.fits_with_room {
+        let steps: Vec<String> = p
+            .would_take_down
+            .iter()
+            .map(|s| format!("{} ({})", s.plugin, s.action))
+            .collect();
+        format!("not now; it would once ballast takes down {}", steps.join(", "))
+    } else {
+        format!(
+            "no: {}",
+            p.no_room.as_deref().unwrap_or("not even with room made")
+        )
+    };
+    let _ = writeln!(out, "fits       {verdict}");
+    let _ = writeln!(out);
+    let amount = |resource: Resource, value: Option<f64>| match (resource, value) {
+        (_, None) => "-".to_owned(),
+        (Resource::Memory | Resource::GpuMemory, Some(bytes)) => {
+            ballast_core::format::bytes(bytes.max(0.0) as u64)
+        }
+        (Resource::Cpu, Some(cores)) => format!("{cores:.2} cores"),
+        (_, Some(v)) => format!("{v:.2}"),
+    };
+    let mut table = ballast_core::format::Table::with_header(&[
+        "RESOURCE", "NEED", "DECLARED", "MEASURED", "PRESSURE", "SHED", "HEADROOM", "",
+    ]);
+    for r in &p.resources {
+        table.row([
+            r.resource.to_string(),
+            format!("{:.2}", r.need),
+            amount(r.resource, r.declared),
+            amount(r.resource, r.measured),
+            format!("{:.2}", r.pressure),
+            format!("{:.2}", r.shed),
+            format!("{:.2}", r.headroom),
+            if r.fits { "" } else { "does not fit" }.to_owned(),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
 }
 
 /// `ballast plugin NAME show` for people.
@@ -369,6 +448,16 @@ fn show(p: &PluginView) -> String {
                 "             counts {} and {cpu:.2} cores as measured when it restores it",
                 bytes(memory)
             );
+        }
+        if let Some(gpu) = scaler.measured_gpu_memory_bytes {
+            let _ = writeln!(
+                out,
+                "             counts {} of GPU memory as measured when it restores or wakes it",
+                bytes(gpu)
+            );
+        }
+        if let Some(since) = scaler.idle_since {
+            let _ = writeln!(out, "             no call since {}", ago(since, now));
         }
     }
     out

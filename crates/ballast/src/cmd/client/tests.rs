@@ -429,3 +429,42 @@ fn the_binary_talks_to_the_daemon() {
     );
     assert!(help.contains("inspect"), "{help}");
 }
+
+#[test]
+fn preflight_prints_the_need_and_headroom_and_exits_by_the_answer() {
+    let daemon = TestDaemon::start(Options::default());
+    daemon.publish_figures();
+    let text = plugin_action(&daemon, &["voice", "preflight", "--level", "1"]).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "plugin     voice at level 1", "{text}");
+    assert_eq!(lines[1], "fits       yes", "{text}");
+    assert!(
+        lines[3].starts_with("RESOURCE  ") && lines[3].contains("HEADROOM"),
+        "{text}"
+    );
+    let memory = lines
+        .iter()
+        .find(|l| l.starts_with("memory "))
+        .unwrap_or_else(|| panic!("no memory row in {text}"));
+    // voice declares 1 MiB at level 1 (its small working set) and goes down to it: nothing
+    // is added; the pressure is the predictor's 0.3375 under the shed threshold 0.85.
+    assert!(memory.contains("0.34      0.85  0.51"), "{memory}");
+    let mut out = Vec::new();
+    let args = |level: &str| {
+        vec![
+            "voice".to_owned(),
+            "preflight".to_owned(),
+            "--level".to_owned(),
+            level.to_owned(),
+            "--json".to_owned(),
+            "--api".to_owned(),
+            daemon.url.clone(),
+        ]
+    };
+    let code = crate::cmd::plugin::run_action(args("0"), &mut out).unwrap();
+    assert_eq!(code, ExitCode::SUCCESS);
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["fits"], true);
+    let error = crate::cmd::plugin::run_action(args("9"), &mut Vec::new()).unwrap_err();
+    assert!(error.to_string().contains("has no level 9"), "{error}");
+}
