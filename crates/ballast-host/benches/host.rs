@@ -15,34 +15,11 @@ use ballast_core::{Level, Timestamp};
 use ballast_host::{PluginConfig, PluginHost, PluginLibrary};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-const NOP_PLUGIN: &str = r#"
-#include "ballast_plugin.h"
-static int instance;
-static BallastStatus ok(void *i, BallastMessageBuf *e) { (void)i; (void)e; return BALLAST_STATUS_OK; }
-static BallastStatus create(const BallastHostApi *h, BallastBytes c, BallastBytes k, void **o, BallastMessageBuf *e) {
-    (void)h; (void)c; (void)k; (void)e; *o = &instance; return BALLAST_STATUS_OK; }
-static BallastStatus level(void *i, uint32_t l, BallastMessageBuf *e) { (void)i; (void)l; (void)e; return BALLAST_STATUS_OK; }
-static BallastStatus drain(void *i, uint64_t d, BallastMessageBuf *e) { (void)i; (void)d; (void)e; return BALLAST_STATUS_OK; }
-static BallastStatus call(void *i, BallastBytes r, BallastBuffer *o, BallastMessageBuf *e) {
-    (void)i; (void)r; (void)e; o->ptr = 0; o->len = 0; o->owner = 0; return BALLAST_STATUS_OK; }
-static void release(BallastBuffer b) { (void)b; }
-static BallastStatus health(void *i, BallastMessageBuf *m) { (void)i; (void)m; return BALLAST_STATUS_OK; }
-static BallastStatus stats(void *i, BallastStats *s) { (void)i; (void)s; return BALLAST_STATUS_OK; }
-static const BallastPluginVTable VT = { .struct_size = sizeof(BallastPluginVTable), .create = create, .start = ok,
-    .set_level = level, .drain = drain, .stop = ok, .destroy = ok, .call = call, .free_buffer = release,
-    .health = health, .stats = stats };
-static const BallastLevelHints LEVELS[1] = { { .name = { (const uint8_t *)"full", 4 } } };
-static const BallastPluginDescriptor D = {
-    .header = { .magic = BALLAST_PLUGIN_MAGIC, .abi_major = 1, .abi_minor = 0,
-                .struct_size = sizeof(BallastPluginDescriptor), .name = { (const uint8_t *)"nop", 3 } },
-    .version = { (const uint8_t *)"1", 1 }, .sdk_version = { (const uint8_t *)"c", 1 },
-    .capabilities = BALLAST_CAP_THREAD_SAFE_CALLS, .hints = { .n_levels = 1, .levels = LEVELS }, .vtable = &VT };
-const BallastPluginDescriptor *ballast_plugin_entry_v1(void) { return &D; }
-"#;
+
 
 /// The no-op C plugin, compiled with optimisations.
 fn nop_plugin() -> PathBuf {
-    ballast_testkit::plugins::c_plugin("nop", NOP_PLUGIN)
+    ballast_testkit::plugins::nop_plugin()
 }
 
 /// The Rust `stubs` example plugin, built in release mode.
