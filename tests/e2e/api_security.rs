@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use ballast_testkit::now_ms;
+
 use crate::support;
 use crate::support::Daemon;
 
@@ -376,33 +378,16 @@ fn request_bodies_are_limited_however_they_are_sent() {
     );
 }
 
-/// The `at` of every sample in the daemon's telemetry logs, in milliseconds.
+/// The `at` of every sample in the daemon's telemetry logs, in milliseconds, in order.
 fn sample_times(daemon: &Daemon) -> Vec<u64> {
-    let mut times = Vec::new();
-    for entry in std::fs::read_dir(&daemon.data_dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("telemetry-") {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        for line in text.lines() {
-            if let Ok(record) = serde_json::from_str::<serde_json::Value>(line)
-                && record["type"] == "sample"
-                && let Some(at) = record["at"].as_u64()
-            {
-                times.push(at);
-            }
-        }
-    }
+    let mut times: Vec<u64> = daemon
+        .log_records("telemetry-")
+        .iter()
+        .filter(|record| record["type"] == "sample")
+        .filter_map(|record| record["at"].as_u64())
+        .collect();
     times.sort_unstable();
     times
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// The requests of the flood, each with the status it must get: the authenticated ones their

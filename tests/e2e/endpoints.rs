@@ -5,6 +5,8 @@ use std::io::{BufRead as _, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use ballast_testkit::now_ms;
+
 use crate::support;
 use crate::support::{Daemon, ballast, free_port, plugin_dir};
 
@@ -323,14 +325,6 @@ fn systemd_hears_ready_once_the_api_answers_then_watchdog_pings() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
-}
-
-/// The wall clock in milliseconds since the epoch, as the daemon stamps its samples.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// The first line of a command's output.
