@@ -131,6 +131,17 @@ fn the_report_reads_what_the_daemon_wrote() {
         assert_eq!(call(&daemon, "faulty", "tester", "ok"), 200);
         assert_eq!(call(&daemon, "stubs", "batch", "hi"), 200);
     }
+    // A sample taken after the calls is in the recent window too.
+    let calls_done = ballast_testkit::now_ms();
+    daemon.wait_until(
+        Duration::from_secs(30),
+        "a sample after the calls in the telemetry log",
+        |d| {
+            d.log_records("telemetry-").iter().any(|r| {
+                r["type"] == "sample" && r["at"].as_u64().is_some_and(|at| at > calls_done)
+            })
+        },
+    );
     // A clean stop writes the last call tallies.
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
@@ -289,13 +300,13 @@ fn the_report_reads_what_the_daemon_wrote() {
         [("tester", 40.0), ("assistant", 20.0), ("batch", 20.0)],
         "{json:#}"
     );
-    // The memory samples are there.
+    // The memory samples are there, in both windows.
     assert!(
-        json["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["resource"] == "memory" && r["recent_utilization"].is_number()),
+        json["resources"].as_array().unwrap().iter().any(|r| {
+            r["resource"] == "memory"
+                && r["recent_utilization"].is_number()
+                && r["baseline_utilization"].is_number()
+        }),
         "{json:#}"
     );
 
