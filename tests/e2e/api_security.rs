@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use ballast_testkit::now_ms;
+
 use crate::support;
 use crate::support::Daemon;
 
@@ -376,40 +378,45 @@ fn request_bodies_are_limited_however_they_are_sent() {
     );
 }
 
-/// The `at` of every sample in the daemon's telemetry logs, in milliseconds.
+/// The `at` of every sample in the daemon's telemetry logs, in milliseconds, in order.
 fn sample_times(daemon: &Daemon) -> Vec<u64> {
-    let mut times = Vec::new();
-    for entry in std::fs::read_dir(&daemon.data_dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("telemetry-") {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        for line in text.lines() {
-            if let Ok(record) = serde_json::from_str::<serde_json::Value>(line)
-                && record["type"] == "sample"
-                && let Some(at) = record["at"].as_u64()
-            {
-                times.push(at);
-            }
-        }
-    }
+    let mut times: Vec<u64> = daemon
+        .log_records("telemetry-")
+        .iter()
+        .filter(|record| record["type"] == "sample")
+        .filter_map(|record| record["at"].as_u64())
+        .collect();
     times.sort_unstable();
     times
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+/// The requests of the flood, each with the status it must get: the authenticated ones their
+/// real answer (a call, a malformed level, a read), the one without a token 401.
+const FLOOD: [(&str, &str, bool, &[u8], u16); 6] = [
+    ("GET", "/status", true, b"", 200),
+    ("GET", "/metrics", true, b"", 200),
+    ("POST", "/plugins/stubs/call", true, b"hi", 200),
+    ("POST", "/plugins/stubs/call", false, b"hi", 401),
+    ("POST", "/plugins/stubs/level", true, b"{", 400),
+    ("GET", "/plugins", true, b"", 200),
+];
+
+/// The monitor's interval in the config of these tests.
+const SAMPLE_INTERVAL_MS: u64 = 200;
 
 #[test]
 fn a_flood_of_requests_leaves_the_daemon_answering_sampling_and_deciding() {
     const CLIENTS: usize = 8;
     const REQUESTS_PER_CLIENT: usize = 750;
     const IDLE_CONNECTIONS: usize = 200;
+    // The flood goes on at least this long, so that a monitor that stops sampling under it
+    // leaves a gap far larger than the bound below, whatever the machine's speed.
+    const FLOOD_AT_LEAST: Duration = Duration::from_secs(6);
+    // Bounds generous enough for a loaded machine (the largest gap is typically under 1 s):
+    // the monitor samples every 200 ms, so 15 missed ticks in a row is a monitor that stopped;
+    // a health check that waits seconds is a daemon that stopped answering.
+    const MAX_SAMPLE_GAP_MS: u64 = 15 * SAMPLE_INTERVAL_MS;
+    const MAX_HEALTHZ_LATENCY: Duration = Duration::from_secs(5);
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = start(dir.path());
     // Idle connections that never send a request, held through the flood.
@@ -421,7 +428,8 @@ fn a_flood_of_requests_leaves_the_daemon_answering_sampling_and_deciding() {
     let flood_started = now_ms();
     let started = Instant::now();
     let mut latencies: Vec<Duration> = Vec::new();
-    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    // Per request kind (an index into FLOOD), how many got each status.
+    let mut statuses = vec![std::collections::BTreeMap::<u16, usize>::new(); FLOOD.len()];
     std::thread::scope(|scope| {
         let flooders: Vec<_> = (0..CLIENTS)
             .map(|client| {
@@ -429,19 +437,15 @@ fn a_flood_of_requests_leaves_the_daemon_answering_sampling_and_deciding() {
                 scope.spawn(move || {
                     let token = bearer();
                     let mut seen = Vec::new();
-                    for i in 0..REQUESTS_PER_CLIENT {
-                        let (method, path, auth, body): (_, _, Option<&str>, &[u8]) =
-                            match (client + i) % 6 {
-                                0 => ("GET", "/status", Some(&token), b""),
-                                1 => ("GET", "/metrics", Some(&token), b""),
-                                2 => ("POST", "/plugins/stubs/call", Some(&token), b"hi"),
-                                3 => ("POST", "/plugins/stubs/call", None, b"hi"),
-                                4 => ("POST", "/plugins/stubs/level", Some(&token), b"{"),
-                                _ => ("GET", "/plugins", Some(&token), b""),
-                            };
+                    let mut i = 0;
+                    while i < REQUESTS_PER_CLIENT || started.elapsed() < FLOOD_AT_LEAST {
+                        let kind = (client + i) % FLOOD.len();
+                        let (method, path, authenticated, body, _) = FLOOD[kind];
+                        let auth = authenticated.then_some(token.as_str());
                         let answer = request(daemon, method, path, auth, Body::Plain(body))
                             .unwrap_or_else(|e| panic!("{method} {path} got no answer: {e}"));
-                        seen.push(answer.status);
+                        seen.push((kind, answer.status));
+                        i += 1;
                     }
                     seen
                 })
@@ -451,8 +455,9 @@ fn a_flood_of_requests_leaves_the_daemon_answering_sampling_and_deciding() {
         let mut pinned = false;
         while flooders.iter().any(|f| !f.is_finished()) {
             let asked = Instant::now();
-            let answer = request(&daemon, "GET", "/healthz", None, Body::None).unwrap();
-            assert_eq!(answer.status, 200);
+            let answer = request(&daemon, "GET", "/healthz", None, Body::None)
+                .unwrap_or_else(|e| panic!("/healthz got no answer during the flood: {e}"));
+            assert_eq!(answer.status, 200, "/healthz: {}", answer.body);
             latencies.push(asked.elapsed());
             if !pinned && started.elapsed() > Duration::from_millis(300) {
                 let answer = request(
@@ -469,26 +474,30 @@ fn a_flood_of_requests_leaves_the_daemon_answering_sampling_and_deciding() {
             std::thread::sleep(Duration::from_millis(50));
         }
         for flooder in flooders {
-            for status in flooder.join().unwrap() {
-                *statuses.entry(status).or_default() += 1;
+            for (kind, status) in flooder.join().unwrap() {
+                *statuses[kind].entry(status).or_default() += 1;
             }
         }
     });
     let flood = started.elapsed();
     let flood_ended = now_ms();
     drop(idle);
-    // Every flood request was answered with what it asked for.
-    let total: usize = statuses.values().sum();
-    assert_eq!(total, CLIENTS * REQUESTS_PER_CLIENT);
-    assert!(
-        statuses.keys().all(|s| [200, 400, 401].contains(s)),
-        "{statuses:?}"
-    );
+    // Every flood request was answered with what it asked for: per kind, only its status.
+    let total: usize = statuses.iter().flat_map(|s| s.values()).sum();
+    assert!(total >= CLIENTS * REQUESTS_PER_CLIENT, "{total} requests");
+    for (kind, (method, path, authenticated, _, expected)) in FLOOD.iter().enumerate() {
+        let got = &statuses[kind];
+        assert!(
+            got.keys().all(|s| s == expected) && got.get(expected).is_some_and(|n| *n > 0),
+            "{method} {path} (token: {authenticated}) must answer {expected}; got {got:?}"
+        );
+    }
     // The operator's pin, sent in the middle of the flood, was applied.
     daemon.wait_until(Duration::from_secs(30), "faulty pinned off", |d| {
         plugin_state(d, "faulty") == "disabled"
     });
-    // The monitor kept sampling through the flood.
+    // The monitor kept sampling through the flood: no long gap between the flood's start, the
+    // samples taken during it and its end.
     daemon.wait_until(Duration::from_secs(10), "telemetry written", |d| {
         sample_times(d).iter().any(|t| *t > flood_ended)
     });
@@ -496,20 +505,32 @@ fn a_flood_of_requests_leaves_the_daemon_answering_sampling_and_deciding() {
         .into_iter()
         .filter(|t| (flood_started..=flood_ended).contains(t))
         .collect();
-    assert!(
-        during.len() >= 2 || flood < Duration::from_secs(1),
-        "the monitor stalled during a {flood:?} flood: {during:?}"
-    );
-    let max_gap = during.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let max_gap = std::iter::once(flood_started)
+        .chain(during.iter().copied())
+        .chain(std::iter::once(flood_ended))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(0);
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     println!(
-        "flood: {total} requests from {CLIENTS} clients and {IDLE_CONNECTIONS} idle connections in {flood:.2?} ({:.0} req/s); statuses {statuses:?}; /healthz during it: {} answers, p50 {:.1?}, max {:.1?}; {} samples during it, largest gap {max_gap} ms (interval 200 ms)",
+        "flood: {total} requests from {CLIENTS} clients and {IDLE_CONNECTIONS} idle connections in {flood:.2?} ({:.0} req/s); statuses {statuses:?}; /healthz during it: {} answers, p50 {:.1?}, max {:.1?}; {} samples during it, largest gap {max_gap} ms (interval {SAMPLE_INTERVAL_MS} ms)",
         total as f64 / flood.as_secs_f64(),
         latencies.len(),
         p(0.5),
         p(1.0),
         during.len(),
+    );
+    assert!(
+        max_gap <= MAX_SAMPLE_GAP_MS,
+        "the monitor stalled during a {flood:?} flood: a gap of {max_gap} ms between samples (at most {MAX_SAMPLE_GAP_MS} ms allowed); samples {during:?}"
+    );
+    assert!(
+        p(1.0) <= MAX_HEALTHZ_LATENCY,
+        "/healthz took {:?} to answer during the flood (at most {MAX_HEALTHZ_LATENCY:?} allowed)",
+        p(1.0)
     );
 }
 
@@ -603,9 +624,27 @@ config = { workload = { working_set_mb = [1], cpu_duty = 0.0 } }
     let idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS)
         .filter_map(|_| TcpStream::connect(&address).ok())
         .collect();
+    // Every one of them was opened (those past the API's cap wait in the kernel's backlog), so
+    // the daemon holds as many as it will take.
+    assert_eq!(
+        idle.len(),
+        IDLE_CONNECTIONS,
+        "only {} of {IDLE_CONNECTIONS} idle connections could be opened",
+        idle.len()
+    );
+    // While they are held, the daemon must open files: wait until it has opened two new log
+    // segments (one every second or so at this segment size).
     let segments_before = segments(&data_dir);
-    std::thread::sleep(Duration::from_secs(3));
-    let segments_during = segments(&data_dir);
+    let mut segments_during = segments_before;
+    let opened = ballast_testkit::wait_for(
+        "two new log segments while the connections are held",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            segments_during = segments(&data_dir);
+            segments_during >= segments_before + 2
+        },
+    );
     drop(idle);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !healthz() {
@@ -626,8 +665,9 @@ config = { workload = { working_set_mb = [1], cpu_duty = 0.0 } }
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert!(
-        segments_during > segments_before,
-        "no new log segment was opened while the connections were held ({segments_before} -> {segments_during})"
-    );
+    if let Err(error) = opened {
+        panic!(
+            "{error}: no new log segment was opened while the connections were held ({segments_before} -> {segments_during}); log:\n{log}"
+        );
+    }
 }

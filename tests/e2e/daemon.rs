@@ -133,19 +133,77 @@ fn the_daemon_serves_sheds_on_command_survives_a_crash_and_stops_cleanly() {
         .args(["status", "--json", "--api", &daemon.url])
         .output()
         .unwrap();
-    assert!(out.status.success());
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(status.is_object());
     assert!(
-        !daemon
-            .json("/decisions?tail=50")
-            .as_array()
-            .unwrap()
-            .is_empty()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["mode"], "enforce", "{status:#}");
+    let mut states: Vec<(&str, &str)> = status["plugins"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no plugin list: {status:#}"))
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default(),
+                p["state"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    states.sort_unstable();
+    assert_eq!(
+        states,
+        [
+            ("android", "enabled"),
+            ("clock", "enabled"),
+            ("discord", "enabled"),
+            ("stubs", "enabled"),
+            ("voice", "disabled"),
+        ],
+        "{status:#}"
+    );
+    assert!(
+        status["resources"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r["resource"] == "memory" && r["value"].is_f64())),
+        "{status:#}"
+    );
+    // The operator's disable is the latest decision about voice: an applied override.
+    let decisions = daemon.json("/decisions?tail=50");
+    let disable = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|d| d["plugin"] == "voice")
+        .unwrap_or_else(|| panic!("no decision about voice: {decisions:#}"));
+    assert_eq!(disable["kind"], "override", "{disable:#}");
+    assert_eq!(disable["applied"], true, "{disable:#}");
+    assert!(
+        disable["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("operator")),
+        "{disable:#}"
+    );
+    // The metrics say the same: voice is disabled and the others are enabled, the one call it
+    // answered is counted, and the scaler enforces.
     let (status, metrics) = daemon.get("/metrics").unwrap();
     assert_eq!(status, 200);
-    assert!(metrics.contains("ballast_"), "{metrics}");
+    for line in [
+        r#"ballast_plugin_state{plugin="voice",state="disabled"} 1"#,
+        r#"ballast_plugin_state{plugin="voice",state="enabled"} 0"#,
+        r#"ballast_plugin_state{plugin="android",state="enabled"} 1"#,
+        r#"ballast_plugin_state{plugin="stubs",state="enabled"} 1"#,
+        r#"ballast_plugin_calls_total{plugin="voice"} 1"#,
+        r#"ballast_plugin_calls_total{plugin="android"} 0"#,
+        r#"ballast_scaler_mode{mode="enforce"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in the metrics:\n{metrics}"
+        );
+    }
 
     // A crash (SIGKILL) and a restart keep the pin and the history.
     assert!(
@@ -317,12 +375,27 @@ fn the_systemd_unit_verifies() {
     // Point ExecStart at the binary under test so that verify can check it exists.
     let unit = unit.replace("/usr/local/bin/ballast", env!("CARGO_BIN_EXE_ballast"));
     std::fs::write(&path, unit).unwrap();
-    let out = std::process::Command::new("systemd-analyze")
+    let out = match std::process::Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&path)
         .output()
-        .expect("systemd-analyze is installed (package systemd; `cargo xtask ci` installs it)");
+    {
+        Ok(out) => out,
+        Err(e) => panic!(
+            "cannot run systemd-analyze ({e}): install it (package systemd; `cargo xtask ci` \
+             installs it)"
+        ),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // It must have run and found nothing wrong: a failed run (the tool cannot start, the unit
+    // does not load) is a failure, and so is a warning about the unit, which verify prints but
+    // does not fail on.
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed ({}):\n{stderr}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
     let problems: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("ballast.service") && !l.contains("Failed to prepare filename"))

@@ -175,6 +175,36 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Every record of the daemon's JSONL logs in its data directory whose file name starts
+    /// with `prefix` (`telemetry-`, `decisions-`, or `""` for all of them), in file order. A line
+    /// that is not JSON (a record being written) is left out.
+    pub fn log_records(&self, prefix: &str) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.data_dir)
+            .map(|dir| {
+                dir.flatten()
+                    .map(|entry| entry.path())
+                    .filter(|path| {
+                        path.file_name()
+                            .and_then(|name| name.to_str())
+                            .is_some_and(|name| {
+                                name.starts_with(prefix) && name.ends_with(".jsonl")
+                            })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|line| serde_json::from_str(line).ok())
+                    .collect::<Vec<serde_json::Value>>()
+            })
+            .collect()
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -34,3 +34,12 @@ pub fn wait_for(
         std::thread::sleep(every);
     }
 }
+
+/// The wall clock in milliseconds since the epoch: the time base of the daemon's timestamps
+/// (samples, decisions, call tallies), for a test that brackets what the daemon logged.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
