@@ -42,6 +42,14 @@ impl<T> Metric<T> {
         }
     }
 
+    /// The value to change, if available.
+    pub fn value_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Metric::Available { value } => Some(value),
+            Metric::Unavailable { .. } => None,
+        }
+    }
+
     /// The reason, if unavailable.
     pub fn unavailable_reason(&self) -> Option<&str> {
         match self {
@@ -157,6 +165,60 @@ pub struct GpuReading {
     pub temperature_celsius: Option<f64>,
     /// Power draw in watts, if the device reports it.
     pub power_watts: Option<f64>,
+    /// The processes holding memory on this device (compute and graphics, each once), or why
+    /// NVML could not list them. Telemetry written before processes were read has none, which
+    /// reads back as unavailable, not as an empty list.
+    #[serde(default = "not_recorded")]
+    pub processes: Metric<Vec<GpuProcess>>,
+}
+
+/// The reason given for a figure that telemetry from an older ballast does not hold.
+fn not_recorded<T>() -> Metric<T> {
+    Metric::unavailable("not recorded by the ballast that wrote this sample")
+}
+
+/// One process with a context on a GPU, as NVML lists it; the device is the reading's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuProcess {
+    /// The process id, as NVML reports it.
+    pub pid: u32,
+    /// GPU memory the process holds on this device; `None` when NVML does not report it (for
+    /// example without the permission to see other users' processes), which is not a zero.
+    pub used_bytes: Option<u64>,
+    /// Whom the monitor charged this process's memory to; `None` in a reading that was not
+    /// attributed (straight from the GPU sampler, or older telemetry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<GpuMemoryHolder>,
+}
+
+/// Whom a GPU process's memory is charged to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GpuMemoryHolder {
+    /// A plugin: the process is in the process tree of the plugin's own process (a process
+    /// plugin, or an isolated plugin's worker), or it is the daemon and this plugin is the one
+    /// in-process plugin that declares it needs a GPU.
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// The daemon's own process, when no single in-process plugin declares it needs a GPU (none
+    /// or several do), so no one plugin can be charged.
+    InProcessUnattributed,
+    /// A process outside every plugin's tree that is not the daemon: another program.
+    Other,
+}
+
+/// The GPU memory no plugin was charged with, summed over every device.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuMemoryUnattributed {
+    /// Held by the daemon's own process and charged to no plugin (see
+    /// [`GpuMemoryHolder::InProcessUnattributed`]); `None` when NVML does not report that
+    /// process's figure.
+    pub in_process_bytes: Option<u64>,
+    /// Held by other programs' processes ([`GpuMemoryHolder::Other`]); `None` when NVML does not
+    /// report the figure of one of them.
+    pub other_bytes: Option<u64>,
 }
 
 impl GpuReading {
@@ -199,8 +261,9 @@ pub struct ProcessReading {
     pub cpu_cores: f64,
 }
 
-/// What one plugin uses, as the host reports it (the SDK's counting allocator).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What one plugin uses: the figures the host reports (the SDK's counting allocator, the
+/// plugin's process) and the GPU memory the monitor attributes to it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PluginUsage {
     /// The plugin's name.
     pub plugin: String,
@@ -208,6 +271,23 @@ pub struct PluginUsage {
     pub live_bytes: u64,
     /// Highest `live_bytes` seen.
     pub peak_bytes: u64,
+    /// The process at the root of the plugin's own process tree, reported by the host: a
+    /// process plugin's process, or the worker of a native plugin isolated in one. `None` for a
+    /// plugin that runs inside the daemon. GPU processes in this tree are charged to the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Reported by the host: the plugin runs inside the daemon and declares it needs a GPU
+    /// (`needs_gpu`). When exactly one plugin says so, the daemon's own GPU memory is charged to
+    /// it; otherwise that memory is unattributed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_process_gpu: bool,
+    /// Filled in by the monitor on each sample: the GPU memory the plugin holds on every device,
+    /// read per process through NVML. `None` when it is not known: no GPU process list (no
+    /// driver, or NVML cannot list a device's processes), a process of the plugin whose figure
+    /// NVML does not report, or an in-process plugin whose share of the daemon's GPU memory
+    /// cannot be told (several in-process plugins, or none, declare they need a GPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_bytes: Option<u64>,
 }
 
 /// One timestamped reading of every metric the monitor watches.
@@ -227,9 +307,14 @@ pub struct Sample {
     pub disks: Vec<Metric<DiskReading>>,
     /// The daemon's own process.
     pub daemon: Metric<ProcessReading>,
-    /// Per-plugin usage reported by the host.
+    /// Per-plugin usage reported by the host, with the GPU memory the monitor attributed.
     #[serde(default)]
     pub plugins: Vec<PluginUsage>,
+    /// The GPU memory charged to no plugin: the daemon's own when no single in-process plugin
+    /// can be charged, and other programs'. Unavailable, with the reason, when the GPUs' process
+    /// lists are.
+    #[serde(default = "not_recorded")]
+    pub gpu_memory_unattributed: Metric<GpuMemoryUnattributed>,
 }
 
 impl Sample {
@@ -248,6 +333,7 @@ impl Sample {
             disks: Vec::new(),
             daemon: Metric::unavailable(reason),
             plugins: Vec::new(),
+            gpu_memory_unattributed: Metric::unavailable(reason),
         }
     }
 
@@ -300,6 +386,7 @@ mod tests {
             utilization: util,
             temperature_celsius: None,
             power_watts: None,
+            processes: Metric::available(Vec::new()),
         }
     }
 
@@ -345,6 +432,77 @@ mod tests {
         let mut s = Sample::unavailable(Timestamp::ZERO, "test");
         s.gpus = Metric::available(Vec::new());
         assert_eq!(s.utilization(Resource::Gpu), None);
+    }
+
+    /// A sample as ballast wrote it to its telemetry before GPU processes were read.
+    const OLD_SAMPLE: &str = r#"{
+        "at": 1000,
+        "memory": {"status": "unavailable", "reason": "test"},
+        "cpu": {"status": "unavailable", "reason": "test"},
+        "psi": {
+            "cpu": {"status": "unavailable", "reason": "test"},
+            "memory": {"status": "unavailable", "reason": "test"},
+            "io": {"status": "unavailable", "reason": "test"}
+        },
+        "gpus": {"status": "available", "value": [{
+            "index": 0, "name": "A", "memory_used_bytes": 10, "memory_total_bytes": 100,
+            "utilization": 0.5, "temperature_celsius": null, "power_watts": null
+        }]},
+        "disks": [],
+        "daemon": {"status": "unavailable", "reason": "test"},
+        "plugins": [{"plugin": "voice", "live_bytes": 1, "peak_bytes": 2}]
+    }"#;
+
+    #[test]
+    fn telemetry_from_before_gpu_processes_reads_back_as_not_recorded() {
+        let sample: Sample = serde_json::from_str(OLD_SAMPLE).unwrap();
+        let gpu = &sample.gpus.value().unwrap()[0];
+        assert_eq!(
+            gpu.processes.unavailable_reason(),
+            Some("not recorded by the ballast that wrote this sample")
+        );
+        assert!(sample.gpu_memory_unattributed.value().is_none());
+        let voice = &sample.plugins[0];
+        assert_eq!((voice.pid, voice.in_process_gpu), (None, false));
+        assert_eq!(voice.gpu_memory_bytes, None);
+    }
+
+    #[test]
+    fn gpu_processes_and_attribution_round_trip() {
+        let mut sample = Sample::unavailable(Timestamp::ZERO, "test");
+        let mut reading = gpu(0, 10, 100, 0.5);
+        reading.processes = Metric::available(vec![
+            GpuProcess {
+                pid: 7,
+                used_bytes: Some(5),
+                holder: Some(GpuMemoryHolder::Plugin {
+                    plugin: "voice".into(),
+                }),
+            },
+            GpuProcess {
+                pid: 8,
+                used_bytes: None,
+                holder: Some(GpuMemoryHolder::Other),
+            },
+        ]);
+        sample.gpus = Metric::available(vec![reading]);
+        sample.plugins = vec![PluginUsage {
+            plugin: "voice".into(),
+            pid: Some(7),
+            in_process_gpu: true,
+            gpu_memory_bytes: Some(5),
+            ..PluginUsage::default()
+        }];
+        sample.gpu_memory_unattributed = Metric::available(GpuMemoryUnattributed {
+            in_process_bytes: Some(0),
+            other_bytes: None,
+        });
+        let json = serde_json::to_value(&sample).unwrap();
+        let processes = &json["gpus"]["value"][0]["processes"]["value"];
+        assert_eq!(processes[0]["holder"]["kind"], "plugin");
+        assert_eq!(processes[1]["used_bytes"], serde_json::Value::Null);
+        let back: Sample = serde_json::from_value(json).unwrap();
+        assert_eq!(back, sample);
     }
 
     #[test]

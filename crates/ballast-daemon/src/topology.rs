@@ -400,6 +400,8 @@ impl Topology {
                             plugin: event.plugin.clone(),
                             live_bytes: stats.live_bytes,
                             peak_bytes: stats.peak_bytes,
+                            pid: stats.process.as_ref().map(|p| p.pid),
+                            ..PluginUsage::default()
                         }))
                     }
                     PluginEventKind::StateChanged {

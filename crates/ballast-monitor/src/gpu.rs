@@ -5,11 +5,15 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+
 use ballast_core::tier::GpuFact;
-use ballast_core::{GpuReading, Metric};
-use nvml_wrapper::Nvml;
+use ballast_core::{GpuProcess, GpuReading, Metric};
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::struct_wrappers::device::ProcessInfo;
+use nvml_wrapper::{Device, Nvml};
 
 /// The library NVML is loaded from when no path is configured.
 pub const DEFAULT_NVML_LIBRARY: &str = "libnvidia-ml.so.1";
@@ -236,7 +240,93 @@ fn read_devices(nvml: &Nvml) -> Result<Vec<GpuReading>, String> {
                 .ok()
                 .map(f64::from),
             power_watts: device.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
+            processes: read_processes(index, &device),
         });
     }
     Ok(devices)
+}
+
+/// The processes with a context on `device`: its compute and its graphics processes, each once.
+/// When either list cannot be read the whole is unavailable, since a partial list would charge
+/// too little to someone.
+fn read_processes(index: u32, device: &Device<'_>) -> Metric<Vec<GpuProcess>> {
+    let fail = |what: &str, e: NvmlError| {
+        Metric::unavailable(format!(
+            "NVML: GPU {index}: listing its {what} processes: {}",
+            error_chain(&e)
+        ))
+    };
+    let compute = match device.running_compute_processes() {
+        Ok(list) => list,
+        Err(e) => return fail("compute", e),
+    };
+    let graphics = match device.running_graphics_processes() {
+        Ok(list) => list,
+        Err(e) => return fail("graphics", e),
+    };
+    Metric::available(merge_processes(
+        compute.iter().chain(&graphics).map(process_entry),
+    ))
+}
+
+fn process_entry(info: &ProcessInfo) -> (u32, Option<u64>) {
+    let used = match info.used_gpu_memory {
+        UsedGpuMemory::Used(bytes) => Some(bytes),
+        UsedGpuMemory::Unavailable => None,
+    };
+    (info.pid, used)
+}
+
+/// One entry per process id, in pid order. A process with both a compute and a graphics context
+/// is listed in both with the memory it holds on the device, so it counts once: with the
+/// larger figure, or the one that is known when the other is not.
+pub(crate) fn merge_processes(
+    entries: impl Iterator<Item = (u32, Option<u64>)>,
+) -> Vec<GpuProcess> {
+    let mut by_pid: BTreeMap<u32, Option<u64>> = BTreeMap::new();
+    for (pid, used) in entries {
+        by_pid
+            .entry(pid)
+            .and_modify(|known| {
+                *known = match (*known, used) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .or_insert(used);
+    }
+    by_pid
+        .into_iter()
+        .map(|(pid, used_bytes)| GpuProcess {
+            pid,
+            used_bytes,
+            holder: None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_in_both_lists_counts_once_with_its_known_figure() {
+        let merged = merge_processes(
+            [
+                (30, Some(5)),
+                (10, None),
+                (20, Some(7)),
+                (10, Some(3)),
+                (20, Some(7)),
+                (40, None),
+                (40, None),
+            ]
+            .into_iter(),
+        );
+        let pairs: Vec<_> = merged.iter().map(|p| (p.pid, p.used_bytes)).collect();
+        assert_eq!(
+            pairs,
+            [(10, Some(3)), (20, Some(7)), (30, Some(5)), (40, None)]
+        );
+    }
 }

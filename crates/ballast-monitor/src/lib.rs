@@ -12,6 +12,11 @@
 //! A metric that cannot be read is [`ballast_core::Metric::Unavailable`] with the reason (logged
 //! once), never a zero. No NVIDIA driver is the normal case and is not an error.
 //!
+//! GPU memory is also read per process (NVML's compute and graphics process lists) and charged
+//! to the plugins the host reported, by [`attribute_gpu_memory`]: to the plugin whose process
+//! tree holds the process, to the one in-process plugin that declares it needs a GPU for the
+//! daemon's own process, or to what stays unattributed (the daemon's, other programs').
+//!
 //! The `MonitorActor` (feature `actor`, on by default) samples on a tick and on a PSI
 //! memory-pressure trigger, and publishes each sample to its subscribers. Without the feature the
 //! crate depends on neither actix nor tokio, and the trigger, which only the actor listens to, is
@@ -19,6 +24,7 @@
 
 #[cfg(feature = "actor")]
 mod actor;
+mod attribution;
 mod cpu;
 mod cpu_limit;
 mod disk;
@@ -33,6 +39,7 @@ mod trigger;
 
 #[cfg(feature = "actor")]
 pub use actor::{MonitorActor, ReportPluginUsage, Subscribe};
+pub use attribution::{MAX_ANCESTORS, attribute_gpu_memory, process_name, read_parent};
 pub use cpu::{CpuSampler, ProcessSampler};
 pub use disk::DiskSampler;
 pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NVML_RETRY_SAMPLES, NvmlSource};

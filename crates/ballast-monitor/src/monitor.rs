@@ -1,5 +1,6 @@
 //! The [`Monitor`]: every sampler together, producing one [`Sample`] per call.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ballast_core::tier::HardwareFacts;
@@ -8,6 +9,7 @@ use ballast_core::{
     PsiReading, PsiReadings, Sample, Timestamp,
 };
 
+use crate::attribution::{attribute_gpu_memory, read_parent};
 use crate::cpu::{CpuSampler, ProcessSampler};
 use crate::disk::DiskSampler;
 use crate::gpu::{GpuSampler, NvmlSource};
@@ -70,7 +72,10 @@ impl PsiSource {
 }
 
 /// Every sampler of the machine. Each call to [`Monitor::sample`] reads a handful of small files
-/// (targeted reads only: no process list, no full refresh) and asks NVML about each GPU.
+/// (targeted reads only: no process list, no full refresh) and asks NVML about each GPU and the
+/// processes on it. The GPU memory of those processes is charged to the plugins the host
+/// reported (see [`crate::attribute_gpu_memory`]), reading the `stat` files of those processes
+/// and their ancestors only.
 ///
 /// Nothing read from outside can make it panic: a file that cannot be read or parsed makes its
 /// metric [`Metric::Unavailable`] with the reason, which is logged once, not on every sample.
@@ -84,6 +89,7 @@ pub struct Monitor {
     gpu: GpuSampler,
     process: ProcessSampler,
     plugins: Vec<PluginUsage>,
+    daemon_pid: u32,
     reasons: Reasons,
 }
 
@@ -113,6 +119,7 @@ impl Monitor {
             gpu: GpuSampler::new(&config.nvml),
             process: ProcessSampler::new(proc),
             plugins: Vec::new(),
+            daemon_pid: own_pid(proc),
             reasons: Reasons::default(),
             config,
         };
@@ -126,18 +133,53 @@ impl Monitor {
         &self.config
     }
 
+    /// The process id the monitor takes for the daemon's own: the one `<proc_root>/self/stat`
+    /// names (so a fixture tree decides it), or this process's when that cannot be read.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon_pid
+    }
+
+    /// Takes `pid` for the daemon's own process from now on: for a monitor that is not inside
+    /// the daemon (`ballast sample`) but charges GPU memory on its behalf.
+    pub fn set_daemon_pid(&mut self, pid: u32) {
+        self.daemon_pid = pid;
+    }
+
     /// Takes one sample at `now`.
     pub fn sample(&mut self, now: Timestamp) -> Sample {
+        let memory = self.sample_memory();
+        let cpu = self.sample_cpu();
+        let psi = self.sample_psi();
+        let mut gpus = self.sample_gpus();
+        let mut plugins = self.plugins.clone();
+        let gpu_memory_unattributed = self.attribute_gpu_memory(&mut gpus, &mut plugins);
         Sample {
             at: now,
-            memory: self.sample_memory(),
-            cpu: self.sample_cpu(),
-            psi: self.sample_psi(),
-            gpus: self.sample_gpus(),
+            memory,
+            cpu,
+            psi,
+            gpus,
             disks: self.sample_disks(),
             daemon: self.sample_daemon(now),
-            plugins: self.plugins.clone(),
+            plugins,
+            gpu_memory_unattributed,
         }
+    }
+
+    /// Charges the GPU processes in `gpus` to `plugins` (see [`crate::attribute_gpu_memory`]),
+    /// reading each process's parent under the proc root at most once.
+    fn attribute_gpu_memory(
+        &self,
+        gpus: &mut Metric<Vec<GpuReading>>,
+        plugins: &mut [PluginUsage],
+    ) -> Metric<ballast_core::GpuMemoryUnattributed> {
+        let proc_root = self.config.proc_root.as_path();
+        let mut parents: HashMap<u32, Option<u32>> = HashMap::new();
+        attribute_gpu_memory(gpus, plugins, self.daemon_pid, |pid| {
+            *parents
+                .entry(pid)
+                .or_insert_with(|| read_parent(proc_root, pid))
+        })
     }
 
     /// Memory: the host's, or the cgroup's when its limit is lower.
@@ -212,7 +254,9 @@ impl Monitor {
     }
 
     /// Takes the figures the host reported for one plugin, replacing that plugin's earlier ones;
-    /// later samples carry the latest figures of every plugin, in name order.
+    /// later samples carry the latest figures of every plugin, in name order, with the GPU memory
+    /// charged to each (the reported `gpu_memory_bytes` is not used: the monitor measures it).
+    /// The plugin's `pid` and `in_process_gpu` decide what is charged to it.
     pub fn report_plugin_usage(&mut self, usage: PluginUsage) {
         match self
             .plugins
@@ -221,6 +265,12 @@ impl Monitor {
             Ok(i) => self.plugins[i] = usage,
             Err(i) => self.plugins.insert(i, usage),
         }
+    }
+
+    /// Forgets every plugin's reported figures: later samples carry no plugin until the next
+    /// report.
+    pub fn forget_plugin_usage(&mut self) {
+        self.plugins.clear();
     }
 
     /// Loads NVML again, e.g. after a driver was installed or a GPU appeared.
@@ -260,6 +310,14 @@ impl Monitor {
             gpus: self.gpu.facts(),
         })
     }
+}
+
+/// The pid in `<proc_root>/self/stat`, or this process's own when it cannot be read.
+fn own_pid(proc_root: &Path) -> u32 {
+    std::fs::read_to_string(proc_root.join("self/stat"))
+        .ok()
+        .and_then(|text| crate::parse::parse_stat_ids("self/stat", &text).ok())
+        .map_or_else(std::process::id, |ids| ids.pid)
 }
 
 fn into_metric<T>(result: Result<T, SampleError>) -> Metric<T> {

@@ -7,9 +7,12 @@
 //!   stopped (killed when dropped, also when a test panics).
 //! * [`http`]: one request to the control API, without failing on an error status.
 //! * [`proc`]: a fixture `/proc` tree whose figures a test sets, for the monitor to read.
+//! * [`nvml`]: a fake NVML library compiled into a test's directory, with the devices and the
+//!   processes on them that the test sets, for the monitor (or a daemon) to load.
 
 pub mod daemon;
 pub mod http;
+pub mod nvml;
 pub mod plugins;
 pub mod proc;
 

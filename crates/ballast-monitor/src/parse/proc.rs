@@ -1,6 +1,7 @@
-//! Parsers for the /proc files: `meminfo`, `stat`, `loadavg` and `self/stat`.
+//! Parsers for the /proc files: `meminfo`, `stat`, `loadavg`, `self/stat` and the ids in
+//! `<pid>/stat`.
 
-use super::{ParseError, Problem, error, parse_f64, parse_u64, unexpected};
+use super::{ParseError, Problem, bad_number, error, parse_f64, parse_u64, unexpected};
 
 /// The figures of `/proc/meminfo` the monitor uses, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,9 +210,69 @@ pub fn parse_self_stat(file: &str, text: &str) -> Result<ProcessTimes, ParseErro
     }
 }
 
+/// A process's id and its parent's, from `/proc/<pid>/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatIds {
+    /// The process's id (field 1).
+    pub pid: u32,
+    /// Its parent's id (field 4); 0 for the first process and for kernel threads' parent.
+    pub ppid: u32,
+}
+
+/// Parses the process id (field 1) and the parent's (field 4) from `/proc/<pid>/stat`. The
+/// command name in between is in parentheses and may hold spaces and parentheses itself, so the
+/// pid is read before the first `(` and the fields after the last `)`.
+pub fn parse_stat_ids(file: &str, text: &str) -> Result<StatIds, ParseError> {
+    if text.trim().is_empty() {
+        return Err(error(file, Problem::Empty));
+    }
+    let shape = "`pid (comm) state ppid ...`";
+    let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
+        return Err(unexpected(file, 1, shape, text));
+    };
+    if close < open {
+        return Err(unexpected(file, 1, shape, text));
+    }
+    let pid = parse_u32(file, "pid", text[..open].trim())?;
+    let mut fields = text[close + 1..].split_ascii_whitespace();
+    let (Some(_state), Some(ppid)) = (fields.next(), fields.next()) else {
+        return Err(error(file, Problem::Missing("the parent's id (field 4)")));
+    };
+    Ok(StatIds {
+        pid,
+        ppid: parse_u32(file, "ppid", ppid)?,
+    })
+}
+
+fn parse_u32(file: &str, field: &'static str, value: &str) -> Result<u32, ParseError> {
+    value
+        .parse::<u32>()
+        .map_err(|_| bad_number(file, 1, field, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_ids_come_from_around_the_command_name() {
+        let text = "42 (we (ird) name) S 7 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 1 2 3\n";
+        assert_eq!(
+            parse_stat_ids("stat", text).unwrap(),
+            StatIds { pid: 42, ppid: 7 }
+        );
+        let e = parse_stat_ids("42/stat", "42 (x) S").unwrap_err();
+        assert_eq!(e.to_string(), "42/stat: missing the parent's id (field 4)");
+        let e = parse_stat_ids("42/stat", "42 (x) S -1 1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "42/stat: line 1: `ppid` is not a valid number: `-1`"
+        );
+        let e = parse_stat_ids("42/stat", "42 x) S (1 1").unwrap_err();
+        assert!(e.to_string().contains("expected `pid (comm)"), "{e}");
+        assert!(parse_stat_ids("42/stat", "").is_err());
+        assert!(parse_stat_ids("42/stat", "x (y) S 1").is_err());
+    }
 
     #[test]
     fn meminfo_falls_back_to_free_buffers_cached() {

@@ -15,6 +15,22 @@
  *   I power_mw MILLIWATTS
  *   I temperature_rc RC      return code of its temperature call (3 = not supported)
  *   I power_rc RC            return code of its power call
+ *
+ * The processes on each device are in a second file, fake-nvml-processes in the same directory,
+ * read again on every call that lists them, so that a test can change them between samples
+ * (write a new file and rename it over the old one, so that no call reads half a file):
+ *   DEVICE PID BYTES KIND    a process with a context of KIND (compute or graphics) holding
+ *                            BYTES of GPU memory ("-": NVML_VALUE_NOT_AVAILABLE, as the driver
+ *                            reports it when it does not know); a process with both kinds of
+ *                            context is listed once for each, as the driver lists it
+ *   DEVICE fail KIND RC      the call listing DEVICE's processes of KIND returns RC
+ * At most 64 processes per device and kind are kept.
+ *
+ * nvml-wrapper 0.13 lists processes through nvmlDeviceGet{Compute,Graphics}RunningProcesses_v3
+ * with the two-call protocol of the real library: a first call with *infoCount == 0 and a NULL
+ * buffer asks for the count (NVML_ERROR_INSUFFICIENT_SIZE with the count, or success when there
+ * is none), the second passes a buffer of *infoCount nvmlProcessInfo_t and gets the entries and
+ * their number. A buffer too small for every entry gets NVML_ERROR_INSUFFICIENT_SIZE again.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -23,6 +39,9 @@
 #include <string.h>
 
 #define MAX_DEVICES 8
+#define MAX_PROCESSES 64
+#define NVML_VALUE_NOT_AVAILABLE_ULL 0xFFFFFFFFFFFFFFFFULL
+#define NO_INSTANCE 0xFFFFFFFFu
 #define NVML_SUCCESS 0
 #define NVML_ERROR_UNINITIALIZED 1
 #define NVML_ERROR_INVALID_ARGUMENT 2
@@ -55,28 +74,41 @@ typedef struct {
     unsigned int memory;
 } nvmlUtilization_t;
 
+/* nvmlProcessInfo_t (nvmlProcessInfo_v2_t) as NVML 11.4 and later define it. */
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
+
 static struct fake_device devices[MAX_DEVICES];
 static unsigned int device_count = 0;
 static int init_rc = 0;
 static int initialized = 0;
 
-static void load_script(void) {
+/* Opens the file `name` in the directory this library was loaded from, or returns NULL. */
+static FILE *open_beside_library(const char *name) {
     Dl_info info;
     char path[4096];
-    char line[512];
-    memset(devices, 0, sizeof devices);
-    device_count = 0;
-    init_rc = 0;
-    if (dladdr((void *)load_script, &info) == 0 || info.dli_fname == NULL) {
-        return;
+    if (dladdr((void *)open_beside_library, &info) == 0 || info.dli_fname == NULL) {
+        return NULL;
     }
     snprintf(path, sizeof path, "%s", info.dli_fname);
     char *slash = strrchr(path, '/');
     if (slash == NULL) {
-        return;
+        return NULL;
     }
-    snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "fake-nvml.conf");
-    FILE *file = fopen(path, "r");
+    snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "%s", name);
+    return fopen(path, "r");
+}
+
+static void load_script(void) {
+    char line[512];
+    memset(devices, 0, sizeof devices);
+    device_count = 0;
+    init_rc = 0;
+    FILE *file = open_beside_library("fake-nvml.conf");
     if (file == NULL) {
         return;
     }
@@ -215,4 +247,91 @@ int nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
     }
     *power = device->power_mw;
     return NVML_SUCCESS;
+}
+
+/*
+ * Reads the processes of `device_index` with a context of `kind` from fake-nvml-processes into
+ * `out` (at most MAX_PROCESSES) and returns how many there are, or sets *fail_rc when the script
+ * makes the call fail.
+ */
+static unsigned int load_processes(unsigned int device_index, const char *kind,
+                                   nvmlProcessInfo_t *out, int *fail_rc) {
+    char line[512];
+    unsigned int n = 0;
+    *fail_rc = 0;
+    FILE *file = open_beside_library("fake-nvml-processes");
+    if (file == NULL) {
+        return 0;
+    }
+    while (fgets(line, sizeof line, file) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0') {
+            continue;
+        }
+        unsigned int index;
+        char second[32];
+        char third[32];
+        char fourth[32];
+        if (sscanf(line, "%u %31s %31s %31s", &index, second, third, fourth) != 4 ||
+            index != device_index) {
+            continue;
+        }
+        if (strcmp(second, "fail") == 0) {
+            if (strcmp(third, kind) == 0) {
+                *fail_rc = atoi(fourth);
+            }
+            continue;
+        }
+        if (strcmp(fourth, kind) != 0 || n >= MAX_PROCESSES) {
+            continue;
+        }
+        out[n].pid = (unsigned int)strtoul(second, NULL, 10);
+        out[n].usedGpuMemory = strcmp(third, "-") == 0 ? NVML_VALUE_NOT_AVAILABLE_ULL
+                                                       : strtoull(third, NULL, 10);
+        out[n].gpuInstanceId = NO_INSTANCE;
+        out[n].computeInstanceId = NO_INSTANCE;
+        n++;
+    }
+    fclose(file);
+    return n;
+}
+
+/* The two-call protocol of NVML's process lists, over the scripted entries of `kind`. */
+static int running_processes(nvmlDevice_t device, const char *kind, unsigned int *info_count,
+                             nvmlProcessInfo_t *infos) {
+    nvmlProcessInfo_t found[MAX_PROCESSES];
+    int fail_rc;
+    if (!initialized) {
+        return NVML_ERROR_UNINITIALIZED;
+    }
+    if (device == NULL || info_count == NULL || device < devices ||
+        device >= devices + device_count) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    unsigned int n = load_processes((unsigned int)(device - devices), kind, found, &fail_rc);
+    if (fail_rc != 0) {
+        return fail_rc;
+    }
+    if (*info_count < n) {
+        *info_count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    if (n > 0 && infos == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    if (n > 0) {
+        memcpy(infos, found, n * sizeof found[0]);
+    }
+    *info_count = n;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *infoCount,
+                                            nvmlProcessInfo_t *infos) {
+    return running_processes(device, "compute", infoCount, infos);
+}
+
+int nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t device, unsigned int *infoCount,
+                                             nvmlProcessInfo_t *infos) {
+    return running_processes(device, "graphics", infoCount, infos);
 }

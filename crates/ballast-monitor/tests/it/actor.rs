@@ -121,6 +121,7 @@ async fn reported_plugin_usage_is_carried_by_the_next_sample() {
             plugin: plugin.into(),
             live_bytes,
             peak_bytes: 40,
+            ..PluginUsage::default()
         }))
         .await
         .unwrap();

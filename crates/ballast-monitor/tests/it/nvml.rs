@@ -1,5 +1,7 @@
 //! nvml-wrapper's real code path against the fake `libnvidia-ml.so` built by build.rs: two
-//! scripted devices, a driver that is not loaded, a failing init and a missing library.
+//! scripted devices, a driver that is not loaded, a failing init and a missing library, and the
+//! processes on each device (both lists merged, unavailable figures, a failing list, entries
+//! changed between samples).
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +41,42 @@ fn fake_nvml(dir: &Path, script: &str) -> PathBuf {
     library
 }
 
+/// Replaces the processes the fake library lists (`DEVICE PID BYTES KIND` lines) with `lines`,
+/// all at once: a new file renamed over the old one.
+fn set_processes(dir: &Path, lines: &str) {
+    let staged = dir.join("fake-nvml-processes.new");
+    std::fs::write(&staged, lines).expect("write the fake NVML processes");
+    std::fs::rename(&staged, dir.join("fake-nvml-processes")).expect("replace the processes");
+}
+
+/// Each device's processes as `GPU: pid=bytes ...`, or the reason they are unavailable.
+fn describe_processes(metric: &Metric<Vec<ballast_core::GpuReading>>) -> String {
+    let Some(readings) = metric.value() else {
+        return format!(
+            "unavailable: {}\n",
+            metric.unavailable_reason().unwrap_or("")
+        );
+    };
+    let mut out = String::new();
+    for reading in readings {
+        out.push_str(&format!("{}:", reading.index));
+        match &reading.processes {
+            Metric::Available { value } => {
+                for p in value {
+                    match p.used_bytes {
+                        Some(bytes) => out.push_str(&format!(" {}={bytes}", p.pid)),
+                        None => out.push_str(&format!(" {}=?", p.pid)),
+                    }
+                    assert_eq!(p.holder, None, "the sampler attributes nothing");
+                }
+            }
+            Metric::Unavailable { reason } => out.push_str(&format!(" unavailable: {reason}")),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn describe(metric: &Metric<Vec<ballast_core::GpuReading>>) -> String {
     match metric {
         Metric::Available { value } => value.iter().map(|g| format!("{g:?}\n")).collect(),
@@ -53,8 +91,8 @@ fn two_fake_devices_through_nvml_wrapper() {
     let mut gpu = GpuSampler::new(&NvmlSource::Path(library));
     assert_eq!(gpu.unavailable_reason(), None);
     expect![[r#"
-        GpuReading { index: 0, name: "Fake GPU A100", memory_used_bytes: 10737418240, memory_total_bytes: 42949672960, utilization: 0.35, temperature_celsius: Some(61.0), power_watts: Some(120.5) }
-        GpuReading { index: 1, name: "Fake GPU T4", memory_used_bytes: 15032385536, memory_total_bytes: 17179869184, utilization: 0.9, temperature_celsius: None, power_watts: None }
+        GpuReading { index: 0, name: "Fake GPU A100", memory_used_bytes: 10737418240, memory_total_bytes: 42949672960, utilization: 0.35, temperature_celsius: Some(61.0), power_watts: Some(120.5), processes: Available { value: [] } }
+        GpuReading { index: 1, name: "Fake GPU T4", memory_used_bytes: 15032385536, memory_total_bytes: 17179869184, utilization: 0.9, temperature_celsius: None, power_watts: None, processes: Available { value: [] } }
     "#]]
     .assert_eq(&describe(&gpu.sample()));
 }
@@ -144,4 +182,94 @@ fn a_driver_installed_later_is_picked_up() {
     assert_eq!(monitor.hardware_facts().unwrap().gpu_count(), 0);
     fake_nvml(dir.path(), TWO_DEVICES);
     assert_eq!(monitor.hardware_facts().unwrap().gpu_count(), 2);
+}
+
+#[test]
+fn processes_of_both_lists_each_once_with_unavailable_figures_kept_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = fake_nvml(dir.path(), TWO_DEVICES);
+    set_processes(
+        dir.path(),
+        "# device pid bytes kind\n\
+         0 4100 1073741824 compute\n\
+         0 4100 1073741824 graphics\n\
+         0 4200 - compute\n\
+         0 4300 536870912 graphics\n\
+         0 4400 0 compute\n\
+         1 4100 2048 compute\n\
+         1 4500 - graphics\n\
+         1 4500 4096 compute\n",
+    );
+    let mut gpu = GpuSampler::new(&NvmlSource::Path(library));
+    expect![[r#"
+        0: 4100=1073741824 4200=? 4300=536870912 4400=0
+        1: 4100=2048 4500=4096
+    "#]]
+    .assert_eq(&describe_processes(&gpu.sample()));
+}
+
+#[test]
+fn more_processes_than_the_first_guess_go_through_the_two_call_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = fake_nvml(
+        dir.path(),
+        "init 0\ncount 1\n0 name A\n0 memory_total 100\n",
+    );
+    let lines: String = (0..40)
+        .map(|i| {
+            format!(
+                "0 {} {} compute\n0 {} {} graphics\n",
+                1000 + i,
+                i,
+                2000 + i,
+                i
+            )
+        })
+        .collect();
+    set_processes(dir.path(), &lines);
+    let mut gpu = GpuSampler::new(&NvmlSource::Path(library));
+    let sample = gpu.sample();
+    let processes = sample.value().unwrap()[0].processes.value().unwrap();
+    assert_eq!(processes.len(), 80);
+    assert_eq!(processes[0].pid, 1000);
+    assert_eq!(processes[79].pid, 2039);
+    assert_eq!(processes[79].used_bytes, Some(39));
+}
+
+#[test]
+fn a_failing_process_list_is_unavailable_with_the_reason_and_the_device_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = fake_nvml(dir.path(), TWO_DEVICES);
+    // 3 is NVML_ERROR_NOT_SUPPORTED, 4 NVML_ERROR_NO_PERMISSION.
+    set_processes(
+        dir.path(),
+        "0 4100 1024 compute\n0 fail graphics 3\n1 fail compute 4\n1 4500 1 graphics\n",
+    );
+    let mut gpu = GpuSampler::new(&NvmlSource::Path(library));
+    let sample = gpu.sample();
+    expect![[r#"
+        0: unavailable: NVML: GPU 0: listing its graphics processes: the requested operation is not available on the target device
+        1: unavailable: NVML: GPU 1: listing its compute processes: the current user does not have permission to perform this operation
+    "#]]
+    .assert_eq(&describe_processes(&sample));
+    assert_eq!(sample.value().unwrap()[0].memory_used_bytes, 10737418240);
+}
+
+#[test]
+fn processes_changed_during_a_test_are_seen_on_the_next_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = fake_nvml(dir.path(), TWO_DEVICES);
+    let mut gpu = GpuSampler::new(&NvmlSource::Path(library));
+    // No processes file yet: NVML lists no process, which is a list, not unavailable.
+    assert_eq!(describe_processes(&gpu.sample()), "0:\n1:\n");
+    set_processes(dir.path(), "1 77 5000 compute\n");
+    assert_eq!(describe_processes(&gpu.sample()), "0:\n1: 77=5000\n");
+    set_processes(dir.path(), "0 78 6000 graphics\n1 fail compute 999\n");
+    let text = describe_processes(&gpu.sample());
+    assert!(
+        text.starts_with("0: 78=6000\n1: unavailable: NVML: GPU 1"),
+        "{text}"
+    );
+    set_processes(dir.path(), "");
+    assert_eq!(describe_processes(&gpu.sample()), "0:\n1:\n");
 }

@@ -3,7 +3,7 @@
 use ballast_monitor::parse::{
     parse_cfs_quota, parse_cgroup_limit, parse_cgroup_u64, parse_cpu_max, parse_loadavg,
     parse_meminfo, parse_memory_stat_key, parse_proc_cgroup, parse_proc_stat, parse_psi,
-    parse_self_stat,
+    parse_self_stat, parse_stat_ids,
 };
 use proptest::prelude::*;
 
@@ -26,6 +26,7 @@ proptest! {
         let _ = parse_proc_stat("f", &text);
         let _ = parse_loadavg("f", &text);
         let _ = parse_self_stat("f", &text);
+        let _ = parse_stat_ids("f", &text);
         let _ = parse_proc_cgroup("f", &text);
         let _ = parse_cgroup_limit("f", &text);
         let _ = parse_cgroup_u64("f", &text);

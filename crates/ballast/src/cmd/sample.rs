@@ -1,15 +1,24 @@
 //! `ballast sample`: one sample of the machine as the monitor sees it (or one every interval),
 //! for a person (aligned like `free` and `nvidia-smi`) or as JSON for scripts.
+//!
+//! Under the GPUs it lists the processes holding GPU memory, like `nvidia-smi`, with the plugin
+//! each is charged to. This command does not load plugins, so it asks the running daemon for
+//! them (`GET /status`, with a short timeout): their pids, and the daemon's own pid, found in its
+//! latest sample. Without an answer the plugin column shows `-` and says why.
 
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use ballast_api::views::StatusView;
 use ballast_core::format::{Table, bytes, percent, time as format_time};
-use ballast_core::{Metric, PsiReading, Sample, Timestamp};
-use ballast_monitor::{Monitor, MonitorConfig, NvmlSource};
+use ballast_core::{GpuMemoryHolder, Metric, PluginUsage, PsiReading, Sample, Timestamp};
+use ballast_monitor::{Monitor, MonitorConfig, NvmlSource, process_name};
+
+use crate::cmd::client::{ApiArgs, DEFAULT_API};
 
 /// Arguments of `ballast sample`.
 #[derive(Debug, clap::Args)]
@@ -29,6 +38,9 @@ pub struct SampleArgs {
     pub disks: Vec<PathBuf>,
     #[command(flatten)]
     pub source: SourceArgs,
+    /// The running daemon, asked which plugins hold the GPU processes.
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// Where the machine's figures are read from; shared with `ballast tier`.
@@ -69,6 +81,175 @@ impl SourceArgs {
 /// figures (which compare two readings) are available.
 const WARM_UP: Duration = Duration::from_millis(250);
 
+/// How long the daemon has to answer which plugins it runs.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the running daemon said about its plugins, or why it said nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DaemonPlugins {
+    /// The plugins of the daemon's latest sample, and the daemon's pid where that sample shows
+    /// it (only when the daemon's own process holds GPU memory, which is when it matters).
+    Answered {
+        /// Each plugin's usage, with its pid and whether it runs inside the daemon with a GPU.
+        plugins: Vec<PluginUsage>,
+        /// The daemon's process id.
+        daemon_pid: Option<u32>,
+    },
+    /// No answer to use, and why.
+    Unknown(String),
+}
+
+impl DaemonPlugins {
+    /// The daemon's plugins from its `/status` answer.
+    pub fn from_status(status: &StatusView, api: &str) -> DaemonPlugins {
+        let Some(sample) = &status.sample else {
+            return DaemonPlugins::Unknown(format!("the daemon at {api} has taken no sample yet"));
+        };
+        DaemonPlugins::Answered {
+            plugins: sample.plugins.clone(),
+            daemon_pid: daemon_pid(sample),
+        }
+    }
+}
+
+/// The daemon's own pid as its sample shows it: the GPU process its monitor charged to the
+/// daemon itself (unattributed, or to a plugin that runs inside it).
+fn daemon_pid(sample: &Sample) -> Option<u32> {
+    let in_process = |name: &str| {
+        sample
+            .plugins
+            .iter()
+            .any(|p| p.plugin == name && p.pid.is_none())
+    };
+    sample
+        .gpus
+        .value()?
+        .iter()
+        .filter_map(|g| g.processes.value())
+        .flatten()
+        .find(|p| match &p.holder {
+            Some(GpuMemoryHolder::InProcessUnattributed) => true,
+            Some(GpuMemoryHolder::Plugin { plugin }) => in_process(plugin),
+            _ => false,
+        })
+        .map(|p| p.pid)
+}
+
+/// Asks the daemon at `api` for its plugins. A daemon that does not answer, or answers with an
+/// error, is [`DaemonPlugins::Unknown`]; a bad `--api` or `--token-file` is an error.
+pub fn ask_daemon(api: &ApiArgs) -> anyhow::Result<DaemonPlugins> {
+    let base = api.api.trim_end_matches('/');
+    if !base.starts_with("http://") {
+        anyhow::bail!(
+            "--api must be an http:// URL like {DEFAULT_API}, got `{}`",
+            api.api
+        );
+    }
+    let token = match &api.token_file {
+        Some(path) => Some(ballast_api::load_token(path)?),
+        None => None,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(DAEMON_TIMEOUT))
+        .build()
+        .into();
+    let mut request = agent.get(format!("{base}/status"));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let unknown = |reason: String| Ok(DaemonPlugins::Unknown(reason));
+    let response = match request.call() {
+        Ok(response) => response,
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return unknown(format!("no ballast daemon at {base} (connection refused)"));
+        }
+        Err(ureq::Error::Timeout(_)) => {
+            return unknown(format!(
+                "the ballast daemon at {base} did not answer within {DAEMON_TIMEOUT:?}"
+            ));
+        }
+        Err(e) => return unknown(format!("cannot reach the ballast daemon at {base}: {e}")),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let hint = if status.as_u16() == 401 {
+            " (pass --token-file)"
+        } else {
+            ""
+        };
+        return unknown(format!(
+            "the ballast daemon at {base} answered GET /status with {}{hint}",
+            status.as_u16()
+        ));
+    }
+    match response.into_body().read_json::<StatusView>() {
+        Ok(view) => Ok(DaemonPlugins::from_status(&view, base)),
+        Err(e) => unknown(format!(
+            "the answer of the ballast daemon at {base} is not what this ballast expects: {e}"
+        )),
+    }
+}
+
+/// Takes one sample with GPU memory charged to the daemon's plugins: `monitor` is told the
+/// plugins and the daemon's pid first. Without them no process is charged to anyone, and the
+/// sample says why.
+pub fn sample_with_plugins(
+    monitor: &mut Monitor,
+    daemon: &DaemonPlugins,
+    now: Timestamp,
+) -> Sample {
+    monitor.forget_plugin_usage();
+    if let DaemonPlugins::Answered {
+        plugins,
+        daemon_pid,
+    } = daemon
+    {
+        for plugin in plugins {
+            monitor.report_plugin_usage(PluginUsage {
+                gpu_memory_bytes: None,
+                ..plugin.clone()
+            });
+        }
+        if let Some(pid) = daemon_pid {
+            monitor.set_daemon_pid(*pid);
+        }
+    }
+    let mut sample = monitor.sample(now);
+    if let DaemonPlugins::Unknown(reason) = daemon {
+        for reading in sample.gpus.value_mut().into_iter().flatten() {
+            for process in reading.processes.value_mut().into_iter().flatten() {
+                process.holder = None;
+            }
+        }
+        sample.gpu_memory_unattributed =
+            Metric::unavailable(format!("which plugin holds what is not known: {reason}"));
+    }
+    sample
+}
+
+/// The command names of the processes on the GPUs, from `<proc_root>/PID/comm`.
+fn process_names(sample: &Sample, proc_root: &Path) -> BTreeMap<u32, String> {
+    sample
+        .gpus
+        .value()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.processes.value())
+        .flatten()
+        .filter_map(|p| process_name(proc_root, p.pid).map(|name| (p.pid, name)))
+        .collect()
+}
+
+/// What the text shows beside the sample itself.
+#[derive(Clone, Debug, Default)]
+pub struct Annotations {
+    /// The GPU processes' command names by pid.
+    pub process_names: BTreeMap<u32, String>,
+    /// Why plugin names are not known, when they are not.
+    pub plugins_unknown: Option<String>,
+}
+
 /// Runs `ballast sample`.
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
     let disks = if args.disks.is_empty() {
@@ -84,14 +265,22 @@ pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
     std::thread::sleep(WARM_UP);
     let mut stdout = std::io::stdout().lock();
     loop {
-        let sample = monitor.sample(now());
+        let daemon = ask_daemon(&args.api)?;
+        let sample = sample_with_plugins(&mut monitor, &daemon, now());
         let text = if args.json {
             let mut line =
                 serde_json::to_string(&sample).context("cannot write the sample as JSON")?;
             line.push('\n');
             line
         } else {
-            let mut text = render(&sample);
+            let annotations = Annotations {
+                process_names: process_names(&sample, &args.source.proc_root),
+                plugins_unknown: match daemon {
+                    DaemonPlugins::Unknown(reason) => Some(reason),
+                    DaemonPlugins::Answered { .. } => None,
+                },
+            };
+            let mut text = render(&sample, &annotations);
             if args.watch {
                 text.push('\n');
             }
@@ -123,7 +312,7 @@ fn unavailable(reason: &str) -> String {
 }
 
 /// The sample as a person reads it.
-pub fn render(sample: &Sample) -> String {
+pub fn render(sample: &Sample, annotations: &Annotations) -> String {
     let mut out = format!("sampled at {}\n\n", format_time(sample.at));
 
     let mut memory = Table::new().right_aligned(&[false, true, true, true, true, false]);
@@ -242,6 +431,8 @@ pub fn render(sample: &Sample) -> String {
                 ]);
             }
             out.push_str(&gpus.render());
+            out.push('\n');
+            out.push_str(&render_gpu_processes(value, annotations));
         }
         Metric::Unavailable { reason } => {
             out.push_str(&format!("gpu  {}\n", unavailable(reason)));
@@ -260,12 +451,74 @@ pub fn render(sample: &Sample) -> String {
         }
     }
     for plugin in &sample.plugins {
+        let gpu = match plugin.gpu_memory_bytes {
+            Some(b) => format!(", gpu {}", bytes(b)),
+            None => String::new(),
+        };
         out.push_str(&format!(
-            "plugin {}  live {}, peak {}\n",
+            "plugin {}  live {}, peak {}{gpu}\n",
             plugin.plugin,
             bytes(plugin.live_bytes),
             bytes(plugin.peak_bytes)
         ));
+    }
+    if let Metric::Available { value } = &sample.gpu_memory_unattributed {
+        let figure = |b: Option<u64>| b.map_or_else(|| "unknown".to_owned(), bytes);
+        out.push_str(&format!(
+            "gpu memory of no plugin  daemon {}, other programs {}\n",
+            figure(value.in_process_bytes),
+            figure(value.other_bytes)
+        ));
+    }
+    out
+}
+
+/// The processes on every GPU, like `nvidia-smi`'s table, with the plugin each is charged to.
+fn render_gpu_processes(gpus: &[ballast_core::GpuReading], annotations: &Annotations) -> String {
+    let mut table = Table::new().right_aligned(&[true, true, false, true, false]);
+    table.row(["gpu", "pid", "process", "gpu memory", "plugin"]);
+    let mut listed = 0;
+    for gpu in gpus {
+        match &gpu.processes {
+            Metric::Available { value } => {
+                for process in value {
+                    listed += 1;
+                    let plugin = match &process.holder {
+                        Some(GpuMemoryHolder::Plugin { plugin }) => plugin.clone(),
+                        Some(GpuMemoryHolder::InProcessUnattributed) => {
+                            "(daemon, unattributed)".to_owned()
+                        }
+                        Some(GpuMemoryHolder::Other) | None => "-".to_owned(),
+                    };
+                    table.row([
+                        gpu.index.to_string(),
+                        process.pid.to_string(),
+                        annotations
+                            .process_names
+                            .get(&process.pid)
+                            .cloned()
+                            .unwrap_or_else(|| "?".to_owned()),
+                        process.used_bytes.map_or_else(|| "n/a".to_owned(), bytes),
+                        plugin,
+                    ]);
+                }
+            }
+            Metric::Unavailable { reason } => {
+                listed += 1;
+                table.row([
+                    gpu.index.to_string(),
+                    format!("processes {}", unavailable(reason)),
+                ]);
+            }
+        }
+    }
+    let mut out = if listed == 0 {
+        "gpu processes  none\n".to_owned()
+    } else {
+        table.render()
+    };
+    if let Some(reason) = &annotations.plugins_unknown {
+        out.push_str(&format!("plugins  - ({reason})\n"));
     }
     out
 }
@@ -295,7 +548,7 @@ fn psi_row(name: &str, metric: &Metric<PsiReading>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use ballast_core::{MemoryReading, MemoryScope};
+    use ballast_core::{GpuProcess, GpuReading, MemoryReading, MemoryScope};
 
     use super::*;
 
@@ -310,7 +563,7 @@ mod tests {
             swap_used_bytes: 0,
             scope: MemoryScope::Host,
         });
-        let text = render(&sample);
+        let text = render(&sample, &Annotations::default());
         assert!(
             text.starts_with("sampled at 1970-01-01T00:00:00Z\n"),
             "{text}"
@@ -321,6 +574,96 @@ mod tests {
         );
         assert!(text.contains("cpu  unavailable: no /proc here"), "{text}");
         assert!(text.contains("gpu  unavailable: no /proc here"), "{text}");
+    }
+
+    fn gpu(index: u32, processes: Metric<Vec<GpuProcess>>) -> GpuReading {
+        GpuReading {
+            index,
+            name: format!("GPU {index}"),
+            memory_used_bytes: 0,
+            memory_total_bytes: 1 << 30,
+            utilization: 0.0,
+            temperature_celsius: None,
+            power_watts: None,
+            processes,
+        }
+    }
+
+    fn process(pid: u32, holder: GpuMemoryHolder) -> GpuProcess {
+        GpuProcess {
+            pid,
+            used_bytes: Some(1 << 20),
+            holder: Some(holder),
+        }
+    }
+
+    #[test]
+    fn the_daemons_pid_is_the_process_its_monitor_charged_to_the_daemon() {
+        let plugin = |name: &str| GpuMemoryHolder::Plugin {
+            plugin: name.into(),
+        };
+        let mut sample = Sample::unavailable(Timestamp::from_secs(0), "test");
+        sample.plugins = vec![
+            PluginUsage {
+                plugin: "indexer".into(),
+                pid: Some(2),
+                ..PluginUsage::default()
+            },
+            PluginUsage {
+                plugin: "vision".into(),
+                in_process_gpu: true,
+                ..PluginUsage::default()
+            },
+        ];
+        sample.gpus = Metric::available(vec![
+            gpu(0, Metric::unavailable("not supported")),
+            gpu(
+                1,
+                Metric::available(vec![
+                    process(1, GpuMemoryHolder::Other),
+                    process(2, plugin("indexer")),
+                    process(3, plugin("vision")),
+                ]),
+            ),
+        ]);
+        assert_eq!(daemon_pid(&sample), Some(3));
+        sample.gpus = Metric::available(vec![gpu(
+            0,
+            Metric::available(vec![
+                process(2, plugin("indexer")),
+                process(4, GpuMemoryHolder::InProcessUnattributed),
+            ]),
+        )]);
+        assert_eq!(daemon_pid(&sample), Some(4));
+        sample.gpus = Metric::available(vec![gpu(
+            0,
+            Metric::available(vec![process(2, plugin("indexer"))]),
+        )]);
+        assert_eq!(daemon_pid(&sample), None);
+    }
+
+    #[test]
+    fn process_lists_that_are_empty_or_unavailable_say_so() {
+        let mut sample = Sample::unavailable(Timestamp::from_secs(0), "test");
+        sample.gpus = Metric::available(vec![gpu(0, Metric::available(Vec::new()))]);
+        let text = render(&sample, &Annotations::default());
+        assert!(text.contains("\ngpu processes  none\n"), "{text}");
+        sample.gpus = Metric::available(vec![
+            gpu(0, Metric::unavailable("NVML: GPU 0: not supported")),
+            gpu(
+                1,
+                Metric::available(vec![process(9, GpuMemoryHolder::InProcessUnattributed)]),
+            ),
+        ]);
+        let text = render(&sample, &Annotations::default());
+        assert!(
+            text.contains(
+                "gpu  pid  process  gpu memory  plugin\n  \
+                   0  processes unavailable: NVML: GPU 0: not supported\n  \
+                   1    9  ?             1 MiB  (daemon, unattributed)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,4 +2,5 @@
 
 mod cli;
 mod report;
+mod sample;
 mod simulate;
