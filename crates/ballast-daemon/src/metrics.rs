@@ -35,7 +35,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every lifecycle state a plugin can be in, as the `state` label spells it.
-const PLUGIN_STATES: [&str; 7] = [
+const PLUGIN_STATES: [&str; 8] = [
     "loaded",
     "enabled",
     "draining",
@@ -43,6 +43,7 @@ const PLUGIN_STATES: [&str; 7] = [
     "suspended",
     "restarting",
     "failed",
+    "idle",
 ];
 
 /// Every scaler mode, as the `mode` label spells it.
@@ -149,6 +150,11 @@ pub struct Metrics {
     plugin_concurrency_limit: Family<PluginLabels, Gauge>,
     plugin_live_bytes: Family<PluginLabels, Gauge>,
     plugin_peak_bytes: Family<PluginLabels, Gauge>,
+    // GPU memory charged to each plugin, and to no plugin, from the latest sample.
+    plugin_gpu_memory: Family<PluginLabels, Gauge>,
+    // Without labels, and no series at all while no GPU reports the figure (never a fake zero).
+    gpu_memory_other: Family<Vec<(String, String)>, Gauge>,
+    gpu_memory_in_process: Family<Vec<(String, String)>, Gauge>,
     // Per plugin that runs in a process, set at render time from its measured process tree.
     process_resident: Family<PluginLabels, Gauge>,
     process_virtual: Family<PluginLabels, Gauge>,
@@ -286,6 +292,27 @@ impl Metrics {
             "plugin_peak_live_bytes",
             "Highest live bytes the plugin reached",
             plugin_peak_bytes.clone(),
+        );
+        let plugin_gpu_memory = Family::<PluginLabels, Gauge>::default();
+        registry.register_with_unit(
+            "plugin_gpu_memory",
+            "GPU memory held by the plugin's processes (or, for the one in-process plugin that declares a GPU, by the daemon), as NVML reports it",
+            Unit::Bytes,
+            plugin_gpu_memory.clone(),
+        );
+        let gpu_memory_other = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register_with_unit(
+            "gpu_memory_other",
+            "GPU memory held by processes that are no plugin's (another program, a game)",
+            Unit::Bytes,
+            gpu_memory_other.clone(),
+        );
+        let gpu_memory_in_process = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register_with_unit(
+            "gpu_memory_in_process_unattributed",
+            "GPU memory held by the daemon's own process that no single in-process plugin can be charged with",
+            Unit::Bytes,
+            gpu_memory_in_process.clone(),
         );
         let process_resident = Family::<PluginLabels, Gauge>::default();
         registry.register(
@@ -435,6 +462,9 @@ impl Metrics {
             plugin_concurrency_limit,
             plugin_live_bytes,
             plugin_peak_bytes,
+            plugin_gpu_memory,
+            gpu_memory_other,
+            gpu_memory_in_process,
             process_resident,
             process_virtual,
             process_cpu_cores,
@@ -525,6 +555,7 @@ impl Metrics {
     pub fn render(&self, live: &LiveView, plugins: &[ballast_host::PluginStatus]) -> String {
         let _guard = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.set_resources(live);
+        self.set_gpu_memory(live);
         self.set_plugins(plugins);
         for mode in MODES {
             self.mode
@@ -547,6 +578,45 @@ impl Metrics {
             tracing::error!(%error, "cannot encode metrics");
         }
         out
+    }
+
+    /// The GPU memory each plugin holds, and what no plugin does, from the latest sample.
+    fn set_gpu_memory(&self, live: &LiveView) {
+        let Some(sample) = live.sample() else {
+            return;
+        };
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for usage in &sample.plugins {
+            let labels = PluginLabels {
+                plugin: usage.plugin.clone(),
+            };
+            match usage.gpu_memory_bytes {
+                Some(bytes) => {
+                    self.plugin_gpu_memory
+                        .get_or_create(&labels)
+                        .set(as_i64(bytes));
+                }
+                // Not measured (no GPU, or not reported): no series rather than a fake zero.
+                None => {
+                    self.plugin_gpu_memory.remove(&labels);
+                }
+            }
+        }
+        if let Some(rest) = sample.gpu_memory_unattributed.value() {
+            for (family, value) in [
+                (&self.gpu_memory_other, rest.other_bytes),
+                (&self.gpu_memory_in_process, rest.in_process_bytes),
+            ] {
+                match value {
+                    Some(bytes) => {
+                        family.get_or_create(&Vec::new()).set(as_i64(bytes));
+                    }
+                    None => {
+                        family.remove(&Vec::new());
+                    }
+                }
+            }
+        }
     }
 
     fn set_resources(&self, live: &LiveView) {

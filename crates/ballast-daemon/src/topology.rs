@@ -44,8 +44,8 @@ use ballast_monitor::{
 };
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
 use ballast_scaler::actor::{
-    AssessmentMsg, CommandMsg, DecisionMsg, PinMsg, PluginEventMsg, ScalerOutputs, SetAllowanceMsg,
-    SetModeMsg, SetProfileMsg, WarningMsg,
+    AssessmentMsg, CommandMsg, DecisionMsg, GpuUsageMsg, PinMsg, PluginEventMsg, ScalerOutputs,
+    SetAllowanceMsg, SetModeMsg, SetProfileMsg, WarningMsg,
 };
 use ballast_scaler::{Scaler, ScalerActor};
 use ballast_tier::{CurrentTier, SubscribeTier, TierActor};
@@ -387,7 +387,25 @@ impl Topology {
         }
 
         // Plugin events reach the scaler, the telemetry, the monitor (as usage) and, for a
-        // disabled plugin, the journal (its checkpoint).
+        // disabled plugin, the journal (its checkpoint). The monitor charges the daemon's own GPU
+        // memory to the in-process plugin that declares a GPU.
+        let in_process_gpu: Vec<String> = specs
+            .iter()
+            .filter(|s| {
+                s.hints.needs_gpu
+                    && plugin_host
+                        .config(&s.name)
+                        .is_ok_and(|c| !c.runs_in_process())
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        for name in &in_process_gpu {
+            monitor_address.do_send(ReportPluginUsage(PluginUsage {
+                plugin: name.clone(),
+                in_process_gpu: true,
+                ..PluginUsage::default()
+            }));
+        }
         {
             let scaler = scaler.clone();
             let telemetry = telemetry.clone();
@@ -401,6 +419,7 @@ impl Topology {
                             live_bytes: stats.live_bytes,
                             peak_bytes: stats.peak_bytes,
                             pid: stats.process.as_ref().map(|p| p.pid),
+                            in_process_gpu: in_process_gpu.contains(&event.plugin),
                             ..PluginUsage::default()
                         }))
                     }
@@ -473,8 +492,21 @@ impl Topology {
         {
             let predictor = predictor.clone();
             let telemetry = telemetry.clone();
+            let scaler = scaler.clone();
             let subscriber = ballast_monitor::Subscribe::callback(move |sample: &Sample| {
                 predictor.do_send(SampleMsg(sample.clone()));
+                // The GPU memory each plugin's processes hold, as the scaler counts it.
+                let gpu: Vec<(String, u64)> = sample
+                    .plugins
+                    .iter()
+                    .filter_map(|p| Some((p.plugin.clone(), p.gpu_memory_bytes?)))
+                    .collect();
+                if !gpu.is_empty() {
+                    scaler.do_send(GpuUsageMsg {
+                        at: sample.at,
+                        usage: gpu,
+                    });
+                }
                 telemetry.do_send(Record(DaemonEvent::Sample(sample.clone())));
                 true
             });

@@ -15,8 +15,6 @@ use ballast_core::{Level, Timestamp};
 use ballast_host::{PluginConfig, PluginHost, PluginLibrary};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-
-
 /// The no-op C plugin, compiled with optimisations.
 fn nop_plugin() -> PathBuf {
     ballast_testkit::plugins::nop_plugin()

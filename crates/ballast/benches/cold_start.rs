@@ -26,7 +26,10 @@ fn placement(agent: &ureq::Agent, url: &str) -> String {
         .call()
         .expect("the daemon answers");
     let view: serde_json::Value = response.body_mut().read_json().expect("JSON");
-    view["scaler"]["placement"].as_str().unwrap_or("").to_owned()
+    view["scaler"]["placement"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn cold_start(c: &mut Criterion) {

@@ -915,19 +915,37 @@ async fn preflight_answers_what_fits_without_changing_anything() {
     assert_eq!(memory["need"], 0.0);
     // The fixture machine is of the `performance` tier, whose memory shed threshold is 0.85.
     assert_eq!(memory["shed"], 0.85);
-    assert!((memory["pressure"].as_f64().unwrap() - 0.3375).abs() < 1e-9, "{memory}");
+    assert!(
+        (memory["pressure"].as_f64().unwrap() - 0.3375).abs() < 1e-9,
+        "{memory}"
+    );
     assert!(body["would_take_down"].as_array().unwrap().is_empty());
-    assert_eq!(state.live.decisions(1000).len(), decisions, "asking decides nothing");
+    assert_eq!(
+        state.live.decisions(1000).len(),
+        decisions,
+        "asking decides nothing"
+    );
 
     for (uri, status, error) in [
-        ("/plugins/voice/preflight?level=7", StatusCode::BAD_REQUEST, "bad_request"),
-        ("/plugins/nope/preflight", StatusCode::NOT_FOUND, "unknown_plugin"),
-        ("/plugins/voice/preflight?level=-1", StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            "/plugins/voice/preflight?level=7",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/plugins/nope/preflight",
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+        ),
+        (
+            "/plugins/voice/preflight?level=-1",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
     ] {
-        let (got, body) = json_of(
-            test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await,
-        )
-        .await;
+        let (got, body) =
+            json_of(test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await)
+                .await;
         assert_eq!(got, status, "{uri}: {body}");
         assert_eq!(body["error"], error, "{uri}: {body}");
     }

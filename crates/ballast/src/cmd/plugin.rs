@@ -270,7 +270,10 @@ fn preflight_text(p: &PreflightView) -> String {
             .iter()
             .map(|s| format!("{} ({})", s.plugin, s.action))
             .collect();
-        format!("not now; it would once ballast takes down {}", steps.join(", "))
+        format!(
+            "not now; it would once ballast takes down {}",
+            steps.join(", ")
+        )
     } else {
         format!(
             "no: {}",
