@@ -5,6 +5,7 @@
 mod api_security;
 mod containment;
 mod daemon;
+mod demand;
 mod endpoints;
 mod inspect;
 mod process;

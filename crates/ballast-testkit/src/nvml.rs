@@ -198,6 +198,16 @@ impl FakeNvml {
         self.replace("fake-nvml.conf", &script);
     }
 
+    /// Sets `device`'s memory in use to `bytes` while the library runs (the next sample sees it),
+    /// over its scripted figure.
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be written.
+    pub fn set_memory_used(&self, device: u32, bytes: u64) {
+        self.replace("fake-nvml-memory", &format!("{device} {bytes}\n"));
+    }
+
     /// Replaces every process entry at once; the next sample sees exactly these.
     ///
     /// # Panics

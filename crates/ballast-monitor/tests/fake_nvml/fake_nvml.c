@@ -201,6 +201,28 @@ int nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
     return NVML_SUCCESS;
 }
 
+/* The memory in use a test set while the library runs: lines "DEVICE BYTES" in
+ * fake-nvml-memory beside the library, read again on every call; a device it does not name keeps
+ * its scripted figure. */
+static unsigned long long memory_used_now(nvmlDevice_t device) {
+    unsigned long long used = device->memory_used;
+    FILE *file = open_beside_library("fake-nvml-memory");
+    if (file == NULL) {
+        return used;
+    }
+    char line[128];
+    while (fgets(line, sizeof line, file) != NULL) {
+        unsigned int index;
+        unsigned long long bytes;
+        if (sscanf(line, "%u %llu", &index, &bytes) == 2 && index < MAX_DEVICES &&
+            &devices[index] == device) {
+            used = bytes;
+        }
+    }
+    fclose(file);
+    return used;
+}
+
 int nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
     if (device == NULL || memory == NULL) {
         return NVML_ERROR_INVALID_ARGUMENT;
@@ -208,11 +230,12 @@ int nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
     if ((memory->version >> 24) != 2 || (memory->version & 0xffffff) != sizeof(nvmlMemory_v2_t)) {
         return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     }
+    unsigned long long used = memory_used_now(device);
     memory->total = device->memory_total;
     memory->reserved = 0;
-    memory->used = device->memory_used;
-    memory->free = device->memory_total > device->memory_used
-                       ? device->memory_total - device->memory_used
+    memory->used = used;
+    memory->free = device->memory_total > used
+                       ? device->memory_total - used
                        : 0;
     return NVML_SUCCESS;
 }
