@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod disk;
 mod fuzz;
+mod gpu_check;
 mod hardening;
 mod measure;
 
@@ -78,6 +79,10 @@ enum Task {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
+    /// On a machine with an NVIDIA GPU (40 GiB or more) and PyTorch for CUDA: process plugins
+    /// holding GPU memory through PyTorch, charged, shed, woken, unloaded and refused for want of
+    /// room, with the timeline printed.
+    GpuCheck,
     /// Time `ballast tune` (release build) on every shared trace against its goal of a minute.
     Tune,
     /// Run the fuzz targets (cargo fuzz on nightly, installed if missing), one after another at
@@ -175,6 +180,15 @@ fn run_task() -> Result<()> {
                 }
             };
             disk::measure_disk(&binary, &release, seconds)
+        }
+        Task::GpuCheck => {
+            let total_gib = gpu_check::prerequisites()?;
+            build_plugins(&root, true)?;
+            step(
+                "build ballast (release)",
+                cargo().args(["build", "--release", "-p", "ballast"]),
+            )?;
+            gpu_check::gpu_check(&target_dir(&root).join("release"), total_gib)
         }
         Task::Tune => tune(&root),
         Task::Fuzz { target, seconds } => fuzz::fuzz(&root, target.as_deref(), seconds),
