@@ -25,6 +25,7 @@ mod live;
 mod process;
 mod queue;
 mod slot;
+mod stream;
 mod supervisor;
 mod trust;
 pub mod worker;
@@ -43,4 +44,5 @@ pub use library::{
 };
 pub use process::ProcessOptions;
 pub use slot::{EventSink, Reply};
+pub use stream::{CallIo, CancelReason, CancelToken, ChunkSink};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

@@ -769,6 +769,18 @@ impl ProcessInstance {
     }
 
     /// A call through the protocol.
+    /// A streamed call. Until the protocol's `chunk` and `cancel` are wired, the whole answer of
+    /// `call` is one chunk.
+    pub(crate) fn call_stream(
+        &self,
+        request: &[u8],
+        io: &mut crate::stream::CallIo,
+    ) -> Result<Vec<u8>, PluginFault> {
+        let answer = self.call(request)?;
+        io.send(&answer);
+        Ok(Vec::new())
+    }
+
     pub(crate) fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginFault> {
         if !self.plugin.protocol {
             return Err(PluginFault {
