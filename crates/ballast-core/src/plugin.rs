@@ -284,6 +284,21 @@ pub struct PluginStats {
     /// for those); `None` before its first call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_call_end: Option<Timestamp>,
+    /// Calls whose chunks went to the caller as the plugin sent them.
+    #[serde(default)]
+    pub streamed_calls: u64,
+    /// Chunks sent to callers of streamed calls.
+    #[serde(default)]
+    pub chunks: u64,
+    /// Calls cancelled, by reason.
+    #[serde(default)]
+    pub cancellations: CancelCounts,
+    /// Median time from a streamed call's start to its first chunk, in microseconds (0: none).
+    #[serde(default)]
+    pub first_chunk_p50_us: u64,
+    /// 95th percentile time to the first chunk, in microseconds (0: none).
+    #[serde(default)]
+    pub first_chunk_p95_us: u64,
     /// Median call latency in microseconds.
     pub latency_p50_us: u64,
     /// 95th percentile call latency in microseconds.
@@ -294,6 +309,24 @@ pub struct PluginStats {
     /// their own; `None` for a plugin inside the daemon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessUsage>,
+}
+
+/// Calls cancelled, by why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelCounts {
+    /// The caller went away (its connection closed).
+    pub caller: u64,
+    /// The call's deadline passed.
+    pub deadline: u64,
+    /// The plugin was shed and its drain deadline passed with the call running.
+    pub shed: u64,
+}
+
+impl CancelCounts {
+    /// All cancellations.
+    pub fn total(&self) -> u64 {
+        self.caller + self.deadline + self.shed
+    }
 }
 
 /// What a plugin's process and its children use, read from `/proc`.

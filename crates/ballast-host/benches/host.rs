@@ -174,6 +174,7 @@ fn actor_call(
                         .send(Call {
                             plugin: "nop".into(),
                             request: request.to_vec(),
+                            options: None,
                         })
                         .await;
                     black_box(answer.ok());

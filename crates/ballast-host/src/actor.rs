@@ -17,6 +17,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use crate::error::{CallError, HostError};
 use crate::host::PluginHost;
 use crate::slot::EventSink;
+use crate::stream::{CallOptions, CancelReason, CancelToken};
 
 /// A plugin event, as sent to subscribers.
 #[derive(Clone, Debug, Message)]
@@ -34,7 +35,10 @@ pub struct Subscribe(pub Recipient<HostEvent>);
 #[rtype(result = "Result<(), HostError>")]
 pub struct Execute(pub Command);
 
-/// Call a plugin.
+/// Call a plugin. The answer comes within the call's deadline (its options' `deadline`, capped
+/// by the plugin's `call_timeout`), or [`CallError::Timeout`] does and the call is cancelled for
+/// the plugin; a call cancelled through its options' token answers [`CallError::Cancelled`] at
+/// once, whether the plugin stops or not.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<u8>, CallError>")]
 pub struct Call {
@@ -42,10 +46,14 @@ pub struct Call {
     pub plugin: String,
     /// The request bytes.
     pub request: Vec<u8>,
+    /// A deadline, a cancellation, where the chunks go; `None` for a plain call (the plugin's
+    /// plain entry, no deadline or cancellation for it to see).
+    pub options: Option<CallOptions>,
 }
 
 /// Call a plugin that may have to load first: a call that woke an idle plugin waits in its
-/// wake queue, at most its `load_timeout`, then as long as any call (its `call_timeout`).
+/// wake queue, at most its `load_timeout`, then as long as any call (its `call_timeout`); a
+/// deadline in its options counts from the submission, the load included.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<u8>, CallError>")]
 pub struct CallWhenReady {
@@ -53,6 +61,8 @@ pub struct CallWhenReady {
     pub plugin: String,
     /// The request bytes.
     pub request: Vec<u8>,
+    /// As for [`Call`].
+    pub options: Option<CallOptions>,
 }
 
 type LifecycleJob = Box<dyn FnOnce() + Send>;
@@ -210,13 +220,32 @@ impl Handler<Call> for PluginHostActor {
 
     fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
-        let submitted = self.host.submit(
-            &msg.plugin,
-            msg.request,
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-        );
+        let reply: crate::slot::Reply = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        let call_timeout = self
+            .host
+            .call_timeout(&msg.plugin)
+            .unwrap_or(Duration::from_secs(5));
+        let (submitted, cancel, timeout) = match msg.options {
+            None => (
+                self.host.submit(&msg.plugin, msg.request, reply),
+                None,
+                call_timeout,
+            ),
+            Some(options) => {
+                let cancel = options.cancel.clone();
+                let timeout = options
+                    .deadline
+                    .map_or(call_timeout, |d| d.min(call_timeout));
+                (
+                    self.host
+                        .submit_with(&msg.plugin, msg.request, options, reply),
+                    Some(cancel),
+                    timeout,
+                )
+            }
+        };
         if let Err(refused) = submitted {
             return Box::pin(std::future::ready(Err(refused)));
         }
@@ -227,13 +256,14 @@ impl Handler<Call> for PluginHostActor {
         }
         let host = Arc::clone(&self.host);
         Box::pin(async move {
-            let timeout = host
-                .call_timeout(&msg.plugin)
-                .unwrap_or(Duration::from_secs(5));
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
-                Err(_) => Err(host.timed_out(&msg.plugin, timeout)),
+            match await_answer(rx, cancel.as_ref(), timeout).await {
+                Awaited::Answer(result) => result,
+                Awaited::WorkerStopped => Err(worker_stopped(msg.plugin)),
+                Awaited::TimedOut => Err(host.timed_out(&msg.plugin, timeout)),
+                Awaited::Cancelled(reason) => Err(CallError::Cancelled {
+                    plugin: msg.plugin,
+                    reason,
+                }),
             }
         })
     }
@@ -244,40 +274,109 @@ impl Handler<CallWhenReady> for PluginHostActor {
 
     fn handle(&mut self, msg: CallWhenReady, _ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let submitted = self.host.submit_when_ready(
-            &msg.plugin,
-            msg.request,
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-        );
+        let reply: crate::slot::Reply = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        let deadline = msg.options.as_ref().and_then(|o| o.deadline);
+        let cancel = msg.options.as_ref().map(|o| o.cancel.clone());
+        let submitted = match msg.options {
+            None => self.host.submit_when_ready(&msg.plugin, msg.request, reply),
+            Some(options) => {
+                self.host
+                    .submit_when_ready_with(&msg.plugin, msg.request, options, reply)
+            }
+        };
         let host = Arc::clone(&self.host);
         Box::pin(async move {
             let waiting = submitted?;
             let call_timeout = host
                 .call_timeout(&msg.plugin)
                 .unwrap_or(Duration::from_secs(5));
-            let Some(id) = waiting else {
-                return match tokio::time::timeout(call_timeout, rx).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
-                    Err(_) => Err(host.timed_out(&msg.plugin, call_timeout)),
-                };
-            };
             let load_timeout = host
                 .load_timeout(&msg.plugin)
                 .unwrap_or(Duration::from_secs(60));
-            match tokio::time::timeout(load_timeout + call_timeout, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(worker_stopped(msg.plugin)),
+            let wait = match waiting {
+                None => call_timeout,
+                Some(_) => load_timeout + call_timeout,
+            };
+            let wait = deadline.map_or(wait, |d| d.min(wait));
+            match await_answer(rx, cancel.as_ref(), wait).await {
+                Awaited::Answer(result) => result,
+                Awaited::WorkerStopped => Err(worker_stopped(msg.plugin)),
+                Awaited::Cancelled(reason) => {
+                    if let Some(id) = waiting {
+                        host.cancel_waiting(&msg.plugin, id);
+                    }
+                    Err(CallError::Cancelled {
+                        plugin: msg.plugin,
+                        reason,
+                    })
+                }
                 // Still in the wake queue: the plugin never came up in time.
-                Err(_) if host.cancel_waiting(&msg.plugin, id) => Err(CallError::LoadTimeout {
-                    plugin: msg.plugin,
-                    timeout_ms: u64::try_from(load_timeout.as_millis()).unwrap_or(u64::MAX),
-                }),
-                Err(_) => Err(host.timed_out(&msg.plugin, call_timeout)),
+                Awaited::TimedOut
+                    if waiting.is_some_and(|id| host.cancel_waiting(&msg.plugin, id))
+                        && deadline.is_none_or(|d| d >= load_timeout) =>
+                {
+                    Err(CallError::LoadTimeout {
+                        plugin: msg.plugin,
+                        timeout_ms: u64::try_from(load_timeout.as_millis()).unwrap_or(u64::MAX),
+                    })
+                }
+                Awaited::TimedOut => Err(host.timed_out(&msg.plugin, wait)),
             }
         })
+    }
+}
+
+/// How a wait for a call's answer ended.
+enum Awaited {
+    /// The worker answered.
+    Answer(Result<Vec<u8>, CallError>),
+    /// The worker dropped the reply without answering.
+    WorkerStopped,
+    /// The wait ran out; the call was cancelled for its deadline.
+    TimedOut,
+    /// The call was cancelled (by its caller, or by a drain past its deadline) before it
+    /// answered; whatever it answers later is dropped.
+    Cancelled(CancelReason),
+}
+
+/// Waits for the answer in `rx`, at most `timeout`, or until `cancel` is cancelled. A wait that
+/// runs out cancels the call for its deadline, so the plugin learns of it.
+async fn await_answer(
+    rx: tokio::sync::oneshot::Receiver<Answer>,
+    cancel: Option<&CancelToken>,
+    timeout: Duration,
+) -> Awaited {
+    let (cancelled_tx, cancelled_rx) = tokio::sync::oneshot::channel();
+    if let Some(token) = cancel {
+        token.on_cancel(Box::new(move |reason| {
+            let _ = cancelled_tx.send(reason);
+        }));
+    }
+    let cancelled = async move {
+        match cancelled_rx.await {
+            Ok(reason) => reason,
+            // No token: never cancelled.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        answer = rx => match answer {
+            Ok(result) => Awaited::Answer(result),
+            Err(_) => Awaited::WorkerStopped,
+        },
+        reason = cancelled => match reason {
+            CancelReason::Deadline => Awaited::TimedOut,
+            reason => Awaited::Cancelled(reason),
+        },
+        () = tokio::time::sleep(timeout) => {
+            if let Some(token) = cancel {
+                token.cancel(CancelReason::Deadline);
+            }
+            Awaited::TimedOut
+        }
     }
 }
 

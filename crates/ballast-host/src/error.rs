@@ -5,6 +5,15 @@ use serde::Serialize;
 
 use crate::instance::PluginFault;
 use crate::library::LoadError;
+use crate::stream::CancelReason;
+
+fn cancel_why(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::Caller => "the caller went away",
+        CancelReason::Deadline => "its deadline passed",
+        CancelReason::Shed => "the plugin was shed and its drain deadline passed",
+    }
+}
 
 /// Errors of lifecycle operations. Each names the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +153,15 @@ pub enum CallError {
         limit: u32,
         /// Its queue size.
         queue: u32,
+    },
+    /// The call was cancelled while it waited or ran: its caller went away, its deadline
+    /// passed, or its plugin was shed and the drain deadline passed.
+    #[error("plugin `{plugin}`: the call was cancelled: {}", cancel_why(*reason))]
+    Cancelled {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: CancelReason,
     },
     /// No answer within the timeout.
     #[error("plugin `{plugin}` did not answer within {timeout_ms} ms")]

@@ -28,8 +28,9 @@ use crate::lifecycle::{
 };
 use crate::process::{ProcessOptions, ProcessPlugin, SupervisorMsg};
 use crate::slot::{
-    Backend, CallStats, Current, EventSink, Job, Permits, Reply, Shared, Slot, Waiting,
+    Backend, CallStats, Current, EventSink, Job, Permits, Reply, Shared, Slot, Submitted, Waiting,
 };
+use crate::stream::CallOptions;
 
 /// The state of a plugin as the API reports it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -243,6 +244,8 @@ impl PluginHost {
             events: Arc::clone(&self.events),
             tracks_activity: config.keep_alive.is_some(),
             last_call_end: AtomicU64::new(0),
+            cancels: Mutex::new(std::collections::HashMap::new()),
+            next_ticket: AtomicU64::new(0),
         });
         let (jobs, receiver) = crate::queue::queue::<Job>();
         for i in 0..config.max_concurrent_calls {
@@ -416,10 +419,35 @@ impl PluginHost {
     /// Submits a call; `reply` receives the answer on a worker thread. Refusals that need no
     /// plugin (unknown, idle, degraded, busy) are returned at once instead.
     pub fn submit(&self, name: &str, request: Vec<u8>, reply: Reply) -> Result<(), CallError> {
+        self.submit_inner(name, request, None, reply)
+    }
+
+    /// [`PluginHost::submit`] with a deadline, a cancellation and, for a streamed call, where its
+    /// chunks go. The call runs through the plugin's streaming entry: a plugin that streams sends
+    /// its chunks as it makes them and sees the deadline and the cancellation; one that does not
+    /// has its whole answer sent as one chunk. The reply's answer is empty for a streamed call
+    /// (everything went to the sink); a cancelled call answers [`CallError::Cancelled`].
+    pub fn submit_with(
+        &self,
+        name: &str,
+        request: Vec<u8>,
+        options: CallOptions,
+        reply: Reply,
+    ) -> Result<(), CallError> {
+        self.submit_inner(name, request, Some(Submitted::new(options)), reply)
+    }
+
+    fn submit_inner(
+        &self,
+        name: &str,
+        request: Vec<u8>,
+        options: Option<Submitted>,
+        reply: Reply,
+    ) -> Result<(), CallError> {
         let slot = self.slot(name).map_err(|_| CallError::UnknownPlugin {
             plugin: name.to_owned(),
         })?;
-        match slot.admit(request, reply) {
+        match slot.admit(request, options, reply) {
             Ok(()) => Ok(()),
             Err((error, _reply)) => Err(idle_or(error)),
         }
@@ -433,6 +461,28 @@ impl PluginHost {
         &self,
         name: &str,
         request: Vec<u8>,
+        reply: Reply,
+    ) -> Result<Option<u64>, CallError> {
+        self.submit_when_ready_inner(name, request, None, reply)
+    }
+
+    /// [`PluginHost::submit_when_ready`] with options (see [`PluginHost::submit_with`]); the
+    /// caller's deadline counts from now, the time to load included.
+    pub fn submit_when_ready_with(
+        &self,
+        name: &str,
+        request: Vec<u8>,
+        options: CallOptions,
+        reply: Reply,
+    ) -> Result<Option<u64>, CallError> {
+        self.submit_when_ready_inner(name, request, Some(Submitted::new(options)), reply)
+    }
+
+    fn submit_when_ready_inner(
+        &self,
+        name: &str,
+        request: Vec<u8>,
+        options: Option<Submitted>,
         reply: Reply,
     ) -> Result<Option<u64>, CallError> {
         let slot = self.slot(name).map_err(|_| CallError::UnknownPlugin {
@@ -451,11 +501,16 @@ impl PluginHost {
             }
             let id = waiting.1;
             waiting.1 += 1;
-            waiting.0.push(Waiting { id, request, reply });
+            waiting.0.push(Waiting {
+                id,
+                request,
+                options,
+                reply,
+            });
             return Ok(Some(id));
         }
         drop(waiting);
-        match slot.admit(request, reply) {
+        match slot.admit(request, options, reply) {
             Ok(()) => Ok(None),
             Err((error, _reply)) => Err(idle_or(error)),
         }

@@ -44,5 +44,5 @@ pub use library::{
 };
 pub use process::ProcessOptions;
 pub use slot::{EventSink, Reply};
-pub use stream::{CallIo, CancelReason, CancelToken, ChunkSink};
+pub use stream::{CallIo, CallOptions, CancelReason, CancelToken, ChunkSink, OnCancel};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

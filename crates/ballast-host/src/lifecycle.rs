@@ -15,6 +15,11 @@ use crate::error::{CallError, HostError};
 use crate::instance::{Instance, PluginFault};
 use crate::live::Live;
 use crate::slot::{Backend, Job, Shared, Slot};
+use crate::stream::{CallIo, CancelReason};
+
+/// How long a drain waits, past its deadline, for the calls it cut to return before it stops the
+/// instance without them.
+const CUT_GRACE: Duration = Duration::from_millis(100);
 
 /// Fails with [`HostError::InvalidLevel`] unless the plugin has `level`.
 pub(crate) fn check_level(slot: &Slot, level: Level) -> Result<(), HostError> {
@@ -252,8 +257,21 @@ fn retire_slot(
     while slot.shared.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
+    let mut in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
+    if in_flight > 0 {
+        // Streams and calls with a deadline are cut now, each told why; a plugin that looks at
+        // its context stops, and one that does not is no longer waited for by its caller.
+        let cut = slot.shared.cancel_all(CancelReason::Shed);
+        if cut > 0 {
+            tracing::info!(plugin = %name, cut, "calls cut at the drain deadline");
+            let grace = Instant::now() + CUT_GRACE;
+            while slot.shared.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
+        }
+    }
     let left = deadline.saturating_duration_since(Instant::now());
-    let in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
     if in_flight > 0 {
         tracing::warn!(plugin = %name, in_flight, "calls still running after the drain deadline; the instance is destroyed when they return");
     } else {
@@ -285,40 +303,23 @@ pub(crate) fn worker(shared: &Shared, jobs: &crate::queue::Receiver<Job>) {
         let still_current = shared
             .serving()
             .is_some_and(|current| Arc::ptr_eq(&current, &job.instance));
-        let result = if still_current {
-            match job.instance.call(&job.request) {
-                Ok(bytes) => Ok(bytes),
-                Err(fault) if fault.is_panic() => {
-                    let error = CallError::Panicked {
-                        plugin: shared.name.clone(),
-                        message: fault.message.clone(),
-                    };
-                    // Mark failed only if the instance that panicked is still the current one.
-                    if shared
-                        .callable()
-                        .is_some_and(|c| Arc::ptr_eq(&c, &job.instance))
-                    {
-                        shared.transition(
-                            PluginState::Failed {
-                                reason: format!("call panicked: {}", fault.message),
-                            },
-                            "call panicked",
-                            None,
-                        );
-                    }
-                    Err(error)
-                }
-                Err(fault) => Err(CallError::Failed {
-                    plugin: shared.name.clone(),
-                    message: fault.to_string(),
-                }),
-            }
-        } else {
+        let mut io = job.io;
+        let result = if !still_current {
             Err(shared.degraded())
+        } else if let Some((io, _)) = &mut io {
+            run_with_io(shared, &job.instance, &job.request, io)
+        } else {
+            job.instance
+                .call(&job.request)
+                .map_err(|fault| call_error(shared, &job.instance, fault))
         };
         shared
             .stats
             .record(started.elapsed(), result.as_ref().err());
+        if let Some((io, ticket)) = &io {
+            shared.stats.record_io(io, started);
+            shared.forget(*ticket);
+        }
         drop(job.instance);
         shared.permits.release();
         if shared.tracks_activity {
@@ -327,6 +328,67 @@ pub(crate) fn worker(shared: &Shared, jobs: &crate::queue::Receiver<Job>) {
                 .store(shared.now().as_millis(), Ordering::SeqCst);
         }
         shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+        // The chunks' listener goes before the answer: the last chunk is out when it comes.
+        drop(io);
         (job.reply)(result);
+    }
+}
+
+/// Runs a call against its side channel: the chunks go out as the plugin sends them (a final
+/// answer as the last one), or are joined into the answer for a caller that does not stream. A
+/// call cancelled before it starts never reaches the plugin; one cancelled while it runs ends
+/// [`CallError::Cancelled`] whatever the plugin made of it.
+fn run_with_io(
+    shared: &Shared,
+    instance: &Arc<Live>,
+    request: &[u8],
+    io: &mut CallIo,
+) -> Result<Vec<u8>, CallError> {
+    let cancelled = |reason| CallError::Cancelled {
+        plugin: shared.name.clone(),
+        reason,
+    };
+    if let Some(reason) = io.cancel_reason() {
+        return Err(cancelled(reason));
+    }
+    let answer = instance.call_stream(request, io);
+    if let Some(reason) = io.cancel_reason() {
+        return Err(cancelled(reason));
+    }
+    let answer = answer.map_err(|fault| call_error(shared, instance, fault))?;
+    if !answer.is_empty() {
+        io.send(&answer);
+    }
+    if let Some(reason) = io.cancel_reason() {
+        return Err(cancelled(reason));
+    }
+    Ok(if io.streams() {
+        Vec::new()
+    } else {
+        io.take_joined()
+    })
+}
+
+/// The error for a call that failed with `fault`; a panic marks the plugin failed, if the
+/// instance that panicked is still the current one.
+fn call_error(shared: &Shared, instance: &Arc<Live>, fault: PluginFault) -> CallError {
+    if !fault.is_panic() {
+        return CallError::Failed {
+            plugin: shared.name.clone(),
+            message: fault.to_string(),
+        };
+    }
+    if shared.callable().is_some_and(|c| Arc::ptr_eq(&c, instance)) {
+        shared.transition(
+            PluginState::Failed {
+                reason: format!("call panicked: {}", fault.message),
+            },
+            "call panicked",
+            None,
+        );
+    }
+    CallError::Panicked {
+        plugin: shared.name.clone(),
+        message: fault.message,
     }
 }

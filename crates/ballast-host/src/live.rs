@@ -64,7 +64,11 @@ impl Live {
     /// A streamed call: the chunks go to `io` as the plugin produces them; the answer is what
     /// the plugin returned last (empty for a plugin that streamed everything). A plugin that
     /// does not stream has its whole answer sent as one chunk.
-    pub(crate) fn call_stream(&self, request: &[u8], io: &mut CallIo) -> Result<Vec<u8>, PluginFault> {
+    pub(crate) fn call_stream(
+        &self,
+        request: &[u8],
+        io: &mut CallIo,
+    ) -> Result<Vec<u8>, PluginFault> {
         match self {
             Live::Native(i) => i.call_stream(request, io),
             Live::Process(p) => p.call_stream(request, io),

@@ -5,13 +5,15 @@
 //! The host, the lifecycle steps and the supervisor all work on these types; this file imports
 //! none of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ballast_core::Timestamp;
-use ballast_core::plugin::{Level, PluginEvent, PluginEventKind, PluginState, PluginStats};
+use ballast_core::plugin::{
+    CancelCounts, Level, PluginEvent, PluginEventKind, PluginState, PluginStats,
+};
 use ballast_process::LeakDetector;
 
 use crate::config::PluginConfig;
@@ -20,6 +22,7 @@ use crate::host_api::{Clock, HostApiRef, HostContext};
 use crate::library::{PluginInfo, PluginLibrary};
 use crate::live::Live;
 use crate::process::ProcessPlugin;
+use crate::stream::{CallIo, CallOptions, CancelReason, CancelToken, ChunkSink};
 
 /// Where the host sends plugin events.
 pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;
@@ -42,21 +45,50 @@ pub(crate) struct CallStats {
     timeouts: AtomicU64,
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Calls whose chunks went to a listener as the plugin sent them.
+    streamed: AtomicU64,
+    /// Chunks sent to listeners.
+    chunks: AtomicU64,
+    /// Calls cancelled, by reason (caller, deadline, shed).
+    cancelled: [AtomicU64; 3],
+    /// Time from a streamed call's start to its first chunk.
+    first_chunk_us: Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 impl CallStats {
     pub(crate) fn new() -> CallStats {
-        // Three significant figures from 1 µs to 1 hour; construction cannot fail for these bounds,
-        // but fall back to an auto-resizing histogram rather than panic.
-        let histogram = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .or_else(|_| hdrhistogram::Histogram::new(3))
-            .unwrap_or_else(|_| unreachable!("a 3-significant-figure histogram is always valid"));
         CallStats {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
-            latency_us: Mutex::new(histogram),
+            latency_us: Mutex::new(latency_histogram()),
             last_error: Mutex::new(None),
+            streamed: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            cancelled: Default::default(),
+            first_chunk_us: Mutex::new(latency_histogram()),
+        }
+    }
+
+    /// Counts what a call run against `io` did: its chunks, its time to the first one, whether
+    /// it was cancelled.
+    pub(crate) fn record_io(&self, io: &CallIo, started: Instant) {
+        if io.streams() {
+            self.streamed.fetch_add(1, Ordering::Relaxed);
+            self.chunks.fetch_add(io.chunks(), Ordering::Relaxed);
+            if let Some(first) = io.first_chunk() {
+                let micros = u64::try_from(first.saturating_duration_since(started).as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let _ = self
+                    .first_chunk_us
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(micros);
+            }
+        }
+        if let Some(reason) = io.cancel_reason() {
+            self.cancelled[cancel_index(reason)].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -80,6 +112,32 @@ impl CallStats {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
         self.errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+}
+
+/// Three significant figures from 1 µs to 1 hour; construction cannot fail for these bounds, but
+/// falls back to an auto-resizing histogram rather than panic.
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .or_else(|_| hdrhistogram::Histogram::new(3))
+        .unwrap_or_else(|_| unreachable!("a 3-significant-figure histogram is always valid"))
+}
+
+fn cancel_index(reason: CancelReason) -> usize {
+    match reason {
+        CancelReason::Caller => 0,
+        CancelReason::Deadline => 1,
+        CancelReason::Shed => 2,
+    }
+}
+
+/// The `q` quantile of a histogram, 0 when it is empty.
+fn quantile(histogram: &Mutex<hdrhistogram::Histogram<u64>>, q: f64) -> u64 {
+    let h = histogram.lock().unwrap_or_else(|p| p.into_inner());
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
     }
 }
 
@@ -155,6 +213,11 @@ pub(crate) struct Shared {
     pub(crate) tracks_activity: bool,
     /// When the last call ended, in milliseconds since the epoch (0: none yet).
     pub(crate) last_call_end: AtomicU64,
+    /// The cancellations of the admitted calls that have one (streamed calls and calls with a
+    /// deadline), by ticket: a drain that runs past its deadline cuts them.
+    pub(crate) cancels: Mutex<HashMap<u64, CancelToken>>,
+    /// The next ticket.
+    pub(crate) next_ticket: AtomicU64,
 }
 
 impl Shared {
@@ -224,6 +287,29 @@ impl Shared {
         });
     }
 
+    /// Drops a finished call's cancellation.
+    pub(crate) fn forget(&self, ticket: u64) {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ticket);
+    }
+
+    /// Cancels every admitted call that can be cancelled, for `reason`; how many there were.
+    pub(crate) fn cancel_all(&self, reason: CancelReason) -> usize {
+        let tokens: Vec<CancelToken> = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for token in &tokens {
+            token.cancel(reason);
+        }
+        tokens.len()
+    }
+
     /// The current state and instance, read together.
     pub(crate) fn snapshot(&self) -> (PluginState, Option<Arc<Live>>) {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
@@ -269,13 +355,35 @@ impl Shared {
 pub(crate) struct Waiting {
     pub(crate) id: u64,
     pub(crate) request: Vec<u8>,
+    pub(crate) options: Option<Submitted>,
     pub(crate) reply: Reply,
+}
+
+/// The options of a call, with its deadline fixed at its submission.
+pub(crate) struct Submitted {
+    pub(crate) cancel: CancelToken,
+    pub(crate) sink: Option<ChunkSink>,
+    /// The caller's deadline, if it gave one.
+    pub(crate) until: Option<Instant>,
+}
+
+impl Submitted {
+    /// `options` as submitted now.
+    pub(crate) fn new(options: CallOptions) -> Submitted {
+        Submitted {
+            cancel: options.cancel,
+            sink: options.sink,
+            until: options.deadline.map(|d| Instant::now() + d),
+        }
+    }
 }
 
 /// One admitted call, on its way to a worker.
 pub(crate) struct Job {
     pub(crate) instance: Arc<Live>,
     pub(crate) request: Vec<u8>,
+    /// The call's side channel, and its ticket in the cancellations, for a call with options.
+    pub(crate) io: Option<(CallIo, u64)>,
     pub(crate) reply: Reply,
 }
 
@@ -328,7 +436,14 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// Admits a call for the instance that takes calls now, or refuses it (degraded or busy).
-    pub(crate) fn admit(&self, request: Vec<u8>, reply: Reply) -> Result<(), (CallError, Reply)> {
+    /// A call with options runs against a [`CallIo`] whose deadline is the caller's, or the
+    /// plugin's `call_timeout` from now if that comes first.
+    pub(crate) fn admit(
+        &self,
+        request: Vec<u8>,
+        options: Option<Submitted>,
+        reply: Reply,
+    ) -> Result<(), (CallError, Reply)> {
         let Some(instance) = self.shared.callable() else {
             return Err((self.shared.degraded(), reply));
         };
@@ -349,13 +464,33 @@ impl Slot {
                 reply,
             ));
         }
+        let io = options.map(|options| {
+            let now = Instant::now();
+            let timeout = now + self.config.call_timeout;
+            let until = options.until.map_or(timeout, |until| until.min(timeout));
+            let at = self.shared.now() + until.saturating_duration_since(now);
+            let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ticket, options.cancel.clone());
+            (
+                CallIo::new(options.sink, options.cancel, Some((until, at))),
+                ticket,
+            )
+        });
         let job = Job {
             instance,
             request,
+            io,
             reply,
         };
         if let Err(job) = self.jobs.send(job) {
             self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+            if let Some((_, ticket)) = &job.io {
+                self.shared.forget(*ticket);
+            }
             (job.reply)(Err(self.shared.degraded()));
         }
         Ok(())
@@ -374,7 +509,8 @@ impl Slot {
             PluginState::Idle | PluginState::Draining => {}
             PluginState::Enabled { .. } => {
                 for call in waiting.0.drain(..) {
-                    if let Err((error, reply)) = self.admit(call.request, call.reply) {
+                    if let Err((error, reply)) = self.admit(call.request, call.options, call.reply)
+                    {
                         reply(Err(error));
                     }
                 }
@@ -410,6 +546,15 @@ impl Slot {
             latency_p50_us: p50,
             latency_p95_us: p95,
             latency_p99_us: p99,
+            streamed_calls: s.streamed.load(Ordering::Relaxed),
+            chunks: s.chunks.load(Ordering::Relaxed),
+            cancellations: CancelCounts {
+                caller: s.cancelled[0].load(Ordering::Relaxed),
+                deadline: s.cancelled[1].load(Ordering::Relaxed),
+                shed: s.cancelled[2].load(Ordering::Relaxed),
+            },
+            first_chunk_p50_us: quantile(&s.first_chunk_us, 0.50),
+            first_chunk_p95_us: quantile(&s.first_chunk_us, 0.95),
             last_call_end: match self.shared.last_call_end.load(Ordering::Relaxed) {
                 0 => None,
                 ms => Some(Timestamp::from_millis(ms)),

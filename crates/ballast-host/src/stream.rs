@@ -8,8 +8,8 @@
 //! `response`) has its whole answer sent as one chunk. A plugin that does not look at its
 //! context is not waited for once the call is cancelled: its result is dropped.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ballast_core::Timestamp;
@@ -54,10 +54,25 @@ impl CancelReason {
     }
 }
 
+/// Run once when a call is cancelled, with the reason.
+pub type OnCancel = Box<dyn FnOnce(CancelReason) + Send>;
+
 /// A call's cancellation, shared by the caller, the host and the plugin's side. The first reason
-/// given sticks.
-#[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<AtomicU8>);
+/// given sticks; whoever waits on the call can ask to be told ([`CancelToken::on_cancel`]).
+#[derive(Clone, Default)]
+pub struct CancelToken(Arc<TokenInner>);
+
+#[derive(Default)]
+struct TokenInner {
+    reason: AtomicU8,
+    watchers: Mutex<Vec<OnCancel>>,
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CancelToken").field(&self.reason()).finish()
+    }
+}
 
 impl CancelToken {
     /// A token not cancelled.
@@ -65,21 +80,68 @@ impl CancelToken {
         CancelToken::default()
     }
 
-    /// Cancels the call for `reason`, unless it was cancelled already.
+    /// Cancels the call for `reason`, unless it was cancelled already; the watchers run here,
+    /// on the cancelling thread.
     pub fn cancel(&self, reason: CancelReason) {
-        let _ = self
+        let first = self
             .0
-            .compare_exchange(0, reason.code(), Ordering::SeqCst, Ordering::SeqCst);
+            .reason
+            .compare_exchange(0, reason.code(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if first {
+            let watchers =
+                std::mem::take(&mut *self.0.watchers.lock().unwrap_or_else(|p| p.into_inner()));
+            for watcher in watchers {
+                watcher(reason);
+            }
+        }
+    }
+
+    /// Runs `watcher` when the call is cancelled (at once if it was already).
+    pub fn on_cancel(&self, watcher: OnCancel) {
+        let mut watchers = self.0.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: a cancel that lands after this read takes the watchers after
+        // this push.
+        match self.reason() {
+            Some(reason) => {
+                drop(watchers);
+                watcher(reason);
+            }
+            None => watchers.push(watcher),
+        }
     }
 
     /// Why the call was cancelled, if it was.
     pub fn reason(&self) -> Option<CancelReason> {
-        CancelReason::from_code(self.0.load(Ordering::SeqCst))
+        CancelReason::from_code(self.0.reason.load(Ordering::SeqCst))
     }
 
     /// Whether the call was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst) != 0
+        self.0.reason.load(Ordering::SeqCst) != 0
+    }
+}
+
+/// How a caller wants a call run: a deadline, a way to cancel it, and where its chunks go.
+#[derive(Default)]
+pub struct CallOptions {
+    /// How long the call may take, from its submission; capped by the plugin's `call_timeout`
+    /// (`None`: the `call_timeout`).
+    pub deadline: Option<std::time::Duration>,
+    /// The call's cancellation, kept by the caller to cancel it.
+    pub cancel: CancelToken,
+    /// Where the chunks go as the plugin sends them; without one, they are joined into the
+    /// answer.
+    pub sink: Option<ChunkSink>,
+}
+
+impl std::fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("deadline", &self.deadline)
+            .field("cancel", &self.cancel)
+            .field("streams", &self.sink.is_some())
+            .finish()
     }
 }
 
@@ -198,7 +260,6 @@ impl CallIo {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;
@@ -237,6 +298,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(io.is_cancelled());
         assert_eq!(io.cancel_reason(), Some(CancelReason::Deadline));
+    }
+
+    #[test]
+    fn watchers_hear_the_first_cancel_once_even_when_they_come_late() {
+        let token = CancelToken::new();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let early = Arc::clone(&heard);
+        token.on_cancel(Box::new(move |r| early.lock().unwrap().push(("early", r))));
+        token.cancel(CancelReason::Deadline);
+        token.cancel(CancelReason::Caller);
+        let late = Arc::clone(&heard);
+        token.on_cancel(Box::new(move |r| late.lock().unwrap().push(("late", r))));
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                ("early", CancelReason::Deadline),
+                ("late", CancelReason::Deadline)
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ballast_core::plugin::{Command, PluginEventKind};
 use ballast_core::{Level, Timestamp};
-use ballast_host::{Call, CallError, Execute, HostEvent, PluginHost, PluginHostActor, Subscribe};
+use ballast_host::{
+    Call, CallError, CallOptions, CancelReason, CancelToken, Execute, HostEvent, PluginHost,
+    PluginHostActor, Subscribe,
+};
 
 use crate::support::rust_plugin;
 
@@ -50,6 +53,7 @@ async fn commands_run_in_order_and_events_reach_subscribers() {
         .send(Call {
             plugin: "stubs".into(),
             request: b"hi".to_vec(),
+            options: None,
         })
         .await
         .unwrap()
@@ -91,6 +95,7 @@ async fn commands_run_in_order_and_events_reach_subscribers() {
         .send(Call {
             plugin: "stubs".into(),
             request: b"hi".to_vec(),
+            options: None,
         })
         .await
         .unwrap();
@@ -102,6 +107,7 @@ async fn commands_run_in_order_and_events_reach_subscribers() {
         .send(Call {
             plugin: "nobody".into(),
             request: vec![],
+            options: None,
         })
         .await
         .unwrap();
@@ -143,4 +149,84 @@ async fn state_changes(seen: &Mutex<Vec<HostEvent>>, n: usize) -> Vec<String> {
         // The recorder runs on this thread: let it take its messages.
         actix::clock::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// An actor around a host with the faulty plugin enabled, its calls taking `sleep_ms`.
+fn slow_plugin_actor(sleep_ms: u64) -> Addr<PluginHostActor> {
+    let mut config = crate::support::faulty(serde_json::json!({ "call_sleep_ms": sleep_ms }));
+    config.call_timeout = Duration::from_secs(120);
+    PluginHostActor::new(
+        |sink| {
+            let host = PluginHost::new(Arc::new(|| Timestamp::from_secs(5)), sink);
+            host.load(config).unwrap();
+            host.enable("faulty", Level::FULL, "test").unwrap();
+            host
+        },
+        Duration::from_secs(3600),
+    )
+    .start()
+}
+
+#[actix::test]
+async fn a_cancelled_call_answers_at_once_though_the_plugin_does_not_look() {
+    // The plugin sleeps a minute and never looks at its context: the answer must not wait for it.
+    let actor = slow_plugin_actor(60_000);
+    let cancel = CancelToken::new();
+    let call = actor.send(Call {
+        plugin: "faulty".into(),
+        request: b"x".to_vec(),
+        options: Some(CallOptions {
+            cancel: cancel.clone(),
+            ..CallOptions::default()
+        }),
+    });
+    let canceller = cancel.clone();
+    actix::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        canceller.cancel(CancelReason::Caller);
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the cancelled call was answered")
+        .unwrap();
+    assert_eq!(
+        answer,
+        Err(CallError::Cancelled {
+            plugin: "faulty".into(),
+            reason: CancelReason::Caller
+        })
+    );
+}
+
+#[actix::test]
+async fn a_deadline_answers_a_timeout_and_cancels_the_call_for_the_plugin() {
+    let actor = slow_plugin_actor(60_000);
+    let cancel = CancelToken::new();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        actor.send(Call {
+            plugin: "faulty".into(),
+            request: b"x".to_vec(),
+            options: Some(CallOptions {
+                deadline: Some(Duration::from_millis(100)),
+                cancel: cancel.clone(),
+                sink: None,
+            }),
+        }),
+    )
+    .await
+    .expect("the deadline answered")
+    .unwrap();
+    assert_eq!(
+        answer,
+        Err(CallError::Timeout {
+            plugin: "faulty".into(),
+            timeout_ms: 100
+        })
+    );
+    assert_eq!(
+        cancel.reason(),
+        Some(CancelReason::Deadline),
+        "the plugin's side sees the deadline"
+    );
 }

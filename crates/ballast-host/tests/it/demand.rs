@@ -11,10 +11,9 @@ use ballast_host::{CallError, HostError};
 
 use crate::support::{faulty, host, rust_plugin};
 
-fn reply_channel() -> (
-    mpsc::Sender<Result<Vec<u8>, CallError>>,
-    mpsc::Receiver<Result<Vec<u8>, CallError>>,
-) {
+type Answer = Result<Vec<u8>, CallError>;
+
+fn reply_channel() -> (mpsc::Sender<Answer>, mpsc::Receiver<Answer>) {
     mpsc::channel()
 }
 
