@@ -18,6 +18,11 @@ pub use token::{TokenError, load_token};
 /// The header a caller names itself with on `POST /plugins/{name}/call` (or `?caller=`).
 pub const CALLER_HEADER: &str = "X-Ballast-Caller";
 
+/// The header that gives a call's deadline on `POST /plugins/{name}/call` (or `?timeout=`): a
+/// duration such as `500ms` or `2s`, or a number of milliseconds; capped by the plugin's
+/// `call_timeout`.
+pub const DEADLINE_HEADER: &str = "X-Ballast-Deadline";
+
 /// Every error the API answers with: `{"error": "<kind>", "message": "<sentence>", ...}` and,
 /// where they help, more fields (a degraded plugin's `plugin`, `state`, `reason`, `since`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! endpoint but `/healthz` requires `Authorization: Bearer <token>`. No endpoint loads a plugin
 //! from a path: the plugins are the ones the config names.
 
+mod calls;
 mod errors;
 mod events;
 mod handlers;
@@ -104,7 +105,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             ))
             .service(resource(
                 "/plugins/{name}/call",
-                web::post().to(handlers::call),
+                web::post().to(calls::call),
             ))
             .service(resource(
                 "/plugins/{name}/preflight",

@@ -94,6 +94,12 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CancelLabels {
+    plugin: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     kind: String,
     action: String,
@@ -146,6 +152,9 @@ pub struct Metrics {
     plugin_calls: Family<PluginLabels, Counter>,
     plugin_errors: Family<PluginLabels, Counter>,
     plugin_timeouts: Family<PluginLabels, Counter>,
+    plugin_streamed_calls: Family<PluginLabels, Counter>,
+    plugin_chunks: Family<PluginLabels, Counter>,
+    plugin_cancellations: Family<CancelLabels, Counter>,
     plugin_in_flight: Family<PluginLabels, Gauge>,
     plugin_concurrency_limit: Family<PluginLabels, Gauge>,
     plugin_live_bytes: Family<PluginLabels, Gauge>,
@@ -169,6 +178,7 @@ pub struct Metrics {
     plugin_alerts: Family<AlertLabels, Counter>,
     // Counted as they happen.
     call_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
+    first_chunk: Family<PluginLabels, Histogram, fn() -> Histogram>,
     plugin_transitions: Family<PluginStateLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     warnings: Family<RuleLabels, Counter>,
@@ -268,6 +278,24 @@ impl Metrics {
             "plugin_timeouts",
             "Calls that did not answer within the plugin's timeout",
             plugin_timeouts.clone(),
+        );
+        let plugin_streamed_calls = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_streamed_calls",
+            "Calls whose chunks went to the caller as the plugin sent them",
+            plugin_streamed_calls.clone(),
+        );
+        let plugin_chunks = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_chunks",
+            "Chunks the plugin sent to the callers of streamed calls",
+            plugin_chunks.clone(),
+        );
+        let plugin_cancellations = Family::<CancelLabels, Counter>::default();
+        registry.register(
+            "plugin_cancellations",
+            "Calls cancelled, by reason: the caller went away, the deadline passed, or the plugin was shed past its drain deadline",
+            plugin_cancellations.clone(),
         );
         let plugin_in_flight = Family::<PluginLabels, Gauge>::default();
         registry.register(
@@ -393,6 +421,16 @@ impl Metrics {
             Unit::Seconds,
             call_duration.clone(),
         );
+        let first_chunk =
+            Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                call_histogram as fn() -> Histogram,
+            );
+        registry.register_with_unit(
+            "plugin_first_chunk",
+            "Time from a streamed call's arrival at the control API to its first chunk",
+            Unit::Seconds,
+            first_chunk.clone(),
+        );
         let plugin_transitions = Family::<PluginStateLabels, Counter>::default();
         registry.register(
             "plugin_transitions",
@@ -458,6 +496,9 @@ impl Metrics {
             plugin_calls,
             plugin_errors,
             plugin_timeouts,
+            plugin_streamed_calls,
+            plugin_chunks,
+            plugin_cancellations,
             plugin_in_flight,
             plugin_concurrency_limit,
             plugin_live_bytes,
@@ -477,6 +518,7 @@ impl Metrics {
             plugin_condition,
             plugin_alerts,
             call_duration,
+            first_chunk,
             plugin_transitions,
             decisions,
             warnings,
@@ -546,6 +588,15 @@ impl Metrics {
             .get_or_create(&CallLabels {
                 plugin: plugin.to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Records the time from a streamed call's arrival to its first chunk.
+    pub fn observe_first_chunk(&self, plugin: &str, duration: std::time::Duration) {
+        self.first_chunk
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
             })
             .observe(duration.as_secs_f64());
     }
@@ -728,12 +779,21 @@ impl Metrics {
                 (&self.plugin_calls, stats.calls),
                 (&self.plugin_errors, stats.errors),
                 (&self.plugin_timeouts, stats.timeouts),
+                (&self.plugin_streamed_calls, stats.streamed_calls),
+                (&self.plugin_chunks, stats.chunks),
             ] {
-                let counter = family.get_or_create(&labels);
-                // The host's counters only grow (plugins are never unloaded).
-                if value > counter.get() {
-                    counter.inc_by(value - counter.get());
-                }
+                grow(&family.get_or_create(&labels), value);
+            }
+            for (reason, value) in [
+                ("caller", stats.cancellations.caller),
+                ("deadline", stats.cancellations.deadline),
+                ("shed", stats.cancellations.shed),
+            ] {
+                let counter = self.plugin_cancellations.get_or_create(&CancelLabels {
+                    plugin: status.name.clone(),
+                    reason: reason.to_owned(),
+                });
+                grow(&counter, value);
             }
             let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             self.plugin_in_flight
@@ -749,6 +809,14 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(as_i64(stats.peak_bytes));
         }
+    }
+}
+
+/// Brings a counter up to the host's figure (the host's counters only grow: plugins are never
+/// unloaded).
+fn grow(counter: &Counter, value: u64) {
+    if value > counter.get() {
+        counter.inc_by(value - counter.get());
     }
 }
 

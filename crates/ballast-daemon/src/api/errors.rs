@@ -6,7 +6,7 @@ use std::fmt;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
-use ballast_host::{CallError, HostError};
+use ballast_host::{CallError, CancelReason, HostError};
 use ballast_scaler::ScalerError;
 use serde_json::{Value, json};
 
@@ -67,6 +67,11 @@ impl ApiError {
         )
     }
 
+    /// The JSON body.
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+
     /// The kind of error, as the `error` field spells it.
     pub fn kind(&self) -> &str {
         self.body["error"].as_str().unwrap_or("error")
@@ -115,6 +120,18 @@ impl ApiError {
             CallError::Timeout { plugin, timeout_ms } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 json!({ "error": "timeout", "plugin": plugin, "timeout_ms": timeout_ms }),
+            ),
+            CallError::Cancelled { plugin, reason } => (
+                match reason {
+                    CancelReason::Deadline => StatusCode::GATEWAY_TIMEOUT,
+                    CancelReason::Shed => StatusCode::SERVICE_UNAVAILABLE,
+                    // Nobody is left to read it; 499 is what proxies log for a client that
+                    // closed its request.
+                    CancelReason::Caller => {
+                        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+                    }
+                },
+                json!({ "error": "cancelled", "plugin": plugin, "reason": reason }),
             ),
             CallError::Failed { plugin, .. } => (
                 StatusCode::BAD_GATEWAY,

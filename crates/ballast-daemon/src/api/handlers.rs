@@ -1,16 +1,15 @@
 //! The handlers of the control API's endpoints, except the event stream (see `events`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use ballast_core::Level;
 use ballast_core::plugin::Command;
-use ballast_host::{Call, CallError, CallWhenReady, Execute};
+use ballast_host::Execute;
 use ballast_scaler::PinTarget;
-use ballast_scaler::WakeError;
-use ballast_scaler::actor::{GetPluginsMsg, PinMsg, PreflightMsg, ReleaseMsg, WakeMsg};
+use ballast_scaler::actor::{GetPluginsMsg, PinMsg, PreflightMsg, ReleaseMsg};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -21,14 +20,11 @@ use ballast_api::views::{
 };
 
 use super::views;
-use crate::live::{CallOutcome, RECENT_DECISIONS};
+use crate::live::RECENT_DECISIONS;
 use crate::metrics::{
     OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, openmetrics_to_prometheus_text,
 };
 use crate::state::AppState;
-
-/// The header that names the caller of a plugin call.
-pub const CALLER_HEADER: &str = "x-ballast-caller";
 
 /// How many decisions `GET /decisions` returns without `tail`.
 const DEFAULT_TAIL: usize = 50;
@@ -188,7 +184,7 @@ pub async fn preflight(
 }
 
 /// Reads the request body, refusing more than `limit` bytes with 413.
-async fn read_body(
+pub(super) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -414,138 +410,6 @@ pub async fn lifecycle(
         duration: None,
         plugin_view: plugin_view(&state, &name, &scaler, false)?,
     }))
-}
-
-/// The query of `POST /plugins/{name}/call`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallQuery {
-    /// Who is calling, for the per-caller tallies.
-    pub(super) caller: Option<String>,
-}
-
-fn valid_caller(caller: &str) -> bool {
-    !caller.is_empty()
-        && caller.len() <= 64
-        && caller
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:@/".contains(c))
-}
-
-/// The caller of a plugin call: the X-Ballast-Caller header, else the `caller` query parameter,
-/// else `-`.
-pub(super) fn caller_name(
-    header: Option<&header::HeaderValue>,
-    query: Option<&str>,
-) -> Result<String, ApiError> {
-    let caller = match header {
-        Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request("the X-Ballast-Caller header must be plain ASCII")
-        })?),
-        None => query,
-    };
-    if let Some(caller) = caller
-        && !valid_caller(caller)
-    {
-        return Err(ApiError::bad_request(format!(
-            "invalid caller name `{caller}`: use 1 to 64 letters, digits or -_.:@/"
-        )));
-    }
-    Ok(caller.unwrap_or("-").to_owned())
-}
-
-/// `POST /plugins/{name}/call`: the body goes to the plugin, its answer comes back.
-pub async fn call(
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-    query: web::Query<CallQuery>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let name = name.into_inner();
-    let caller = caller_name(req.headers().get(CALLER_HEADER), query.caller.as_deref())?;
-    let body = read_body(&req, payload, state.config.api.max_body_bytes).await?;
-    let started = Instant::now();
-    let result = call_waking(&state, &name, &body).await;
-    let elapsed = started.elapsed();
-    let outcome = match &result {
-        Ok(Ok(_)) => "ok",
-        Ok(Err(CallError::UnknownPlugin { .. })) => "unknown",
-        Ok(Err(CallError::Degraded { .. } | CallError::Idle { .. })) | Err(_) => "degraded",
-        Ok(Err(CallError::Busy { .. } | CallError::WakeQueueFull { .. })) => "busy",
-        Ok(Err(CallError::Timeout { .. } | CallError::LoadTimeout { .. })) => "timeout",
-        Ok(Err(CallError::Failed { .. })) => "failed",
-        Ok(Err(CallError::Panicked { .. })) => "panicked",
-    };
-    // Calls to names that are not loaded are not tallied: the names come from outside and
-    // would grow the tallies and the metrics without bound.
-    if outcome != "unknown" {
-        state.live.record_call(
-            state.now(),
-            &CallOutcome {
-                plugin: name.clone(),
-                caller: caller.clone(),
-                ok: matches!(result, Ok(Ok(_))),
-                degraded: outcome == "degraded",
-                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            },
-        );
-        state.metrics.observe_call(&name, outcome, elapsed);
-    }
-    match result {
-        Ok(Ok(answer)) => Ok(HttpResponse::Ok()
-            .content_type("application/octet-stream")
-            .body(answer)),
-        Ok(Err(error)) => {
-            tracing::debug!(plugin = %name, %caller, %error, "call refused or failed");
-            Err(ApiError::from_call(error))
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Calls `name`; when it is idle, asks the scaler to wake it (making room by priority if it
-/// must) and waits for it to load, at most its `load_timeout`. A call never waits on a plugin
-/// that is shed for pressure: that stays the fast degraded answer. `Err` is an answer of the
-/// daemon's own (no room, an actor not answering).
-async fn call_waking(
-    state: &AppState,
-    name: &str,
-    body: &[u8],
-) -> Result<Result<Vec<u8>, CallError>, ApiError> {
-    let first = state
-        .host
-        .send(Call {
-            plugin: name.to_owned(),
-            request: body.to_vec(),
-        })
-        .await
-        .map_err(|e| ApiError::unavailable("plugin host", e))?;
-    let Err(CallError::Idle { .. }) = &first else {
-        return Ok(first);
-    };
-    match state
-        .scaler
-        .send(WakeMsg(name.to_owned()))
-        .await
-        .map_err(|e| ApiError::unavailable("scaler", e))?
-    {
-        Ok(_) => {}
-        Err(WakeError::NoRoom(no_room)) => return Err(ApiError::no_room(&no_room)),
-        Err(WakeError::UnknownPlugin(_)) => return Ok(first),
-        Err(WakeError::NotIdle { why, .. }) => {
-            tracing::debug!(plugin = %name, %why, "an idle plugin was not woken");
-            return Ok(first);
-        }
-    }
-    state
-        .host
-        .send(CallWhenReady {
-            plugin: name.to_owned(),
-            request: body.to_vec(),
-        })
-        .await
-        .map_err(|e| ApiError::unavailable("plugin host", e))
 }
 
 /// The query of `GET /decisions`.

@@ -5,9 +5,10 @@
 use actix_web::http::header::HeaderValue;
 use actix_web::web::Query;
 
+use super::calls::{CallQuery, caller_name, deadline};
 use super::errors::ApiError;
 use super::events::{EventsQuery, wanted_types};
-use super::handlers::{CallQuery, DecisionsQuery, PinRequest, caller_name, parse_pin_request};
+use super::handlers::{DecisionsQuery, PinRequest, parse_pin_request};
 
 /// The endpoints that read a query string or a body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +69,11 @@ pub fn parse_request(
                 None => None,
             };
             let caller = caller_name(header.as_ref(), query.caller.as_deref())?;
-            Ok(format!("call by {caller} with {} bytes", body.len()))
+            let deadline = deadline(None, query.timeout.as_deref())?;
+            Ok(format!(
+                "call by {caller} with {} bytes, deadline {deadline:?}",
+                body.len()
+            ))
         }
         Endpoint::Decisions => {
             let query = Query::<DecisionsQuery>::from_query(query).map_err(invalid_query)?;

@@ -332,6 +332,7 @@ async fn a_full_plugin_answers_429_with_retry_after() {
     let first = state.host.send(Call {
         plugin: "faulty".into(),
         request: b"slow".to_vec(),
+        options: None,
     });
     let response = test::call_service(&app, post("/plugins/faulty/call", "x").to_request()).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
