@@ -234,6 +234,37 @@ impl Client {
         })
     }
 
+    /// `POST path` with raw bytes (a plugin call), the response's body to read as it comes:
+    /// `accept` says how (whole, or as an event stream), `headers` are sent as given, and the
+    /// wait is unbounded unless `timeout` is given.
+    pub fn call(
+        &self,
+        path: &str,
+        body: &[u8],
+        accept: &str,
+        headers: &[(&str, String)],
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<ureq::Body> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(timeout)
+            .build()
+            .into();
+        let mut request = agent
+            .post(format!("{}{path}", self.base))
+            .header("Accept", accept)
+            .header("Content-Type", "application/octet-stream");
+        if let Some(auth) = self.authorization() {
+            request = request.header("Authorization", auth);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send(body).map_err(|e| self.unreachable(e))?;
+        Ok(self.check("POST", path, response)?.into_body())
+    }
+
     /// Follows the event stream at `path`, calling `on_event(type, data)` for each event until
     /// the stream ends or `on_event` returns false.
     pub fn follow(

@@ -1,6 +1,7 @@
 //! The subcommands of the `ballast` binary that are its own, one module each: the daemon's and
 //! the offline lab's are thin calls into `ballast-daemon` and `ballast-lab`.
 
+pub mod call;
 pub mod client;
 pub mod config;
 pub mod plugin;

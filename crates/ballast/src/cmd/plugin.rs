@@ -29,6 +29,9 @@ Act on a running daemon's plugin (through its control API):
                                                 a process plugin's log (stdout, stderr, events)
   ballast plugin NAME preflight [--level N]     would it fit now, and what would make room;
                                                 changes nothing, exits 0 only if it fits
+  ballast plugin NAME call [DATA | -] [--stream] [--timeout D] [--caller NAME]
+                                                call it; the answer goes to stdout (as it
+                                                streams with --stream; - reads stdin)
 Pins hold until released or until DURATION passes; only an emergency overrides them.
 Each takes --api URL (env BALLAST_API, default http://127.0.0.1:7878),
 --token-file PATH (env BALLAST_TOKEN_FILE) and --json.
@@ -117,6 +120,10 @@ enum PluginAction {
         #[arg(long)]
         level: Option<u32>,
     },
+    /// Call the plugin: the answer goes to standard output, whole or, with --stream, chunk by
+    /// chunk as the plugin sends it. Exits 0 when the call succeeded, 124 when its deadline
+    /// passed, 1 otherwise (with why on standard error).
+    Call(crate::cmd::call::CallArgs),
     /// Print the log of a plugin that runs in a process: its stdout and stderr, its log
     /// messages, and the host's notes (started, signalled, exited, alerts).
     Logs {
@@ -228,6 +235,17 @@ pub fn run_action(args: Vec<String>, out: &mut dyn Write) -> anyhow::Result<Exit
             } else {
                 ExitCode::FAILURE
             });
+        }
+        PluginAction::Call(args) => {
+            return crate::cmd::call::run(
+                &client,
+                name,
+                args,
+                cli.json,
+                &mut io::stdin().lock(),
+                out,
+                &mut io::stderr().lock(),
+            );
         }
         PluginAction::Release => ("release", serde_json::json!({})),
         PluginAction::Suspend => ("suspend", serde_json::json!({})),
