@@ -1,8 +1,14 @@
 //! `ballast simulate`: replays a recorded trace through the real predictor and scaler on a
 //! virtual clock, counterfactually (a shed plugin's cost leaves the replayed utilization), and
 //! prints the decision timeline and a summary; `--plot` draws it (`plot.rs`), `--compare` runs
-//! the same trace through several configs side by side (`compare.rs`).
+//! the same trace through several configs side by side (`compare.rs`). `--calls PLUGIN=LOG`
+//! replays a request log's arrivals as calls to a plugin (see [`engine`] for how the host is
+//! modelled), and the summary says what the callers saw: cold starts, waits, refusals, and what
+//! the plugin held. Without `--trace`, the calls are replayed on their own time span with the
+//! resource calm (a reading of 0 every 10 s), to study the keep-alive trade alone.
 
+#[cfg(test)]
+mod calls_tests;
 mod compare;
 pub mod engine;
 mod plot;
@@ -14,12 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::trace::{Spacing, Trace, TraceOptions, read_trace};
+use crate::trace::{Spacing, Trace, TraceOptions, TracePoint, read_arrivals, read_trace};
 use anyhow::Context as _;
 use ballast_core::decision::{Action, Decision};
 use ballast_core::{Resource, Timestamp};
 
-use engine::{Report, Sim, SimConfig};
+use ballast_core::StartMode;
+use engine::{CallSummary, Report, Sim, SimConfig};
 
 /// The exit code for a configuration with problems (sysexits' EX_CONFIG).
 pub(crate) const EX_CONFIG: u8 = 78;
@@ -39,9 +46,15 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE.svg|FILE.png")]
     plot: Option<PathBuf>,
     /// The trace: CSV (`timestamp,value`, NAB, Google 2019, Azure, request logs) or the
-    /// daemon's telemetry JSON lines.
-    #[arg(long, value_name = "FILE")]
-    trace: PathBuf,
+    /// daemon's telemetry JSON lines. Without it (and with --calls), the resource is calm over
+    /// the calls' time span.
+    #[arg(long, value_name = "FILE", required_unless_present = "calls")]
+    trace: Option<PathBuf>,
+    /// Replay the request arrivals of LOG (a CSV with one row per request and a `timestamp`
+    /// column, e.g. the Azure LLM traces) as calls to PLUGIN; repeatable. Calls that do not
+    /// overlap the trace's time span are moved to start with its first reading.
+    #[arg(long = "calls", value_name = "PLUGIN=LOG", value_parser = calls_arg)]
+    calls: Vec<CallsArg>,
     /// The value column (CSV) or resource (telemetry); default: `value`, else the first
     /// non-timestamp column.
     #[arg(long, value_name = "NAME")]
@@ -65,11 +78,232 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "auto|percent|peak|FACTOR", default_value = "auto")]
     scale: String,
     /// Replay the trace this many times back to back (for throughput measurements).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "calls")]
     repeat: u32,
     /// Print one JSON document (`decisions` and `summary`) instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// One `--calls PLUGIN=LOG`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallsArg {
+    /// The plugin called.
+    pub plugin: String,
+    /// The request log.
+    pub log: PathBuf,
+}
+
+fn calls_arg(text: &str) -> Result<CallsArg, String> {
+    match text.split_once('=') {
+        Some((plugin, log)) if !plugin.trim().is_empty() && !log.is_empty() => Ok(CallsArg {
+            plugin: plugin.trim().to_owned(),
+            log: PathBuf::from(log),
+        }),
+        _ => Err(format!(
+            "expected PLUGIN=LOG (a plugin of the config and a request log), got `{text}`"
+        )),
+    }
+}
+
+/// The spacing of the calm readings replayed when calls come without a trace.
+pub(crate) const CALM_STEP: Duration = Duration::from_secs(10);
+
+/// The calls of one `--calls`, read.
+#[derive(Clone, Debug)]
+pub(crate) struct Calls {
+    pub(crate) plugin: String,
+    pub(crate) log: String,
+    pub(crate) arrivals: Vec<Timestamp>,
+}
+
+/// What a replay reads: the resource trace (or the calm stand-in) and the calls.
+#[derive(Debug)]
+pub(crate) struct Inputs {
+    pub(crate) trace: Trace,
+    /// The trace's name for people: its path, or `calm`.
+    pub(crate) name: String,
+    /// Whether the trace is the calm stand-in for a missing `--trace`.
+    pub(crate) calm: bool,
+    pub(crate) calls: Vec<Calls>,
+    /// Milliseconds added to every call's time to start them with the trace, when they did not
+    /// overlap it.
+    pub(crate) shift_ms: i64,
+}
+
+impl Inputs {
+    /// Reads the trace and the calls `args` name.
+    fn load(args: &SimulateArgs) -> anyhow::Result<Inputs> {
+        let mut calls = Vec::new();
+        for arg in &args.calls {
+            let log = arg.log.display().to_string();
+            let file = std::fs::File::open(&arg.log)
+                .with_context(|| format!("cannot open calls {log}"))?;
+            let arrivals = read_arrivals(&log, std::io::BufReader::new(file))?;
+            calls.push(Calls {
+                plugin: arg.plugin.clone(),
+                log,
+                arrivals,
+            });
+        }
+        match &args.trace {
+            Some(path) => {
+                let trace = load_trace(args, path)?;
+                let name = path.display().to_string();
+                if trace.points.is_empty() {
+                    anyhow::bail!(
+                        "{name}: column `{}` has no readings to replay",
+                        trace.column
+                    );
+                }
+                Ok(Inputs::with_trace(trace, name, calls))
+            }
+            None => Ok(Inputs::calm(calls)),
+        }
+    }
+
+    /// The trace and the calls, the calls moved to start with the trace when their time spans
+    /// do not overlap.
+    pub(crate) fn with_trace(trace: Trace, name: String, mut calls: Vec<Calls>) -> Inputs {
+        let span = |times: &mut dyn Iterator<Item = Timestamp>| {
+            times.fold(None, |span: Option<(Timestamp, Timestamp)>, t| {
+                Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
+            })
+        };
+        let trace_span = span(&mut trace.points.iter().map(|p| p.at));
+        let calls_span = span(&mut calls.iter().flat_map(|c| c.arrivals.iter().copied()));
+        let mut shift_ms = 0;
+        if let (Some((t0, t1)), Some((c0, c1))) = (trace_span, calls_span)
+            && (c1 < t0 || c0 > t1)
+        {
+            shift_ms = t0.as_millis() as i64 - c0.as_millis() as i64;
+            for call in &mut calls {
+                for at in &mut call.arrivals {
+                    *at = Timestamp::from_millis(
+                        at.as_millis().checked_add_signed(shift_ms).unwrap_or(0),
+                    );
+                }
+            }
+        }
+        Inputs {
+            trace,
+            name,
+            calm: false,
+            calls,
+            shift_ms,
+        }
+    }
+
+    /// The calls alone: the resource calm, a reading of 0 every [`CALM_STEP`] from the first
+    /// call to the last.
+    pub(crate) fn calm(calls: Vec<Calls>) -> Inputs {
+        let all = || calls.iter().flat_map(|c| c.arrivals.iter().copied());
+        let first = all().min().unwrap_or(Timestamp::ZERO);
+        let last = all().max().unwrap_or(first);
+        let step = CALM_STEP.as_millis() as u64;
+        let points = (0..=(last.as_millis() - first.as_millis()) / step)
+            .map(|k| TracePoint {
+                at: Timestamp::from_millis(first.as_millis() + k * step),
+                value: 0.0,
+            })
+            .collect();
+        Inputs {
+            trace: Trace {
+                source: "calm".to_owned(),
+                column: "calm".to_owned(),
+                spacing: Spacing::Fixed(CALM_STEP),
+                points,
+                skipped: 0,
+            },
+            name: "calm".to_owned(),
+            calm: true,
+            calls,
+            shift_ms: 0,
+        }
+    }
+
+    /// The resource replayed: `--resource`, else the trace's column when it names one (the
+    /// daemon's telemetry), else the config's, else guessed from the column (GPU memory for the
+    /// calm stand-in).
+    pub(crate) fn resource(&self, flag: Option<Resource>, config: &SimConfig) -> Resource {
+        flag.or_else(|| self.trace.column.parse::<Resource>().ok())
+            .or(config.resource)
+            .unwrap_or_else(|| {
+                if self.calm {
+                    Resource::GpuMemory
+                } else {
+                    guess_resource(&self.trace.column)
+                }
+            })
+    }
+
+    /// How the readings are scaled: as `--scale` says, or not at all for the calm stand-in.
+    fn scale(&self, flag: &str) -> anyhow::Result<Scale> {
+        if self.calm {
+            return Ok(Scale {
+                factor: 1.0,
+                why: "calm".to_owned(),
+            });
+        }
+        Scale::choose(flag, &self.trace)
+    }
+
+    /// A simulation of `resource` under `config` with the calls added.
+    pub(crate) fn sim(&self, config: &SimConfig, resource: Resource) -> Result<Sim, Vec<String>> {
+        let mut sim = Sim::new(config, resource)?;
+        let mut problems = Vec::new();
+        for calls in &self.calls {
+            if let Err(problem) = sim.add_calls(&calls.plugin, &calls.arrivals) {
+                problems.push(format!("--calls {}={}: {problem}", calls.plugin, calls.log));
+            }
+        }
+        if problems.is_empty() {
+            Ok(sim)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The calls as the JSON output lists them.
+    fn calls_json(&self) -> serde_json::Value {
+        self.calls
+            .iter()
+            .map(|c| serde_json::json!({"plugin": c.plugin, "log": c.log, "arrivals": c.arrivals.len()}))
+            .collect()
+    }
+
+    /// Lines that say what the calls are, for the text output.
+    fn calls_text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.calls {
+            let (first, last) = (c.arrivals.first(), c.arrivals.last());
+            let _ = write!(
+                out,
+                "calls: {} from {} ({} calls",
+                c.plugin,
+                c.log,
+                c.arrivals.len()
+            );
+            if let (Some(first), Some(last)) = (first, last) {
+                let _ = write!(out, ", {} to {}", format_time(*first), format_time(*last));
+            }
+            let _ = writeln!(out, ")");
+        }
+        if self.shift_ms != 0 {
+            let by = Duration::from_millis(self.shift_ms.unsigned_abs());
+            let _ = writeln!(
+                out,
+                "the calls do not overlap the trace: moved {} {} to start with its first reading",
+                humantime::format_duration(by),
+                if self.shift_ms < 0 {
+                    "earlier"
+                } else {
+                    "later"
+                }
+            );
+        }
+        out
+    }
 }
 
 /// Runs `ballast simulate`.
@@ -87,22 +321,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_CONFIG));
         }
     };
-    let trace = load_trace(&args)?;
-    let name = args.trace.display().to_string();
-    if trace.points.is_empty() {
-        anyhow::bail!(
-            "{name}: column `{}` has no readings to replay",
-            trace.column
-        );
-    }
-    // A column that names a resource (the daemon's telemetry) says what it measures.
-    let resource = args
-        .resource
-        .or_else(|| trace.column.parse::<Resource>().ok())
-        .or(config.resource)
-        .unwrap_or_else(|| guess_resource(&trace.column));
-    let scale = Scale::choose(&args.scale, &trace)?;
-    let mut sim = match Sim::new(&config, resource) {
+    let inputs = Inputs::load(&args)?;
+    let trace = &inputs.trace;
+    let name = inputs.name.clone();
+    let resource = inputs.resource(args.resource, &config);
+    let scale = inputs.scale(&args.scale)?;
+    let mut sim = match inputs.sim(&config, resource) {
         Ok(sim) => sim,
         Err(problems) => {
             for problem in problems {
@@ -119,7 +343,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let progress = progress_bar(trace.points.len() as u64 * u64::from(args.repeat.max(1)));
     replay_with_progress(
         &mut sim,
-        &trace,
+        trace,
         scale.factor,
         args.repeat.max(1),
         progress.as_ref(),
@@ -134,7 +358,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         plot::plot_to_file(
             path,
             &plot::PlotInput {
-                trace_name: trace_file_name(&args.trace),
+                trace_name: args.trace.as_deref().map_or("calm", trace_file_name),
                 resource,
                 thresholds,
                 horizon,
@@ -145,7 +369,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         eprintln!("plot written to {}", path.display());
     }
     if args.json {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "trace": name,
             "column": trace.column,
             "resource": resource,
@@ -153,11 +377,15 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             "decisions": report.decisions,
             "summary": report.summary,
         });
+        if !inputs.calls.is_empty() {
+            json["calls"] = inputs.calls_json();
+            json["calls_shift_seconds"] = serde_json::json!(inputs.shift_ms as f64 / 1000.0);
+        }
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!(
             "{}",
-            to_text(&name, &trace, &config, &scale, &report, args.repeat.max(1))
+            to_text(&inputs, &config, &scale, &report, args.repeat.max(1))
         );
     }
     let samples = report.summary.samples;
@@ -193,16 +421,15 @@ fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
     }
 }
 
-fn load_trace(args: &SimulateArgs) -> anyhow::Result<Trace> {
+fn load_trace(args: &SimulateArgs, path: &Path) -> anyhow::Result<Trace> {
     let options = TraceOptions {
         column: args.column.clone(),
         interval: seconds("--interval", args.interval)?,
         bin: seconds("--bin", args.bin)?,
         format: None,
     };
-    let name = args.trace.display().to_string();
-    let file =
-        std::fs::File::open(&args.trace).with_context(|| format!("cannot open trace {name}"))?;
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open trace {name}"))?;
     Ok(read_trace(&name, std::io::BufReader::new(file), &options)?)
 }
 
@@ -374,29 +601,40 @@ fn seconds_text(s: f64) -> String {
 }
 
 fn to_text(
-    name: &str,
-    trace: &Trace,
+    inputs: &Inputs,
     config: &SimConfig,
     scale: &Scale,
     report: &Report,
     repeat: u32,
 ) -> String {
     let s = &report.summary;
+    let (name, trace) = (&inputs.name, &inputs.trace);
     let mut out = String::new();
     let spacing = match trace.spacing {
         Spacing::FromFile => "timestamps from the file".to_owned(),
         Spacing::Fixed(d) => format!("every {}", humantime::format_duration(d)),
         Spacing::Binned(d) => format!("binned every {}", humantime::format_duration(d)),
     };
-    let _ = writeln!(
-        out,
-        "simulating {} from {name} (column `{}`, {} readings, {spacing}, scale {}: {})",
-        s.resource,
-        trace.column,
-        trace.points.len(),
-        scale.factor,
-        scale.why
-    );
+    if inputs.calm {
+        let _ = writeln!(
+            out,
+            "simulating {} calm over the calls' time span (no --trace: a reading of 0 {spacing}, \
+             {} readings)",
+            s.resource,
+            trace.points.len(),
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "simulating {} from {name} (column `{}`, {} readings, {spacing}, scale {}: {})",
+            s.resource,
+            trace.column,
+            trace.points.len(),
+            scale.factor,
+            scale.why
+        );
+    }
+    out.push_str(&inputs.calls_text());
     if repeat > 1 {
         let _ = writeln!(out, "replayed {repeat} times back to back");
     }
@@ -406,8 +644,16 @@ fn to_text(
         .map(|p| {
             let levels: Vec<String> = p.levels.iter().map(|c| format!("{c}")).collect();
             let essential = if p.essential { ", essential" } else { "" };
+            let demand = if p.start == StartMode::OnDemand
+                || p.keep_alive.is_some()
+                || s.calls.contains_key(&p.name)
+            {
+                demand_text(p)
+            } else {
+                String::new()
+            };
             format!(
-                "{} (priority {}, cost {}{essential})",
+                "{} (priority {}, cost {}{essential}{demand})",
                 p.name,
                 p.priority,
                 levels.join("/")
@@ -450,5 +696,53 @@ fn to_text(
         s.peak_replayed,
         humantime::format_duration(Duration::from_secs(s.duration_seconds.round() as u64))
     );
+    for (plugin, c) in &s.calls {
+        let _ = writeln!(out, "  calls to {plugin}");
+        let _ = writeln!(out, "    calls               {}", c.calls);
+        let _ = writeln!(out, "    cold starts         {}", c.cold_starts);
+        let _ = writeln!(out, "    waited              {}", waits_text(c));
+        let _ = writeln!(out, "    refused             {}", c.refused);
+        let _ = writeln!(out, "    unloads             {}", c.unloads);
+        let _ = writeln!(out, "    loaded              {}", loaded_text(c));
+    }
     out
+}
+
+/// A plugin's demand settings, for the plugins line: `, on-demand, keep_alive 5m, load 20s,
+/// call 1s, 24 GB`.
+fn demand_text(p: &engine::SimPlugin) -> String {
+    let keep_alive = p.keep_alive.map_or_else(
+        || "never".to_owned(),
+        |k| humantime::format_duration(k).to_string(),
+    );
+    let mut text = format!(
+        ", {}, keep_alive {keep_alive}, load {}, call {}",
+        p.start.as_str(),
+        humantime::format_duration(p.load_time),
+        humantime::format_duration(p.call_time)
+    );
+    if let Some(gb) = p.gpu_memory_gb {
+        let _ = write!(text, ", {gb} GB");
+    }
+    text
+}
+
+/// `12 (mean 9.6s, p95 20.0s, max 20.0s)`, or `0`.
+pub(crate) fn waits_text(c: &CallSummary) -> String {
+    if c.waited == 0 {
+        return "0".to_owned();
+    }
+    format!(
+        "{} (mean {:.1}s, p95 {:.1}s, max {:.1}s)",
+        c.waited, c.wait_mean_seconds, c.wait_p95_seconds, c.wait_max_seconds
+    )
+}
+
+/// `52m 3s, 20.82 GB-hours of GPU memory`.
+pub(crate) fn loaded_text(c: &CallSummary) -> String {
+    let held = humantime::format_duration(Duration::from_secs(c.seconds_loaded.round() as u64));
+    match c.gpu_memory_gb_hours {
+        Some(hours) => format!("{held}, {hours:.2} GB-hours of GPU memory"),
+        None => held.to_string(),
+    }
 }

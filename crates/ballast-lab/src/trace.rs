@@ -12,6 +12,9 @@
 //! | CSV of events (sub-second, irregular arrivals) | Azure LLM: `TIMESTAMP,ContextTokens,...` | binned into a rate series, [`TraceOptions::bin`] |
 //! | JSON lines of the daemon's telemetry | one `Sample` per line | from each sample's `at` |
 //!
+//! A request log can also be read as its arrivals alone, one timestamp per request and unbinned
+//! ([`parse_arrivals`]): `ballast simulate --calls` replays them as calls to a plugin.
+//!
 //! The value column is [`TraceOptions::column`] when given (matched exactly, then ignoring ASCII
 //! case), else `value` when the file has one, else the first column that is not the timestamp.
 //!
@@ -196,6 +199,17 @@ pub enum TraceError {
         /// The columns the header has.
         available: String,
     },
+    /// A request log has no timestamp column.
+    #[error(
+        "{source_name}: no `timestamp` column, only `{available}`; a request log needs the time \
+         of each request"
+    )]
+    NoTimestampColumn {
+        /// The input's name.
+        source_name: String,
+        /// The columns the header has.
+        available: String,
+    },
     /// A value cell is not a finite number.
     #[error("{source_name}:{line}: column `{column}`: `{text}` is not a finite number")]
     BadValue {
@@ -258,9 +272,15 @@ pub enum TraceError {
 /// Reads a whole trace from `reader`. `source_name` (usually the path) is used in errors.
 pub fn read_trace<R: Read>(
     source_name: &str,
-    mut reader: R,
+    reader: R,
     options: &TraceOptions,
 ) -> Result<Trace, TraceError> {
+    let text = read_text(source_name, reader)?;
+    parse_trace(source_name, &text, options)
+}
+
+/// Reads all of `reader` as UTF-8 text.
+fn read_text<R: Read>(source_name: &str, mut reader: R) -> Result<String, TraceError> {
     let mut bytes = Vec::new();
     reader
         .read_to_end(&mut bytes)
@@ -268,11 +288,72 @@ pub fn read_trace<R: Read>(
             source_name: source_name.to_owned(),
             error,
         })?;
-    let text = String::from_utf8(bytes).map_err(|e| TraceError::NotText {
+    String::from_utf8(bytes).map_err(|e| TraceError::NotText {
         source_name: source_name.to_owned(),
         offset: e.utf8_error().valid_up_to(),
-    })?;
-    parse_trace(source_name, &text, options)
+    })
+}
+
+/// Reads a request log from `reader` as its arrivals ([`parse_arrivals`]).
+pub fn read_arrivals<R: Read>(source_name: &str, reader: R) -> Result<Vec<Timestamp>, TraceError> {
+    let text = read_text(source_name, reader)?;
+    parse_arrivals(source_name, &text)
+}
+
+/// Parses a request log (a CSV with one row per request and a `timestamp` column, such as the
+/// Azure LLM traces) into its arrival times, earliest first, without binning them. The other
+/// columns are not read; blank lines are skipped; a cell that is not a timestamp is an error
+/// naming its line.
+pub fn parse_arrivals(source_name: &str, text: &str) -> Result<Vec<Timestamp>, TraceError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| csv_error(source_name, &e))?
+        .clone();
+    if headers.is_empty() || headers.iter().all(str::is_empty) {
+        return Err(TraceError::Empty {
+            source_name: source_name.to_owned(),
+        });
+    }
+    let Some(time_index) = time_column(&headers) else {
+        return Err(TraceError::NoTimestampColumn {
+            source_name: source_name.to_owned(),
+            available: headers.iter().collect::<Vec<_>>().join(", "),
+        });
+    };
+    let time_column = headers.get(time_index).unwrap_or_default().to_owned();
+    let mut arrivals = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(source_name, &e))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let cell = record.get(time_index).unwrap_or_default();
+        let at = parse_timestamp(cell).ok_or_else(|| TraceError::BadTimestamp {
+            source_name: source_name.to_owned(),
+            line: record.position().map_or(0, csv::Position::line),
+            column: time_column.clone(),
+            text: cell.to_owned(),
+        })?;
+        arrivals.push(at);
+    }
+    if arrivals.is_empty() {
+        return Err(TraceError::Empty {
+            source_name: source_name.to_owned(),
+        });
+    }
+    arrivals.sort_unstable();
+    Ok(arrivals)
+}
+
+/// The position of the timestamp column (`timestamp` or `time`, in any case), if there is one.
+fn time_column(headers: &csv::StringRecord) -> Option<usize> {
+    headers
+        .iter()
+        .position(|h| h.eq_ignore_ascii_case("timestamp") || h.eq_ignore_ascii_case("time"))
 }
 
 /// Refuses options out of range: a zero interval or bin width (a rate over a zero-width bin is
@@ -324,9 +405,7 @@ pub fn parse_csv(
         });
     }
     let available = headers.iter().collect::<Vec<_>>().join(", ");
-    let time_index = headers
-        .iter()
-        .position(|h| h.eq_ignore_ascii_case("timestamp") || h.eq_ignore_ascii_case("time"));
+    let time_index = time_column(&headers);
     let value_index = match &options.column {
         Some(wanted) => headers
             .iter()
@@ -802,6 +881,33 @@ mod tests {
         let trace = parse(text, &TraceOptions::default()).unwrap();
         assert_eq!(trace.column, "cpu_usage");
         assert_eq!(trace.points[1].at, Timestamp::from_secs(300));
+    }
+
+    #[test]
+    fn request_logs_read_as_arrivals_keep_every_request_in_time_order() {
+        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+                    2023-11-16 18:17:00.2,20,1\n2023-11-16 18:17:00.1,10,2\n\n\
+                    2023-11-16 18:17:25.0,40,3\n";
+        let arrivals = parse_arrivals("log.csv", text).unwrap();
+        let start = parse_timestamp("2023-11-16 18:17:00").unwrap().as_millis();
+        let offsets: Vec<u64> = arrivals.iter().map(|t| t.as_millis() - start).collect();
+        assert_eq!(offsets, vec![100, 200, 25_000]);
+        let error = parse_arrivals("log.csv", "ContextTokens\n10\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "log.csv: no `timestamp` column, only `ContextTokens`; a request log needs the time \
+             of each request"
+        );
+        let error = parse_arrivals("log.csv", "timestamp,x\n5,1\nsoon,2\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "log.csv:3: column `timestamp`: `soon` is not a timestamp (expected seconds or \
+             YYYY-MM-DD HH:MM:SS)"
+        );
+        assert!(matches!(
+            parse_arrivals("log.csv", "timestamp\n"),
+            Err(TraceError::Empty { .. })
+        ));
     }
 
     #[test]

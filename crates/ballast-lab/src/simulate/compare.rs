@@ -1,17 +1,15 @@
-//! `ballast simulate --compare A.toml B.toml ...`: the same trace through several configs, one
-//! replay per config in parallel, and their summaries side by side.
+//! `ballast simulate --compare A.toml B.toml ...`: the same trace (and calls, with `--calls`)
+//! through several configs, one replay per config in parallel, and their summaries side by side.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::trace::Trace;
-use ballast_core::Resource;
 use rayon::prelude::*;
 
-use super::engine::{Sim, Summary};
-use super::{EX_CONFIG, Scale, SimulateArgs, guess_resource, load_config, load_trace, replay};
+use super::engine::{CallSummary, Summary};
+use super::{EX_CONFIG, Inputs, Scale, SimulateArgs, load_config, replay};
 
 /// One config's replay.
 #[derive(Debug)]
@@ -40,25 +38,15 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     if bad {
         return Ok(ExitCode::from(EX_CONFIG));
     }
-    let trace = load_trace(args)?;
-    let name = args.trace.display().to_string();
-    if trace.points.is_empty() {
-        anyhow::bail!(
-            "{name}: column `{}` has no readings to replay",
-            trace.column
-        );
-    }
-    let scale = Scale::choose(&args.scale, &trace)?;
+    let inputs = Inputs::load(args)?;
+    let (trace, name) = (&inputs.trace, &inputs.name);
+    let scale = inputs.scale(&args.scale)?;
     let results: Vec<Result<Compared, Vec<String>>> = configs
         .par_iter()
         .map(|(path, config)| {
-            let resource = args
-                .resource
-                .or_else(|| trace.column.parse::<Resource>().ok())
-                .or(config.resource)
-                .unwrap_or_else(|| guess_resource(&trace.column));
-            let mut sim = Sim::new(config, resource)?;
-            replay(&mut sim, &trace, scale.factor, args.repeat.max(1));
+            let resource = inputs.resource(args.resource, config);
+            let mut sim = inputs.sim(config, resource)?;
+            replay(&mut sim, trace, scale.factor, args.repeat.max(1));
             Ok(Compared {
                 config: path.clone(),
                 summary: sim.finish().summary,
@@ -82,18 +70,25 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|c| serde_json::json!({"config": c.config.display().to_string(), "summary": c.summary}))
             .collect();
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "trace": name,
             "column": trace.column,
             "scale": scale.factor,
             "configs": configs,
         });
+        if !inputs.calls.is_empty() {
+            json["calls"] = inputs.calls_json();
+            json["calls_shift_seconds"] = serde_json::json!(inputs.shift_ms as f64 / 1000.0);
+        }
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print!("{}", to_text(&name, &trace, &scale, &compared));
+        print!("{}", to_text(&inputs, &scale, &compared));
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// One figure of a calls summary, as a cell.
+type CallFigure = dyn Fn(&CallSummary) -> String;
 
 /// A config's column header: its file name.
 fn header(path: &Path) -> String {
@@ -111,7 +106,8 @@ fn duration(seconds: f64) -> String {
 }
 
 /// The summaries side by side: one row per figure, one column per config.
-pub(crate) fn to_text(name: &str, trace: &Trace, scale: &Scale, compared: &[Compared]) -> String {
+pub(crate) fn to_text(inputs: &Inputs, scale: &Scale, compared: &[Compared]) -> String {
+    let (name, trace) = (&inputs.name, &inputs.trace);
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |label: &str, value: &dyn Fn(&Summary) -> String| {
         rows.push((
@@ -153,6 +149,46 @@ pub(crate) fn to_text(name: &str, trace: &Trace, scale: &Scale, compared: &[Comp
     }
     rows.push(("time shed, all plugins".to_owned(), total_row));
     rows.extend(plugin_rows);
+    // What the callers of each plugin replayed with calls saw.
+    let called: BTreeSet<&String> = compared
+        .iter()
+        .flat_map(|c| c.summary.calls.keys())
+        .collect();
+    for plugin in called {
+        let calls_to = format!("calls to {plugin}");
+        let figures: [(&str, &CallFigure); 8] = [
+            (&calls_to, &|c| c.calls.to_string()),
+            ("  cold starts", &|c| c.cold_starts.to_string()),
+            ("  waited", &|c| c.waited.to_string()),
+            ("  wait mean/p95/max", &|c| {
+                format!(
+                    "{:.1}/{:.1}/{:.1}s",
+                    c.wait_mean_seconds, c.wait_p95_seconds, c.wait_max_seconds
+                )
+            }),
+            ("  refused", &|c| c.refused.to_string()),
+            ("  unloads", &|c| c.unloads.to_string()),
+            ("  loaded", &|c| duration(c.seconds_loaded)),
+            ("  GPU memory GB-hours", &|c| {
+                c.gpu_memory_gb_hours
+                    .map_or_else(|| "-".to_owned(), |h| format!("{h:.2}"))
+            }),
+        ];
+        for (label, value) in figures {
+            rows.push((
+                label.to_owned(),
+                compared
+                    .iter()
+                    .map(|c| {
+                        c.summary
+                            .calls
+                            .get(plugin)
+                            .map_or_else(|| "-".to_owned(), value)
+                    })
+                    .collect(),
+            ));
+        }
+    }
 
     let headers: Vec<String> = compared.iter().map(|c| header(&c.config)).collect();
     let label_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
@@ -166,15 +202,26 @@ pub(crate) fn to_text(name: &str, trace: &Trace, scale: &Scale, compared: &[Comp
         })
         .collect();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "comparing {} configs on {name} (column `{}`, {} readings, scale {}: {})\n",
-        compared.len(),
-        trace.column,
-        trace.points.len(),
-        scale.factor,
-        scale.why
-    );
+    if inputs.calm {
+        let _ = writeln!(
+            out,
+            "comparing {} configs, the resource calm over the calls' time span ({} readings)",
+            compared.len(),
+            trace.points.len(),
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "comparing {} configs on {name} (column `{}`, {} readings, scale {}: {})",
+            compared.len(),
+            trace.column,
+            trace.points.len(),
+            scale.factor,
+            scale.why
+        );
+    }
+    out.push_str(&inputs.calls_text());
+    let _ = writeln!(out);
     let _ = write!(out, "{:<label_width$}", "");
     for (h, w) in headers.iter().zip(&widths) {
         let _ = write!(out, "  {h:>w$}");

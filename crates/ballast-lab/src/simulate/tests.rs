@@ -527,7 +527,7 @@ fn times_print_as_dates_or_as_offsets() {
 }
 
 /// The shared traces; the tests that read them fail, naming the path, when they are missing.
-fn shared_traces() -> PathBuf {
+pub(super) fn shared_traces() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
     assert!(
         root.is_dir(),
