@@ -104,6 +104,9 @@ fn resource_words(resource: Resource) -> &'static str {
 
 /// A fraction of `resource` in the unit people read it in: bytes, cores, or the fraction.
 fn amount(resource: Resource, fraction: f64, machine: &MachineTotals) -> String {
+    // Never below nothing; `+ 0.0` turns -0.0 (what an empty sum is) into 0.0, which would
+    // otherwise print as "-0.00".
+    let fraction = fraction.max(0.0) + 0.0;
     let bytes = |total: Option<u64>| {
         total
             .filter(|t| *t > 0)
@@ -707,5 +710,26 @@ fn action_between(from: Placement, to: Placement) -> Action {
         }
         (Placement::On { .. }, Placement::Off { .. }) => Action::Disable,
         _ => Action::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_room_never_says_minus_zero() {
+        let no_room = NoRoom {
+            plugin: "voice".into(),
+            level: Level(0),
+            resource: Resource::GpuMemory,
+            need: 0.3,
+            free: -0.0,
+            held_below: -0.0,
+            machine: MachineTotals::default(),
+        };
+        let text = no_room.to_string();
+        assert!(!text.contains("-0"), "{text}");
+        assert!(text.ends_with("lower-priority plugins hold 0.00"), "{text}");
     }
 }
