@@ -256,7 +256,12 @@ fn simulate(binary: &Path, args: &[&str]) -> Result<f64> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let text = String::from_utf8_lossy(&output.stdout);
+    // The rate is on stderr, beside the progress, so the report on stdout stays the same.
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let line = text
         .lines()
         .find(|l| l.contains("readings/s"))
