@@ -10,4 +10,5 @@ mod endpoints;
 mod inspect;
 mod process;
 mod report;
+mod stream;
 mod support;

@@ -2,9 +2,9 @@
 //! sends its chunks (server-sent events, or a chunked `application/octet-stream`), with the
 //! caller's deadline and a cancellation when the caller goes away.
 //!
-//! A streamed answer holds its headers until the first chunk or the outcome, so a call refused
-//! or failed before it sent anything keeps its status code (503 shed, 429 busy, 504 deadline).
-//! After that, the outcome comes as the stream's last event (`end`, with `done`, `error`,
+//! A streamed answer holds its headers until the first chunk or the outcome, at most
+//! [`HEADER_WAIT`], so a call refused at once keeps its status code (503 shed, 429 busy). After
+//! that, the outcome comes as the stream's last event (`end`, with `done`, `error`,
 //! `deadline`, `cancelled` or `shed`); a chunked octet stream that does not end `done` is cut
 //! without its last chunk, which every HTTP client reports as a truncated body, never silently.
 
@@ -35,6 +35,14 @@ pub const DEADLINE_HEADER: &str = "x-ballast-deadline";
 
 /// How many chunks wait between a plugin and a slow client before the plugin's `send` waits.
 const CHUNK_BUFFER: usize = 256;
+
+/// How long a streamed answer's headers wait for the first chunk or the outcome: a call refused
+/// at once keeps its status; a slow one gets its stream, and its outcome in the last event.
+const HEADER_WAIT: Duration = Duration::from_millis(100);
+
+/// How often an event stream without chunks gets a comment line: the only way to learn that the
+/// client went away is to write to it (a closed socket reads as a half-close, not a hang-up).
+const KEEPALIVE: Duration = Duration::from_millis(250);
 
 /// The query of `POST /plugins/{name}/call`.
 #[derive(Debug, Deserialize)]
@@ -224,14 +232,19 @@ pub async fn call(
             Err(error) => Err(ApiError::from_call(error)),
         };
     };
-    // The headers wait for the first chunk or the outcome: a call refused or failed before it
-    // sent anything answers with its own status.
+    // The headers wait for the first chunk or the outcome, a moment at most: a call refused at
+    // once answers with its own status.
     let mut finished: Option<Outcome> = None;
+    let mut waited = false;
     let first = tokio::select! {
         biased;
         chunk = rx.recv() => chunk,
         outcome = &mut task => {
             finished = Some(outcome.unwrap_or_else(|e| Err(task_failed(&e))));
+            None
+        }
+        () = tokio::time::sleep(HEADER_WAIT) => {
+            waited = true;
             None
         }
     };
@@ -248,7 +261,7 @@ pub async fn call(
         plugin: name,
         arrived,
     };
-    if first.is_some() {
+    if first.is_some() || waited {
         body.task = Some(task);
         return Ok(respond(delivery, body, first));
     }
@@ -325,6 +338,12 @@ impl Body {
         }
         if self.outcome.is_none() {
             let task = self.task.as_mut()?;
+            let keepalive = async {
+                match self.delivery {
+                    Delivery::Events => tokio::time::sleep(KEEPALIVE).await,
+                    Delivery::Octets | Delivery::Whole => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 chunk = self.rx.recv() => {
@@ -337,6 +356,7 @@ impl Body {
                 outcome = &mut *task => {
                     self.outcome = Some(outcome.unwrap_or_else(|e| Err(task_failed(&e))));
                 }
+                () = keepalive => return Some(Ok(Bytes::from_static(b":\n\n"))),
             }
         }
         // Chunks sent before the outcome are in the channel: they go first.
@@ -537,7 +557,8 @@ async fn call_waking(state: &AppState, request: &CallRequest, started: Instant) 
         .send(Call {
             plugin: name.clone(),
             request: request.body.clone(),
-            options: Some(request.options(started.elapsed())),
+            // The whole deadline: the call is on its way within microseconds of its arrival.
+            options: Some(request.options(Duration::ZERO)),
         })
         .await
         .map_err(|e| ApiError::unavailable("plugin host", e))?;

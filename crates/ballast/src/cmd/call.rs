@@ -75,14 +75,26 @@ pub fn run(
     // The daemon answers within the deadline; a little more for the answer to travel.
     let wait = args.timeout.map(|t| t + Duration::from_secs(5));
     let path = format!("/plugins/{name}/call");
+    let accept = if args.stream {
+        "text/event-stream"
+    } else {
+        "*/*"
+    };
+    let body = match client.call(&path, &request, accept, &headers, wait) {
+        Ok(body) => body,
+        // A deadline that passed before the answer began is a 504: the same exit as after.
+        Err(error) if error.to_string().contains(" failed with 504: ") => {
+            writeln!(err, "error: {error:#}")?;
+            return Ok(ExitCode::from(EXIT_DEADLINE));
+        }
+        Err(error) => return Err(error),
+    };
     if !args.stream {
-        let body = client.call(&path, &request, "*/*", &headers, wait)?;
         let mut reader = body.into_reader();
         std::io::copy(&mut reader, out).context("the daemon's answer broke off")?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let body = client.call(&path, &request, "text/event-stream", &headers, wait)?;
     let mut events = Events::new(BufReader::new(body.into_reader()));
     let mut chunks = 0u64;
     while let Some(event) = events.next().context("the call's stream broke off")? {
