@@ -6,7 +6,7 @@
 //! allowance, or its pin), perhaps once lower-priority plugins are taken down, idle ones first,
 //! then a level at a time, lowest priority first, exactly far enough; else a smaller level is
 //! tried; else it does not fit and the answer says what it needed and what is free. Every step is
-//! a [`Decision`](ballast_core::Decision): the wake itself, and each plugin taken down with the
+//! a [`Decision`](ballast_core::decision::Decision): the wake itself, and each plugin taken down with the
 //! rule `make_room` and a reason naming who needed the room. What was taken down comes back
 //! through the ordinary restore path once it fits again.
 
