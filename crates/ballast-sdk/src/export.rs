@@ -62,6 +62,7 @@ impl Descriptor {
             health: Some(health::<P>),
             stats: Some(stats::<P>),
             checkpoint: Some(checkpoint::<P>),
+            call_stream: None,
         });
         let mut capabilities =
             BALLAST_CAP_THREAD_SAFE_CALLS | BALLAST_CAP_CHECKPOINT | BALLAST_CAP_DRAIN;
