@@ -698,7 +698,7 @@ mod tests {
         assert_eq!(size_of::<Option<F>>(), size_of::<usize>());
         // SAFETY: every slot is an `Option` of an `extern "C"` function pointer, which has the
         // layout of a nullable pointer; the tests only check for presence and never call it.
-        Some(unsafe { std::mem::transmute_copy::<usize, F>(&(never_called as usize)) })
+        Some(unsafe { std::mem::transmute_copy::<usize, F>(&(never_called as *const () as usize)) })
     }
 
     /// A vtable with every 1.0 function, declaring `size`, with `call_stream` when asked.
