@@ -19,7 +19,7 @@ fn every_example_plugin_is_accepted_with_its_descriptor() {
         );
         let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(info["name"], name);
-        assert_eq!(info["abi"], "1.0");
+        assert_eq!(info["abi"], "1.1");
         assert!(info["levels"].as_array().is_some_and(|l| !l.is_empty()));
         assert_eq!(info["sha256"].as_str().map(str::len), Some(64));
     }

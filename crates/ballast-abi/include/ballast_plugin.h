@@ -19,7 +19,11 @@
 #define BALLAST_ABI_MAJOR 1
 
 // The ABI minor version this crate describes. Grows append-only.
-#define BALLAST_ABI_MINOR 0
+//
+// * 1.0: the first layout.
+// * 1.1: streamed calls: [`BALLAST_CAP_STREAMING`], [`BALLAST_STATUS_CANCELLED`],
+//   [`BallastCallContext`] and [`BallastPluginVTable::call_stream`].
+#define BALLAST_ABI_MINOR 1
 
 // The first field of every descriptor: the ASCII bytes `BALLAST!` read as a little-endian u64.
 #define BALLAST_PLUGIN_MAGIC 2401636041213362498
@@ -35,6 +39,10 @@
 
 // Capability: `stats` reports allocator figures (live/peak bytes, allocations).
 #define BALLAST_CAP_ALLOC_STATS (1 << 3)
+
+// Capability (since 1.1): [`BallastPluginVTable::call_stream`] is implemented; the host calls
+// it instead of `call` for streamed calls. Ignored in a plugin that declares minor 0.
+#define BALLAST_CAP_STREAMING (1 << 4)
 
 // Log level: error.
 #define BALLAST_LOG_ERROR 1
@@ -178,6 +186,36 @@ typedef struct {
   uint64_t allocations;
 } BallastStats;
 
+// What a streamed call ([`BallastPluginVTable::call_stream`]) is given besides its request:
+// where its chunks go, whether it was cancelled, and its deadline. Since 1.1.
+//
+// Built by the host on its stack for one call: the struct and its functions are valid only during
+// that call and only on the thread that made it. A plugin reads only fields within
+// `struct_size`; a field beyond it is absent (a null function, no deadline).
+typedef struct {
+  // Size of this struct as the host built it; a plugin reads only fields within it.
+  uint32_t struct_size;
+  // The host's ABI minor version.
+  uint32_t abi_minor;
+  // Opaque host data for this call, passed back as the first argument of `send` and
+  // `is_cancelled`.
+  void *host_data;
+  // Hand the host the next chunk of the answer. The host copies the bytes before it returns;
+  // the plugin keeps ownership of them. Returns [`BALLAST_STATUS_OK`], or
+  // [`BALLAST_STATUS_CANCELLED`] once the call is cancelled (the chunk is dropped and the
+  // plugin should stop). An empty chunk sends nothing.
+  BallastStatus (*send)(void *host_data, BallastBytes chunk);
+  // Nonzero once the call is cancelled (its caller went away, its deadline passed, or the
+  // plugin is being shed): the plugin should stop and return [`BALLAST_STATUS_CANCELLED`].
+  // Cheap enough to call between any two pieces of work.
+  uint32_t (*is_cancelled)(void *host_data);
+  // The call's deadline on the host's clock, the clock of [`BallastHostApi::now_ms`]:
+  // milliseconds since the Unix epoch (the daemon's wall clock, `CLOCK_REALTIME`). 0: no
+  // deadline. Compare it with `now_ms`, never with a monotonic clock; the host cancels the
+  // call when the deadline passes, so a plugin need not watch it itself.
+  uint64_t deadline_ms;
+} BallastCallContext;
+
 // The functions a plugin implements. Instance pointers are created by `create` and owned by the
 // host until `destroy`.
 //
@@ -216,6 +254,16 @@ typedef struct {
   BallastStatus (*stats)(void *instance, BallastStats *stats);
   // Optional (may be null): serialize state for the next `create`.
   BallastStatus (*checkpoint)(void *instance, BallastBuffer *out, BallastMessageBuf *err);
+  // Since 1.1, required with [`BALLAST_CAP_STREAMING`] (may be null without it): answer a
+  // request in pieces. As `call`, with `ctx` added: the plugin hands out chunks through
+  // `ctx->send` as it produces them, and on success `response` holds the answer's last piece
+  // (may be empty) for `free_buffer`. A plugin that stops because the call was cancelled
+  // returns [`BALLAST_STATUS_CANCELLED`]. `ctx` is valid only during the call.
+  BallastStatus (*call_stream)(void *instance,
+                               BallastBytes request,
+                               const BallastCallContext *ctx,
+                               BallastBuffer *response,
+                               BallastMessageBuf *err);
 } BallastPluginVTable;
 
 // What a plugin's entry symbol returns: identity, needs and functions. Static, never freed.
@@ -251,6 +299,10 @@ typedef struct {
 
 // The plugin is healthy but degraded (used by `health`).
 #define BALLAST_STATUS_DEGRADED 5
+
+// The plugin stopped because its call was cancelled (used by `call_stream`, since 1.1; also
+// what [`BallastCallContext::send`] returns once the call is cancelled).
+#define BALLAST_STATUS_CANCELLED 6
 
 #endif  /* BALLAST_PLUGIN_H */
 

@@ -31,6 +31,33 @@
 //!   same instance.
 //! * The library is never unloaded: disabling destroys the instance, and re-enabling calls
 //!   `create` again on the still-mapped library.
+//!
+//! # Streamed calls (1.1)
+//!
+//! A plugin that sets [`BALLAST_CAP_STREAMING`] (and declares minor 1 or later, with a vtable of
+//! at least [`BALLAST_VTABLE_1_1_SIZE`] bytes) implements
+//! [`BallastPluginVTable::call_stream`]: `call` with a [`BallastCallContext`] added, through
+//! which it hands out its answer in pieces as it produces them, learns the call's deadline and
+//! sees whether the call was cancelled (the caller went away, the deadline passed, or the plugin
+//! is being shed). The host calls `call_stream` instead of `call` for every streamed call to such
+//! a plugin; a plugin without the capability (every 1.0 plugin) has `call` called and its whole
+//! answer sent as one chunk.
+//!
+//! * **Chunks are copied** by the host during [`BallastCallContext::send`]: the plugin keeps
+//!   ownership of the bytes and may reuse or free them as soon as `send` returns. The final
+//!   `out` buffer of `call_stream` (may be empty) is the answer's last piece and is given back
+//!   through `free_buffer` as for `call`.
+//! * **The context is valid only during the call, on the calling thread**: `send` and
+//!   `is_cancelled` must not be called from another thread or after `call_stream` returned (the
+//!   host answers such a call with [`BALLAST_STATUS_INVALID_ARGUMENT`] from `send` and nonzero
+//!   from `is_cancelled`, but the plugin must not rely on it).
+//! * **Cancellation is cooperative**: once `send` returns [`BALLAST_STATUS_CANCELLED`] or
+//!   `is_cancelled` returns nonzero, the plugin should stop its work soon and return
+//!   [`BALLAST_STATUS_CANCELLED`]. Chunks sent after the cancellation are dropped. A plugin that
+//!   never looks is not waited for: the host drops its result.
+//! * **No unwinding**, in either direction: the host's `send` and `is_cancelled` never unwind into
+//!   the plugin, and `call_stream` never unwinds into the host.
+//! * `call_stream` follows the same threading rules as `call`.
 
 #![no_std]
 #![deny(missing_docs)]
@@ -41,7 +68,11 @@ use core::ffi::c_void;
 pub const BALLAST_ABI_MAJOR: u32 = 1;
 
 /// The ABI minor version this crate describes. Grows append-only.
-pub const BALLAST_ABI_MINOR: u32 = 0;
+///
+/// * 1.0: the first layout.
+/// * 1.1: streamed calls: [`BALLAST_CAP_STREAMING`], [`BALLAST_STATUS_CANCELLED`],
+///   [`BallastCallContext`] and [`BallastPluginVTable::call_stream`].
+pub const BALLAST_ABI_MINOR: u32 = 1;
 
 /// The first field of every descriptor: the ASCII bytes `BALLAST!` read as a little-endian u64.
 pub const BALLAST_PLUGIN_MAGIC: u64 = 0x2154_5341_4C4C_4142;
@@ -70,6 +101,9 @@ pub const BALLAST_STATUS_UNSUPPORTED: BallastStatus = 3;
 pub const BALLAST_STATUS_INVALID_ARGUMENT: BallastStatus = 4;
 /// The plugin is healthy but degraded (used by `health`).
 pub const BALLAST_STATUS_DEGRADED: BallastStatus = 5;
+/// The plugin stopped because its call was cancelled (used by `call_stream`, since 1.1; also
+/// what [`BallastCallContext::send`] returns once the call is cancelled).
+pub const BALLAST_STATUS_CANCELLED: BallastStatus = 6;
 
 /// Capability: `call`, `health` and `stats` may be called from several threads at once.
 pub const BALLAST_CAP_THREAD_SAFE_CALLS: u64 = 1 << 0;
@@ -79,6 +113,9 @@ pub const BALLAST_CAP_CHECKPOINT: u64 = 1 << 1;
 pub const BALLAST_CAP_DRAIN: u64 = 1 << 2;
 /// Capability: `stats` reports allocator figures (live/peak bytes, allocations).
 pub const BALLAST_CAP_ALLOC_STATS: u64 = 1 << 3;
+/// Capability (since 1.1): [`BallastPluginVTable::call_stream`] is implemented; the host calls
+/// it instead of `call` for streamed calls. Ignored in a plugin that declares minor 0.
+pub const BALLAST_CAP_STREAMING: u64 = 1 << 4;
 
 /// Log level: error.
 pub const BALLAST_LOG_ERROR: u32 = 1;
@@ -267,6 +304,39 @@ pub struct BallastHostApi {
         unsafe extern "C" fn(host_data: *mut c_void, healthy: u32, message: BallastStr),
 }
 
+/// What a streamed call ([`BallastPluginVTable::call_stream`]) is given besides its request:
+/// where its chunks go, whether it was cancelled, and its deadline. Since 1.1.
+///
+/// Built by the host on its stack for one call: the struct and its functions are valid only during
+/// that call and only on the thread that made it. A plugin reads only fields within
+/// `struct_size`; a field beyond it is absent (a null function, no deadline).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BallastCallContext {
+    /// Size of this struct as the host built it; a plugin reads only fields within it.
+    pub struct_size: u32,
+    /// The host's ABI minor version.
+    pub abi_minor: u32,
+    /// Opaque host data for this call, passed back as the first argument of `send` and
+    /// `is_cancelled`.
+    pub host_data: *mut c_void,
+    /// Hand the host the next chunk of the answer. The host copies the bytes before it returns;
+    /// the plugin keeps ownership of them. Returns [`BALLAST_STATUS_OK`], or
+    /// [`BALLAST_STATUS_CANCELLED`] once the call is cancelled (the chunk is dropped and the
+    /// plugin should stop). An empty chunk sends nothing.
+    pub send:
+        Option<unsafe extern "C" fn(host_data: *mut c_void, chunk: BallastBytes) -> BallastStatus>,
+    /// Nonzero once the call is cancelled (its caller went away, its deadline passed, or the
+    /// plugin is being shed): the plugin should stop and return [`BALLAST_STATUS_CANCELLED`].
+    /// Cheap enough to call between any two pieces of work.
+    pub is_cancelled: Option<unsafe extern "C" fn(host_data: *mut c_void) -> u32>,
+    /// The call's deadline on the host's clock, the clock of [`BallastHostApi::now_ms`]:
+    /// milliseconds since the Unix epoch (the daemon's wall clock, `CLOCK_REALTIME`). 0: no
+    /// deadline. Compare it with `now_ms`, never with a monotonic clock; the host cancels the
+    /// call when the deadline passes, so a plugin need not watch it itself.
+    pub deadline_ms: u64,
+}
+
 /// The functions a plugin implements. Instance pointers are created by `create` and owned by the
 /// host until `destroy`.
 ///
@@ -346,6 +416,20 @@ pub struct BallastPluginVTable {
             err: *mut BallastMessageBuf,
         ) -> BallastStatus,
     >,
+    /// Since 1.1, required with [`BALLAST_CAP_STREAMING`] (may be null without it): answer a
+    /// request in pieces. As `call`, with `ctx` added: the plugin hands out chunks through
+    /// `ctx->send` as it produces them, and on success `response` holds the answer's last piece
+    /// (may be empty) for `free_buffer`. A plugin that stops because the call was cancelled
+    /// returns [`BALLAST_STATUS_CANCELLED`]. `ctx` is valid only during the call.
+    pub call_stream: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            request: BallastBytes,
+            ctx: *const BallastCallContext,
+            response: *mut BallastBuffer,
+            err: *mut BallastMessageBuf,
+        ) -> BallastStatus,
+    >,
 }
 
 /// The part of the descriptor that every ABI major keeps at the same place.
@@ -387,8 +471,17 @@ pub struct BallastPluginDescriptor {
 /// The smallest descriptor a 1.x host accepts (the 1.0 layout).
 pub const BALLAST_DESCRIPTOR_MIN_SIZE: usize = core::mem::size_of::<BallastPluginDescriptor>();
 
-/// The smallest vtable a 1.x host accepts (the 1.0 layout).
-pub const BALLAST_VTABLE_MIN_SIZE: usize = core::mem::size_of::<BallastPluginVTable>();
+/// The smallest vtable a 1.x host accepts (the 1.0 layout: everything before `call_stream`).
+pub const BALLAST_VTABLE_MIN_SIZE: usize = core::mem::offset_of!(BallastPluginVTable, call_stream);
+
+/// The size of the 1.1 vtable, which ends with `call_stream`: the least a streaming plugin
+/// declares.
+pub const BALLAST_VTABLE_1_1_SIZE: usize = core::mem::offset_of!(BallastPluginVTable, call_stream)
+    + core::mem::size_of::<Option<unsafe extern "C" fn()>>();
+
+/// The size of the 1.1 call context, which ends with `deadline_ms`: what a 1.1 plugin may read.
+pub const BALLAST_CALL_CONTEXT_1_1_SIZE: usize =
+    core::mem::offset_of!(BallastCallContext, deadline_ms) + core::mem::size_of::<u64>();
 
 /// The most levels a plugin may declare.
 pub const BALLAST_MAX_LEVELS: u32 = 16;
@@ -438,7 +531,9 @@ mod tests {
         assert_eq!(offset_of!(BallastHostApi, emit_metric), 32);
         assert_eq!(offset_of!(BallastHostApi, report_state), 40);
 
-        assert_eq!(size_of::<BallastPluginVTable>(), 96);
+        assert_eq!(size_of::<BallastPluginVTable>(), 104);
+        assert_eq!(BALLAST_VTABLE_MIN_SIZE, 96);
+        assert_eq!(BALLAST_VTABLE_1_1_SIZE, 104);
         assert_eq!(offset_of!(BallastPluginVTable, create), 8);
         assert_eq!(offset_of!(BallastPluginVTable, start), 16);
         assert_eq!(offset_of!(BallastPluginVTable, set_level), 24);
@@ -450,6 +545,16 @@ mod tests {
         assert_eq!(offset_of!(BallastPluginVTable, health), 72);
         assert_eq!(offset_of!(BallastPluginVTable, stats), 80);
         assert_eq!(offset_of!(BallastPluginVTable, checkpoint), 88);
+        // Appended in 1.1.
+        assert_eq!(offset_of!(BallastPluginVTable, call_stream), 96);
+
+        assert_eq!(size_of::<BallastCallContext>(), 40);
+        assert_eq!(BALLAST_CALL_CONTEXT_1_1_SIZE, 40);
+        assert_eq!(offset_of!(BallastCallContext, abi_minor), 4);
+        assert_eq!(offset_of!(BallastCallContext, host_data), 8);
+        assert_eq!(offset_of!(BallastCallContext, send), 16);
+        assert_eq!(offset_of!(BallastCallContext, is_cancelled), 24);
+        assert_eq!(offset_of!(BallastCallContext, deadline_ms), 32);
 
         assert_eq!(size_of::<BallastDescriptorHeader>(), 40);
         assert_eq!(offset_of!(BallastDescriptorHeader, abi_major), 8);

@@ -38,7 +38,7 @@ pub use elf::{ElfProblem, check_shared_object};
 pub use error::{CallError, HostError};
 pub use host::{PluginHost, PluginStatus};
 pub use host_api::{Clock, StateReport, system_clock};
-pub use instance::PluginFault;
+pub use instance::{NativeInstance, PluginFault};
 pub use library::{
     LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
 };

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use ballast_abi::{
     BALLAST_ABI_MAJOR, BALLAST_ABI_MINOR, BALLAST_CAP_ALLOC_STATS, BALLAST_CAP_CHECKPOINT,
-    BALLAST_CAP_DRAIN, BALLAST_CAP_THREAD_SAFE_CALLS, BALLAST_DESCRIPTOR_MIN_SIZE,
-    BALLAST_ENTRY_SYMBOL, BALLAST_ENTRY_SYMBOL_NUL, BALLAST_MAX_LEVELS, BALLAST_PLUGIN_MAGIC,
-    BALLAST_VTABLE_MIN_SIZE, BallastDescriptorHeader, BallastEntryFn, BallastPluginDescriptor,
-    BallastPluginVTable, BallastStr,
+    BALLAST_CAP_DRAIN, BALLAST_CAP_STREAMING, BALLAST_CAP_THREAD_SAFE_CALLS,
+    BALLAST_DESCRIPTOR_MIN_SIZE, BALLAST_ENTRY_SYMBOL, BALLAST_ENTRY_SYMBOL_NUL,
+    BALLAST_MAX_LEVELS, BALLAST_PLUGIN_MAGIC, BALLAST_VTABLE_1_1_SIZE, BALLAST_VTABLE_MIN_SIZE,
+    BallastDescriptorHeader, BallastEntryFn, BallastPluginDescriptor, BallastPluginVTable,
+    BallastStr,
 };
 use ballast_core::plugin::{LevelHints, ResourceHints};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
@@ -169,7 +170,7 @@ pub struct PluginInfo {
     pub sha256: Option<String>,
     /// The file's size in bytes.
     pub size_bytes: u64,
-    /// Capability names: thread_safe_calls, checkpoint, drain, alloc_stats.
+    /// Capability names: thread_safe_calls, checkpoint, drain, alloc_stats, streaming.
     pub capabilities: Vec<&'static str>,
     /// Share of one core used at full level.
     pub cpu_share: f64,
@@ -315,8 +316,9 @@ impl PluginLibrary {
     /// the declared sizes and lengths make the host read (the 1.0 descriptor when the header
     /// says it is at least that large, `version`, `sdk_version` and level names within their
     /// lengths, `n_levels` level entries when `n_levels` is in range, the vtable's size field
-    /// and the 1.0 vtable) points to that many readable bytes. The function pointers are copied,
-    /// never called.
+    /// and, when it declares at least the 1.0 size, the vtable up to the smaller of its declared
+    /// size and this host's layout) points to that many readable bytes. The function pointers
+    /// are copied, never called.
     unsafe fn from_descriptor(
         descriptor: *const BallastPluginDescriptor,
         path: &Path,
@@ -376,6 +378,12 @@ impl PluginLibrary {
     /// Whether `call` may run on several threads at once.
     pub fn thread_safe_calls(&self) -> bool {
         self.capabilities & BALLAST_CAP_THREAD_SAFE_CALLS != 0
+    }
+
+    /// Whether the plugin streams its answers (ABI 1.1 `call_stream`). When it does not,
+    /// [`PluginLibrary::vtable`]'s `call_stream` is `None` whatever the plugin put there.
+    pub fn streams(&self) -> bool {
+        self.vtable.call_stream.is_some()
     }
 }
 
@@ -459,8 +467,8 @@ unsafe fn validate(
             min: BALLAST_VTABLE_MIN_SIZE,
         });
     }
-    // SAFETY: the plugin declares at least the 1.0 size.
-    let vtable = unsafe { std::ptr::read(d.vtable) };
+    // SAFETY: the plugin declares `vtable_size` readable bytes, at least the 1.0 size.
+    let mut vtable = unsafe { read_vtable(d.vtable, vtable_size) };
     let required = [
         ("create", vtable.create.is_some()),
         ("start", vtable.start.is_some()),
@@ -484,14 +492,36 @@ unsafe fn validate(
             missing.join(", ")
         )));
     }
+    // Streaming exists since 1.1: a 1.0 plugin's bit 4 meant nothing, and its vtable has no
+    // `call_stream` to validate (it may end before it).
+    let mut declared = d.capabilities;
+    if d.header.abi_minor == 0 {
+        declared &= !BALLAST_CAP_STREAMING;
+    }
+    if declared & BALLAST_CAP_STREAMING != 0 {
+        if vtable_size < BALLAST_VTABLE_1_1_SIZE {
+            return Err(bad(format!(
+                "declares streaming but its function table is {vtable_size} bytes, smaller than the {BALLAST_VTABLE_1_1_SIZE} bytes of ABI {BALLAST_ABI_MAJOR}.1 that hold call_stream"
+            )));
+        }
+        if vtable.call_stream.is_none() {
+            return Err(bad(
+                "declares streaming but its function table lacks call_stream".to_owned(),
+            ));
+        }
+    } else {
+        // Without the capability the host never calls it, whatever the plugin put there.
+        vtable.call_stream = None;
+    }
     let mut capabilities = Vec::new();
     for (bit, cap_name) in [
         (BALLAST_CAP_THREAD_SAFE_CALLS, "thread_safe_calls"),
         (BALLAST_CAP_CHECKPOINT, "checkpoint"),
         (BALLAST_CAP_DRAIN, "drain"),
         (BALLAST_CAP_ALLOC_STATS, "alloc_stats"),
+        (BALLAST_CAP_STREAMING, "streaming"),
     ] {
-        if d.capabilities & bit != 0 {
+        if declared & bit != 0 {
             capabilities.push(cap_name);
         }
     }
@@ -511,8 +541,32 @@ unsafe fn validate(
     Ok(PluginLibrary {
         info,
         vtable,
-        capabilities: d.capabilities,
+        capabilities: declared,
     })
+}
+
+/// Copies a plugin's vtable, reading only the `declared` bytes the plugin built (an older
+/// plugin's table is shorter than this host's); the fields beyond them are `None`.
+///
+/// # Safety
+///
+/// `vtable` points to at least `declared` readable bytes, and `declared` is at least
+/// [`BALLAST_VTABLE_MIN_SIZE`].
+unsafe fn read_vtable(vtable: *const BallastPluginVTable, declared: usize) -> BallastPluginVTable {
+    // Whole fields only: after the two `u32`s every field is one function pointer, so a size
+    // that ends inside one (a corrupt table) drops that field rather than copy half of it.
+    let first_pointer = std::mem::offset_of!(BallastPluginVTable, create);
+    let n = declared.min(size_of::<BallastPluginVTable>());
+    let n = n - (n - first_pointer) % size_of::<usize>();
+    let mut copy = std::mem::MaybeUninit::<BallastPluginVTable>::zeroed();
+    // SAFETY: the plugin declares `declared >= n` readable bytes at `vtable`; `copy` has room for
+    // the whole struct; the two cannot overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(vtable.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), n);
+    }
+    // SAFETY: every field is a `u32` or an `Option` of a function pointer, for which all zeroes
+    // is valid (`0` and `None`), and the first `n` bytes hold whole fields the plugin built.
+    unsafe { copy.assume_init() }
 }
 
 /// Validates the plugin descriptor at `descriptor` exactly as [`PluginLibrary::load`] validates
@@ -525,8 +579,9 @@ unsafe fn validate(
 /// `descriptor` is null or points to a readable descriptor header, and every pointer in it is
 /// readable as far as the host reads it: the 1.0 descriptor when the header declares at least
 /// that size, each string within its declared length when that is within the limit, `n_levels`
-/// level entries when `n_levels` is 1 to `BALLAST_MAX_LEVELS`, and the vtable's size field and
-/// its 1.0 fields when the vtable pointer is not null.
+/// level entries when `n_levels` is 1 to `BALLAST_MAX_LEVELS`, and the vtable's size field and,
+/// when it declares at least the 1.0 size, its fields up to the smaller of that size and this
+/// host's layout when the vtable pointer is not null.
 pub unsafe fn validate_descriptor(
     descriptor: *const BallastPluginDescriptor,
     path: &Path,
@@ -627,4 +682,173 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use ballast_abi::{BallastLevelHints, BallastResourceHints};
+
+    use super::*;
+
+    /// A function pointer's stand-in: never called, only checked for presence.
+    extern "C" fn never_called() {}
+
+    /// A present function of any vtable slot's type.
+    fn present<F>() -> Option<F> {
+        assert_eq!(size_of::<Option<F>>(), size_of::<usize>());
+        // SAFETY: every slot is an `Option` of an `extern "C"` function pointer, which has the
+        // layout of a nullable pointer; the tests only check for presence and never call it.
+        Some(unsafe { std::mem::transmute_copy::<usize, F>(&(never_called as *const () as usize)) })
+    }
+
+    /// A vtable with every 1.0 function, declaring `size`, with `call_stream` when asked.
+    fn vtable(size: usize, call_stream: bool) -> BallastPluginVTable {
+        BallastPluginVTable {
+            struct_size: size as u32,
+            reserved: 0,
+            create: present(),
+            start: present(),
+            set_level: present(),
+            drain: present(),
+            stop: present(),
+            destroy: present(),
+            call: present(),
+            free_buffer: present(),
+            health: present(),
+            stats: present(),
+            checkpoint: None,
+            call_stream: if call_stream { present() } else { None },
+        }
+    }
+
+    static LEVELS: [BallastLevelHints; 1] = [BallastLevelHints {
+        name: BallastStr::from_static("full"),
+        memory_min_bytes: 0,
+        memory_preferred_bytes: 0,
+        gpu_memory_bytes: 0,
+    }];
+
+    fn descriptor(
+        minor: u32,
+        capabilities: u64,
+        vtable: *const BallastPluginVTable,
+    ) -> BallastPluginDescriptor {
+        BallastPluginDescriptor {
+            header: BallastDescriptorHeader {
+                magic: BALLAST_PLUGIN_MAGIC,
+                abi_major: BALLAST_ABI_MAJOR,
+                abi_minor: minor,
+                struct_size: BALLAST_DESCRIPTOR_MIN_SIZE as u32,
+                reserved: 0,
+                name: BallastStr::from_static("streamer"),
+            },
+            version: BallastStr::from_static("1.0.0"),
+            sdk_version: BallastStr::from_static("test"),
+            capabilities,
+            hints: BallastResourceHints {
+                cpu_share_millis: 0,
+                needs_gpu: 0,
+                n_levels: 1,
+                reserved: 0,
+                levels: LEVELS.as_ptr(),
+            },
+            vtable,
+        }
+    }
+
+    fn validate(d: &BallastPluginDescriptor) -> Result<PluginLibrary, LoadError> {
+        // SAFETY: the descriptor and everything it points to live on this stack or are static,
+        // each as large as it declares.
+        unsafe {
+            PluginLibrary::from_descriptor(
+                d,
+                Path::new("libstreamer.so"),
+                "libstreamer.so".into(),
+                None,
+                0,
+            )
+        }
+    }
+
+    #[test]
+    fn streaming_is_taken_only_from_a_1_1_plugin_that_declares_it_with_call_stream() {
+        let full = vtable(BALLAST_VTABLE_1_1_SIZE, true);
+        let library = validate(&descriptor(1, BALLAST_CAP_STREAMING, &full)).unwrap();
+        assert!(library.streams());
+        assert_eq!(library.info().capabilities, ["streaming"]);
+
+        // Without the capability the function is never called, even when it is there.
+        let library = validate(&descriptor(1, 0, &full)).unwrap();
+        assert!(!library.streams());
+        assert!(library.vtable().call_stream.is_none());
+        assert!(library.info().capabilities.is_empty());
+
+        // A 1.0 plugin's bit 4 meant nothing: it is ignored, not refused.
+        let library = validate(&descriptor(0, BALLAST_CAP_STREAMING, &full)).unwrap();
+        assert!(!library.streams());
+        assert!(library.info().capabilities.is_empty());
+
+        let without = vtable(BALLAST_VTABLE_1_1_SIZE, false);
+        let error = validate(&descriptor(1, BALLAST_CAP_STREAMING, &without))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "plugin streamer (libstreamer.so): declares streaming but its function table lacks call_stream"
+        );
+
+        let short = vtable(BALLAST_VTABLE_MIN_SIZE, true);
+        let error = validate(&descriptor(1, BALLAST_CAP_STREAMING, &short))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("declares streaming but its function table is 96 bytes, smaller than the 104 bytes of ABI 1.1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_1_0_function_table_is_read_only_within_its_declared_size() {
+        // The 1.0 table ends right where an unreadable page begins: reading one byte past its
+        // declared size faults.
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+        // SAFETY: an anonymous private mapping of two pages, unmapped below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        let guard = map.cast::<u8>().wrapping_add(page);
+        // SAFETY: the second page of the mapping made above.
+        assert_eq!(
+            unsafe { libc::mprotect(guard.cast(), page, libc::PROT_NONE) },
+            0
+        );
+        let table = guard.wrapping_sub(BALLAST_VTABLE_MIN_SIZE);
+        let old = vtable(BALLAST_VTABLE_MIN_SIZE, false);
+        // SAFETY: the first `BALLAST_VTABLE_MIN_SIZE` bytes of `old` (the 1.0 table) fit in the
+        // writable page before the guard; `table` is pointer-aligned as the page size is.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const old).cast::<u8>(),
+                table,
+                BALLAST_VTABLE_MIN_SIZE,
+            );
+        }
+        let library = validate(&descriptor(0, BALLAST_CAP_THREAD_SAFE_CALLS, table.cast()));
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(map, 2 * page) };
+        let library = library.unwrap();
+        assert!(library.vtable().call.is_some());
+        assert!(library.vtable().call_stream.is_none());
+        assert!(!library.streams());
+        assert_eq!(library.info().abi, "1.0");
+    }
 }

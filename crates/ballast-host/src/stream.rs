@@ -52,6 +52,16 @@ impl CancelReason {
             CancelReason::Shed => "shed",
         }
     }
+
+    /// What happened, for messages: "the caller went away", "its deadline passed", "the plugin
+    /// is being shed".
+    pub fn describe(self) -> &'static str {
+        match self {
+            CancelReason::Caller => "the caller went away",
+            CancelReason::Deadline => "its deadline passed",
+            CancelReason::Shed => "the plugin is being shed",
+        }
+    }
 }
 
 /// Run once when a call is cancelled, with the reason.

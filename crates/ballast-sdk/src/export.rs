@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use ballast_abi::{
     BALLAST_ABI_MAJOR, BALLAST_ABI_MINOR, BALLAST_CAP_ALLOC_STATS, BALLAST_CAP_CHECKPOINT,
-    BALLAST_CAP_DRAIN, BALLAST_CAP_THREAD_SAFE_CALLS, BALLAST_PLUGIN_MAGIC,
-    BALLAST_STATUS_DEGRADED, BALLAST_STATUS_ERROR, BALLAST_STATUS_INVALID_ARGUMENT,
-    BALLAST_STATUS_OK, BALLAST_STATUS_PANIC, BALLAST_STATUS_UNSUPPORTED, BallastBuffer,
-    BallastBytes, BallastDescriptorHeader, BallastHostApi, BallastLevelHints, BallastMessageBuf,
+    BALLAST_CAP_DRAIN, BALLAST_CAP_STREAMING, BALLAST_CAP_THREAD_SAFE_CALLS, BALLAST_PLUGIN_MAGIC,
+    BALLAST_STATUS_CANCELLED, BALLAST_STATUS_DEGRADED, BALLAST_STATUS_ERROR,
+    BALLAST_STATUS_INVALID_ARGUMENT, BALLAST_STATUS_OK, BALLAST_STATUS_PANIC,
+    BALLAST_STATUS_UNSUPPORTED, BallastBuffer, BallastBytes, BallastCallContext,
+    BallastDescriptorHeader, BallastHostApi, BallastLevelHints, BallastMessageBuf,
     BallastPluginDescriptor, BallastPluginVTable, BallastResourceHints, BallastStats,
     BallastStatus, BallastStr,
 };
 
-use crate::{CreateContext, ErrorKind, Health, Host, Plugin, PluginError};
+use crate::{CallContext, CreateContext, ErrorKind, Health, Host, Plugin, PluginError};
 
 /// The descriptor of one plugin type, built once and kept for the life of the library.
 pub struct Descriptor {
@@ -62,9 +63,12 @@ impl Descriptor {
             health: Some(health::<P>),
             stats: Some(stats::<P>),
             checkpoint: Some(checkpoint::<P>),
+            call_stream: Some(call_stream::<P>),
         });
-        let mut capabilities =
-            BALLAST_CAP_THREAD_SAFE_CALLS | BALLAST_CAP_CHECKPOINT | BALLAST_CAP_DRAIN;
+        let mut capabilities = BALLAST_CAP_THREAD_SAFE_CALLS
+            | BALLAST_CAP_CHECKPOINT
+            | BALLAST_CAP_DRAIN
+            | BALLAST_CAP_STREAMING;
         if counting_allocator {
             capabilities |= BALLAST_CAP_ALLOC_STATS;
         }
@@ -144,6 +148,7 @@ fn status_of(error: &PluginError) -> BallastStatus {
         ErrorKind::Failed => BALLAST_STATUS_ERROR,
         ErrorKind::Unsupported => BALLAST_STATUS_UNSUPPORTED,
         ErrorKind::InvalidArgument => BALLAST_STATUS_INVALID_ARGUMENT,
+        ErrorKind::Cancelled => BALLAST_STATUS_CANCELLED,
     }
 }
 
@@ -322,6 +327,39 @@ unsafe extern "C" fn call<P: Plugin>(
     })
 }
 
+unsafe extern "C" fn call_stream<P: Plugin>(
+    ptr: *mut c_void,
+    request: BallastBytes,
+    ctx: *const BallastCallContext,
+    response: *mut BallastBuffer,
+    err: *mut BallastMessageBuf,
+) -> BallastStatus {
+    guard(err, || {
+        if response.is_null() {
+            return Err(PluginError::invalid("null response out-pointer"));
+        }
+        // SAFETY: the host passes a context valid for this call, on this thread, or null.
+        let mut ctx = unsafe { CallContext::from_raw(ctx) }
+            .ok_or_else(|| PluginError::invalid("null call context"))?;
+        let instance = instance::<P>(ptr)?;
+        let plugin = instance
+            .plugin
+            .read()
+            .map_err(|_| PluginError::new("instance is unusable after an earlier panic"))?;
+        let last = plugin.call_stream(bytes(request), &mut ctx)?;
+        let mut answer = ctx.take_pending();
+        let answer = if answer.is_empty() {
+            last
+        } else {
+            answer.extend_from_slice(&last);
+            answer
+        };
+        // SAFETY: checked non-null above; the host owns the buffer until it calls `free_buffer`.
+        unsafe { *response = into_buffer(answer) };
+        Ok(())
+    })
+}
+
 unsafe extern "C" fn free_buffer(buffer: BallastBuffer) {
     if buffer.ptr.is_null() || buffer.owner == 0 {
         return;
@@ -454,6 +492,145 @@ mod tests {
             out.extend_from_slice(request);
             Ok(out)
         }
+
+        fn call_stream(
+            &self,
+            request: &[u8],
+            ctx: &mut CallContext<'_>,
+        ) -> Result<Vec<u8>, PluginError> {
+            match std::str::from_utf8(request).unwrap_or("") {
+                "deadline" => Ok(format!("{:?}", ctx.deadline_ms()).into_bytes()),
+                "boom" => {
+                    ctx.send(b"before the panic")?;
+                    panic!("boom while streaming");
+                }
+                "watch" => {
+                    if ctx.is_cancelled() {
+                        return Err(PluginError::cancelled("saw it before the first chunk"));
+                    }
+                    ctx.send(b"watched")?;
+                    Ok(Vec::new())
+                }
+                count => {
+                    let n: usize = count.parse().map_err(|_| PluginError::invalid("a count"))?;
+                    for i in 0..n {
+                        ctx.send(i.to_string().as_bytes())?;
+                    }
+                    Ok(b"end".to_vec())
+                }
+            }
+        }
+    }
+
+    /// A plugin that keeps the SDK's default `call_stream`.
+    struct Plain;
+
+    impl Plugin for Plain {
+        const INFO: PluginInfo = PluginInfo {
+            name: "plain",
+            version: "1.0.0",
+            levels: &[LevelInfo::new("full", 1024)],
+            cpu_share: 0.0,
+            needs_gpu: false,
+        };
+
+        fn create(_ctx: CreateContext<'_>) -> Result<Self, PluginError> {
+            Ok(Plain)
+        }
+
+        fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {
+            Ok([b"plain:".as_slice(), request].concat())
+        }
+    }
+
+    /// The host's side of a streamed call, faked: records the chunks and cancels the call once
+    /// it has `cancel_after` of them.
+    struct FakeCall {
+        chunks: Vec<Vec<u8>>,
+        cancel_after: usize,
+        cancelled: bool,
+    }
+
+    unsafe extern "C" fn fake_send(host_data: *mut c_void, chunk: BallastBytes) -> BallastStatus {
+        // SAFETY: the tests pass a live `FakeCall` as host data.
+        let call = unsafe { &mut *host_data.cast::<FakeCall>() };
+        if call.cancelled {
+            return BALLAST_STATUS_CANCELLED;
+        }
+        call.chunks.push(bytes(chunk).to_vec());
+        call.cancelled = call.chunks.len() >= call.cancel_after;
+        BALLAST_STATUS_OK
+    }
+
+    unsafe extern "C" fn fake_is_cancelled(host_data: *mut c_void) -> u32 {
+        // SAFETY: as in `fake_send`.
+        u32::from(unsafe { &*host_data.cast::<FakeCall>() }.cancelled)
+    }
+
+    fn fake_context(call: &mut FakeCall, deadline_ms: u64) -> BallastCallContext {
+        BallastCallContext {
+            struct_size: size_of::<BallastCallContext>() as u32,
+            abi_minor: BALLAST_ABI_MINOR,
+            host_data: (call as *mut FakeCall).cast(),
+            send: Some(fake_send),
+            is_cancelled: Some(fake_is_cancelled),
+            deadline_ms,
+        }
+    }
+
+    /// Calls the exported `call_stream` of the live instance `inst` with `ctx`; returns the
+    /// status, the answer and the message.
+    fn stream<P: Plugin>(
+        inst: *mut c_void,
+        request: &str,
+        ctx: &BallastCallContext,
+    ) -> (BallastStatus, Vec<u8>, String) {
+        let mut msg = Msg::new();
+        let mut response = BallastBuffer::EMPTY;
+        // SAFETY: a live instance, a context valid for the call, valid out-pointers.
+        let status = unsafe {
+            call_stream::<P>(
+                inst,
+                BallastBytes::new(request.as_bytes()),
+                ctx,
+                &mut response,
+                &mut msg.buf,
+            )
+        };
+        let answer = bytes(BallastBytes {
+            ptr: response.ptr,
+            len: response.len,
+        })
+        .to_vec();
+        // SAFETY: the buffer was handed out by this library and is given back once.
+        unsafe { free_buffer(response) };
+        (status, answer, msg.text().to_owned())
+    }
+
+    fn live<P: Plugin>() -> *mut c_void {
+        let mut msg = Msg::new();
+        let mut out = std::ptr::null_mut();
+        // SAFETY: valid host table, config bytes, out-pointer and message buffer.
+        let status = unsafe {
+            create::<P>(
+                host_api(),
+                BallastBytes::EMPTY,
+                BallastBytes::EMPTY,
+                &mut out,
+                &mut msg.buf,
+            )
+        };
+        assert_eq!(status, BALLAST_STATUS_OK, "{}", msg.text());
+        out
+    }
+
+    fn destroy_live<P: Plugin>(inst: *mut c_void) {
+        let mut msg = Msg::new();
+        // SAFETY: a live instance from `live`, destroyed once.
+        assert_eq!(
+            unsafe { destroy::<P>(inst, &mut msg.buf) },
+            BALLAST_STATUS_OK
+        );
     }
 
     unsafe extern "C" fn log(_: *mut c_void, _: u32, _: BallastStr, _: BallastStr) {}
@@ -601,6 +778,138 @@ mod tests {
         assert_eq!(status, BALLAST_STATUS_PANIC);
         assert!(inst.is_null());
         assert_eq!(message, "plugin panicked: config says panic");
+    }
+
+    #[test]
+    fn every_sdk_plugin_streams_through_a_1_1_vtable() {
+        let d = Descriptor::new::<Plain>(false);
+        // SAFETY: the descriptor and its vtable live as long as `d`.
+        let (desc, vtable) = unsafe { (&*d.as_ptr(), &*(*d.as_ptr()).vtable) };
+        assert_eq!(desc.header.abi_minor, 1);
+        assert_ne!(desc.capabilities & BALLAST_CAP_STREAMING, 0);
+        assert_eq!(
+            vtable.struct_size as usize,
+            ballast_abi::BALLAST_VTABLE_1_1_SIZE
+        );
+        assert!(vtable.call_stream.is_some());
+    }
+
+    #[test]
+    fn chunks_go_out_in_order_and_the_last_piece_is_the_answer() {
+        let inst = live::<Echo>();
+        let mut call = FakeCall {
+            chunks: Vec::new(),
+            cancel_after: usize::MAX,
+            cancelled: false,
+        };
+        let ctx = fake_context(&mut call, 0);
+        let (status, answer, _) = stream::<Echo>(inst, "4", &ctx);
+        assert_eq!(status, BALLAST_STATUS_OK);
+        assert_eq!(answer, b"end");
+        assert_eq!(call.chunks, [b"0", b"1", b"2", b"3"]);
+        destroy_live::<Echo>(inst);
+    }
+
+    #[test]
+    fn a_cancelled_send_stops_the_plugin_with_the_cancelled_status() {
+        let inst = live::<Echo>();
+        let mut call = FakeCall {
+            chunks: Vec::new(),
+            cancel_after: 2,
+            cancelled: false,
+        };
+        let ctx = fake_context(&mut call, 0);
+        let (status, answer, message) = stream::<Echo>(inst, "100", &ctx);
+        assert_eq!(status, BALLAST_STATUS_CANCELLED);
+        assert!(answer.is_empty());
+        assert_eq!(message, "the call was cancelled");
+        assert_eq!(call.chunks, [b"0", b"1"]);
+
+        // `is_cancelled` sees it too.
+        let ctx = fake_context(&mut call, 0);
+        let (status, _, message) = stream::<Echo>(inst, "watch", &ctx);
+        assert_eq!(status, BALLAST_STATUS_CANCELLED);
+        assert_eq!(message, "saw it before the first chunk");
+        destroy_live::<Echo>(inst);
+    }
+
+    #[test]
+    fn a_panic_in_call_stream_becomes_the_panic_status() {
+        let inst = live::<Echo>();
+        let mut call = FakeCall {
+            chunks: Vec::new(),
+            cancel_after: usize::MAX,
+            cancelled: false,
+        };
+        let ctx = fake_context(&mut call, 0);
+        let (status, _, message) = stream::<Echo>(inst, "boom", &ctx);
+        assert_eq!(status, BALLAST_STATUS_PANIC);
+        assert_eq!(message, "plugin panicked: boom while streaming");
+        assert_eq!(call.chunks, [b"before the panic"]);
+        // The instance still answers.
+        let ctx = fake_context(&mut call, 0);
+        assert_eq!(stream::<Echo>(inst, "1", &ctx).0, BALLAST_STATUS_OK);
+        destroy_live::<Echo>(inst);
+    }
+
+    #[test]
+    fn the_default_call_stream_answers_with_call() {
+        let inst = live::<Plain>();
+        let mut call = FakeCall {
+            chunks: Vec::new(),
+            cancel_after: usize::MAX,
+            cancelled: false,
+        };
+        let ctx = fake_context(&mut call, 0);
+        let (status, answer, _) = stream::<Plain>(inst, "hi", &ctx);
+        assert_eq!(status, BALLAST_STATUS_OK);
+        assert_eq!(answer, b"plain:hi");
+        assert!(call.chunks.is_empty());
+        destroy_live::<Plain>(inst);
+    }
+
+    #[test]
+    fn the_context_is_read_only_within_the_size_the_host_declares() {
+        let inst = live::<Echo>();
+        let mut call = FakeCall {
+            chunks: Vec::new(),
+            cancel_after: usize::MAX,
+            cancelled: false,
+        };
+        let ctx = fake_context(&mut call, 1_700_000_000_000);
+        let (_, answer, _) = stream::<Echo>(inst, "deadline", &ctx);
+        assert_eq!(answer, b"Some(1700000000000)");
+        // A host that built the context without `deadline_ms`: there is no deadline.
+        let mut short = fake_context(&mut call, 1_700_000_000_000);
+        short.struct_size = std::mem::offset_of!(BallastCallContext, deadline_ms) as u32;
+        let (_, answer, _) = stream::<Echo>(inst, "deadline", &short);
+        assert_eq!(answer, b"None");
+        // Nor `send`: the chunks go out with the answer.
+        short.struct_size = std::mem::offset_of!(BallastCallContext, send) as u32;
+        let (status, answer, _) = stream::<Echo>(inst, "3", &short);
+        assert_eq!(status, BALLAST_STATUS_OK);
+        assert_eq!(answer, b"012end");
+        assert!(call.chunks.is_empty());
+        destroy_live::<Echo>(inst);
+    }
+
+    #[test]
+    fn a_deadline_reads_as_a_system_time() {
+        let ctx = BallastCallContext {
+            struct_size: size_of::<BallastCallContext>() as u32,
+            abi_minor: 1,
+            host_data: std::ptr::null_mut(),
+            send: None,
+            is_cancelled: None,
+            deadline_ms: 1_500,
+        };
+        // SAFETY: a complete context on this stack.
+        let ctx = unsafe { CallContext::from_raw(&ctx) }.unwrap();
+        assert_eq!(
+            ctx.deadline(),
+            Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_500))
+        );
+        assert!(!ctx.is_cancelled());
     }
 
     #[test]

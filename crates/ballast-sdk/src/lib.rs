@@ -52,6 +52,16 @@
 //! ```
 //!
 //! Build it with `crate-type = ["cdylib"]` and check it with `ballast plugin inspect`.
+//!
+//! # Streamed answers
+//!
+//! Every plugin built on this crate can be called with its answer streamed (ABI 1.1): the host
+//! calls [`Plugin::call_stream`], whose default answers with [`Plugin::call`]'s whole answer. A
+//! plugin that produces its answer in pieces overrides it and hands each piece to
+//! [`CallContext::send`] as soon as it has it; `send` fails with [`Cancelled`] once the call is
+//! cancelled (the caller went away, the deadline passed, the plugin is being shed), and `?`
+//! turns that into the error the host expects. Long work between chunks should look at
+//! [`CallContext::is_cancelled`] now and then.
 
 #![deny(missing_docs)]
 
@@ -59,6 +69,7 @@ mod alloc;
 #[doc(hidden)]
 pub mod export;
 mod host;
+mod stream;
 
 use std::fmt;
 
@@ -66,6 +77,7 @@ pub use ballast_abi as abi;
 
 pub use crate::alloc::{AllocStats, CountingAllocator, alloc_stats};
 pub use crate::host::Host;
+pub use crate::stream::{CallContext, Cancelled};
 
 /// The SDK version compiled into every plugin's descriptor.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -162,6 +174,8 @@ pub enum ErrorKind {
     Unsupported,
     /// An argument (e.g. a request) is invalid.
     InvalidArgument,
+    /// The call was cancelled and the plugin stopped (see [`Cancelled`]).
+    Cancelled,
 }
 
 /// An error a plugin returns; its message reaches the host's log and the caller.
@@ -196,6 +210,14 @@ impl PluginError {
         }
     }
 
+    /// The plugin stopped because its call was cancelled, with `message` saying where.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        PluginError {
+            kind: ErrorKind::Cancelled,
+            message: message.into(),
+        }
+    }
+
     /// The kind.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -215,11 +237,17 @@ impl fmt::Display for PluginError {
 
 impl std::error::Error for PluginError {}
 
+impl From<Cancelled> for PluginError {
+    fn from(cancelled: Cancelled) -> Self {
+        PluginError::cancelled(cancelled.to_string())
+    }
+}
+
 /// An integration ballast can host. Implement it and call [`export_plugin!`].
 ///
 /// Lifecycle methods take `&mut self` and are never run concurrently with anything else;
-/// [`Plugin::call`], [`Plugin::health`] and [`Plugin::threads`] take `&self` and may run on several
-/// host threads at once. A panic in any method is caught and reported to the host, which marks the
+/// [`Plugin::call`], [`Plugin::call_stream`], [`Plugin::health`] and [`Plugin::threads`] take
+/// `&self` and may run on several host threads at once. A panic in any method is caught and reported to the host, which marks the
 /// plugin failed.
 pub trait Plugin: Send + Sync + Sized + 'static {
     /// Name, version, levels and resource needs.
@@ -253,6 +281,19 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 
     /// Answer one request.
     fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError>;
+
+    /// Answer one request in pieces: hand each chunk to [`CallContext::send`] as soon as it is
+    /// ready, and return the last piece (may be empty). Once the call is cancelled `send` fails
+    /// with [`Cancelled`]; stop and return it (`?` does). The default answers with
+    /// [`Plugin::call`]'s whole answer as the last piece.
+    fn call_stream(
+        &self,
+        request: &[u8],
+        ctx: &mut CallContext<'_>,
+    ) -> Result<Vec<u8>, PluginError> {
+        let _ = ctx;
+        self.call(request)
+    }
 
     /// Report health.
     fn health(&self) -> Health {

@@ -5,6 +5,12 @@
  * and a ticking worker thread; level 1 ("utc-only") keeps 2 MiB. The config may override both
  * sizes: {"working_set_mb": [16, 2]}. Calls answer JSON with the host's clock and the request
  * echoed back.
+ *
+ * It streams (ABI 1.1): a streamed call of `tick:N[:MS]` sends N chunks, one JSON line each with
+ * the tick's number and the host's clock, MS milliseconds apart (default 0, at most 60000). It
+ * checks `is_cancelled` before every tick and every millisecond of a wait and stops with
+ * BALLAST_STATUS_CANCELLED when the call is cancelled; its last piece is the usual answer. Any
+ * other request streamed is answered as by `call`, in one last piece.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -237,6 +243,77 @@ static BallastStatus clock_call(void *instance, BallastBytes request, BallastBuf
     return BALLAST_STATUS_OK;
 }
 
+/* Parses "tick:N[:MS]"; returns 0 when `request` is no tick request or is malformed. */
+static int parse_tick(BallastBytes request, unsigned long *n, unsigned long *ms) {
+    char text[64];
+    if (request.ptr == NULL || request.len < 6 || request.len >= sizeof text) {
+        return 0;
+    }
+    memcpy(text, request.ptr, request.len);
+    text[request.len] = '\0';
+    if (strncmp(text, "tick:", 5) != 0) {
+        return 0;
+    }
+    char *end = NULL;
+    *n = strtoul(text + 5, &end, 10);
+    if (end == text + 5) {
+        return 0;
+    }
+    *ms = 0;
+    if (*end == ':') {
+        char *start = end + 1;
+        *ms = strtoul(start, &end, 10);
+        if (end == start || *ms > 60000) {
+            return 0;
+        }
+    }
+    return *end == '\0' || *end == '\n';
+}
+
+static int cancelled(const BallastCallContext *ctx) {
+    return ctx->is_cancelled != NULL && ctx->is_cancelled(ctx->host_data) != 0;
+}
+
+/* Waits `ms` milliseconds in steps of one, returning 1 as soon as the call is cancelled. */
+static int wait_or_cancelled(const BallastCallContext *ctx, unsigned long ms) {
+    for (unsigned long i = 0; i < ms; i++) {
+        if (cancelled(ctx)) {
+            return 1;
+        }
+        struct timespec pause = {0, 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return cancelled(ctx);
+}
+
+static BallastStatus clock_call_stream(void *instance, BallastBytes request, const BallastCallContext *ctx,
+                                       BallastBuffer *response, BallastMessageBuf *err) {
+    Clock *c = instance;
+    unsigned long n = 0;
+    unsigned long ms = 0;
+    if (ctx == NULL || ctx->send == NULL) {
+        set_message(err, "clock: no call context to stream to");
+        return BALLAST_STATUS_INVALID_ARGUMENT;
+    }
+    if (parse_tick(request, &n, &ms)) {
+        for (unsigned long i = 0; i < n; i++) {
+            if ((i > 0 && wait_or_cancelled(ctx, ms)) || cancelled(ctx)) {
+                set_message(err, "clock: saw the call cancelled, ticking stopped");
+                return BALLAST_STATUS_CANCELLED;
+            }
+            char line[96];
+            uint64_t now = c->host->now_ms(c->host->host_data);
+            int len = snprintf(line, sizeof line, "{\"tick\":%lu,\"now_ms\":%llu}\n", i, (unsigned long long)now);
+            BallastBytes chunk = {(const uint8_t *)line, (size_t)len};
+            if (ctx->send(ctx->host_data, chunk) == BALLAST_STATUS_CANCELLED) {
+                set_message(err, "clock: the host took no more ticks, ticking stopped");
+                return BALLAST_STATUS_CANCELLED;
+            }
+        }
+    }
+    return clock_call(instance, request, response, err);
+}
+
 static void clock_free_buffer(BallastBuffer buffer) {
     free(buffer.ptr);
 }
@@ -277,6 +354,7 @@ static const BallastPluginVTable VTABLE = {
     .health = clock_health,
     .stats = clock_stats,
     .checkpoint = NULL, /* Optional: the clock keeps no state worth carrying over. */
+    .call_stream = clock_call_stream,
 };
 
 static const BallastLevelHints LEVELS[N_LEVELS] = {
@@ -294,8 +372,8 @@ static const BallastPluginDescriptor DESCRIPTOR = {
             .name = {(const uint8_t *)"clock", 5},
         },
     .version = {(const uint8_t *)"1.0.0", 5},
-    .sdk_version = {(const uint8_t *)"c-header-1.0", 12},
-    .capabilities = BALLAST_CAP_THREAD_SAFE_CALLS,
+    .sdk_version = {(const uint8_t *)"c-header-1.1", 12},
+    .capabilities = BALLAST_CAP_THREAD_SAFE_CALLS | BALLAST_CAP_STREAMING,
     .hints = {.cpu_share_millis = 10, .needs_gpu = 0, .n_levels = N_LEVELS, .levels = LEVELS},
     .vtable = &VTABLE,
 };

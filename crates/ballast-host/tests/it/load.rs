@@ -55,7 +55,7 @@ fn the_c_example_plugin_loads_and_declares_its_levels() {
     let library = PluginLibrary::load(&clock_plugin(), None).unwrap();
     let info = library.info();
     assert_eq!(info.name, "clock");
-    assert_eq!(info.abi, "1.0");
+    assert_eq!(info.abi, "1.1");
     assert_eq!(info.levels.len(), 2);
     assert_eq!(info.levels[1].name, "utc-only");
     assert!(library.thread_safe_calls());
@@ -126,7 +126,7 @@ fn another_abi_major_is_named_with_the_supported_range() {
     let error = load_error(&path);
     assert_eq!(
         error,
-        "plugin future (libfuture.so) was built for ABI 2.1; this ballast supports ABI 1.0-1.0"
+        "plugin future (libfuture.so) was built for ABI 2.1; this ballast supports ABI 1.0-1.1"
     );
 }
 

@@ -9,6 +9,7 @@ mod lifecycle;
 mod load;
 mod panics;
 mod process;
+mod native_stream;
 mod stream;
 mod support;
 mod trust;

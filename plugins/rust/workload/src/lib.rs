@@ -4,6 +4,21 @@
 //! The examples are integrations in miniature. Their memory and CPU cost must be real, so that
 //! enabling, lowering or shedding one changes the process's RSS and CPU measurably: the end-to-end
 //! load tests shed them to relieve real pressure.
+//!
+//! # Requests
+//!
+//! Every example built on [`Example`] (voice, android, discord, stubs) answers the same requests:
+//!
+//! * `stream:N[:BYTES[:DELAY_MS]]` streams `N` chunks (at most 10,000,000): chunk `i` is `i` in
+//!   decimal followed by a newline, or with `BYTES` (at most 1 MiB) exactly that many bytes, `i`
+//!   padded with dots and ended by a newline. With `DELAY_MS` (at most 60,000) it waits that long
+//!   between two chunks. It looks for cancellation before every chunk and every millisecond of a
+//!   wait, and stops as cancelled when it sees it. The last piece is the usual answer (below) with
+//!   `"chunks": N`. Called without streaming, the chunks and the last piece come as one answer.
+//! * `sleep-ignore:MS` sleeps `MS` milliseconds (at most 600,000) without ever looking at
+//!   cancellation, then answers as usual: a plugin the host must stop waiting for.
+//! * Anything else is answered at once with JSON naming the plugin, its level, the request echoed
+//!   back (`echo`), the calls served and the working set's size (plus what the integration adds).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ballast_sdk::{CreateContext, Health, Plugin, PluginError, PluginInfo};
+use ballast_sdk::{CallContext, Cancelled, CreateContext, Health, Plugin, PluginError, PluginInfo};
 use serde::{Deserialize, Serialize};
 
 /// Page size used to touch memory so that it becomes resident.
@@ -350,14 +365,211 @@ pub trait Integration: Send + Sync + 'static {
     }
 }
 
+/// What a request asks of an example (see the crate docs' list of requests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `stream:N[:BYTES[:DELAY_MS]]`.
+    Stream {
+        /// How many chunks.
+        chunks: u64,
+        /// Each chunk's size; `None`: the index and a newline.
+        bytes: Option<usize>,
+        /// The wait between two chunks.
+        delay: Duration,
+    },
+    /// `sleep-ignore:MS`.
+    SleepIgnoringCancellation(Duration),
+    /// Anything else: answered at once.
+    Echo,
+}
+
+impl Request {
+    /// Reads a request; `Err` names the request and what is wrong with it.
+    pub fn parse(request: &[u8]) -> Result<Request, String> {
+        let Ok(text) = std::str::from_utf8(request) else {
+            return Ok(Request::Echo);
+        };
+        let text = text.trim();
+        let number = |field: &str, value: &str, max: u64| -> Result<u64, String> {
+            match value.parse::<u64>() {
+                Ok(n) if n <= max => Ok(n),
+                Ok(n) => Err(format!(
+                    "request `{text}`: {field} is {n}, the most is {max}"
+                )),
+                Err(_) => Err(format!(
+                    "request `{text}`: {field} `{value}` is not a whole number"
+                )),
+            }
+        };
+        if let Some(spec) = text.strip_prefix("stream:") {
+            let fields: Vec<&str> = spec.split(':').collect();
+            if fields.len() > 3 {
+                return Err(format!(
+                    "request `{text}` has too many fields; it is stream:N[:BYTES[:DELAY_MS]]"
+                ));
+            }
+            let chunks = number("N", fields[0], 10_000_000)?;
+            let bytes = fields
+                .get(1)
+                .map(|b| number("BYTES", b, 1 << 20))
+                .transpose()?
+                .map(|b| b as usize);
+            let delay = fields
+                .get(2)
+                .map(|d| number("DELAY_MS", d, 60_000))
+                .transpose()?
+                .unwrap_or(0);
+            return Ok(Request::Stream {
+                chunks,
+                bytes,
+                delay: Duration::from_millis(delay),
+            });
+        }
+        if let Some(ms) = text.strip_prefix("sleep-ignore:") {
+            let ms = number("MS", ms, 600_000)?;
+            return Ok(Request::SleepIgnoringCancellation(Duration::from_millis(
+                ms,
+            )));
+        }
+        Ok(Request::Echo)
+    }
+}
+
+/// Chunk `index` of a stream: the index and a newline, or `bytes` bytes of the index padded with
+/// dots and ended by a newline.
+pub fn chunk(index: u64, bytes: Option<usize>) -> Vec<u8> {
+    let mut chunk = index.to_string().into_bytes();
+    match bytes {
+        None => chunk.push(b'\n'),
+        Some(0) => chunk.clear(),
+        Some(n) => {
+            chunk.resize(n, b'.');
+            chunk[n - 1] = b'\n';
+        }
+    }
+    chunk
+}
+
+/// Where a served request's chunks go: the host's call context, or (for a call that does not
+/// stream) the one answer.
+trait Chunks {
+    /// Hands on one chunk; `Err` once the call is cancelled.
+    fn send(&mut self, chunk: &[u8]) -> Result<(), Cancelled>;
+    /// Whether the call was cancelled.
+    fn cancelled(&self) -> bool;
+}
+
+impl Chunks for CallContext<'_> {
+    fn send(&mut self, chunk: &[u8]) -> Result<(), Cancelled> {
+        CallContext::send(self, chunk)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+}
+
+impl Chunks for Vec<u8> {
+    fn send(&mut self, chunk: &[u8]) -> Result<(), Cancelled> {
+        self.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Waits `delay`, looking for cancellation every millisecond.
+fn wait(delay: Duration, out: &dyn Chunks) -> Result<(), Cancelled> {
+    let until = Instant::now() + delay;
+    loop {
+        if out.cancelled() {
+            return Err(Cancelled);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(1)));
+    }
+}
+
 /// An example integration as a plugin: the workload sized by config and level, counters that
 /// survive a checkpoint, and a JSON answer naming the plugin, its level, the request echoed back
-/// and the calls served. Export one with `export_plugin!(Example<MyIntegration>)`.
+/// and the calls served; it streams on request (see the crate docs' list of requests). Export
+/// one with `export_plugin!(Example<MyIntegration>)`.
 pub struct Example<I: Integration> {
     workload: Workload,
     counters: Mutex<Counters>,
     started: bool,
     _integration: PhantomData<fn() -> I>,
+}
+
+impl<I: Integration> Example<I> {
+    /// Serves `request`, handing streamed chunks to `out`; returns the last piece.
+    fn serve(&self, request: &[u8], out: &mut dyn Chunks) -> Result<Vec<u8>, PluginError> {
+        let name = I::INFO.name;
+        let parsed =
+            Request::parse(request).map_err(|e| PluginError::invalid(format!("{name}: {e}")))?;
+        let mut extra = serde_json::Map::new();
+        match parsed {
+            Request::Stream {
+                chunks,
+                bytes,
+                delay,
+            } => {
+                for i in 0..chunks {
+                    if i > 0 && !delay.is_zero() {
+                        wait(delay, out).map_err(|c| stopped(name, i, chunks, c))?;
+                    }
+                    if out.cancelled() {
+                        return Err(stopped(name, i, chunks, Cancelled));
+                    }
+                    out.send(&chunk(i, bytes))
+                        .map_err(|c| stopped(name, i, chunks, c))?;
+                }
+                extra.insert("chunks".into(), chunks.into());
+            }
+            Request::SleepIgnoringCancellation(time) => std::thread::sleep(time),
+            Request::Echo => {}
+        }
+        self.answer(request, extra)
+    }
+
+    /// The JSON answer to `request`, counting the call.
+    fn answer(
+        &self,
+        request: &[u8],
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u8>, PluginError> {
+        let calls_served = {
+            let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            c.calls_served += 1;
+            c.calls_served
+        };
+        let level = self.workload.level();
+        let mut body = serde_json::Map::new();
+        body.insert("plugin".into(), I::INFO.name.into());
+        body.insert("level".into(), level.into());
+        body.insert(
+            "echo".into(),
+            String::from_utf8_lossy(request).into_owned().into(),
+        );
+        body.insert("calls_served".into(), calls_served.into());
+        body.insert(
+            "working_set_bytes".into(),
+            self.workload.working_set_bytes().into(),
+        );
+        body.extend(extra);
+        body.extend(I::describe(level));
+        serde_json::to_vec(&body).map_err(|e| PluginError::new(format!("{}: {e}", I::INFO.name)))
+    }
+}
+
+/// The error of a stream stopped as cancelled before chunk `at` of `of`.
+fn stopped(name: &str, at: u64, of: u64, _: Cancelled) -> PluginError {
+    PluginError::cancelled(format!("{name}: stream stopped after {at} of {of} chunks"))
 }
 
 impl<I: Integration> Plugin for Example<I> {
@@ -406,26 +618,18 @@ impl<I: Integration> Plugin for Example<I> {
     }
 
     fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {
-        let calls_served = {
-            let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-            c.calls_served += 1;
-            c.calls_served
-        };
-        let level = self.workload.level();
-        let mut body = serde_json::Map::new();
-        body.insert("plugin".into(), I::INFO.name.into());
-        body.insert("level".into(), level.into());
-        body.insert(
-            "echo".into(),
-            String::from_utf8_lossy(request).into_owned().into(),
-        );
-        body.insert("calls_served".into(), calls_served.into());
-        body.insert(
-            "working_set_bytes".into(),
-            self.workload.working_set_bytes().into(),
-        );
-        body.extend(I::describe(level));
-        serde_json::to_vec(&body).map_err(|e| PluginError::new(format!("{}: {e}", I::INFO.name)))
+        let mut whole = Vec::new();
+        let last = self.serve(request, &mut whole)?;
+        whole.extend_from_slice(&last);
+        Ok(whole)
+    }
+
+    fn call_stream(
+        &self,
+        request: &[u8],
+        ctx: &mut CallContext<'_>,
+    ) -> Result<Vec<u8>, PluginError> {
+        self.serve(request, ctx)
     }
 
     fn health(&self) -> Health {
@@ -506,6 +710,74 @@ mod tests {
         assert_eq!(w.threads(), 1);
         w.stop();
         assert_eq!(w.threads(), 0);
+    }
+
+    #[test]
+    fn requests_parse_and_bad_ones_name_the_field() {
+        assert_eq!(
+            Request::parse(b"stream:3"),
+            Ok(Request::Stream {
+                chunks: 3,
+                bytes: None,
+                delay: Duration::ZERO
+            })
+        );
+        assert_eq!(
+            Request::parse(b"stream:10000:64:5\n"),
+            Ok(Request::Stream {
+                chunks: 10_000,
+                bytes: Some(64),
+                delay: Duration::from_millis(5)
+            })
+        );
+        assert_eq!(
+            Request::parse(b"sleep-ignore:250"),
+            Ok(Request::SleepIgnoringCancellation(Duration::from_millis(
+                250
+            )))
+        );
+        assert_eq!(Request::parse(b"hello"), Ok(Request::Echo));
+        assert_eq!(Request::parse(&[0xff, 0xfe]), Ok(Request::Echo));
+        assert_eq!(
+            Request::parse(b"stream:x").unwrap_err(),
+            "request `stream:x`: N `x` is not a whole number"
+        );
+        assert_eq!(
+            Request::parse(b"stream:1:2097152").unwrap_err(),
+            "request `stream:1:2097152`: BYTES is 2097152, the most is 1048576"
+        );
+        assert!(
+            Request::parse(b"stream:1:2:3:4")
+                .unwrap_err()
+                .contains("too many fields")
+        );
+        assert!(Request::parse(b"sleep-ignore:").unwrap_err().contains("MS"));
+    }
+
+    #[test]
+    fn chunks_carry_their_index_at_the_size_asked() {
+        assert_eq!(chunk(12, None), b"12\n");
+        assert_eq!(chunk(12, Some(6)), b"12...\n");
+        assert_eq!(chunk(12345, Some(3)), b"12\n");
+        assert_eq!(chunk(7, Some(1)), b"\n");
+        assert!(chunk(7, Some(0)).is_empty());
+    }
+
+    #[test]
+    fn a_wait_ends_early_when_cancelled() {
+        /// A call cancelled from the start.
+        struct Gone;
+        impl Chunks for Gone {
+            fn send(&mut self, _: &[u8]) -> Result<(), Cancelled> {
+                Err(Cancelled)
+            }
+            fn cancelled(&self) -> bool {
+                true
+            }
+        }
+        // The hour-long wait returns at once with the cancellation.
+        assert_eq!(wait(Duration::from_secs(3600), &Gone), Err(Cancelled));
+        assert_eq!(wait(Duration::ZERO, &Vec::new()), Ok(()));
     }
 
     #[test]
