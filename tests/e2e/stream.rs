@@ -59,6 +59,13 @@ priority = 10
 call_timeout = "20s"
 drain_timeout = "300ms"
 max_concurrent_calls = 4
+
+[[default.plugins]]
+name = "stubs"
+path = "libstubs.so"
+priority = 100
+essential = true
+config = {{ workload = {{ working_set_mb = [1], cpu_duty = 0.0 }} }}
 "#,
         echo.display()
     )
@@ -71,8 +78,9 @@ fn start() -> (tempfile::TempDir, Daemon) {
     std::fs::write(&echo, ECHO).unwrap();
     std::fs::set_permissions(&echo, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut daemon = support::start(dir.path(), &config(&echo));
-    daemon.wait_until(Duration::from_secs(30), "echo up", |d| {
+    daemon.wait_until(Duration::from_secs(30), "echo and stubs up", |d| {
         d.json("/plugins/echo")["state"] == "enabled"
+            && d.json("/plugins/stubs")["state"] == "enabled"
     });
     (dir, daemon)
 }
@@ -235,4 +243,60 @@ fn the_cli_calls_a_plugin_whole_and_streamed() {
     assert_eq!(output.status.code(), Some(124), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ended deadline"), "{stderr}");
+}
+
+#[test]
+fn a_plugin_that_streams_sends_its_chunks_in_order_and_a_deadline_stops_it_mid_stream() {
+    let (_dir, mut daemon) = start();
+    // Three chunks 100 ms apart, then the last piece (the usual answer), as events in order.
+    let text = read_all(post_raw(
+        &daemon,
+        "/plugins/stubs/call",
+        "stream:3:4:100",
+        &[("Accept", "text/event-stream")],
+    ));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let positions: Vec<usize> = [
+        "data: 0..",
+        "data: 1..",
+        "data: 2..",
+        r#""chunks":3"#,
+        "event: end",
+    ]
+    .iter()
+    .map(|needle| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {text}"))
+    })
+    .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(text.contains(r#""outcome":"done""#), "{text}");
+
+    // As a chunked byte stream: the chunks' bytes, then the last piece.
+    let text = read_all(post_raw(
+        &daemon,
+        "/plugins/stubs/call",
+        "stream:3:4",
+        &[("Accept", "application/octet-stream")],
+    ));
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(text.contains("0..\n"), "{text}");
+
+    // A deadline mid-stream: the chunks so far, then `deadline`; the plugin saw the cancellation
+    // (it stopped, so the call is counted as cancelled for its deadline).
+    let text = read_all(post_raw(
+        &daemon,
+        "/plugins/stubs/call",
+        "stream:1000:4:50",
+        &[
+            ("Accept", "text/event-stream"),
+            ("X-Ballast-Deadline", "400ms"),
+        ],
+    ));
+    assert!(text.contains("data: 0.."), "{text}");
+    assert!(text.contains(r#""outcome":"deadline""#), "{text}");
+    daemon.wait_until(Duration::from_secs(30), "the deadline counted", |d| {
+        d.json("/plugins/stubs")["stats"]["cancellations"]["deadline"] == 1
+    });
+    assert_eq!(daemon.json("/plugins/stubs")["state"], "enabled");
 }
