@@ -114,8 +114,13 @@ mod tests {
         assert!(error(Endpoint::Decisions, "tail=-1", "").contains("invalid query string"));
         assert_eq!(
             parse_request(Endpoint::Call, "caller=a", b"hi", Some(b"assistant")).unwrap(),
-            "call by assistant with 2 bytes"
+            "call by assistant with 2 bytes, deadline None"
         );
+        assert_eq!(
+            parse_request(Endpoint::Call, "timeout=250", b"", None).unwrap(),
+            "call by - with 0 bytes, deadline Some(250ms)"
+        );
+        assert!(error(Endpoint::Call, "timeout=soon", "").contains("invalid deadline `soon`"));
         let e = parse_request(Endpoint::Call, "", b"", Some(b"bad caller")).unwrap_err();
         assert!(
             e.to_string().contains("invalid caller name `bad caller`"),
