@@ -792,7 +792,11 @@ impl ProcessInstance {
         }
         let data = request.to_vec();
         self.request("call", self.plugin.config.call_timeout, |id| {
-            HostMessage::Call { id, data }
+            HostMessage::Call {
+                id,
+                data,
+                deadline_ms: None,
+            }
         })
         .map(Option::unwrap_or_default)
     }

@@ -181,10 +181,11 @@ pub fn run(
     }
     while let Some(message) = lines.next() {
         let answer = match message {
-            HostMessage::Call { id, data } => {
+            HostMessage::Call { id, data, .. } => {
                 let _ = calls.send((id, data));
                 continue;
             }
+            HostMessage::Cancel { .. } => continue,
             HostMessage::SetLevel { id, level } => {
                 result(id, instance.set_level(level, wait).map(|()| None))
             }
@@ -225,7 +226,7 @@ fn reply_error(output: &Output, message: &HostMessage, text: &str) {
         | HostMessage::SetLevel { id, .. }
         | HostMessage::Drain { id, .. }
         | HostMessage::Checkpoint { id } => Some(*id),
-        HostMessage::Init { .. } => None,
+        HostMessage::Init { .. } | HostMessage::Cancel { .. } => None,
     };
     send(
         output,
@@ -301,7 +302,7 @@ impl<R: Read> Lines<R> {
                         Ok(message) => return Some(message),
                         Err(error) => tracing::warn!(%error, "ignoring a bad line from the host"),
                     },
-                    Line::TooLong { len } => {
+                    Line::TooLong { len, .. } => {
                         tracing::warn!(len, "ignoring an over-long line from the host")
                     }
                 }
