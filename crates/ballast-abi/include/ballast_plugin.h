@@ -252,6 +252,10 @@ typedef struct {
 // The plugin is healthy but degraded (used by `health`).
 #define BALLAST_STATUS_DEGRADED 5
 
+// The call was cancelled before it finished: its caller went away, its deadline passed, or the
+// plugin was shed with the call still running.
+#define BALLAST_STATUS_CANCELLED 6
+
 #endif  /* BALLAST_PLUGIN_H */
 
 #ifdef __cplusplus

@@ -70,6 +70,9 @@ pub const BALLAST_STATUS_UNSUPPORTED: BallastStatus = 3;
 pub const BALLAST_STATUS_INVALID_ARGUMENT: BallastStatus = 4;
 /// The plugin is healthy but degraded (used by `health`).
 pub const BALLAST_STATUS_DEGRADED: BallastStatus = 5;
+/// The call was cancelled before it finished: its caller went away, its deadline passed, or the
+/// plugin was shed with the call still running.
+pub const BALLAST_STATUS_CANCELLED: BallastStatus = 6;
 
 /// Capability: `call`, `health` and `stats` may be called from several threads at once.
 pub const BALLAST_CAP_THREAD_SAFE_CALLS: u64 = 1 << 0;
