@@ -9,5 +9,6 @@ mod lifecycle;
 mod load;
 mod panics;
 mod process;
+mod stream;
 mod support;
 mod trust;
