@@ -12,3 +12,4 @@ mod process;
 mod stream;
 mod support;
 mod trust;
+mod worker;
