@@ -44,5 +44,5 @@ pub use library::{
 };
 pub use process::{ProcessOptions, StandaloneProcess};
 pub use slot::{EventSink, Reply};
-pub use stream::{CallIo, CancelReason, CancelToken, ChunkSink};
+pub use stream::{CallIo, CancelHook, CancelReason, CancelToken, ChunkSink};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

@@ -7,9 +7,9 @@
 //! A call is a `call` line and its answer: any number of `chunk` lines, handed to the caller's
 //! [`CallIo`] in order as they arrive, then a `response` (or an `error`). The process's reader
 //! thread routes each line to the request it answers ([`Pending`]); the caller's thread waits for
-//! them and watches the call's cancellation, and once it is cancelled (the caller went away, its
-//! deadline passed) sends `cancel` and stops waiting at once. What still comes for a request the
-//! host gave up on is dropped.
+//! them, and is woken when the call is cancelled (the caller went away, its deadline passed): it
+//! then sends `cancel` and stops waiting at once. What still comes for a request the host gave
+//! up on is dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -121,10 +121,6 @@ fn fault(message: impl Into<String>) -> PluginFault {
         message: message.into(),
     }
 }
-
-/// How often a call waiting for its answer looks at its cancellation (a deadline is waited for
-/// exactly). It bounds how late a cancelled call sends `cancel`.
-const CANCEL_POLL: Duration = Duration::from_millis(5);
 
 /// How a call ended without an answer.
 enum CallEnd {
@@ -301,6 +297,8 @@ enum Event {
     Chunk(Vec<u8>),
     /// Its `response` (with its data), or why it failed.
     Done(Result<Option<Vec<u8>>, Failure>),
+    /// The call's token was cancelled: the waiting thread looks at it.
+    Wake,
 }
 
 /// Why a request failed.
@@ -349,7 +347,18 @@ impl Pending {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(&self, id: u64) -> Result<crossbeam_channel::Receiver<Event>, String> {
+    /// Waits for `id`: what comes for it arrives on the receiver, and the sender is there to
+    /// wake the waiting thread.
+    fn register(
+        &self,
+        id: u64,
+    ) -> Result<
+        (
+            crossbeam_channel::Sender<Event>,
+            crossbeam_channel::Receiver<Event>,
+        ),
+        String,
+    > {
         let mut map = self.lock();
         if let Some(reason) = &map.closed {
             return Err(reason.clone());
@@ -357,8 +366,8 @@ impl Pending {
         // Unbounded: the reader thread serves every request of the process and must never
         // block on one slow caller. The caller's thread drains it as the parts arrive.
         let (tx, rx) = crossbeam_channel::unbounded();
-        map.waiting.insert(id, tx);
-        Ok(rx)
+        map.waiting.insert(id, tx.clone());
+        Ok((tx, rx))
     }
 
     /// A part of the answer to `id`.
@@ -857,7 +866,7 @@ impl ProcessInstance {
         message: impl FnOnce(u64) -> HostMessage,
     ) -> Result<Option<Vec<u8>>, PluginFault> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let events = self.pending.register(id).map_err(fault)?;
+        let (_, events) = self.pending.register(id).map_err(fault)?;
         if let Err(error) = self.child.send(&message(id)) {
             self.pending.forget(id);
             return Err(fault(format!("cannot send the {what} request: {error}")));
@@ -870,6 +879,7 @@ impl ProcessInstance {
                 Ok(Event::Chunk(_)) => {
                     tracing::debug!(plugin = %self.plugin.config.name, id, "dropping a chunk sent for a {what} request");
                 }
+                Ok(Event::Wake) => {}
                 Err(_) => {
                     self.pending.abandon(id);
                     return Err(fault(format!(
@@ -882,8 +892,8 @@ impl ProcessInstance {
     }
 
     /// A call: sends it with the deadline of `io`, hands the parts of its answer to `io` as they
-    /// arrive and returns the data of its `response`. Once `io` is cancelled (looked at every
-    /// [`CANCEL_POLL`] and at each part), it sends `cancel` and returns at once.
+    /// arrive and returns the data of its `response`. Once `io` is cancelled (its token wakes
+    /// the wait, and its deadline ends it), it sends `cancel` and returns at once.
     fn run_call(&self, request: &[u8], io: &mut CallIo) -> Result<Vec<u8>, CallEnd> {
         if !self.plugin.protocol {
             return Err(CallEnd::Fault(PluginFault {
@@ -897,7 +907,7 @@ impl ProcessInstance {
             return Err(CallEnd::Cancelled(reason));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let events = self
+        let (wake, events) = self
             .pending
             .register(id)
             .map_err(|reason| CallEnd::Fault(fault(reason)))?;
@@ -914,12 +924,17 @@ impl ProcessInstance {
                 "cannot send the call request: {error}"
             ))));
         }
+        let _hook = io.token().on_cancel(move || {
+            let _ = wake.send(Event::Wake);
+        });
         loop {
-            let wait = io.deadline_instant().map_or(CANCEL_POLL, |at| {
-                at.saturating_duration_since(Instant::now())
-                    .min(CANCEL_POLL)
-            });
-            match events.recv_timeout(wait) {
+            let event = match io.deadline_instant() {
+                Some(at) => events.recv_deadline(at),
+                None => events
+                    .recv()
+                    .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
+            };
+            match event {
                 Ok(Event::Chunk(data)) => {
                     // False once the call is cancelled, or its listener went away.
                     if !io.send(&data) {
@@ -934,7 +949,7 @@ impl ProcessInstance {
                     }
                     return Err(CallEnd::Fault(fault(failure.into_message())));
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Ok(Event::Wake) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     return Err(CallEnd::Fault(fault(
                         "the call was dropped without an answer",

@@ -8,8 +8,8 @@
 //! `response`) has its whole answer sent as one chunk. A plugin that does not look at its
 //! context is not waited for once the call is cancelled: its result is dropped.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ballast_core::Timestamp;
@@ -55,9 +55,29 @@ impl CancelReason {
 }
 
 /// A call's cancellation, shared by the caller, the host and the plugin's side. The first reason
-/// given sticks.
-#[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<AtomicU8>);
+/// given sticks. Whoever waits for the call can be woken when it is cancelled
+/// ([`CancelToken::on_cancel`]).
+#[derive(Clone, Default)]
+pub struct CancelToken(Arc<TokenState>);
+
+#[derive(Default)]
+struct TokenState {
+    reason: AtomicU8,
+    wakers: Mutex<Wakers>,
+}
+
+/// What runs when a token is cancelled, each with the id its [`CancelHook`] removes it by.
+#[derive(Default)]
+struct Wakers {
+    next: u64,
+    waiting: Vec<(u64, Box<dyn FnOnce() + Send>)>,
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CancelToken").field(&self.reason()).finish()
+    }
+}
 
 impl CancelToken {
     /// A token not cancelled.
@@ -65,21 +85,70 @@ impl CancelToken {
         CancelToken::default()
     }
 
-    /// Cancels the call for `reason`, unless it was cancelled already.
+    /// Cancels the call for `reason`, unless it was cancelled already, and wakes whoever waits.
     pub fn cancel(&self, reason: CancelReason) {
-        let _ = self
+        let first = self
             .0
-            .compare_exchange(0, reason.code(), Ordering::SeqCst, Ordering::SeqCst);
+            .reason
+            .compare_exchange(0, reason.code(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if first {
+            let woken = std::mem::take(&mut self.wakers().waiting);
+            for (_, wake) in woken {
+                wake();
+            }
+        }
     }
 
     /// Why the call was cancelled, if it was.
     pub fn reason(&self) -> Option<CancelReason> {
-        CancelReason::from_code(self.0.load(Ordering::SeqCst))
+        CancelReason::from_code(self.0.reason.load(Ordering::SeqCst))
     }
 
     /// Whether the call was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst) != 0
+        self.0.reason.load(Ordering::SeqCst) != 0
+    }
+
+    /// Runs `wake` once when the call is cancelled (at once when it already is), unless the
+    /// returned hook is dropped first. `wake` runs on the thread that cancels, so it should
+    /// only wake (send on a channel, notify), not work.
+    pub fn on_cancel(&self, wake: impl FnOnce() + Send + 'static) -> CancelHook {
+        let mut wakers = self.wakers();
+        // Checked under the lock `cancel` takes to wake: a cancel either came before (and
+        // `wake` runs here) or finds `wake` waiting.
+        if self.is_cancelled() {
+            drop(wakers);
+            wake();
+            return CancelHook { token: None, id: 0 };
+        }
+        let id = wakers.next;
+        wakers.next += 1;
+        wakers.waiting.push((id, Box::new(wake)));
+        CancelHook {
+            token: Some(self.clone()),
+            id,
+        }
+    }
+
+    fn wakers(&self) -> std::sync::MutexGuard<'_, Wakers> {
+        self.0.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A wake registered with [`CancelToken::on_cancel`]; dropping it removes the wake if it has
+/// not run.
+#[must_use = "dropping the hook removes the wake at once"]
+pub struct CancelHook {
+    token: Option<CancelToken>,
+    id: u64,
+}
+
+impl Drop for CancelHook {
+    fn drop(&mut self) {
+        if let Some(token) = &self.token {
+            token.wakers().waiting.retain(|(id, _)| *id != self.id);
+        }
     }
 }
 
@@ -245,5 +314,28 @@ mod tests {
         token.cancel(CancelReason::Shed);
         token.cancel(CancelReason::Caller);
         assert_eq!(token.reason(), Some(CancelReason::Shed));
+    }
+
+    #[test]
+    fn a_wake_runs_once_on_cancel_and_not_after_its_hook_is_dropped() {
+        let token = CancelToken::new();
+        let woken = Arc::new(AtomicU8::new(0));
+        let count = |woken: &Arc<AtomicU8>| {
+            let woken = Arc::clone(woken);
+            move || {
+                woken.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let kept = token.on_cancel(count(&woken));
+        let dropped = token.on_cancel(count(&woken));
+        drop(dropped);
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        token.cancel(CancelReason::Caller);
+        token.cancel(CancelReason::Deadline);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "the kept wake ran once");
+        // On a token already cancelled, a wake runs at once.
+        let _late = token.on_cancel(count(&woken));
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        drop(kept);
     }
 }

@@ -6,7 +6,7 @@
 //! assertion.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use ballast_abi::BALLAST_STATUS_CANCELLED;
@@ -202,38 +202,66 @@ fn a_plain_call_joins_the_chunks_into_its_answer() {
     assert_eq!(answer, b"part 0;part 1;part 2;end");
 }
 
+/// Starts `hang` (a call without a deadline that the plugin never answers) on a thread of its
+/// own, cancels it for `reason` once the plugin has it, and returns how it ended: only the cancel
+/// can end it (within 30 s, or the test fails).
+fn cancel_hanging_call(
+    process: &Arc<StandaloneProcess>,
+    reason: CancelReason,
+) -> Result<Vec<u8>, PluginFault> {
+    let cancel = CancelToken::new();
+    let (mut io, chunks) = streamed(cancel.clone(), None);
+    let (done, ended) = mpsc::channel();
+    let (thread_id, caller_thread) = mpsc::channel();
+    let caller = Arc::clone(process);
+    std::thread::spawn(move || {
+        let _ = thread_id.send(nix::unistd::gettid());
+        let _ = done.send(caller.call_stream(b"hang", &mut io));
+    });
+    let started = chunks.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(started.starts_with("started "), "{started}");
+    // Once the calling thread sleeps, it waits for the plugin, which sends nothing more: only a
+    // wake from the cancel can end the wait.
+    let stat = format!("/proc/self/task/{}/stat", caller_thread.recv().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
+    {
+        assert!(Instant::now() < deadline, "the calling thread never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cancel.cancel(reason);
+    ended
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the cancelled call returned")
+}
+
 #[test]
 fn a_cancelled_call_sends_cancel_and_returns_without_its_answer() {
-    let f = start(false);
-    let cancel = CancelToken::new();
-    let (mut io, chunks) = streamed(cancel.clone(), deadline(Duration::from_secs(30)));
-    std::thread::scope(|scope| {
-        let call = scope.spawn(|| f.process.call_stream(b"hang", &mut io));
-        let started = chunks.recv_timeout(Duration::from_secs(30)).unwrap();
-        assert_eq!(started, "started 1");
-        cancel.cancel(CancelReason::Caller);
-        // The plugin never answers `hang`: the call returns because it was cancelled.
-        assert_cancelled(call.join().unwrap(), "its caller went away");
-    });
-    wait_for_file(f.dir.path(), "cancelled-1");
+    let Fixture { process, dir } = start(false);
+    let process = Arc::new(process);
+    assert_cancelled(
+        cancel_hanging_call(&process, CancelReason::Caller),
+        "its caller went away",
+    );
+    wait_for_file(dir.path(), "cancelled-1");
     // The process goes on.
-    assert_eq!(f.process.call(b"whole").unwrap(), b"whole answer");
+    assert_eq!(process.call(b"whole").unwrap(), b"whole answer");
 }
 
 #[test]
 fn a_plugin_that_ignores_cancel_is_not_waited_for() {
-    let f = start(true);
-    let cancel = CancelToken::new();
-    let (mut io, chunks) = streamed(cancel.clone(), deadline(Duration::from_secs(30)));
-    std::thread::scope(|scope| {
-        let call = scope.spawn(|| f.process.call_stream(b"hang", &mut io));
-        chunks.recv_timeout(Duration::from_secs(30)).unwrap();
-        cancel.cancel(CancelReason::Shed);
-        assert_cancelled(call.join().unwrap(), "the plugin is being shed");
-    });
-    assert_eq!(f.process.call(b"whole").unwrap(), b"whole answer");
+    let Fixture { process, dir } = start(true);
+    let process = Arc::new(process);
+    assert_cancelled(
+        cancel_hanging_call(&process, CancelReason::Shed),
+        "the plugin is being shed",
+    );
+    assert_eq!(process.call(b"whole").unwrap(), b"whole answer");
     assert!(
-        !f.dir.path().join("cancelled-1").exists(),
+        !dir.path().join("cancelled-1").exists(),
         "this plugin ignores cancel"
     );
 }
