@@ -1,14 +1,17 @@
 //! Fuzz target: the process-plugin control protocol, as the host reads a plugin's stdout and a
 //! worker reads the host's stdin. The input is the bytes on the pipe (so the seeds are real
 //! protocol lines); its first two bytes also choose the buffer's line limit and the chunk sizes
-//! it arrives in. The chunks are fed to a `LineBuffer`, and the lines must be exactly those of a plain split (whatever the chunking,
-//! over-long lines reported with their length), every line parses or is refused with a reason,
-//! and every accepted message encodes to a line that parses back to the same message.
+//! it arrives in. The chunks are fed to a `LineBuffer`, and the lines must be exactly those of a
+//! plain split (whatever the chunking, over-long lines reported with their length and start),
+//! every line parses or is refused with a reason, the request a line answers is read without a
+//! panic (and, from an answer ballast encodes, is its id), and every accepted message encodes to
+//! a line that parses back to the same message.
 
 #![no_main]
 
 use ballast_process::protocol::{
-    Line, LineBuffer, encode_line, parse_host_message, parse_plugin_message,
+    LINE_HEAD_BYTES, Line, LineBuffer, PluginMessage, encode_line, parse_host_message,
+    parse_plugin_message, request_id,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
@@ -21,7 +24,10 @@ fn reference(stream: &[u8], max: usize) -> Vec<Line> {
     let last = parts.pop().unwrap_or(&[]);
     let mut emit = |part: &[u8]| {
         if part.len() > max {
-            lines.push(Line::TooLong { len: part.len() });
+            lines.push(Line::TooLong {
+                len: part.len(),
+                head: part[..part.len().min(LINE_HEAD_BYTES)].to_vec(),
+            });
         } else {
             lines.push(Line::Complete(part.to_vec()));
         }
@@ -56,10 +62,11 @@ fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
+/// Encodes `message`, checks the line parses back to the same message, and returns the line.
 fn round_trips<T: Serialize + std::fmt::Debug>(
     message: &T,
     parse: impl Fn(&[u8]) -> Result<T, ballast_process::protocol::ProtocolError>,
-) {
+) -> Vec<u8> {
     let line = encode_line(message);
     assert_eq!(line.last(), Some(&b'\n'));
     assert!(
@@ -71,6 +78,24 @@ fn round_trips<T: Serialize + std::fmt::Debug>(
     let a = serde_json::to_value(message).expect("a message is JSON");
     let b = serde_json::to_value(&again).expect("a message is JSON");
     assert!(same(&a, &b), "{a} read back as {b}");
+    line
+}
+
+/// The request an answer ballast encodes is read back from its line, and from its start no
+/// other request is.
+fn answers(message: &PluginMessage, line: &[u8]) {
+    let line = &line[..line.len() - 1];
+    let id = match message {
+        PluginMessage::Chunk { id, .. }
+        | PluginMessage::Response { id, .. }
+        | PluginMessage::Error { id: Some(id), .. } => *id,
+        _ => return,
+    };
+    assert_eq!(request_id(line), Some(id), "{message:?}");
+    for cut in [line.len() / 2, LINE_HEAD_BYTES.min(line.len())] {
+        let read = request_id(&line[..cut]);
+        assert!(read.is_none() || read == Some(id), "{read:?} from a start of {message:?}");
+    }
 }
 
 fuzz_target!(|stream: &[u8]| {
@@ -93,12 +118,19 @@ fuzz_target!(|stream: &[u8]| {
 
     // Each line as the host reads it from a plugin, and as a worker reads it from the host.
     for line in stream.split(|b| *b == b'\n') {
+        // Whatever the line, reading the request it answers never panics.
+        let _ = request_id(line);
         match parse_plugin_message(line) {
-            Ok(message) => round_trips(&message, parse_plugin_message),
+            Ok(message) => {
+                let encoded = round_trips(&message, parse_plugin_message);
+                answers(&message, &encoded);
+            }
             Err(e) => assert!(!e.to_string().is_empty()),
         }
         match parse_host_message(line) {
-            Ok(message) => round_trips(&message, parse_host_message),
+            Ok(message) => {
+                round_trips(&message, parse_host_message);
+            }
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }

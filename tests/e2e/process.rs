@@ -117,6 +117,19 @@ fn proc_state(pid: u32) -> Option<char> {
     state.chars().next().filter(|c| *c != 'Z')
 }
 
+/// The indexer's answer (JSON lines: a result each, then a summary) as its summary with the
+/// results in `results`.
+fn indexer_answer(body: &str) -> serde_json::Value {
+    let mut lines: Vec<serde_json::Value> = body
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {body}")))
+        .collect();
+    let mut summary = lines.pop().unwrap_or_else(|| panic!("no summary: {body}"));
+    summary["results"] = serde_json::Value::Array(lines);
+    summary
+}
+
 fn cli(daemon: &Daemon, args: &[&str]) -> String {
     let out = ballast()
         .args(args)
@@ -148,7 +161,7 @@ fn process_plugins_run_beside_native_ones_and_are_shed_restored_and_suspended() 
     });
     let (status, body) = daemon.post("/plugins/indexer/call", "basil").unwrap();
     assert_eq!(status, 200, "{body}");
-    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let answer = indexer_answer(&body);
     assert!(
         answer["results"][0]["file"]
             .as_str()
@@ -177,7 +190,7 @@ fn process_plugins_run_beside_native_ones_and_are_shed_restored_and_suspended() 
     wait_state(&mut daemon, "indexer", "enabled");
     assert_ne!(pid(&daemon, "indexer"), first);
     let (_, body) = daemon.post("/plugins/indexer/call", "basil").unwrap();
-    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let answer = indexer_answer(&body);
     assert_eq!(answer["queries"], 2, "the count came back: {body}");
 
     // Suspended from the CLI: the process is stopped (T), calls answer 503; resumed, it runs.

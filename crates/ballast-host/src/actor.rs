@@ -257,6 +257,10 @@ impl Handler<Call> for PluginHostActor {
         let host = Arc::clone(&self.host);
         Box::pin(async move {
             match await_answer(rx, cancel.as_ref(), timeout).await {
+                Awaited::Answer(Err(CallError::Cancelled {
+                    reason: CancelReason::Deadline,
+                    ..
+                })) => Err(host.timed_out(&msg.plugin, timeout)),
                 Awaited::Answer(result) => result,
                 Awaited::WorkerStopped => Err(worker_stopped(msg.plugin)),
                 Awaited::TimedOut => Err(host.timed_out(&msg.plugin, timeout)),
@@ -301,6 +305,11 @@ impl Handler<CallWhenReady> for PluginHostActor {
             };
             let wait = deadline.map_or(wait, |d| d.min(wait));
             match await_answer(rx, cancel.as_ref(), wait).await {
+                // The plugin's side saw the deadline first: the same answer as the wait's.
+                Awaited::Answer(Err(CallError::Cancelled {
+                    reason: CancelReason::Deadline,
+                    ..
+                })) => Err(host.timed_out(&msg.plugin, wait)),
                 Awaited::Answer(result) => result,
                 Awaited::WorkerStopped => Err(worker_stopped(msg.plugin)),
                 Awaited::Cancelled(reason) => {
@@ -349,11 +358,15 @@ async fn await_answer(
     timeout: Duration,
 ) -> Awaited {
     let (cancelled_tx, cancelled_rx) = tokio::sync::oneshot::channel();
-    if let Some(token) = cancel {
-        token.on_cancel(Box::new(move |reason| {
-            let _ = cancelled_tx.send(reason);
-        }));
-    }
+    // Held while waiting; dropped with this future, it takes its wake off the token.
+    let _hook = cancel.map(|token| {
+        let reason_of = token.clone();
+        token.on_cancel(move || {
+            if let Some(reason) = reason_of.reason() {
+                let _ = cancelled_tx.send(reason);
+            }
+        })
+    });
     let cancelled = async move {
         match cancelled_rx.await {
             Ok(reason) => reason,

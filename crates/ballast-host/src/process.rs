@@ -3,15 +3,22 @@
 //! what one such plugin keeps across its processes (how to start it, its log, its supervision
 //! figures); [`ProcessInstance`] is one running process behind the protocol, as the host's
 //! lifecycle and call code sees it.
+//!
+//! A call is a `call` line and its answer: any number of `chunk` lines, handed to the caller's
+//! [`CallIo`] in order as they arrive, then a `response` (or an `error`). The process's reader
+//! thread routes each line to the request it answers ([`Pending`]); the caller's thread waits for
+//! them, and is woken when the call is cancelled (the caller went away, its deadline passed): it
+//! then sends `cancel` and stops waiting at once. What still comes for a request the host gave
+//! up on is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ballast_abi::{BALLAST_STATUS_ERROR, BALLAST_STATUS_UNSUPPORTED};
+use ballast_abi::{BALLAST_STATUS_CANCELLED, BALLAST_STATUS_ERROR, BALLAST_STATUS_UNSUPPORTED};
 use ballast_core::Timestamp;
 use ballast_core::plugin::{PluginAlert, ProcessStatus, ProcessUsage, ProgressStatus};
 use ballast_process::protocol::Described;
@@ -25,6 +32,7 @@ use crate::config::{Isolation, PluginConfig, PluginKind, Protocol};
 use crate::host_api::Clock;
 use crate::instance::PluginFault;
 use crate::library::{LevelInfo, PluginInfo};
+use crate::stream::{CallIo, CancelReason, CancelToken};
 use crate::trust::FileTrust;
 
 /// Options the host gives every plugin that runs in a process.
@@ -112,6 +120,32 @@ fn fault(message: impl Into<String>) -> PluginFault {
         status: BALLAST_STATUS_ERROR,
         message: message.into(),
     }
+}
+
+/// How a call ended without an answer.
+enum CallEnd {
+    /// It was cancelled (and the plugin sent `cancel` once it had the call).
+    Cancelled(CancelReason),
+    /// It failed.
+    Fault(PluginFault),
+}
+
+/// The fault of a cancelled call.
+fn cancelled(reason: CancelReason) -> PluginFault {
+    let why = match reason {
+        CancelReason::Caller => "its caller went away",
+        CancelReason::Deadline => "its deadline passed",
+        CancelReason::Shed => "the plugin is being shed",
+    };
+    PluginFault {
+        status: BALLAST_STATUS_CANCELLED,
+        message: format!("the call was cancelled: {why}"),
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How to start the plugin's process: the program and arguments from its config, or a worker
@@ -250,56 +284,148 @@ fn described_info(config: &PluginConfig, version: Option<String>, d: &Described)
     }
 }
 
-/// Calls and other requests waiting for their answer.
+/// Calls and other requests waiting for their answer, by id.
 #[derive(Default)]
 struct Pending {
     map: Mutex<PendingMap>,
 }
 
-type Answer = Result<Option<Vec<u8>>, String>;
+/// What comes for a request while it waits: parts of a call's answer, then its end.
+#[derive(Debug)]
+enum Event {
+    /// A `chunk`.
+    Chunk(Vec<u8>),
+    /// Its `response` (with its data), or why it failed.
+    Done(Result<Option<Vec<u8>>, Failure>),
+    /// The call's token was cancelled: the waiting thread looks at it.
+    Wake,
+}
+
+/// Why a request failed.
+#[derive(Debug)]
+enum Failure {
+    /// The plugin answered `error`.
+    Plugin(String),
+    /// A line for it broke the protocol: the host gave it up, and the plugin should stop.
+    Protocol(String),
+    /// The process exited.
+    Closed(String),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Failure::Plugin(m) | Failure::Protocol(m) | Failure::Closed(m) => m,
+        }
+    }
+}
+
+/// How many requests the host gave up on are remembered, so that what still comes for them is
+/// dropped quietly rather than reported as a stray answer.
+const ABANDONED_KEPT: usize = 1024;
 
 #[derive(Default)]
 struct PendingMap {
-    waiting: HashMap<u64, crossbeam_channel::Sender<Answer>>,
+    waiting: HashMap<u64, crossbeam_channel::Sender<Event>>,
+    /// Requests given up (cancelled, timed out, broken), newest ids last.
+    abandoned: BTreeSet<u64>,
     /// Set when the process exited: why new requests fail at once.
     closed: Option<String>,
 }
 
+impl PendingMap {
+    fn give_up(&mut self, id: u64) {
+        self.abandoned.insert(id);
+        while self.abandoned.len() > ABANDONED_KEPT {
+            self.abandoned.pop_first();
+        }
+    }
+}
+
 impl Pending {
-    fn register(&self, id: u64) -> Result<crossbeam_channel::Receiver<Answer>, String> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingMap> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for `id`: what comes for it arrives on the receiver, and the sender is there to
+    /// wake the waiting thread.
+    fn register(
+        &self,
+        id: u64,
+    ) -> Result<
+        (
+            crossbeam_channel::Sender<Event>,
+            crossbeam_channel::Receiver<Event>,
+        ),
+        String,
+    > {
+        let mut map = self.lock();
         if let Some(reason) = &map.closed {
             return Err(reason.clone());
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        map.waiting.insert(id, tx);
-        Ok(rx)
+        // Unbounded: the reader thread serves every request of the process and must never
+        // block on one slow caller. The caller's thread drains it as the parts arrive.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        map.waiting.insert(id, tx.clone());
+        Ok((tx, rx))
     }
 
-    fn complete(&self, id: u64, answer: Answer) {
-        let sender = self
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .waiting
-            .remove(&id);
-        if let Some(sender) = sender {
-            let _ = sender.send(answer);
+    /// A part of the answer to `id`.
+    fn chunk(&self, plugin: &str, id: u64, data: Vec<u8>) {
+        let map = self.lock();
+        match map.waiting.get(&id) {
+            Some(sender) => {
+                let _ = sender.send(Event::Chunk(data));
+            }
+            None if map.abandoned.contains(&id) => {
+                tracing::debug!(plugin, id, "dropping a chunk of a call given up on");
+            }
+            None => tracing::debug!(plugin, id, "dropping a chunk for no waiting request"),
         }
     }
 
+    /// The end of the request `id`.
+    fn complete(&self, plugin: &str, id: u64, end: Result<Option<Vec<u8>>, Failure>) {
+        let mut map = self.lock();
+        match map.waiting.remove(&id) {
+            Some(sender) => {
+                let _ = sender.send(Event::Done(end));
+            }
+            None if map.abandoned.remove(&id) => {
+                tracing::debug!(plugin, id, "dropping the answer of a request given up on");
+            }
+            None => tracing::debug!(plugin, id, "dropping an answer to no waiting request"),
+        }
+    }
+
+    /// A line for `id` broke the protocol: the request fails with `message` and is given up.
+    fn fail(&self, plugin: &str, id: u64, message: String) {
+        let mut map = self.lock();
+        match map.waiting.remove(&id) {
+            Some(sender) => {
+                let _ = sender.send(Event::Done(Err(Failure::Protocol(message))));
+                map.give_up(id);
+            }
+            None => tracing::debug!(plugin, id, %message, "a bad line for no waiting request"),
+        }
+    }
+
+    /// The host gives up on `id`: what still comes for it is dropped.
+    fn abandon(&self, id: u64) {
+        let mut map = self.lock();
+        map.waiting.remove(&id);
+        map.give_up(id);
+    }
+
+    /// `id` was never sent: forget it.
     fn forget(&self, id: u64) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .waiting
-            .remove(&id);
+        self.lock().waiting.remove(&id);
     }
 
     fn close(&self, reason: String) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.lock();
         for (_, sender) in map.waiting.drain() {
-            let _ = sender.send(Err(reason.clone()));
+            let _ = sender.send(Event::Done(Err(Failure::Closed(reason.clone()))));
         }
         map.closed = Some(reason);
     }
@@ -437,19 +563,47 @@ impl ProcessPlugin {
         let pending: Arc<Pending> = Arc::default();
         let (startup_tx, startup_rx) = crossbeam_channel::bounded::<Startup>(2);
         let sink_pending = Arc::clone(&pending);
+        let name = self.config.name.clone();
         let events: ballast_process::EventSink = Arc::new(move |event: ChildEvent| {
-            match &event {
+            let event = match event {
+                ChildEvent::Message(PluginMessage::Chunk { id, data }) => {
+                    sink_pending.chunk(&name, id, data);
+                    // A part of an answer is output: the plugin is alive.
+                    ChildEvent::Output {
+                        stream: Stream::Stdout,
+                    }
+                }
                 ChildEvent::Message(PluginMessage::Response { id, data }) => {
-                    sink_pending.complete(*id, Ok(data.clone()));
+                    sink_pending.complete(&name, id, Ok(data));
                     return;
                 }
                 ChildEvent::Message(PluginMessage::Error {
                     id: Some(id),
                     message,
                 }) => {
-                    sink_pending.complete(*id, Err(message.clone()));
+                    sink_pending.complete(&name, id, Err(Failure::Plugin(message)));
                     return;
                 }
+                ChildEvent::BadLine {
+                    error,
+                    excerpt,
+                    id: Some(id),
+                } => {
+                    // The request it answers fails; the line is still reported (and logged).
+                    sink_pending.fail(
+                        &name,
+                        id,
+                        format!("plugin `{name}` sent a bad line for this request: {error}"),
+                    );
+                    ChildEvent::BadLine {
+                        error,
+                        excerpt,
+                        id: Some(id),
+                    }
+                }
+                other => other,
+            };
+            match &event {
                 ChildEvent::Message(PluginMessage::Hello {
                     name,
                     version,
@@ -704,6 +858,7 @@ impl ProcessInstance {
         &self.plugin
     }
 
+    /// Sends a lifecycle request (set_level, drain, checkpoint) and waits for its answer.
     fn request(
         &self,
         what: &str,
@@ -711,21 +866,110 @@ impl ProcessInstance {
         message: impl FnOnce(u64) -> HostMessage,
     ) -> Result<Option<Vec<u8>>, PluginFault> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let answer = self.pending.register(id).map_err(fault)?;
+        let (_, events) = self.pending.register(id).map_err(fault)?;
         if let Err(error) = self.child.send(&message(id)) {
             self.pending.forget(id);
             return Err(fault(format!("cannot send the {what} request: {error}")));
         }
-        match answer.recv_timeout(timeout) {
-            Ok(Ok(data)) => Ok(data),
-            Ok(Err(message)) => Err(fault(message)),
-            Err(_) => {
-                self.pending.forget(id);
-                Err(fault(format!(
-                    "no answer to the {what} request within {}",
-                    humantime::format_duration(timeout)
-                )))
+        let deadline = Instant::now() + timeout;
+        loop {
+            match events.recv_deadline(deadline) {
+                Ok(Event::Done(Ok(data))) => return Ok(data),
+                Ok(Event::Done(Err(failure))) => return Err(fault(failure.into_message())),
+                Ok(Event::Chunk(_)) => {
+                    tracing::debug!(plugin = %self.plugin.config.name, id, "dropping a chunk sent for a {what} request");
+                }
+                Ok(Event::Wake) => {}
+                Err(_) => {
+                    self.pending.abandon(id);
+                    return Err(fault(format!(
+                        "no answer to the {what} request within {}",
+                        humantime::format_duration(timeout)
+                    )));
+                }
             }
+        }
+    }
+
+    /// A call: sends it with the deadline of `io`, hands the parts of its answer to `io` as they
+    /// arrive and returns the data of its `response`. Once `io` is cancelled (its token wakes
+    /// the wait, and its deadline ends it), it sends `cancel` and returns at once.
+    fn run_call(&self, request: &[u8], io: &mut CallIo) -> Result<Vec<u8>, CallEnd> {
+        if !self.plugin.protocol {
+            return Err(CallEnd::Fault(PluginFault {
+                status: BALLAST_STATUS_UNSUPPORTED,
+                message:
+                    "it speaks no control protocol (`protocol = \"none\"`), so it takes no calls"
+                        .to_owned(),
+            }));
+        }
+        if let Some(reason) = io.cancel_reason() {
+            return Err(CallEnd::Cancelled(reason));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (wake, events) = self
+            .pending
+            .register(id)
+            .map_err(|reason| CallEnd::Fault(fault(reason)))?;
+        let message = HostMessage::Call {
+            id,
+            data: request.to_vec(),
+            deadline_ms: io
+                .deadline_instant()
+                .map(|at| millis(at.saturating_duration_since(Instant::now()))),
+        };
+        if let Err(error) = self.child.send(&message) {
+            self.pending.forget(id);
+            return Err(CallEnd::Fault(fault(format!(
+                "cannot send the call request: {error}"
+            ))));
+        }
+        let _hook = io.token().on_cancel(move || {
+            let _ = wake.send(Event::Wake);
+        });
+        loop {
+            let event = match io.deadline_instant() {
+                Some(at) => events.recv_deadline(at),
+                None => events
+                    .recv()
+                    .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
+            };
+            match event {
+                Ok(Event::Chunk(data)) => {
+                    // False once the call is cancelled, or its listener went away.
+                    if !io.send(&data) {
+                        break;
+                    }
+                }
+                Ok(Event::Done(Ok(data))) => return Ok(data.unwrap_or_default()),
+                Ok(Event::Done(Err(failure))) => {
+                    if let Failure::Protocol(_) = failure {
+                        // The host gave the call up: the plugin should stop working on it.
+                        self.send_cancel(id);
+                    }
+                    return Err(CallEnd::Fault(fault(failure.into_message())));
+                }
+                Ok(Event::Wake) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(CallEnd::Fault(fault(
+                        "the call was dropped without an answer",
+                    )));
+                }
+            }
+            if io.is_cancelled() {
+                break;
+            }
+        }
+        let reason = io.cancel_reason().unwrap_or(CancelReason::Caller);
+        self.pending.abandon(id);
+        self.send_cancel(id);
+        Err(CallEnd::Cancelled(reason))
+    }
+
+    /// Tells the plugin to stop working on the call `id`.
+    fn send_cancel(&self, id: u64) {
+        if let Err(error) = self.child.send(&HostMessage::Cancel { id }) {
+            tracing::debug!(plugin = %self.plugin.config.name, id, %error, "cannot send cancel");
         }
     }
 
@@ -752,7 +996,7 @@ impl ProcessInstance {
         if !self.plugin.protocol || deadline.is_zero() {
             return Ok(());
         }
-        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        let deadline_ms = millis(deadline);
         self.request("drain", deadline, |id| HostMessage::Drain {
             id,
             deadline_ms,
@@ -768,33 +1012,48 @@ impl ProcessInstance {
         self.request("checkpoint", wait, |id| HostMessage::Checkpoint { id })
     }
 
-    /// A call through the protocol.
-    /// A streamed call. Until the protocol's `chunk` and `cancel` are wired, the whole answer of
-    /// `call` is one chunk.
+    /// A streamed call: the parts of the answer go to `io` in order as they arrive, and the data
+    /// of the plugin's `response` (empty when it streamed everything) is returned for the caller
+    /// to send as the last part. A plugin that answers with one `response` streams nothing here:
+    /// its whole answer is returned. Once `io` is cancelled (its caller went away, its deadline
+    /// passed) the plugin is sent `cancel` and the call fails at once with
+    /// `BALLAST_STATUS_CANCELLED`, whether the plugin stops or not.
     pub(crate) fn call_stream(
         &self,
         request: &[u8],
-        io: &mut crate::stream::CallIo,
+        io: &mut CallIo,
     ) -> Result<Vec<u8>, PluginFault> {
-        let answer = self.call(request)?;
-        io.send(&answer);
-        Ok(Vec::new())
+        self.run_call(request, io).map_err(|end| match end {
+            CallEnd::Cancelled(reason) => cancelled(reason),
+            CallEnd::Fault(fault) => fault,
+        })
     }
 
+    /// A call that waits for the whole answer (the parts of a plugin that streams, joined), at
+    /// most the plugin's `call_timeout`, which the plugin learns as the call's deadline.
     pub(crate) fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginFault> {
-        if !self.plugin.protocol {
-            return Err(PluginFault {
-                status: BALLAST_STATUS_UNSUPPORTED,
-                message:
-                    "it speaks no control protocol (`protocol = \"none\"`), so it takes no calls"
-                        .to_owned(),
-            });
+        let timeout = self.plugin.config.call_timeout;
+        let mut io = CallIo::new(
+            None,
+            CancelToken::new(),
+            Some((
+                Instant::now() + timeout,
+                (self.plugin.clock)().saturating_add(timeout),
+            )),
+        );
+        match self.run_call(request, &mut io) {
+            Ok(last) => {
+                let mut answer = io.take_joined();
+                answer.extend_from_slice(&last);
+                Ok(answer)
+            }
+            Err(CallEnd::Cancelled(CancelReason::Deadline)) => Err(fault(format!(
+                "no answer to the call request within {}",
+                humantime::format_duration(timeout)
+            ))),
+            Err(CallEnd::Cancelled(reason)) => Err(cancelled(reason)),
+            Err(CallEnd::Fault(fault)) => Err(fault),
         }
-        let data = request.to_vec();
-        self.request("call", self.plugin.config.call_timeout, |id| {
-            HostMessage::Call { id, data }
-        })
-        .map(Option::unwrap_or_default)
     }
 
     /// Stops the process: end of stdin, SIGTERM, SIGKILL after `stop_timeout`.
@@ -848,6 +1107,52 @@ impl ProcessInstance {
             });
         }
         Ok(())
+    }
+}
+
+/// One protocol process started at level 0 without a host: no slot, no lifecycle, no
+/// supervision (its events go nowhere, and it is not restarted). It is how the tests and the
+/// benchmarks of the crate drive a process plugin's call path directly.
+#[doc(hidden)]
+pub struct StandaloneProcess {
+    instance: ProcessInstance,
+}
+
+impl StandaloneProcess {
+    /// Starts the process of `config` and waits for its `hello`.
+    pub fn start(config: PluginConfig, options: ProcessOptions) -> Result<Self, PluginFault> {
+        // Nobody listens: what the process does is dropped, as the supervisor would drop the
+        // events of a process it no longer watches.
+        let (supervisor, _) = crossbeam_channel::unbounded();
+        let plugin = Arc::new(ProcessPlugin::new(
+            config,
+            options,
+            crate::host_api::system_clock(),
+            supervisor,
+        )?);
+        let instance = plugin.create(0, &[], false)?;
+        Ok(StandaloneProcess { instance })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.instance.pid()
+    }
+
+    /// A call that waits for the whole answer, at most the plugin's `call_timeout`.
+    pub fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginFault> {
+        self.instance.call(request)
+    }
+
+    /// A streamed call (see the host's streamed calls): the parts go to `io`, the data of the
+    /// plugin's `response` comes back.
+    pub fn call_stream(&self, request: &[u8], io: &mut CallIo) -> Result<Vec<u8>, PluginFault> {
+        self.instance.call_stream(request, io)
+    }
+
+    /// Stops it: end of stdin, SIGTERM, SIGKILL after its `stop_timeout`.
+    pub fn stop(&self) -> Result<(), PluginFault> {
+        self.instance.stop()
     }
 }
 

@@ -64,18 +64,23 @@ impl CancelReason {
     }
 }
 
-/// Run once when a call is cancelled, with the reason.
-pub type OnCancel = Box<dyn FnOnce(CancelReason) + Send>;
-
 /// A call's cancellation, shared by the caller, the host and the plugin's side. The first reason
-/// given sticks; whoever waits on the call can ask to be told ([`CancelToken::on_cancel`]).
+/// given sticks. Whoever waits for the call can be woken when it is cancelled
+/// ([`CancelToken::on_cancel`]).
 #[derive(Clone, Default)]
-pub struct CancelToken(Arc<TokenInner>);
+pub struct CancelToken(Arc<TokenState>);
 
 #[derive(Default)]
-struct TokenInner {
+struct TokenState {
     reason: AtomicU8,
-    watchers: Mutex<Vec<OnCancel>>,
+    wakers: Mutex<Wakers>,
+}
+
+/// What runs when a token is cancelled, each with the id its [`CancelHook`] removes it by.
+#[derive(Default)]
+struct Wakers {
+    next: u64,
+    waiting: Vec<(u64, Box<dyn FnOnce() + Send>)>,
 }
 
 impl std::fmt::Debug for CancelToken {
@@ -90,8 +95,7 @@ impl CancelToken {
         CancelToken::default()
     }
 
-    /// Cancels the call for `reason`, unless it was cancelled already; the watchers run here,
-    /// on the cancelling thread.
+    /// Cancels the call for `reason`, unless it was cancelled already, and wakes whoever waits.
     pub fn cancel(&self, reason: CancelReason) {
         let first = self
             .0
@@ -99,25 +103,10 @@ impl CancelToken {
             .compare_exchange(0, reason.code(), Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
         if first {
-            let watchers =
-                std::mem::take(&mut *self.0.watchers.lock().unwrap_or_else(|p| p.into_inner()));
-            for watcher in watchers {
-                watcher(reason);
+            let woken = std::mem::take(&mut self.wakers().waiting);
+            for (_, wake) in woken {
+                wake();
             }
-        }
-    }
-
-    /// Runs `watcher` when the call is cancelled (at once if it was already).
-    pub fn on_cancel(&self, watcher: OnCancel) {
-        let mut watchers = self.0.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        // Read under the lock: a cancel that lands after this read takes the watchers after
-        // this push.
-        match self.reason() {
-            Some(reason) => {
-                drop(watchers);
-                watcher(reason);
-            }
-            None => watchers.push(watcher),
         }
     }
 
@@ -129,6 +118,47 @@ impl CancelToken {
     /// Whether the call was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.0.reason.load(Ordering::SeqCst) != 0
+    }
+
+    /// Runs `wake` once when the call is cancelled (at once when it already is), unless the
+    /// returned hook is dropped first. `wake` runs on the thread that cancels, so it should
+    /// only wake (send on a channel, notify), not work.
+    pub fn on_cancel(&self, wake: impl FnOnce() + Send + 'static) -> CancelHook {
+        let mut wakers = self.wakers();
+        // Checked under the lock `cancel` takes to wake: a cancel either came before (and
+        // `wake` runs here) or finds `wake` waiting.
+        if self.is_cancelled() {
+            drop(wakers);
+            wake();
+            return CancelHook { token: None, id: 0 };
+        }
+        let id = wakers.next;
+        wakers.next += 1;
+        wakers.waiting.push((id, Box::new(wake)));
+        CancelHook {
+            token: Some(self.clone()),
+            id,
+        }
+    }
+
+    fn wakers(&self) -> std::sync::MutexGuard<'_, Wakers> {
+        self.0.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A wake registered with [`CancelToken::on_cancel`]; dropping it removes the wake if it has
+/// not run.
+#[must_use = "dropping the hook removes the wake at once"]
+pub struct CancelHook {
+    token: Option<CancelToken>,
+    id: u64,
+}
+
+impl Drop for CancelHook {
+    fn drop(&mut self) {
+        if let Some(token) = &self.token {
+            token.wakers().waiting.retain(|(id, _)| *id != self.id);
+        }
     }
 }
 
@@ -270,6 +300,7 @@ impl CallIo {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;
@@ -311,29 +342,33 @@ mod tests {
     }
 
     #[test]
-    fn watchers_hear_the_first_cancel_once_even_when_they_come_late() {
-        let token = CancelToken::new();
-        let heard = Arc::new(Mutex::new(Vec::new()));
-        let early = Arc::clone(&heard);
-        token.on_cancel(Box::new(move |r| early.lock().unwrap().push(("early", r))));
-        token.cancel(CancelReason::Deadline);
-        token.cancel(CancelReason::Caller);
-        let late = Arc::clone(&heard);
-        token.on_cancel(Box::new(move |r| late.lock().unwrap().push(("late", r))));
-        assert_eq!(
-            *heard.lock().unwrap(),
-            [
-                ("early", CancelReason::Deadline),
-                ("late", CancelReason::Deadline)
-            ]
-        );
-    }
-
-    #[test]
     fn the_first_reason_sticks() {
         let token = CancelToken::new();
         token.cancel(CancelReason::Shed);
         token.cancel(CancelReason::Caller);
         assert_eq!(token.reason(), Some(CancelReason::Shed));
+    }
+
+    #[test]
+    fn a_wake_runs_once_on_cancel_and_not_after_its_hook_is_dropped() {
+        let token = CancelToken::new();
+        let woken = Arc::new(AtomicU8::new(0));
+        let count = |woken: &Arc<AtomicU8>| {
+            let woken = Arc::clone(woken);
+            move || {
+                woken.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let kept = token.on_cancel(count(&woken));
+        let dropped = token.on_cancel(count(&woken));
+        drop(dropped);
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        token.cancel(CancelReason::Caller);
+        token.cancel(CancelReason::Deadline);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "the kept wake ran once");
+        // On a token already cancelled, a wake runs at once.
+        let _late = token.on_cancel(count(&woken));
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        drop(kept);
     }
 }

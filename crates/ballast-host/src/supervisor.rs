@@ -178,7 +178,7 @@ impl Supervisor {
                 detectors.output(now);
                 return;
             }
-            ChildEvent::BadLine { error, excerpt } => {
+            ChildEvent::BadLine { error, excerpt, .. } => {
                 detectors.output(now);
                 if self.warned_bad_line != generation {
                     self.warned_bad_line = generation;
@@ -231,6 +231,7 @@ impl Supervisor {
             PluginMessage::Hello { .. }
             | PluginMessage::Log { .. }
             | PluginMessage::Error { .. }
+            | PluginMessage::Chunk { .. }
             | PluginMessage::Response { .. } => detectors.output(now),
         }
     }

@@ -5,17 +5,21 @@
 //!
 //! The worker loads the library exactly as the daemon would ([`PluginLibrary::load`]), waits for
 //! `init`, creates and starts the instance, and only then says `hello` (with the library's
-//! descriptor), so a failing create is a failed start. Calls run on a pool of threads; lifecycle
-//! requests on the reading thread. A heartbeat thread sends heartbeats, the SDK allocator's
-//! figures and health changes. End of stdin stops and destroys the instance.
+//! descriptor), so a failing create is a failed start. Calls run on a pool of threads and
+//! lifecycle requests, in order, on a thread of their own, so the reading thread is always free
+//! to read a `cancel`. Every call runs through the instance's streamed call: its chunks go out as
+//! `chunk` lines as the plugin produces them, its deadline comes from the call's `deadline_ms`,
+//! and `cancel` cancels it. A heartbeat thread sends heartbeats, the SDK allocator's figures and
+//! health changes. End of stdin stops and destroys the instance.
 //!
 //! With `--describe` it only loads the library and says `hello` with its descriptor: that is how
 //! the daemon learns an isolated plugin's levels without loading the library itself.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ballast_process::protocol::{Described, DescribedLevel};
 use ballast_process::{
@@ -23,9 +27,10 @@ use ballast_process::{
     parse_host_message,
 };
 
-use crate::host_api::{StateReport, leak_host_api, system_clock};
+use crate::host_api::{Clock, StateReport, leak_host_api, system_clock};
 use crate::instance::Instance;
 use crate::library::PluginLibrary;
+use crate::stream::{CallIo, CancelReason, CancelToken};
 
 /// What `ballast worker` is asked to run.
 #[derive(Clone, Debug)]
@@ -43,6 +48,17 @@ pub struct WorkerOptions {
 }
 
 type Output = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// The cancellation of every call the worker has taken and not yet answered, by id.
+type Running = Arc<Mutex<HashMap<u64, CancelToken>>>;
+
+/// A call waiting for a thread of the pool.
+struct QueuedCall {
+    id: u64,
+    data: Vec<u8>,
+    deadline_ms: Option<u64>,
+    cancel: CancelToken,
+}
 
 fn send(output: &Output, message: &PluginMessage) -> bool {
     let line = ballast_process::encode_line(message);
@@ -109,6 +125,8 @@ pub fn run(
                 checkpoint,
                 ..
             }) => break (level, config, checkpoint.unwrap_or_default()),
+            // Nothing answers a cancel, and no call can be running yet.
+            Some(HostMessage::Cancel { .. }) => {}
             Some(other) => reply_error(&output, &other, "the worker has not been initialized"),
         }
     };
@@ -142,25 +160,25 @@ pub fn run(
     let instance = Arc::new(instance);
     send(&output, &hello(&library));
 
-    let (calls, call_queue) = crossbeam_channel::unbounded::<(u64, Vec<u8>)>();
+    let running: Running = Arc::default();
+    let clock = system_clock();
+    let (calls, call_queue) = crossbeam_channel::unbounded::<QueuedCall>();
     for i in 0..options.threads.max(1) {
         let queue = call_queue.clone();
         let instance = Arc::clone(&instance);
         let output = Arc::clone(&output);
+        let running = Arc::clone(&running);
+        let clock = Arc::clone(&clock);
         let spawned = std::thread::Builder::new()
             .name(format!("worker-call-{i}"))
             .spawn(move || {
-                while let Ok((id, data)) = queue.recv() {
-                    let answer = match instance.call(&data) {
-                        Ok(bytes) => PluginMessage::Response {
-                            id,
-                            data: Some(bytes),
-                        },
-                        Err(fault) => PluginMessage::Error {
-                            id: Some(id),
-                            message: fault.to_string(),
-                        },
-                    };
+                while let Ok(call) = queue.recv() {
+                    let id = call.id;
+                    let answer = run_call(&instance, &output, &clock, call);
+                    running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
                     send(&output, &answer);
                 }
             });
@@ -179,34 +197,143 @@ pub fn run(
             return Err(format!("cannot start the heartbeat thread: {error}"));
         }
     }
+    let (lifecycle, lifecycle_queue) = crossbeam_channel::unbounded::<HostMessage>();
+    let lifecycle_thread = {
+        let instance = Arc::clone(&instance);
+        let output = Arc::clone(&output);
+        std::thread::Builder::new()
+            .name("worker-lifecycle".to_owned())
+            .spawn(move || {
+                while let Ok(message) = lifecycle_queue.recv() {
+                    if let Some(answer) = lifecycle_request(&instance, message, wait) {
+                        send(&output, &answer);
+                    }
+                }
+            })
+            .map_err(|error| format!("cannot start the lifecycle thread: {error}"))?
+    };
     while let Some(message) = lines.next() {
-        let answer = match message {
-            HostMessage::Call { id, data } => {
-                let _ = calls.send((id, data));
-                continue;
-            }
-            HostMessage::SetLevel { id, level } => {
-                result(id, instance.set_level(level, wait).map(|()| None))
-            }
-            HostMessage::Drain { id, deadline_ms } => result(
+        match message {
+            HostMessage::Call {
                 id,
-                instance
-                    .drain(Duration::from_millis(deadline_ms))
-                    .map(|()| None),
-            ),
-            HostMessage::Checkpoint { id } => result(id, instance.checkpoint(wait)),
-            HostMessage::Init { .. } => PluginMessage::Error {
-                id: None,
-                message: "init was sent twice; the second is ignored".to_owned(),
-            },
-        };
-        send(&output, &answer);
+                data,
+                deadline_ms,
+            } => {
+                let cancel = CancelToken::new();
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, cancel.clone());
+                let _ = calls.send(QueuedCall {
+                    id,
+                    data,
+                    deadline_ms,
+                    cancel,
+                });
+            }
+            HostMessage::Cancel { id } => {
+                // A call already answered (or never sent) has nothing to cancel.
+                let token = running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .cloned();
+                if let Some(token) = token {
+                    token.cancel(CancelReason::Caller);
+                }
+            }
+            HostMessage::Init { .. } => {
+                send(
+                    &output,
+                    &PluginMessage::Error {
+                        id: None,
+                        message: "init was sent twice; the second is ignored".to_owned(),
+                    },
+                );
+            }
+            other => {
+                let _ = lifecycle.send(other);
+            }
+        }
     }
+    // The lifecycle requests already read are answered before the instance stops.
+    drop(lifecycle);
+    let _ = lifecycle_thread.join();
     drop(calls);
     if let Err(fault) = instance.stop(wait) {
         tracing::warn!(%fault, "plugin stop failed");
     }
     Ok(())
+}
+
+/// Runs one call through the instance's streamed call and returns its last message: the
+/// `response` (with the data the plugin returned last), or an `error`. Its chunks go out as
+/// `chunk` lines as they come; a call cancelled before it starts does not start.
+fn run_call(
+    instance: &Instance,
+    output: &Output,
+    clock: &Clock,
+    call: QueuedCall,
+) -> PluginMessage {
+    let QueuedCall {
+        id,
+        data,
+        deadline_ms,
+        cancel,
+    } = call;
+    let deadline = deadline_ms.map(|ms| {
+        let left = Duration::from_millis(ms);
+        (Instant::now() + left, clock().saturating_add(left))
+    });
+    let chunks = Arc::clone(output);
+    let sink =
+        Box::new(move |chunk: Vec<u8>| send(&chunks, &PluginMessage::Chunk { id, data: chunk }));
+    let mut io = CallIo::new(Some(sink), cancel, deadline);
+    // The host no longer waits for a cancelled call: its error only ends it in the log.
+    let cancelled = |reason: CancelReason| PluginMessage::Error {
+        id: Some(id),
+        message: format!("the call was cancelled ({})", reason.as_str()),
+    };
+    if let Some(reason) = io.cancel_reason() {
+        return cancelled(reason);
+    }
+    let result = instance.call_stream(&data, &mut io);
+    if let Some(reason) = io.cancel_reason() {
+        return cancelled(reason);
+    }
+    match result {
+        Ok(last) => PluginMessage::Response {
+            id,
+            data: (!last.is_empty()).then_some(last),
+        },
+        Err(fault) => PluginMessage::Error {
+            id: Some(id),
+            message: fault.to_string(),
+        },
+    }
+}
+
+/// Runs a lifecycle request; its answer, if it has one.
+fn lifecycle_request(
+    instance: &Instance,
+    message: HostMessage,
+    wait: Duration,
+) -> Option<PluginMessage> {
+    Some(match message {
+        HostMessage::SetLevel { id, level } => {
+            result(id, instance.set_level(level, wait).map(|()| None))
+        }
+        HostMessage::Drain { id, deadline_ms } => result(
+            id,
+            instance
+                .drain(Duration::from_millis(deadline_ms))
+                .map(|()| None),
+        ),
+        HostMessage::Checkpoint { id } => result(id, instance.checkpoint(wait)),
+        HostMessage::Init { .. } | HostMessage::Call { .. } | HostMessage::Cancel { .. } => {
+            return None;
+        }
+    })
 }
 
 fn result(id: u64, result: Result<Option<Vec<u8>>, crate::instance::PluginFault>) -> PluginMessage {
@@ -225,7 +352,7 @@ fn reply_error(output: &Output, message: &HostMessage, text: &str) {
         | HostMessage::SetLevel { id, .. }
         | HostMessage::Drain { id, .. }
         | HostMessage::Checkpoint { id } => Some(*id),
-        HostMessage::Init { .. } => None,
+        HostMessage::Init { .. } | HostMessage::Cancel { .. } => None,
     };
     send(
         output,
@@ -301,7 +428,7 @@ impl<R: Read> Lines<R> {
                         Ok(message) => return Some(message),
                         Err(error) => tracing::warn!(%error, "ignoring a bad line from the host"),
                     },
-                    Line::TooLong { len } => {
+                    Line::TooLong { len, .. } => {
                         tracing::warn!(len, "ignoring an over-long line from the host")
                     }
                 }

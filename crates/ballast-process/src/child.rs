@@ -25,7 +25,7 @@ use crate::exit::Exit;
 use crate::logfile::{LogFile, Stream};
 use crate::protocol::{
     HostMessage, Line, LineBuffer, MAX_LINE_BYTES, PluginMessage, ProtocolError, encode_line,
-    parse_plugin_message,
+    parse_plugin_message, request_id,
 };
 
 /// A clock for log lines and events.
@@ -60,6 +60,9 @@ pub enum ChildEvent {
         error: ProtocolError,
         /// The line's start, for the log.
         excerpt: String,
+        /// The request it answers, when its id can be read (see [`request_id`]): that request
+        /// fails, and nothing else does.
+        id: Option<u64>,
     },
     /// The main process exited (reported after its output was read).
     Exited(Exit),
@@ -279,14 +282,15 @@ impl Reader {
     fn line(&self, line: Line) {
         let bytes = match line {
             Line::Complete(bytes) => bytes,
-            Line::TooLong { len } => {
+            Line::TooLong { len, head } => {
                 let error = ProtocolError::TooLong { len };
                 let note = format!("(a line of {len} bytes was too long and was dropped)");
                 self.write_log(self.stream, note.as_bytes());
                 (self.events)(if self.protocol {
                     ChildEvent::BadLine {
                         error,
-                        excerpt: String::new(),
+                        excerpt: excerpt(&head),
+                        id: request_id(&head),
                     }
                 } else {
                     ChildEvent::Output {
@@ -323,6 +327,7 @@ impl Reader {
                 (self.events)(ChildEvent::BadLine {
                     error,
                     excerpt: excerpt(&bytes),
+                    id: request_id(&bytes),
                 });
             }
         }

@@ -27,8 +27,8 @@
 //! (UTF-8, at most 8 MiB, `\n`-terminated): the host writes to the plugin's **stdin**, the
 //! plugin writes to its **stdout** (and should flush after each line). Anything else the plugin
 //! wants logged goes to **stderr** or in `log` messages; both end up in the plugin's log file.
-//! Byte payloads (`data`, `checkpoint`) are standard base64. A plugin ignores message types it
-//! does not know, and should exit when its stdin reaches end-of-file.
+//! Byte payloads (`data`, `checkpoint`) are standard base64. A plugin ignores message types and
+//! fields it does not know, and should exit when its stdin reaches end-of-file.
 //!
 //! Environment: `BALLAST_PLUGIN` (its name), `BALLAST_LEVEL` (the level to start at),
 //! `BALLAST_PROTOCOL` (`1`, or `none`).
@@ -37,7 +37,9 @@
 //!
 //! ```text
 //! {"type":"init","name":"indexer","level":0,"config":{...},"checkpoint":"<base64>"}  first, once
-//! {"type":"call","id":7,"data":"<base64 request>"}          answer: response with data
+//! {"type":"call","id":7,"data":"<base64 request>","deadline_ms":30000}
+//!                                                  answer: chunks (optional), then response
+//! {"type":"cancel","id":7}                                 stop call 7; nothing answers it
 //! {"type":"set_level","id":8,"level":1}                    answer: response
 //! {"type":"drain","id":9,"deadline_ms":5000}              answer: response when idle
 //! {"type":"checkpoint","id":10}                           answer: response with data (optional)
@@ -49,6 +51,7 @@
 //! {"type":"hello","name":"indexer","version":"1.0","protocol":1}   first: the plugin is up
 //! {"type":"heartbeat"}                                     at least every stall threshold
 //! {"type":"progress","percent":40,"phase":"indexing"}     optional, for long tasks
+//! {"type":"chunk","id":7,"data":"<base64 part>"}          a part of call 7's answer
 //! {"type":"response","id":7,"data":"<base64 answer>"}
 //! {"type":"error","id":7,"message":"no such document"}    the request failed
 //! {"type":"log","level":"info","message":"indexed 120 files"}
@@ -57,7 +60,27 @@
 //! ```
 //!
 //! The plugin is enabled once `hello` arrives (within `start_timeout`). Every request with an
-//! `id` gets exactly one `response` or `error` with that id; calls may be answered in any order.
+//! `id` (`cancel` aside) gets exactly one `response` or `error` with that id, unless it was
+//! cancelled; calls may be answered in any order.
+//!
+//! **Streaming.** A call's answer may come in parts: any number of `chunk`s with the call's id,
+//! in order, then its `response`, whose `data` (optional, may be empty) is the last part. The
+//! caller gets each part as it arrives, before the call ends; a caller that does not stream
+//! gets the parts joined. A plugin that answers with one `response` (protocol 1 before
+//! streaming) still works: its answer is one part.
+//!
+//! **Deadlines and cancellation.** A call may carry `deadline_ms`: how many milliseconds were
+//! left until its deadline when the host sent it (relative, so the clocks need not agree; absent
+//! when the call has none). When the caller goes away or the deadline passes, the host sends
+//! `cancel` with the call's id and stops waiting at once: the call fails for its caller, and
+//! whatever still comes for that id (chunks, its response or error) is dropped. A plugin should
+//! stop the work and may send nothing more for it; one that ignores `cancel` (and
+//! `deadline_ms`) keeps working, it is just not waited for.
+//!
+//! **Bad lines.** A line that is not a valid message is written to the plugin's log and
+//! reported once per process. When it answers a request whose id can still be read from it (a
+//! malformed `chunk` or `response`, or the start of a line over the limit), that request fails
+//! with the reason; the process and its other requests go on.
 //! A `progress` whose phase and percent stay the same for the stuck threshold raises `stuck`;
 //! `percent` 100 or no phase ends the tracking. `health` `unhealthy` marks the plugin failed,
 //! like a native plugin's failed health check.

@@ -10,9 +10,18 @@ crate docs) and needs nothing beyond the Python standard library:
 * progress: phases `scanning` and `indexing` with a percent while it (re)builds the index.
 * set_level: 0 = full index (words and word pairs, whole files); 1 = keywords only (the first
   4 KiB of each file, single words): a fraction of the memory. The index is rebuilt in place.
-* drain: stops indexing and answers once nothing is running.
+* drain: stops indexing and answers once nothing is running (or its deadline has passed).
 * checkpoint: hands over its counters and recent queries, which the next instance continues.
-* call: the request is a query (text, or JSON {"query": ..., "limit": N}); the answer is JSON.
+* call: the request is a query (text, or JSON {"query": ..., "limit": N}). The answer is JSON
+  lines, streamed: one `chunk` per result as it is found, best first ({"file", "score",
+  "first_line", "line": the first line of the file with a word of the query}), then a
+  `response` whose data is a summary line ({"plugin", "level", "query", "found", "documents",
+  "complete", "queries", "stopped"}). A caller that does not stream gets the lines joined.
+* cancel: stops that call's search at once; nothing more is sent for it.
+* deadline_ms: a call stops searching when its deadline passes, and its summary says
+  "stopped": "deadline" (it is null when the search ran to the end).
+
+Calls run on threads of their own, so a `cancel` is read while a search runs.
 
 Anything it wants logged goes in `log` messages; stdout carries only protocol lines.
 """
@@ -40,6 +49,25 @@ def log(message, level="info"):
     send({"type": "log", "level": level, "message": message})
 
 
+class Call:
+    """One call in flight: cancelled by the host's `cancel`, or stopped by its deadline."""
+
+    def __init__(self, request, deadline_ms):
+        self.id = request
+        self.cancelled = threading.Event()
+        self.deadline = None
+        if deadline_ms is not None:
+            self.deadline = time.monotonic() + max(0, float(deadline_ms)) / 1000.0
+
+    def stopped(self):
+        """Why the call must stop ("cancelled" or "deadline"), or None."""
+        if self.cancelled.is_set():
+            return "cancelled"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "deadline"
+        return None
+
+
 class Index:
     """An inverted index: term -> {file: count}."""
 
@@ -63,8 +91,8 @@ class Index:
         self.first_lines[path] = first[:120]
         self.documents += 1
 
-    def search(self, query, limit):
-        words = WORD.findall(query.lower())
+    def rank(self, words, limit):
+        """The best `limit` files for the query's words, as (file, score), best first."""
         terms = list(words)
         if self.level == 0:
             terms += [a + " " + b for a, b in zip(words, words[1:])]
@@ -73,8 +101,20 @@ class Index:
             weight = 2 if " " in term else 1
             for path, count in self.postings.get(term, {}).items():
                 scores[path] = scores.get(path, 0) + weight * count
-        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-        return [{"file": p, "score": s, "first_line": self.first_lines.get(p, "")} for p, s in best]
+        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+    def matching_line(self, path, words):
+        """The first line of `path` (within what the level indexes) with one of `words`."""
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read(4096 if self.level >= 1 else 1 << 20)
+        except OSError:
+            return ""
+        wanted = set(words)
+        for line in text.splitlines():
+            if wanted.intersection(WORD.findall(line.lower())):
+                return line.strip()[:120]
+        return ""
 
 
 class Indexer:
@@ -87,6 +127,7 @@ class Indexer:
         self.recent = []
         self.stop = threading.Event()
         self.builder = None
+        self.counters = threading.Lock()
 
     def restore(self, checkpoint):
         if not checkpoint:
@@ -152,7 +193,8 @@ class Indexer:
         log("indexed %d files at level %d in %.2fs (%d terms)"
             % (index.documents, level, time.monotonic() - started, len(index.postings)))
 
-    def call(self, data):
+    def call(self, call, data):
+        """Runs a search, streaming a chunk per result; the summary, or None once cancelled."""
         text = data.decode("utf-8", errors="replace").strip()
         limit = 5
         if text.startswith("{"):
@@ -160,18 +202,85 @@ class Indexer:
             text, limit = str(request.get("query", "")), int(request.get("limit", 5))
         if not text:
             raise ValueError("empty query: send text, or {\"query\": \"...\"}")
-        self.queries += 1
-        self.recent = (self.recent + [text])[-20:]
-        answer = {
+        with self.counters:
+            self.queries += 1
+            self.recent = (self.recent + [text])[-20:]
+            queries = self.queries
+        index = self.index
+        words = WORD.findall(text.lower())
+        found = 0
+        stopped = call.stopped()
+        for path, score in index.rank(words, max(1, min(limit, 50))):
+            if stopped:
+                break
+            result = {
+                "file": path,
+                "score": score,
+                "first_line": index.first_lines.get(path, ""),
+                "line": index.matching_line(path, words),
+            }
+            # A result found after the call was stopped is not sent.
+            stopped = call.stopped()
+            if stopped:
+                break
+            line = json.dumps(result) + "\n"
+            send({"type": "chunk", "id": call.id, "data": base64.b64encode(line.encode()).decode()})
+            found += 1
+        if stopped == "cancelled" or call.cancelled.is_set():
+            return None
+        summary = {
             "plugin": "indexer",
             "level": self.level,
             "query": text,
-            "results": self.index.search(text, max(1, min(limit, 50))),
-            "documents": self.index.documents,
+            "found": found,
+            "documents": index.documents,
             "complete": self.complete,
-            "queries": self.queries,
+            "queries": queries,
+            "stopped": stopped,
         }
-        return json.dumps(answer).encode()
+        return (json.dumps(summary) + "\n").encode()
+
+
+class Calls:
+    """The calls in flight, each on a thread of its own, by id."""
+
+    def __init__(self, indexer):
+        self.indexer = indexer
+        self.lock = threading.Lock()
+        self.running = {}
+
+    def start(self, request, data, deadline_ms):
+        call = Call(request, deadline_ms)
+        thread = threading.Thread(target=self.serve, args=(call, data), daemon=True)
+        with self.lock:
+            self.running[request] = (call, thread)
+        thread.start()
+
+    def serve(self, call, data):
+        try:
+            answer = self.indexer.call(call, data)
+            if answer is not None:
+                send({"type": "response", "id": call.id, "data": base64.b64encode(answer).decode()})
+        except Exception as error:  # an error answers the call; it never ends the plugin
+            if not call.cancelled.is_set():
+                send({"type": "error", "id": call.id, "message": "%s: %s" % (type(error).__name__, error)})
+        finally:
+            with self.lock:
+                self.running.pop(call.id, None)
+
+    def cancel(self, request):
+        with self.lock:
+            entry = self.running.get(request)
+        if entry is not None:
+            entry[0].cancelled.set()
+
+    def wait(self, seconds):
+        """Waits at most `seconds` for the calls in flight to end."""
+        end = time.monotonic() + seconds
+        with self.lock:
+            threads = [thread for _, thread in self.running.values()]
+        for thread in threads:
+            thread.join(timeout=max(0.0, end - time.monotonic()))
 
 
 def heartbeat(every):
@@ -182,6 +291,7 @@ def heartbeat(every):
 
 def main():
     indexer = Indexer()
+    calls = Calls(indexer)
     started = False
     for line in sys.stdin:
         try:
@@ -196,23 +306,28 @@ def main():
                 indexer.config = message.get("config") or {}
                 indexer.level = int(message.get("level", 0))
                 indexer.restore(message.get("checkpoint"))
-                send({"type": "hello", "name": message.get("name", "indexer"), "version": "1.0.0", "protocol": 1})
+                send({"type": "hello", "name": message.get("name", "indexer"), "version": "1.1.0", "protocol": 1})
                 if not started:
                     started = True
                     every = float(indexer.config.get("heartbeat_s", 5))
                     threading.Thread(target=heartbeat, args=(every,), daemon=True).start()
                 indexer.rebuild()
             elif kind == "call":
-                answer = indexer.call(base64.b64decode(message["data"]))
-                send({"type": "response", "id": request, "data": base64.b64encode(answer).decode()})
+                calls.start(request, base64.b64decode(message["data"]), message.get("deadline_ms"))
+            elif kind == "cancel":
+                # Nothing answers a cancel.
+                calls.cancel(request)
+                continue
             elif kind == "set_level":
                 indexer.level = int(message["level"])
                 indexer.rebuild()
                 send({"type": "response", "id": request})
             elif kind == "drain":
                 indexer.stop.set()
+                deadline = time.monotonic() + message.get("deadline_ms", 5000) / 1000.0
                 if indexer.builder is not None:
-                    indexer.builder.join(timeout=message.get("deadline_ms", 5000) / 1000.0)
+                    indexer.builder.join(timeout=deadline - time.monotonic())
+                calls.wait(deadline - time.monotonic())
                 send({"type": "response", "id": request})
             elif kind == "checkpoint":
                 send({"type": "response", "id": request, "data": indexer.checkpoint()})

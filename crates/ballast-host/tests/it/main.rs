@@ -10,6 +10,8 @@ mod load;
 mod native_stream;
 mod panics;
 mod process;
+mod process_stream;
 mod stream;
 mod support;
 mod trust;
+mod worker;

@@ -1,7 +1,8 @@
 //! Process plugins under the host with real child processes: crash, restart with back-off and
 //! failure at the start limit; a stall and its end; SIGSTOP/SIGCONT seen in /proc/PID/stat; a
-//! hard memory limit that sheds; the Python example speaking the whole protocol; a plugin
-//! without the protocol restarted for a level change. Every wait is bounded, and dropping the
+//! hard memory limit that sheds; the Python example speaking the whole protocol, streaming its
+//! results and stopping a cancelled or late search; a plugin without the protocol restarted for
+//! a level change. Every wait is bounded, and dropping the
 //! host kills every child it started, also when a test fails.
 
 use std::path::{Path, PathBuf};
@@ -332,8 +333,19 @@ fn indexer(notes: &Path) -> PluginConfig {
     c
 }
 
+/// The indexer's answer to `text`: its summary (the last JSON line) with the results before it
+/// (one line each) as `results`.
 fn query(host: &PluginHost, text: &str) -> serde_json::Value {
-    serde_json::from_slice(&host.call("indexer", text.as_bytes()).unwrap()).unwrap()
+    let answer = host.call("indexer", text.as_bytes()).unwrap();
+    let mut lines: Vec<serde_json::Value> = answer
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    let mut summary = lines.pop().expect("a summary line");
+    assert_eq!(summary["found"], lines.len(), "{summary}");
+    summary["results"] = serde_json::Value::Array(lines);
+    summary
 }
 
 #[test]
@@ -351,7 +363,7 @@ fn the_python_example_speaks_the_whole_protocol() {
     assert_eq!(info.levels.len(), 2);
     f.host.enable("indexer", Level::FULL, "test").unwrap();
     let status = f.host.status("indexer").unwrap();
-    assert_eq!(status.info.version, "1.0.0", "from its hello");
+    assert_eq!(status.info.version, "1.1.0", "from its hello");
     // Indexing runs in the background and reports progress; wait for the gauge it sets after.
     let deadline = Instant::now() + Duration::from_secs(30);
     while f.host.status("indexer").unwrap().gauges.get("documents") != Some(&2.0) {
@@ -364,7 +376,9 @@ fn the_python_example_speaks_the_whole_protocol() {
         answer["results"][0]["file"],
         notes.join("garden.md").display().to_string()
     );
+    assert_eq!(answer["results"][0]["line"], "Tomatoes need water");
     assert_eq!(answer["queries"], 1);
+    assert_eq!(answer["stopped"], serde_json::Value::Null);
     // A bad request is the plugin's error, not a crash.
     match f.host.call("indexer", b"") {
         Err(CallError::Failed { message, .. }) => {
@@ -409,6 +423,176 @@ fn the_python_example_speaks_the_whole_protocol() {
     assert!(
         !alerts(&f.recorder.events.lock().unwrap()).contains(&PluginAlert::Stalled),
         "heartbeats every 0.2s never stall at the 30s default"
+    );
+}
+
+/// The indexer run on pipes, without a host: the test writes its stdin and reads its stdout.
+struct RawIndexer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl RawIndexer {
+    fn start(notes: &Path) -> RawIndexer {
+        use std::io::BufRead;
+        let mut child =
+            std::process::Command::new(workspace_root().join("plugins/python/indexer/indexer.py"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut indexer = RawIndexer {
+            child,
+            stdin,
+            lines,
+        };
+        indexer.send(serde_json::json!({
+            "type": "init", "name": "indexer", "level": 0,
+            "config": { "notes_dir": notes, "heartbeat_s": 3600 },
+        }));
+        indexer.until(|m| m["type"] == "gauge" && m["name"] == "documents");
+        indexer
+    }
+
+    fn send(&mut self, message: serde_json::Value) {
+        use std::io::Write;
+        writeln!(self.stdin, "{message}").unwrap();
+    }
+
+    fn call(&mut self, id: u64, query: &str, deadline_ms: Option<u64>) {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(query);
+        let mut call = serde_json::json!({ "type": "call", "id": id, "data": data });
+        if let Some(ms) = deadline_ms {
+            call["deadline_ms"] = ms.into();
+        }
+        self.send(call);
+    }
+
+    /// Every message up to and including the first for which `last` holds (at most 30 s away).
+    fn until(&self, last: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no more messages after {seen:#?}"));
+            let done = last(&message);
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+impl Drop for RawIndexer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The decoded data of the messages of request `id` of type `kind`.
+fn data_of(messages: &[serde_json::Value], id: u64, kind: &str) -> Vec<String> {
+    use base64::Engine as _;
+    messages
+        .iter()
+        .filter(|m| m["id"] == id && m["type"] == kind)
+        .map(|m| {
+            let data = m["data"].as_str().unwrap_or_default();
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_python_example_streams_its_results_and_stops_a_cancelled_or_late_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    for (name, text) in [
+        ("a.md", "water water water"),
+        ("b.md", "water water"),
+        ("c.md", "water"),
+        ("d.md", "some water"),
+    ] {
+        std::fs::write(notes.join(name), text).unwrap();
+    }
+    let mut indexer = RawIndexer::start(&notes);
+
+    // One chunk per result, best first, then the summary.
+    indexer.call(1, "water", Some(30_000));
+    let messages = indexer.until(|m| m["id"] == 1 && m["type"] == "response");
+    let files: Vec<String> = data_of(&messages, 1, "chunk")
+        .iter()
+        .map(|line| {
+            let result: serde_json::Value = serde_json::from_str(line).unwrap();
+            let file = result["file"].as_str().unwrap();
+            file.rsplit('/').next().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(files, ["a.md", "b.md", "c.md", "d.md"]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&data_of(&messages, 1, "response")[0]).unwrap();
+    assert_eq!(summary["found"], 4);
+    assert_eq!(summary["stopped"], serde_json::Value::Null);
+
+    // A deadline already passed: nothing is searched.
+    indexer.call(2, "water", Some(0));
+    let messages = indexer.until(|m| m["id"] == 2 && m["type"] == "response");
+    assert!(data_of(&messages, 2, "chunk").is_empty());
+    let summary: serde_json::Value =
+        serde_json::from_str(&data_of(&messages, 2, "response")[0]).unwrap();
+    assert_eq!(summary["stopped"], "deadline");
+
+    // The second result becomes a pipe, so the search blocks on it after the first result.
+    let b = notes.join("b.md");
+    std::fs::remove_file(&b).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    indexer.call(3, "water", Some(30_000));
+    let mut messages = indexer.until(|m| m["id"] == 3 && m["type"] == "chunk");
+    indexer.send(serde_json::json!({ "type": "cancel", "id": 3 }));
+    // Lines are read in order: once the checkpoint is answered, the cancel was read.
+    indexer.send(serde_json::json!({ "type": "checkpoint", "id": 4 }));
+    messages.extend(indexer.until(|m| m["id"] == 4));
+    // Unblock the search: opening the pipe for writing and closing it ends its read.
+    drop(std::fs::OpenOptions::new().write(true).open(&b).unwrap());
+    // A drain answers once no call runs: everything call 3 sent is before its answer.
+    indexer.send(serde_json::json!({ "type": "drain", "id": 5, "deadline_ms": 30_000 }));
+    messages.extend(indexer.until(|m| m["id"] == 5));
+    let chunks = data_of(&messages, 3, "chunk");
+    assert_eq!(
+        chunks.len(),
+        1,
+        "the result found after the cancel was not sent, nor any after it: {chunks:?}"
+    );
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m["id"] == 3 && (m["type"] == "response" || m["type"] == "error")),
+        "nothing answers a cancelled call: {messages:#?}"
     );
 }
 

@@ -136,7 +136,8 @@ fn a_drain_past_its_deadline_cuts_the_calls_it_can_and_says_it_was_a_shed() {
     host.enable("faulty", Level::FULL, "test").unwrap();
     let cancel = CancelToken::new();
     let (heard_tx, heard) = mpsc::channel();
-    cancel.on_cancel(Box::new(move |reason| heard_tx.send(reason).unwrap()));
+    let reason_of = cancel.clone();
+    let _hook = cancel.on_cancel(move || heard_tx.send(reason_of.reason().unwrap()).unwrap());
     let (sink, _) = recording_sink();
     let (tx, rx) = mpsc::channel::<Answer>();
     host.submit_with(

@@ -107,8 +107,7 @@ fn output_is_logged_and_the_exit_comes_last() {
 
 #[test]
 fn protocol_lines_become_messages_and_other_lines_bad_lines() {
-    let script =
-        r#"read init; echo '{"type":"hello","name":"t","protocol":1}'; echo 'not json'; read more"#;
+    let script = r#"read init; echo '{"type":"hello","name":"t","protocol":1}'; echo 'not json'; echo '{"type":"chunk","id":4,"data":"***"}'; read more"#;
     let (child, events) = start(script, true, None);
     child
         .send(&ballast_process::HostMessage::Init {
@@ -118,13 +117,24 @@ fn protocol_lines_become_messages_and_other_lines_bad_lines() {
             checkpoint: None,
         })
         .unwrap();
-    let seen = events.wait_for("the bad line", |e| {
-        e.iter().any(|e| matches!(e, ChildEvent::BadLine { .. }))
+    let seen = events.wait_for("the bad lines", |e| {
+        e.iter()
+            .filter(|e| matches!(e, ChildEvent::BadLine { .. }))
+            .count()
+            == 2
     });
     assert!(
         matches!(&seen[0], ChildEvent::Message(PluginMessage::Hello { name, protocol: 1, .. }) if name == "t")
     );
-    assert!(matches!(&seen[1], ChildEvent::BadLine { excerpt, .. } if excerpt == "not json"));
+    assert!(
+        matches!(&seen[1], ChildEvent::BadLine { excerpt, id: None, .. } if excerpt == "not json")
+    );
+    // A malformed answer names the request it answers.
+    assert!(
+        matches!(&seen[2], ChildEvent::BadLine { error, id: Some(4), .. } if error.to_string().contains("not base64")),
+        "{:?}",
+        seen[2]
+    );
     child.close_stdin();
     events.wait_for("the exit", exited);
 }

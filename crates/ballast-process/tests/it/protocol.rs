@@ -1,7 +1,11 @@
-//! The protocol's parser and line buffer against arbitrary input: no panics, and the lines do
-//! not depend on how the stream was cut into chunks.
+//! The protocol's parser and line buffer against arbitrary input: no panics, the lines do not
+//! depend on how the stream was cut into chunks, and the request a line answers is read right
+//! from any start of it, or not at all.
 
-use ballast_process::{Line, LineBuffer, PluginMessage, parse_host_message, parse_plugin_message};
+use ballast_process::protocol::request_id;
+use ballast_process::{
+    Line, LineBuffer, PluginMessage, encode_line, parse_host_message, parse_plugin_message,
+};
 use proptest::prelude::*;
 
 proptest! {
@@ -9,6 +13,30 @@ proptest! {
     fn any_bytes_parse_to_a_message_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = parse_plugin_message(&bytes);
         let _ = parse_host_message(&bytes);
+        let _ = request_id(&bytes);
+    }
+
+    #[test]
+    fn the_request_of_an_answer_or_of_its_start_is_its_id_or_none(
+        id in any::<u64>(),
+        data in proptest::collection::vec(any::<u8>(), 0..64),
+        kind in 0u8..3,
+        cut in 0usize..200,
+    ) {
+        let message = match kind {
+            0 => PluginMessage::Chunk { id, data },
+            1 => PluginMessage::Response { id, data: Some(data) },
+            _ => PluginMessage::Error {
+                id: Some(id),
+                message: String::from_utf8_lossy(&data).into_owned(),
+            },
+        };
+        let line = encode_line(&message);
+        let line = &line[..line.len() - 1];
+        prop_assert_eq!(request_id(line), Some(id));
+        let start = &line[..cut.min(line.len())];
+        let read = request_id(start);
+        prop_assert!(read.is_none() || read == Some(id), "{:?} from {:?}", read, start);
     }
 
     #[test]
