@@ -94,7 +94,10 @@ fn answers(message: &PluginMessage, line: &[u8]) {
     assert_eq!(request_id(line), Some(id), "{message:?}");
     for cut in [line.len() / 2, LINE_HEAD_BYTES.min(line.len())] {
         let read = request_id(&line[..cut]);
-        assert!(read.is_none() || read == Some(id), "{read:?} from a start of {message:?}");
+        assert!(
+            read.is_none() || read == Some(id),
+            "{read:?} from a start of {message:?}"
+        );
     }
 }
 

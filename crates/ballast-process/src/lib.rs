@@ -62,6 +62,9 @@
 //! The plugin is enabled once `hello` arrives (within `start_timeout`). Every request with an
 //! `id` (`cancel` aside) gets exactly one `response` or `error` with that id, unless it was
 //! cancelled; calls may be answered in any order.
+//! A `progress` whose phase and percent stay the same for the stuck threshold raises `stuck`;
+//! `percent` 100 or no phase ends the tracking. `health` `unhealthy` marks the plugin failed,
+//! like a native plugin's failed health check.
 //!
 //! **Streaming.** A call's answer may come in parts: any number of `chunk`s with the call's id,
 //! in order, then its `response`, whose `data` (optional, may be empty) is the last part. The
@@ -71,7 +74,7 @@
 //!
 //! **Deadlines and cancellation.** A call may carry `deadline_ms`: how many milliseconds were
 //! left until its deadline when the host sent it (relative, so the clocks need not agree; absent
-//! when the call has none). When the caller goes away or the deadline passes, the host sends
+//! when the call has none; a call that is not streamed has its `call_timeout`). When the caller goes away or the deadline passes, the host sends
 //! `cancel` with the call's id and stops waiting at once: the call fails for its caller, and
 //! whatever still comes for that id (chunks, its response or error) is dropped. A plugin should
 //! stop the work and may send nothing more for it; one that ignores `cancel` (and
@@ -81,9 +84,6 @@
 //! reported once per process. When it answers a request whose id can still be read from it (a
 //! malformed `chunk` or `response`, or the start of a line over the limit), that request fails
 //! with the reason; the process and its other requests go on.
-//! A `progress` whose phase and percent stay the same for the stuck threshold raises `stuck`;
-//! `percent` 100 or no phase ends the tracking. `health` `unhealthy` marks the plugin failed,
-//! like a native plugin's failed health check.
 
 pub mod child;
 pub mod detect;

@@ -1,7 +1,8 @@
 //! `ballast worker` run in this process on pipes, with a small C plugin whose calls can wait for
 //! a file: calls go out as chunks and a response, `cancel` is read and reaches a call while it
-//! runs (and the reading thread takes other calls meanwhile), and `deadline_ms` cancels a call
-//! that outlives it. Every wait is bounded; none is a timing assertion.
+//! runs (and the reading thread takes other calls meanwhile, also while a drain waits for the
+//! running call), and `deadline_ms` cancels a call that outlives it. Every wait is bounded; none
+//! is a timing assertion.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -256,4 +257,47 @@ fn a_call_that_outlives_its_deadline_is_cancelled() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn cancel_is_read_while_a_drain_waits_for_the_running_call() {
+    let mut worker = Worker::start();
+    let go = worker.path("go");
+    worker.call(1, &format!("wait {}", go.display()), Some(60_000));
+    wait_for_file(&worker.path("go.started"));
+    // The drain waits for the running call; the reading thread goes on reading.
+    worker.send(&HostMessage::Drain {
+        id: 2,
+        deadline_ms: 60_000,
+    });
+    worker.send(&HostMessage::Cancel { id: 1 });
+    // The reading thread answers a second init itself: once it has, the cancel was read.
+    worker.send(&HostMessage::Init {
+        name: "waiter".into(),
+        level: 0,
+        config: serde_json::json!({}),
+        checkpoint: None,
+    });
+    match worker.next() {
+        PluginMessage::Error { id: None, message } => {
+            assert!(message.contains("init was sent twice"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&go, b"").unwrap();
+    let mut others = Vec::new();
+    match worker.until_end_of(1, &mut others).as_slice() {
+        [PluginMessage::Error { message, .. }] => {
+            assert!(message.contains("cancelled (caller)"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let drained = worker.until_end_of(2, &mut others);
+    assert!(
+        matches!(
+            drained.as_slice(),
+            [PluginMessage::Response { id: 2, data: None }]
+        ),
+        "{drained:?}"
+    );
 }
