@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::trace::{Spacing, Trace, TraceOptions, TracePoint, read_arrivals, read_trace};
 use anyhow::Context as _;
 use ballast_core::decision::{Action, Decision};
+use ballast_core::format::trace_time;
 use ballast_core::{Resource, Timestamp};
 
 use ballast_core::StartMode;
@@ -285,7 +286,7 @@ impl Inputs {
                 c.arrivals.len()
             );
             if let (Some(first), Some(last)) = (first, last) {
-                let _ = write!(out, ", {} to {}", format_time(*first), format_time(*last));
+                let _ = write!(out, ", {} to {}", trace_time(*first), trace_time(*last));
             }
             let _ = writeln!(out, ")");
         }
@@ -552,27 +553,6 @@ fn replay_with_progress(
     }
 }
 
-/// A timestamp as a UTC date and time when it looks like one, else as an offset from zero.
-fn format_time(t: Timestamp) -> String {
-    let secs = t.as_millis() / 1000;
-    // 2000-01-01: earlier values are offsets of traces without timestamps.
-    if secs < 946_684_800 {
-        let days = secs / 86_400;
-        let rest = secs % 86_400;
-        return format!(
-            "+{days}d {:02}:{:02}:{:02}",
-            rest / 3600,
-            rest / 60 % 60,
-            rest % 60
-        );
-    }
-    let c = t.civil();
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
-}
-
 /// One line of the timeline.
 fn decision_line(d: &Decision) -> String {
     let action = if d.action == Action::None {
@@ -582,7 +562,7 @@ fn decision_line(d: &Decision) -> String {
     };
     let mut line = format!(
         "{}  {:<10} {:<10} {:<20} [{}] {}",
-        format_time(d.at),
+        trace_time(d.at),
         d.kind.as_str(),
         d.plugin.as_deref().unwrap_or("-"),
         action,

@@ -10,8 +10,9 @@ use ballast_core::{Resource, Timestamp};
 use expect_test::expect;
 
 use super::engine::{CallSummary, Report, SimConfig};
-use super::{Calls, Inputs, calls_arg, format_time, replay};
+use super::{Calls, Inputs, calls_arg, replay};
 use crate::trace::{TraceOptions, parse_arrivals, parse_trace};
+use ballast_core::format::trace_time;
 
 /// One on-demand GPU plugin: 0.30 of the GPU's memory (24 GB), a 60 s keep-alive, a 20 s load
 /// and 1 s calls; forecasts count only at full confidence, so pressure is the smoothed value.
@@ -72,7 +73,7 @@ fn timeline(report: &Report) -> String {
         let _ = writeln!(
             out,
             "{} {} {}{action} [{}]",
-            format_time(d.at),
+            trace_time(d.at),
             d.kind,
             d.plugin.as_deref().unwrap_or("-"),
             d.rule

@@ -11,7 +11,8 @@ use ballast_core::decision::{Action, Decision, DecisionKind, Mode};
 use expect_test::{Expect, expect};
 
 use super::engine::{Recording, Report, Sim, SimConfig};
-use super::{Scale, format_time, replay};
+use super::{Scale, replay};
+use ballast_core::format::trace_time;
 
 /// The test plugins: discord (10, 0.10), voice (20, 0.15 then 0.05), android (30, 0.10) and an
 /// essential core (100, 0.05). Forecasts count only at full confidence, so the timelines follow
@@ -103,7 +104,7 @@ fn timeline(report: &Report) -> String {
         let _ = writeln!(
             out,
             "{} {} {}{action} [{}]{pressure}",
-            format_time(d.at),
+            trace_time(d.at),
             d.kind,
             d.plugin.as_deref().unwrap_or("-"),
             d.rule
@@ -514,18 +515,6 @@ fn scale_is_detected_from_the_values() {
     assert!(scale.why.contains("peak"), "{scale:?}");
 }
 
-#[test]
-fn times_print_as_dates_or_as_offsets() {
-    assert_eq!(
-        format_time(ballast_core::Timestamp::from_secs(3_723)),
-        "+0d 01:02:03"
-    );
-    assert_eq!(
-        format_time(ballast_core::Timestamp::from_secs(1_392_388_200)),
-        "2014-02-14 14:30:00"
-    );
-}
-
 /// The shared traces; the tests that read them fail, naming the path, when they are missing.
 pub(super) fn shared_traces() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
@@ -567,11 +556,11 @@ fn restores_too_early(report: &Report, stabilization: Duration) -> Vec<String> {
         {
             problems.push(format!(
                 "{} {} {} only {:?} after {} {} {}",
-                format_time(d.at),
+                trace_time(d.at),
                 d.kind,
                 d.plugin.as_deref().unwrap_or("-"),
                 d.at - step.at,
-                format_time(step.at),
+                trace_time(step.at),
                 step.kind,
                 step.plugin.as_deref().unwrap_or("-")
             ));
