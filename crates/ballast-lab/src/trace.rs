@@ -305,19 +305,7 @@ pub fn read_arrivals<R: Read>(source_name: &str, reader: R) -> Result<Vec<Timest
 /// columns are not read; blank lines are skipped; a cell that is not a timestamp is an error
 /// naming its line.
 pub fn parse_arrivals(source_name: &str, text: &str) -> Result<Vec<Timestamp>, TraceError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| csv_error(source_name, &e))?
-        .clone();
-    if headers.is_empty() || headers.iter().all(str::is_empty) {
-        return Err(TraceError::Empty {
-            source_name: source_name.to_owned(),
-        });
-    }
+    let (mut reader, headers) = open_csv(source_name, text)?;
     let Some(time_index) = time_column(&headers) else {
         return Err(TraceError::NoTimestampColumn {
             source_name: source_name.to_owned(),
@@ -383,14 +371,12 @@ pub fn parse_trace(
     }
 }
 
-/// Parses a CSV trace (see the module docs for the layouts it accepts).
-pub fn parse_csv(
+/// A CSV reader over `text` (trimmed cells, a header row) and its header, which must name at
+/// least one column.
+fn open_csv<'a>(
     source_name: &str,
-    text: &str,
-    options: &TraceOptions,
-) -> Result<Trace, TraceError> {
-    check_options(source_name, options)?;
-    let name = || source_name.to_owned();
+    text: &'a str,
+) -> Result<(csv::Reader<&'a [u8]>, csv::StringRecord), TraceError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
@@ -401,9 +387,21 @@ pub fn parse_csv(
         .clone();
     if headers.is_empty() || headers.iter().all(str::is_empty) {
         return Err(TraceError::Empty {
-            source_name: name(),
+            source_name: source_name.to_owned(),
         });
     }
+    Ok((reader, headers))
+}
+
+/// Parses a CSV trace (see the module docs for the layouts it accepts).
+pub fn parse_csv(
+    source_name: &str,
+    text: &str,
+    options: &TraceOptions,
+) -> Result<Trace, TraceError> {
+    check_options(source_name, options)?;
+    let name = || source_name.to_owned();
+    let (mut reader, headers) = open_csv(source_name, text)?;
     let available = headers.iter().collect::<Vec<_>>().join(", ");
     let time_index = time_column(&headers);
     let value_index = match &options.column {
