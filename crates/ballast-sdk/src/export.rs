@@ -551,6 +551,17 @@ mod tests {
         cancelled: bool,
     }
 
+    impl FakeCall {
+        /// A call that takes every chunk and is cancelled after `cancel_after` of them.
+        fn new(cancel_after: usize) -> FakeCall {
+            FakeCall {
+                chunks: Vec::new(),
+                cancel_after,
+                cancelled: false,
+            }
+        }
+    }
+
     unsafe extern "C" fn fake_send(host_data: *mut c_void, chunk: BallastBytes) -> BallastStatus {
         // SAFETY: the tests pass a live `FakeCall` as host data.
         let call = unsafe { &mut *host_data.cast::<FakeCall>() };
@@ -797,11 +808,7 @@ mod tests {
     #[test]
     fn chunks_go_out_in_order_and_the_last_piece_is_the_answer() {
         let inst = live::<Echo>();
-        let mut call = FakeCall {
-            chunks: Vec::new(),
-            cancel_after: usize::MAX,
-            cancelled: false,
-        };
+        let mut call = FakeCall::new(usize::MAX);
         let ctx = fake_context(&mut call, 0);
         let (status, answer, _) = stream::<Echo>(inst, "4", &ctx);
         assert_eq!(status, BALLAST_STATUS_OK);
@@ -813,11 +820,7 @@ mod tests {
     #[test]
     fn a_cancelled_send_stops_the_plugin_with_the_cancelled_status() {
         let inst = live::<Echo>();
-        let mut call = FakeCall {
-            chunks: Vec::new(),
-            cancel_after: 2,
-            cancelled: false,
-        };
+        let mut call = FakeCall::new(2);
         let ctx = fake_context(&mut call, 0);
         let (status, answer, message) = stream::<Echo>(inst, "100", &ctx);
         assert_eq!(status, BALLAST_STATUS_CANCELLED);
@@ -836,11 +839,7 @@ mod tests {
     #[test]
     fn a_panic_in_call_stream_becomes_the_panic_status() {
         let inst = live::<Echo>();
-        let mut call = FakeCall {
-            chunks: Vec::new(),
-            cancel_after: usize::MAX,
-            cancelled: false,
-        };
+        let mut call = FakeCall::new(usize::MAX);
         let ctx = fake_context(&mut call, 0);
         let (status, _, message) = stream::<Echo>(inst, "boom", &ctx);
         assert_eq!(status, BALLAST_STATUS_PANIC);
@@ -855,11 +854,7 @@ mod tests {
     #[test]
     fn the_default_call_stream_answers_with_call() {
         let inst = live::<Plain>();
-        let mut call = FakeCall {
-            chunks: Vec::new(),
-            cancel_after: usize::MAX,
-            cancelled: false,
-        };
+        let mut call = FakeCall::new(usize::MAX);
         let ctx = fake_context(&mut call, 0);
         let (status, answer, _) = stream::<Plain>(inst, "hi", &ctx);
         assert_eq!(status, BALLAST_STATUS_OK);
@@ -871,11 +866,7 @@ mod tests {
     #[test]
     fn the_context_is_read_only_within_the_size_the_host_declares() {
         let inst = live::<Echo>();
-        let mut call = FakeCall {
-            chunks: Vec::new(),
-            cancel_after: usize::MAX,
-            cancelled: false,
-        };
+        let mut call = FakeCall::new(usize::MAX);
         let ctx = fake_context(&mut call, 1_700_000_000_000);
         let (_, answer, _) = stream::<Echo>(inst, "deadline", &ctx);
         assert_eq!(answer, b"Some(1700000000000)");
