@@ -257,10 +257,6 @@ impl Handler<Call> for PluginHostActor {
         let host = Arc::clone(&self.host);
         Box::pin(async move {
             match await_answer(rx, cancel.as_ref(), timeout).await {
-                Awaited::Answer(Err(CallError::Cancelled {
-                    reason: CancelReason::Deadline,
-                    ..
-                })) => Err(host.timed_out(&msg.plugin, timeout)),
                 Awaited::Answer(result) => result,
                 Awaited::WorkerStopped => Err(worker_stopped(msg.plugin)),
                 Awaited::TimedOut => Err(host.timed_out(&msg.plugin, timeout)),
@@ -305,11 +301,6 @@ impl Handler<CallWhenReady> for PluginHostActor {
             };
             let wait = deadline.map_or(wait, |d| d.min(wait));
             match await_answer(rx, cancel.as_ref(), wait).await {
-                // The plugin's side saw the deadline first: the same answer as the wait's.
-                Awaited::Answer(Err(CallError::Cancelled {
-                    reason: CancelReason::Deadline,
-                    ..
-                })) => Err(host.timed_out(&msg.plugin, wait)),
                 Awaited::Answer(result) => result,
                 Awaited::WorkerStopped => Err(worker_stopped(msg.plugin)),
                 Awaited::Cancelled(reason) => {
@@ -377,6 +368,11 @@ async fn await_answer(
     tokio::select! {
         biased;
         answer = rx => match answer {
+            // The plugin's side saw the deadline first: the same end as the wait's.
+            Ok(Err(CallError::Cancelled {
+                reason: CancelReason::Deadline,
+                ..
+            })) => Awaited::TimedOut,
             Ok(result) => Awaited::Answer(result),
             Err(_) => Awaited::WorkerStopped,
         },
