@@ -27,6 +27,7 @@ Anything it wants logged goes in `log` messages; stdout carries only protocol li
 """
 
 import base64
+import concurrent.futures
 import json
 import os
 import re
@@ -242,19 +243,19 @@ class Indexer:
 
 
 class Calls:
-    """The calls in flight, each on a thread of its own, by id."""
+    """The calls in flight, by id, each run on a pooled thread so that the reading thread stays
+    free to read a `cancel` (a pool, because starting a thread per call costs more than a call)."""
 
     def __init__(self, indexer):
         self.indexer = indexer
         self.lock = threading.Lock()
         self.running = {}
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="call")
 
     def start(self, request, data, deadline_ms):
         call = Call(request, deadline_ms)
-        thread = threading.Thread(target=self.serve, args=(call, data), daemon=True)
         with self.lock:
-            self.running[request] = (call, thread)
-        thread.start()
+            self.running[request] = (call, self.pool.submit(self.serve, call, data))
 
     def serve(self, call, data):
         try:
@@ -278,9 +279,8 @@ class Calls:
         """Waits at most `seconds` for the calls in flight to end."""
         end = time.monotonic() + seconds
         with self.lock:
-            threads = [thread for _, thread in self.running.values()]
-        for thread in threads:
-            thread.join(timeout=max(0.0, end - time.monotonic()))
+            futures = [future for _, future in self.running.values()]
+        concurrent.futures.wait(futures, timeout=max(0.0, end - time.monotonic()))
 
 
 def heartbeat(every):
