@@ -115,6 +115,11 @@ const ROWS: &[Row] = &[
         sources: &[
             Source::Criterion("ballast", "isolation", "plugin_call/native_in_process"),
             Source::Criterion("ballast", "isolation", "plugin_call/native_isolated_worker"),
+            Source::Criterion(
+                "ballast",
+                "isolation",
+                "plugin_call/python_echo_process_plugin",
+            ),
             Source::Criterion("ballast", "isolation", "plugin_call/python_process_plugin"),
         ],
     },
