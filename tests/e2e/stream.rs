@@ -1,6 +1,6 @@
 //! Calls over HTTP with the real binary: a plugin that does not stream answers an event stream
 //! with one chunk and a closing `end`; a deadline answers 504; a client that disconnects cancels
-//! its call (counted as a caller cancellation); a plugin shed while a call runs past the drain
+//! its call, streamed or answered whole (counted as a caller cancellation); a plugin shed while a call runs past the drain
 //! deadline cuts the call with the reason; the CLI client prints the answer and says how a
 //! streamed call ended.
 
@@ -167,6 +167,18 @@ fn calls_stream_end_with_their_outcome_and_are_cancelled_by_deadlines_disconnect
         Duration::from_secs(30),
         "the disconnect counted as a cancellation",
         |d| stats(d)["cancellations"]["caller"] == 1,
+    );
+    // So does one that hangs up on a call answered whole, where nothing is written to it until
+    // the answer: the daemon watches the connection, not only its writes.
+    let stream = post_raw(&daemon, "/plugins/echo/call", "sleep:5", &[]);
+    daemon.wait_until(Duration::from_secs(30), "the whole call running", |d| {
+        stats(d)["in_flight"] == 1
+    });
+    drop(stream);
+    daemon.wait_until(
+        Duration::from_secs(30),
+        "the hang-up on a whole call counted as a cancellation",
+        |d| stats(d)["cancellations"]["caller"] == 2,
     );
 
     // A plugin shed while a streamed call runs: past the drain deadline the call is cut, and the

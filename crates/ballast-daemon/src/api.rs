@@ -44,8 +44,9 @@ pub fn server(state: AppState) -> anyhow::Result<Server> {
     server_on(listener, state)
 }
 
-/// How many connections the API holds open at most: half the file descriptors the daemon may
-/// open, between 16 and 4096. Past it the API stops accepting (clients wait in the kernel's
+/// How many connections the API holds open at most: a quarter of the file descriptors the daemon
+/// may open (a connection holds two, its socket and the duplicate a call watches for its client
+/// hanging up, and a third while a call runs), between 16 and 4096. Past it the API stops accepting (clients wait in the kernel's
 /// backlog) instead of running the daemon out of descriptors, which its logs, state files and
 /// plugins need too. Idle connections are closed after actix-web's 5 s request timeout.
 pub fn max_connections() -> usize {
@@ -59,7 +60,7 @@ pub fn max_connections() -> usize {
     } else {
         1024
     };
-    (soft / 2).clamp(16, 4096)
+    (soft / 4).clamp(16, 4096)
 }
 
 /// The API server on an already bound `listener` (tests bind `127.0.0.1:0`).
@@ -69,6 +70,7 @@ pub fn server_on(listener: TcpListener, state: AppState) -> anyhow::Result<Serve
         .context("cannot read the control API's listening address")?;
     let data = web::Data::new(state);
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+        .on_connect(calls::remember_peer)
         .workers(1)
         .max_connections(max_connections())
         .disable_signals()

@@ -8,8 +8,12 @@
 //! `deadline`, `cancelled` or `shed`); a chunked octet stream that does not end `done` is cut
 //! without its last chunk, which every HTTP client reports as a truncated body, never silently.
 
+use std::any::Any;
+use std::os::fd::{AsFd as _, AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use actix_web::dev::Extensions;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
@@ -19,6 +23,8 @@ use ballast_scaler::actor::WakeMsg;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::errors::ApiError;
@@ -40,9 +46,57 @@ const CHUNK_BUFFER: usize = 256;
 /// at once keeps its status; a slow one gets its stream, and its outcome in the last event.
 const HEADER_WAIT: Duration = Duration::from_millis(100);
 
-/// How often an event stream without chunks gets a comment line: the only way to learn that the
-/// client went away is to write to it (a closed socket reads as a half-close, not a hang-up).
+/// How often an event stream without chunks gets a comment line: proxies keep a connection that
+/// carries bytes, and a client whose hang-up the socket does not show (one behind a proxy that
+/// keeps its side open) is found out by the write.
 const KEEPALIVE: Duration = Duration::from_millis(250);
+
+/// A connection's socket, duplicated when the connection is accepted, so that a call can watch
+/// for its client hanging up while nothing is written to it.
+#[derive(Clone)]
+pub(super) struct PeerSocket(Rc<OwnedFd>);
+
+impl AsRawFd for PeerSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// The API server's `on_connect` hook: keeps a [`PeerSocket`] with the connection's data. A
+/// connection whose socket cannot be duplicated (out of descriptors) is served without one: its
+/// calls learn that their client went away when they next write to it.
+pub(super) fn remember_peer(connection: &dyn Any, data: &mut Extensions) {
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+        && let Ok(socket) = stream.as_fd().try_clone_to_owned()
+    {
+        data.insert(PeerSocket(Rc::new(socket)));
+    }
+}
+
+/// Resolves when the client of a call hangs up: its end of the connection is closed (or
+/// half-closed: like nginx and Go's net/http, the server takes a client that stopped sending as
+/// gone). Never resolves for a connection that cannot be watched.
+async fn hung_up(socket: Option<PeerSocket>) {
+    let watch = socket.and_then(|socket| {
+        // SAFETY: a `PeerSocket` owns its descriptor (shared through an `Rc`, closed only when
+        // the last clone goes), so it stays open and the same for as long as the `AsyncFd`
+        // holds the clone.
+        unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.ok()
+    });
+    let Some(watch) = watch else {
+        return std::future::pending().await;
+    };
+    loop {
+        let Ok(mut ready) = watch.readable().await else {
+            return std::future::pending().await;
+        };
+        if ready.ready().is_read_closed() {
+            return;
+        }
+        // Bytes of a next request: not a hang-up. Wait for the next change.
+        ready.clear_ready();
+    }
+}
 
 /// The query of `POST /plugins/{name}/call`.
 #[derive(Debug, Deserialize)]
@@ -144,19 +198,37 @@ pub(super) fn delivery(accept: Option<&HeaderValue>) -> Delivery {
     }
 }
 
-/// Cancels a call for its caller when dropped before [`CallerGuard::finish`]: the handler's
-/// future or the response stream is dropped when the client goes away.
-struct CallerGuard(Option<CancelToken>);
+/// Cancels a call for its caller when its client hangs up (a task watches the connection) or
+/// when dropped before [`CallerGuard::finish`] (the response stream is dropped when a write to a
+/// client that went away fails).
+struct CallerGuard {
+    token: Option<CancelToken>,
+    watch: actix_web::rt::task::JoinHandle<()>,
+}
 
 impl CallerGuard {
+    fn new(token: CancelToken, socket: Option<PeerSocket>) -> CallerGuard {
+        let watched = token.clone();
+        let watch = actix_web::rt::spawn(async move {
+            hung_up(socket).await;
+            watched.cancel(CancelReason::Caller);
+        });
+        CallerGuard {
+            token: Some(token),
+            watch,
+        }
+    }
+
     fn finish(&mut self) {
-        self.0 = None;
+        self.token = None;
+        self.watch.abort();
     }
 }
 
 impl Drop for CallerGuard {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
+        self.watch.abort();
+        if let Some(token) = self.token.take() {
             token.cancel(CancelReason::Caller);
         }
     }
@@ -204,7 +276,7 @@ pub async fn call(
     let body = read_body(&req, payload, state.config.api.max_body_bytes).await?;
     let arrived = Instant::now();
     let cancel = CancelToken::new();
-    let mut guard = CallerGuard(Some(cancel.clone()));
+    let mut guard = CallerGuard::new(cancel.clone(), req.conn_data::<PeerSocket>().cloned());
     let (tx, rx) = match delivery {
         Delivery::Whole => (None, None),
         Delivery::Events | Delivery::Octets => {
