@@ -62,6 +62,14 @@
 //! cancelled (the caller went away, the deadline passed, the plugin is being shed), and `?`
 //! turns that into the error the host expects. Long work between chunks should look at
 //! [`CallContext::is_cancelled`] now and then.
+//!
+//! # Testing a plugin
+//!
+//! With the `testing` feature (in your dev-dependencies), `testing::TestHost` drives a plugin
+//! type in a plain unit test through the same entry points the daemon calls: create with a
+//! config, a level and a checkpoint, calls, streamed calls with cancellation and deadlines,
+//! levels, drain, checkpoint, destroy, and what the plugin logged. No `cdylib`, no daemon.
+
 
 #![deny(missing_docs)]
 
@@ -70,6 +78,8 @@ mod alloc;
 pub mod export;
 mod host;
 mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 
