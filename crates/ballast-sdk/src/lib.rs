@@ -69,7 +69,12 @@
 //! type in a plain unit test through the same entry points the daemon calls: create with a
 //! config, a level and a checkpoint, calls, streamed calls with cancellation and deadlines,
 //! levels, drain, checkpoint, destroy, and what the plugin logged. No `cdylib`, no daemon.
-
+//!
+//! # Build settings
+//!
+//! Build plugins with `panic = "unwind"`, Rust's default: the SDK turns a panic into an error
+//! the daemon reports, which it cannot do when a panic aborts. [`export_plugin!`] refuses to
+//! compile with `panic = "abort"`, since such a plugin's first panic would abort the daemon.
 
 #![deny(missing_docs)]
 
@@ -337,6 +342,12 @@ macro_rules! export_plugin {
         $crate::export_plugin!(@entry $plugin, false);
     };
     (@entry $plugin:ty, $counting:expr) => {
+        #[cfg(panic = "abort")]
+        ::core::compile_error!(
+            "a ballast plugin cannot be built with `panic = \"abort\"`: its panics would abort the \
+             ballast daemon that loads it, instead of being caught and reported as errors; remove \
+             `panic = \"abort\"` from the profile in Cargo.toml (or `-C panic=abort` from RUSTFLAGS)"
+        );
         /// The ballast plugin entry point (ABI major 1).
         ///
         /// # Safety
