@@ -218,11 +218,15 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The level of a [`LogRecord`]: the `log` crate's, re-exported for tests that do not depend on
+/// it themselves.
+pub use log::Level as LogLevel;
+
 /// One record the plugin logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogRecord {
     /// Its level.
-    pub level: log::Level,
+    pub level: LogLevel,
     /// Its target (the module path for records from `log`).
     pub target: String,
     /// Its message.
