@@ -1,5 +1,5 @@
-//! Project automation for ballast (`cargo xtask ...`): CI, plugin builds, the C header, plugin
-//! scaffolding, benchmarks, and the hardening tools (fuzzing, crash and soak runs).
+//! Project automation for ballast (`cargo xtask ...`): CI, plugin builds, the C header,
+//! benchmarks, and the hardening tools (fuzzing, crash and soak runs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,11 +45,9 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Scaffold a new Rust plugin under plugins/rust/NAME.
-    NewPlugin {
-        /// The plugin's name (letters, digits, `-`, `_`).
-        name: String,
-    },
+    /// Write the Rust and C plugin templates with `ballast plugin new` outside the workspace,
+    /// build them and run their own tests (a step of `ci`).
+    Templates,
     /// Measure an idle daemon (release build, example plugins at small working sets): CPU share
     /// of one core and RSS excluding the plugins' working sets.
     Idle {
@@ -147,7 +145,7 @@ fn run_task() -> Result<()> {
         Task::Run { args } => run(&root, &args),
         Task::Plugins { release } => build_plugins(&root, release),
         Task::Header { check } => header(&root, check),
-        Task::NewPlugin { name } => new_plugin(&root, &name),
+        Task::Templates => plugin_templates(&root),
         Task::Bench { package: None } => bench::bench(&root, &target_dir(&root)),
         Task::Bench {
             package: Some(package),
@@ -321,6 +319,7 @@ fn ci(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     build_plugins(root, false)?;
+    plugin_templates(root)?;
     let mut counts = tests(
         "cargo test",
         cargo().args(["test", "--workspace", "--all-targets"]),
@@ -334,6 +333,94 @@ fn ci(root: &Path) -> Result<()> {
         "tests: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.skipped
     );
+    Ok(())
+}
+
+/// Writes the Rust and C plugin templates with `ballast plugin new` into a temporary directory
+/// outside the workspace, as an author would, builds them, runs their own tests and loads the
+/// libraries with `ballast plugin inspect`. The Rust project builds into `target/templates`, so
+/// that a second run reuses its dependencies, and with the workspace's lock file, so that it
+/// builds the versions CI builds and needs no registry look-up.
+fn plugin_templates(root: &Path) -> Result<()> {
+    step(
+        "build ballast (for `ballast plugin new`)",
+        cargo().args(["build", "-p", "ballast"]),
+    )?;
+    let ballast = target_dir(root).join("debug/ballast");
+    let scratch = tempfile::Builder::new()
+        .prefix("ballast-templates-")
+        .tempdir()
+        .context("cannot make a temporary directory for the plugin templates")?;
+    if scratch.path().starts_with(root) {
+        bail!(
+            "the temporary directory {} is inside the workspace; set TMPDIR to a directory outside it",
+            scratch.path().display()
+        );
+    }
+    let rust = scratch.path().join("hello-rust");
+    let c = scratch.path().join("hello-c");
+    for (lang, dir) in [("rust", &rust), ("c", &c)] {
+        step(
+            &format!("ballast plugin new --lang {lang} into {}", dir.display()),
+            Command::new(&ballast)
+                .args([
+                    "plugin",
+                    "new",
+                    &format!("hello-{lang}"),
+                    "--lang",
+                    lang,
+                    "--dir",
+                ])
+                .arg(dir),
+        )?;
+    }
+
+    std::fs::copy(root.join("Cargo.lock"), rust.join("Cargo.lock"))
+        .context("cannot copy Cargo.lock into the Rust template")?;
+    let template_target = target_dir(root).join("templates");
+    let in_rust = |args: &[&str]| {
+        let mut command = cargo();
+        command
+            .args(args)
+            .current_dir(&rust)
+            .env("CARGO_TARGET_DIR", &template_target);
+        command
+    };
+    step(
+        "the Rust template's tests (cargo test)",
+        &mut in_rust(&["test", "--quiet"]),
+    )?;
+    step(
+        "build the Rust template",
+        &mut in_rust(&["build", "--quiet"]),
+    )?;
+    let rust_library = template_target.join("debug/libhello_rust.so");
+
+    let make = |target: &str| {
+        let mut command = Command::new("make");
+        command
+            .arg("--quiet")
+            .arg("WARNINGS=-Wall -Wextra -Werror")
+            .arg(target)
+            .current_dir(&c);
+        command
+    };
+    step("the C template's tests (make test)", &mut make("test"))?;
+    step("build the C template (make)", &mut make("libhello_c.so"))?;
+    let c_library = c.join("libhello_c.so");
+
+    for library in [&rust_library, &c_library] {
+        step(
+            &format!("ballast plugin inspect {}", library.display()),
+            Command::new(&ballast)
+                .args(["plugin", "inspect"])
+                .arg(library)
+                .stdout(std::process::Stdio::null()),
+        )?;
+        // The conformance check goes here once `ballast plugin check` exists: run it on
+        // `library` (and on the Python template's plugin), so that every template passes the
+        // whole plugin contract as generated.
+    }
     Ok(())
 }
 
@@ -532,101 +619,6 @@ fn header(root: &Path, check: bool) -> Result<()> {
     }
     std::fs::write(&path, fresh).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("wrote {}", path.display());
-    Ok(())
-}
-
-fn new_plugin(root: &Path, name: &str) -> Result<()> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        bail!("plugin name `{name}` must be letters, digits, `-` or `_`");
-    }
-    let dir = root.join("plugins/rust").join(name);
-    if dir.exists() {
-        bail!("{} already exists", dir.display());
-    }
-    let lib_name = name.replace('-', "_");
-    let type_name: String = name
-        .split(['-', '_'])
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
-    std::fs::create_dir_all(dir.join("src"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let manifest = format!(
-        r#"[package]
-name = "ballast-plugin-{name}"
-description = "The {name} integration for ballast"
-version = "0.1.0"
-edition.workspace = true
-publish = false
-
-[lib]
-name = "{lib_name}"
-crate-type = ["cdylib"]
-
-[dependencies]
-ballast-sdk = {{ workspace = true }}
-log = {{ workspace = true }}
-
-[lints]
-workspace = true
-"#
-    );
-    let source = format!(
-        r#"//! The `{name}` integration for ballast.
-
-use ballast_sdk::{{CreateContext, LevelInfo, Plugin, PluginError, PluginInfo, export_plugin}};
-
-/// The `{name}` integration.
-pub struct {type_name} {{
-    level: u32,
-}}
-
-impl Plugin for {type_name} {{
-    const INFO: PluginInfo = PluginInfo {{
-        name: "{name}",
-        version: env!("CARGO_PKG_VERSION"),
-        // Level 0 is full service; add cheaper levels after it, e.g. LevelInfo::new("reduced", 8 << 20).
-        levels: &[LevelInfo::new("full", 16 << 20)],
-        cpu_share: 0.05,
-        needs_gpu: false,
-    }};
-
-    fn create(ctx: CreateContext<'_>) -> Result<Self, PluginError> {{
-        log::info!("{name}: created with config {{}}", ctx.config_json());
-        Ok({type_name} {{ level: 0 }})
-    }}
-
-    fn set_level(&mut self, level: u32) -> Result<(), PluginError> {{
-        self.level = level;
-        Ok(())
-    }}
-
-    fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {{
-        let mut answer = format!("{name} (level {{}}): ", self.level).into_bytes();
-        answer.extend_from_slice(request);
-        Ok(answer)
-    }}
-}}
-
-export_plugin!({type_name});
-"#
-    );
-    std::fs::write(dir.join("Cargo.toml"), manifest).context("cannot write Cargo.toml")?;
-    std::fs::write(dir.join("src/lib.rs"), source).context("cannot write src/lib.rs")?;
-    eprintln!(
-        "created {}\nbuild it with `cargo build -p ballast-plugin-{name}` and check it with\n`cargo run -p ballast -- plugin inspect target/debug/lib{lib_name}.so`",
-        dir.display()
-    );
     Ok(())
 }
 

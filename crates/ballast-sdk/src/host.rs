@@ -1,5 +1,7 @@
 //! The plugin's handle on the host: log, clock, metrics and state reports, plus the `log` bridge.
 
+#[cfg(feature = "testing")]
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -97,16 +99,51 @@ pub(crate) fn install(host: &Host, plugin_name: &'static str) {
             log::set_max_level(log::LevelFilter::Debug);
         }
         // Replace the default hook, which prints to the daemon's stderr without context, with one
-        // that reports through the host log under the plugin's name.
+        // that reports through the host log under the plugin's name. Under a test host the one it
+        // replaced runs too, so that a failing test still prints why.
+        #[cfg(feature = "testing")]
+        let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if let Some(host) = current_host() {
                 host.log(BALLAST_LOG_ERROR, plugin_name, &format!("panic: {info}"));
+            }
+            #[cfg(feature = "testing")]
+            if crate::testing::ACTIVE.load(Ordering::SeqCst) {
+                previous(info);
             }
         }));
     });
 }
 
+#[cfg(feature = "testing")]
+thread_local! {
+    /// The host table of the test host whose call runs on this thread (null when none).
+    static TEST_HOST: Cell<*const BallastHostApi> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f` with `api` as the destination of the `log` records and panic messages made on this
+/// thread, so that each test host captures what its own calls log while tests run in parallel.
+#[cfg(feature = "testing")]
+pub(crate) fn with_test_host<R>(api: &'static BallastHostApi, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const BallastHostApi);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TEST_HOST.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(TEST_HOST.with(|t| t.replace(api)));
+    f()
+}
+
 fn current_host() -> Option<Host> {
+    #[cfg(feature = "testing")]
+    if let Some(host) = TEST_HOST
+        .try_with(|t| Host::from_raw(t.get()))
+        .ok()
+        .flatten()
+    {
+        return Some(host);
+    }
     Host::from_raw(CURRENT_HOST.load(Ordering::Acquire))
 }
 

@@ -62,6 +62,19 @@
 //! cancelled (the caller went away, the deadline passed, the plugin is being shed), and `?`
 //! turns that into the error the host expects. Long work between chunks should look at
 //! [`CallContext::is_cancelled`] now and then.
+//!
+//! # Testing a plugin
+//!
+//! With the `testing` feature (in your dev-dependencies), `testing::TestHost` drives a plugin
+//! type in a plain unit test through the same entry points the daemon calls: create with a
+//! config, a level and a checkpoint, calls, streamed calls with cancellation and deadlines,
+//! levels, drain, checkpoint, destroy, and what the plugin logged. No `cdylib`, no daemon.
+//!
+//! # Build settings
+//!
+//! Build plugins with `panic = "unwind"`, Rust's default: the SDK turns a panic into an error
+//! the daemon reports, which it cannot do when a panic aborts. [`export_plugin!`] refuses to
+//! compile with `panic = "abort"`, since such a plugin's first panic would abort the daemon.
 
 #![deny(missing_docs)]
 
@@ -70,6 +83,8 @@ mod alloc;
 pub mod export;
 mod host;
 mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 
@@ -327,6 +342,12 @@ macro_rules! export_plugin {
         $crate::export_plugin!(@entry $plugin, false);
     };
     (@entry $plugin:ty, $counting:expr) => {
+        #[cfg(panic = "abort")]
+        ::core::compile_error!(
+            "a ballast plugin cannot be built with `panic = \"abort\"`: its panics would abort the \
+             ballast daemon that loads it, instead of being caught and reported as errors; remove \
+             `panic = \"abort\"` from the profile in Cargo.toml (or `-C panic=abort` from RUSTFLAGS)"
+        );
         /// The ballast plugin entry point (ABI major 1).
         ///
         /// # Safety

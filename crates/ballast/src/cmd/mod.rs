@@ -4,6 +4,7 @@
 pub mod call;
 pub mod client;
 pub mod config;
+pub mod new;
 pub mod plugin;
 pub mod run;
 pub mod sample;

@@ -1,5 +1,5 @@
-//! `ballast plugin`: a tool for plugin authors (`inspect` loads a file and prints its
-//! descriptor) and the operator's actions on a running daemon's plugin (`ballast plugin NAME
+//! `ballast plugin`: tools for plugin authors (`new` writes a plugin project, `inspect` loads a
+//! file and prints its descriptor) and the operator's actions on a running daemon's plugin (`ballast plugin NAME
 //! enable|disable|release|suspend|resume|level N|show|logs`), which are clients of the control
 //! API.
 
@@ -47,6 +47,9 @@ pub struct PluginArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum PluginCommand {
+    /// Write a new plugin project (Rust, C or Python) that builds, tests and runs as written,
+    /// in a directory of its own, anywhere.
+    New(crate::cmd::new::NewArgs),
     /// Load a plugin file, validate it and print its descriptor; exits 0 only if it is loadable.
     Inspect {
         /// The plugin's shared library, e.g. target/debug/libvoice.so.
@@ -148,6 +151,7 @@ fn parse_duration(text: &str) -> Result<String, String> {
 /// Runs `ballast plugin`.
 pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        PluginCommand::New(args) => crate::cmd::new::run(args, &mut io::stdout().lock()),
         PluginCommand::Inspect { file, json, sha256 } => {
             let library = PluginLibrary::load(&file, sha256.as_deref())
                 .with_context(|| format!("{} is not a loadable ballast plugin", file.display()))?;

@@ -198,3 +198,106 @@ impl Drop for Faulty {
 }
 
 export_plugin!(Faulty);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ballast_sdk::testing::{FailureKind, LogLevel, TestHost};
+
+    use super::*;
+
+    #[test]
+    fn a_configured_panic_comes_back_as_a_status_and_the_instance_lives_on() {
+        let mut host = TestHost::<Faulty>::new().with_config(r#"{"panic_in":"call"}"#);
+        host.create().unwrap();
+        for _ in 0..2 {
+            let failure = host.call("anything").unwrap_err();
+            assert_eq!(failure.kind, FailureKind::Panicked);
+            assert_eq!(
+                failure.message,
+                "plugin panicked: faulty: configured to panic in call"
+            );
+        }
+        // Health still answers: the panics were caught inside the plugin.
+        assert_eq!(host.health().unwrap(), Health::Healthy);
+        assert!(
+            host.logs()
+                .iter()
+                .any(|r| r.level == LogLevel::Error
+                    && r.message.contains("configured to panic in call")),
+            "the panic hook reports through the host log: {:?}",
+            host.logs()
+        );
+    }
+
+    #[test]
+    fn requested_failures_and_panics_are_told_apart() {
+        let mut host = TestHost::<Faulty>::new();
+        host.create().unwrap();
+        let failed = host.call("fail").unwrap_err();
+        assert_eq!(failed.kind, FailureKind::Failed);
+        assert_eq!(failed.message, "faulty: failure requested by the caller");
+        assert_eq!(host.call("panic").unwrap_err().kind, FailureKind::Panicked);
+        assert_eq!(host.call("hello").unwrap(), b"generation 1");
+    }
+
+    #[test]
+    fn a_failing_start_fails_create_at_start_and_leaves_no_instance() {
+        let mut host = TestHost::<Faulty>::new().with_config(r#"{"fail_in":"start"}"#);
+        let failure = host.create().unwrap_err();
+        assert_eq!(failure.operation, "start");
+        assert_eq!(failure.message, "faulty: configured to fail in start");
+        assert!(!host.is_alive());
+    }
+
+    #[test]
+    fn a_bad_config_is_an_invalid_argument() {
+        let mut host = TestHost::<Faulty>::new().with_config(r#"{"panic_at":"call"}"#);
+        let failure = host.create().unwrap_err();
+        assert_eq!(failure.kind, FailureKind::InvalidArgument);
+        assert!(
+            failure
+                .message
+                .starts_with("faulty: bad config: unknown field `panic_at`"),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn generations_count_up_across_sheds() {
+        let mut host = TestHost::<Faulty>::new();
+        for generation in 1..=3 {
+            let checkpoint = if generation == 1 {
+                Vec::new()
+            } else {
+                host.shed(Duration::from_millis(100)).unwrap()
+            };
+            host.create_from(&checkpoint).unwrap();
+            assert_eq!(
+                host.call("x").unwrap(),
+                format!("generation {generation}").into_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn a_panic_in_destroy_is_reported_and_the_instance_is_gone() {
+        let mut host = TestHost::<Faulty>::new().with_config(r#"{"panic_in":"destroy"}"#);
+        host.create().unwrap();
+        let failure = host.shed(Duration::from_millis(100)).unwrap_err();
+        assert_eq!(failure.operation, "destroy");
+        assert_eq!(failure.kind, FailureKind::Panicked);
+        assert!(!host.is_alive());
+    }
+
+    #[test]
+    fn an_unhealthy_faulty_says_so() {
+        let mut host = TestHost::<Faulty>::new().with_config(r#"{"unhealthy":true}"#);
+        host.create().unwrap();
+        assert_eq!(
+            host.health().unwrap(),
+            Health::Unhealthy("faulty: configured to be unhealthy".to_owned())
+        );
+    }
+}
