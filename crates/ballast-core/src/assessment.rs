@@ -19,6 +19,10 @@ pub struct Forecast {
     pub confidence: f64,
     /// The model (or blend) that produced it, e.g. "ema", "blend(persistence,damped_trend)".
     pub model: String,
+    /// The forecast's recent mean absolute error on this series, in the same unit as `value`,
+    /// once any of its forecasts has been scored: how far off it has been lately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<f64>,
 }
 
 /// Trend statistics over the predictor's window.

@@ -1,7 +1,8 @@
 //! `ballast simulate`: replays a recorded trace through the real predictor and scaler on a
 //! virtual clock, counterfactually (a shed plugin's cost leaves the replayed utilization), and
 //! prints the decision timeline and a summary; `--plot` draws it (`plot.rs`), `--compare` runs
-//! the same trace through several configs side by side (`compare.rs`). `--calls PLUGIN=LOG`
+//! the same traces through several configs side by side, and `--reference` puts reference
+//! policies built from the config next to it (`compare.rs`, `reference.rs`). `--calls PLUGIN=LOG`
 //! replays a request log's arrivals as calls to a plugin (see [`engine`] for how the host is
 //! modelled), and the summary says what the callers saw: cold starts, waits, refusals, and what
 //! the plugin held. Without `--trace`, the calls are replayed on their own time span with the
@@ -12,6 +13,7 @@ mod calls_tests;
 mod compare;
 pub mod engine;
 mod plot;
+pub mod reference;
 #[cfg(test)]
 mod tests;
 
@@ -39,18 +41,32 @@ pub struct SimulateArgs {
     /// declared cost; see config/simulate-example.toml.
     #[arg(long, value_name = "FILE", required_unless_present = "compare")]
     config: Option<PathBuf>,
-    /// Replay the trace through each of these configs and print their summaries side by side.
+    /// Replay the traces through each of these configs and print their summaries side by side.
     #[arg(long, value_name = "FILE", num_args = 2.., conflicts_with_all = ["config", "plot"])]
     compare: Vec<PathBuf>,
+    /// Replay reference policies built from the config (the first of --compare) next to it,
+    /// all of them (naive, seed, no-forecast) or those named, and print the summaries side by
+    /// side: `naive` (one threshold, no smoothing, no forecast, no waiting), `seed` (EMA 0.7, a
+    /// least-squares line 10 buckets ahead, no stabilization), `no-forecast` (the design's
+    /// defaults without a forecast).
+    #[arg(
+        long,
+        value_name = "POLICY",
+        num_args = 0..,
+        value_delimiter = ',',
+        conflicts_with = "plot"
+    )]
+    reference: Option<Vec<reference::Reference>>,
     /// Draw the replay into this file (.svg or .png, 1200x600): utilization, smoothed value,
     /// forecast, thresholds, and one band per plugin with its level and the decisions.
     #[arg(long, value_name = "FILE.svg|FILE.png")]
     plot: Option<PathBuf>,
     /// The trace: CSV (`timestamp,value`, NAB, Google 2019, Azure, request logs) or the
     /// daemon's telemetry JSON lines. Without it (and with --calls), the resource is calm over
-    /// the calls' time span.
-    #[arg(long, value_name = "FILE", required_unless_present = "calls")]
-    trace: Option<PathBuf>,
+    /// the calls' time span. With --compare or --reference, several traces may be given: each
+    /// is replayed and the summaries are added up.
+    #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present = "calls")]
+    trace: Vec<PathBuf>,
     /// Replay the request arrivals of LOG (a CSV with one row per request and a `timestamp`
     /// column, e.g. the Azure LLM traces) as calls to PLUGIN; repeatable. Calls that do not
     /// overlap the trace's time span are moved to start with its first reading.
@@ -133,8 +149,33 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
-    /// Reads the trace and the calls `args` name.
+    /// Reads the one trace (or none) and the calls `args` name.
     fn load(args: &SimulateArgs) -> anyhow::Result<Inputs> {
+        match args.trace.as_slice() {
+            [] => Inputs::load_one(args, None),
+            [path] => Inputs::load_one(args, Some(path)),
+            _ => anyhow::bail!(
+                "--trace takes one file here; several are replayed only with --compare or \
+                 --reference"
+            ),
+        }
+    }
+
+    /// Reads every trace `args` name (or the calm stand-in for none), each with the calls.
+    pub(crate) fn load_all(args: &SimulateArgs) -> anyhow::Result<Vec<Inputs>> {
+        if args.trace.len() > 1 && !args.calls.is_empty() {
+            anyhow::bail!("--calls is replayed against one --trace at a time");
+        }
+        if args.trace.is_empty() {
+            return Ok(vec![Inputs::load_one(args, None)?]);
+        }
+        args.trace
+            .iter()
+            .map(|path| Inputs::load_one(args, Some(path)))
+            .collect()
+    }
+
+    fn load_one(args: &SimulateArgs, trace: Option<&PathBuf>) -> anyhow::Result<Inputs> {
         let mut calls = Vec::new();
         for arg in &args.calls {
             let log = arg.log.display().to_string();
@@ -147,7 +188,7 @@ impl Inputs {
                 arrivals,
             });
         }
-        match &args.trace {
+        match trace {
             Some(path) => {
                 let trace = load_trace(args, path)?;
                 let name = path.display().to_string();
@@ -309,7 +350,7 @@ impl Inputs {
 
 /// Runs `ballast simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let Some(config_path) = args.config.clone() else {
+    let Some(config_path) = args.config.clone().filter(|_| args.reference.is_none()) else {
         return compare::run(&args);
     };
     let config_name = config_path.display().to_string();
@@ -359,7 +400,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         plot::plot_to_file(
             path,
             &plot::PlotInput {
-                trace_name: args.trace.as_deref().map_or("calm", trace_file_name),
+                trace_name: args.trace.first().map_or("calm", |t| trace_file_name(t)),
                 resource,
                 thresholds,
                 horizon,

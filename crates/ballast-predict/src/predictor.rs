@@ -177,6 +177,11 @@ struct Track {
     model_label: String,
     /// The values of `window`, kept sorted so that the median and MAD cost `O(window)`.
     sorted: Vec<f64>,
+    /// When the latest sample was taken, in milliseconds.
+    last_sample_ms: u64,
+    /// The latest bucket closed, so that a bucket closed at once (sparse samples) is not closed
+    /// twice when a late sample lands in it.
+    closed: Option<u64>,
 }
 
 /// Forecasts every measured resource from the samples it is fed. See the crate docs.
@@ -279,9 +284,18 @@ impl Predictor {
                 forecast: None,
                 model_label: String::new(),
                 sorted: Vec::with_capacity(self.config.window_buckets + 1),
+                last_sample_ms: now.as_millis(),
+                closed: None,
             }));
         }
         let track = slot.as_mut()?;
+        // Samples a bucket or more apart (a trace read every 5 minutes, a daemon sampling no
+        // faster than the bucket) fill a bucket each: it is closed at once, so that the forecast
+        // looks its horizon ahead of this sample rather than of the one before. Denser samples
+        // close a bucket when the next one begins.
+        let sparse =
+            !reset && now.as_millis().saturating_sub(track.last_sample_ms) >= self.bucket_ms;
+        track.last_sample_ms = track.last_sample_ms.max(now.as_millis());
         if index > track.bucket_index {
             track.close_bucket(&self.config, self.bucket_ms);
             track.bucket_index = index;
@@ -290,6 +304,9 @@ impl Predictor {
         track.bucket_count += 1;
         if !reset {
             track.smoothed += self.config.ema_weight * (value - track.smoothed);
+        }
+        if sparse && index == track.bucket_index {
+            track.close_bucket(&self.config, self.bucket_ms);
         }
         Some(track.assess(&self.config, resource, value))
     }
@@ -305,6 +322,11 @@ impl Track {
         let mean = (self.bucket_sum / f64::from(self.bucket_count)).clamp(0.0, 1.0);
         self.bucket_sum = 0.0;
         self.bucket_count = 0;
+        // A late sample in a bucket already closed at once: the bucket stands as it was.
+        if self.closed == Some(self.bucket_index) {
+            return;
+        }
+        self.closed = Some(self.bucket_index);
         self.window.push_back((self.bucket_index, mean));
         let at = self.sorted.partition_point(|v| v.total_cmp(&mean).is_lt());
         self.sorted.insert(at, mean);
@@ -401,7 +423,15 @@ impl Track {
     ) -> ResourceAssessment {
         let open_mean = self.bucket_sum / f64::from(self.bucket_count.max(1));
         let stats = &self.stats;
-        let trend = if stats.n == 0 {
+        let trend = if self.bucket_count == 0 && stats.n > 0 {
+            // The open bucket was closed at once (sparse samples): the window is the trend.
+            TrendStats {
+                slope_per_second: stats.slope_per_second,
+                min: stats.min,
+                max: stats.max,
+                mean: stats.sum / stats.n as f64,
+            }
+        } else if stats.n == 0 {
             TrendStats {
                 slope_per_second: 0.0,
                 min: open_mean,
@@ -436,6 +466,7 @@ impl Track {
                 horizon,
                 confidence: f.confidence.clamp(0.0, 1.0),
                 model: self.model_label.clone(),
+                error: f.recent_mae.filter(|e| e.is_finite()).map(|e| e.max(0.0)),
             },
             // No bucket has closed yet: the smoothed value, with no measured skill at all.
             None => Forecast {
@@ -443,6 +474,7 @@ impl Track {
                 horizon,
                 confidence: 0.0,
                 model: "fallback(ema0.7)".to_owned(),
+                error: None,
             },
         };
         ResourceAssessment {
@@ -555,6 +587,39 @@ mod tests {
         let mut predictor = Predictor::new(bad);
         let a = predictor.observe(at(1), &[(Resource::Cpu, 0.5)]);
         assert_eq!(a.resources.len(), 1);
+    }
+
+    #[test]
+    fn samples_a_bucket_apart_are_forecast_a_horizon_past_themselves() {
+        // One reading every 5 minutes (ten 30 s buckets), a steady ramp of 0.002 a reading: each
+        // reading fills its bucket alone, which is closed at once, so the forecast looks 10
+        // buckets (the next reading) past the reading just taken, not past the one before.
+        let mut predictor = Predictor::new(PredictorConfig::default());
+        let mut last = None;
+        for k in 0..200_u64 {
+            let value = 0.1 + 0.002 * k as f64;
+            last = Some((
+                value,
+                predictor.observe(at(k * 300), &[(Resource::Cpu, value)]),
+            ));
+        }
+        let (value, a) = last.unwrap();
+        let cpu = a.get(Resource::Cpu).unwrap();
+        let f = cpu.forecast.as_ref().unwrap();
+        assert!(
+            (f.value - (value + 0.002)).abs() < 2e-4,
+            "{f:?} after {value}"
+        );
+        // Its recent error is measured, and under persistence's miss of 0.002 a reading.
+        assert!(f.error.is_some_and(|e| e < 0.002), "{f:?}");
+        // The window (60 buckets: the last 6 readings) holds the readings themselves; the open
+        // bucket, empty once closed, does not count as a zero.
+        assert!(
+            (cpu.trend.min - (value - 0.002 * 5.0)).abs() < 1e-9,
+            "{:?}",
+            cpu.trend
+        );
+        assert!((cpu.trend.max - value).abs() < 1e-9, "{:?}", cpu.trend);
     }
 
     #[test]

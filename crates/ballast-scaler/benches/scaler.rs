@@ -37,6 +37,7 @@ fn assessment(at: Timestamp, memory: f64, cpu: f64, gpu: f64) -> Assessment {
             horizon: Duration::from_secs(300),
             confidence: 0.7,
             model: String::new(),
+            error: None,
         }),
         trend: Default::default(),
         anomaly: Default::default(),

@@ -17,14 +17,20 @@
 //!    it can be suspended, `prefer_suspend` is set and the resource is one a stopped process
 //!    stops using: CPU, CPU and IO pressure, GPU compute), then waits for the cool-down and for
 //!    an assessment made after the step, so the next step sees the effect of the previous one.
-//!    For GPU resources, plugins that declare GPU use go first. A stopped process keeps its
+//!    While the confident forecast, less what the steps taken so far free by the plugins'
+//!    declared needs, still reaches the shed threshold, the next step is taken at once: the
+//!    forecast already says one step is not enough. For GPU resources, plugins that declare GPU use go first. A stopped process keeps its
 //!    memory, so under memory pressure a suspended plugin is disabled before anything that
 //!    still serves is touched, and a resume's pre-flight counts no memory.
 //! 3. **Soft limit**: between the soft limit and the shed threshold the scaler warns once and
 //!    lowers concurrency limits one plugin per cool-down (the gentlest step).
 //! 4. **Restore**: after every resource stayed below its restore threshold for the stabilization
 //!    period (counted again after every step), one step back up, highest priority first, only if
-//!    the pre-flight check finds that the step's declared needs fit under every shed threshold.
+//!    the pre-flight check finds that the step's declared needs fit under every shed threshold,
+//!    now and by the confident forecast over its horizon (else `restore held: ...`). When every
+//!    resource's confident forecast, with the step's need and the forecast's recent error added,
+//!    stays under the restore threshold, the wait is only `stabilization_floor` (a fifth of the
+//!    period by default); a forecast under `min_confidence` changes nothing.
 //!    A plugin shed again within its stabilization period after a restore has flapped: its next
 //!    stabilization doubles, up to `flap_backoff_max`. That longer wait is the plugin's own
 //!    back-off, counted from the start of the calm or its own last step, whichever is later:

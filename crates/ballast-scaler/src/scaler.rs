@@ -8,6 +8,15 @@
 //! passed over and the next plugin in priority order is restored, so a plugin in a long back-off
 //! never holds the restores of the plugins behind it; it comes back when its back-off ends, and
 //! each restore that passed it over names it in its reason.
+//!
+//! Restores read the forecast both ways. A restore is held, and the decision log says so
+//! (`restore held: cpu forecast 0.83 at confidence 0.81 within 5m ...`), while a confident
+//! forecast with the plugin's need added reaches the shed threshold within its horizon. And when
+//! every resource's forecast is confident and stays well under the restore threshold (with the
+//! need and the forecast's own recent error added), the restore waits only the stabilization
+//! floor (by default a fifth of the period) instead of the whole period. A forecast under
+//! `min_confidence` changes nothing: the plain stabilization rule applies, so a series the
+//! forecaster cannot predict never holds a restore.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -365,6 +374,32 @@ enum Zone {
     Emergency,
 }
 
+/// A confident forecast a restore was checked against.
+#[derive(Clone, Debug)]
+struct ForecastFigures {
+    view: ResourceFigures,
+    /// The forecast.
+    forecast: f64,
+    /// What the step adds to the resource.
+    added: f64,
+    /// The forecast's recent error (an early restore's margin; 0 for a hold).
+    error: f64,
+    /// What the check compared with the threshold.
+    after: f64,
+    /// How far ahead the forecast looks.
+    horizon: Duration,
+}
+
+/// What the confident forecasts say about a restore step ([`Scaler::outlook`]).
+#[derive(Clone, Debug, Default)]
+struct Outlook {
+    /// The first resource whose forecast with the step's need reaches its shed threshold.
+    held: Option<ForecastFigures>,
+    /// When every resource stays under its restore threshold with the step (its forecast
+    /// confident), the one with the least room left.
+    calm: Option<ForecastFigures>,
+}
+
 /// The shedding policy: a pure state machine.
 ///
 /// Feed it [`Assessment`]s with [`Scaler::handle_assessment`], plugin events with
@@ -380,6 +415,10 @@ pub struct Scaler {
     thresholds: [Thresholds; N_RESOURCES],
     soft_limits: [f64; N_RESOURCES],
     views: [Option<ResourceFigures>; N_RESOURCES],
+    /// How far ahead each resource's latest forecast looks.
+    horizons: [Option<Duration>; N_RESOURCES],
+    /// Each resource's latest forecast's recent error.
+    forecast_errors: [Option<f64>; N_RESOURCES],
     soft_warned: [bool; N_RESOURCES],
     /// Slots sorted by shed order: lowest priority first, then configuration order.
     slots: Vec<Slot>,
@@ -482,6 +521,8 @@ impl Scaler {
             thresholds: [Thresholds::DEFAULT; N_RESOURCES],
             soft_limits: [0.0; N_RESOURCES],
             views: std::array::from_fn(|_| None),
+            horizons: [None; N_RESOURCES],
+            forecast_errors: [None; N_RESOURCES],
             soft_warned: [false; N_RESOURCES],
             slots,
             now: Timestamp::ZERO,
@@ -633,6 +674,12 @@ impl Scaler {
                 Some(f) => (Some(f.value), Some(f.confidence)),
                 None => (None, None),
             };
+            self.horizons[i] = ra.forecast.as_ref().map(|f| f.horizon);
+            self.forecast_errors[i] = ra
+                .forecast
+                .as_ref()
+                .and_then(|f| f.error)
+                .filter(|e| e.is_finite() && *e >= 0.0);
             let forecast_used = match (forecast, confidence) {
                 (Some(f), Some(c)) => c >= self.config.min_confidence && f.is_finite(),
                 _ => false,
@@ -867,6 +914,13 @@ impl Scaler {
                     self.own_ready_at(&self.slots[i], calm_since)
                         .max(calm_ready),
                 );
+            }
+            // The next restore's earlier time, while the confident forecast stays calm.
+            if let Some(index) = self.restore_candidate(self.now, calm_since) {
+                let (_, to) = self.restore_action(index);
+                if self.outlook(index, to).calm.is_some() {
+                    consider(self.floor_ready_at(calm_since));
+                }
             }
         }
         next
@@ -1173,7 +1227,7 @@ impl Scaler {
             self.last_shed_at = Some(now);
             return;
         }
-        let Some(index) = self.pick(i, Slot::sheddable) else {
+        let Some(mut index) = self.pick(i, Slot::sheddable) else {
             let reason = format!(
                 "{} pressure {:.2} reached shed {:.2} but no plugin is left that may be shed",
                 view.resource, view.pressure, view.thresholds.shed
@@ -1181,14 +1235,50 @@ impl Scaler {
             self.warn_nothing_to_shed(now, view, reason);
             return;
         };
-        let reason = format!(
+        let mut reason = format!(
             "{} pressure {:.2} reached shed {:.2}{}",
             view.resource,
             view.pressure,
             view.thresholds.shed,
             pressure_note(&view)
         );
-        self.step_down(now, index, Rule::HighPressure, Some(view), None, reason);
+        // While the confident forecast, less what the steps so far free by the plugins' needs,
+        // stays at the shed threshold, the next step is taken at once rather than after a
+        // cool-down: the forecast already says the first step is not enough.
+        let machine = self.config.machine;
+        let mut freed = 0.0;
+        loop {
+            let before = self.slots[index].placement;
+            self.step_down(
+                now,
+                index,
+                Rule::HighPressure,
+                Some(view.clone()),
+                None,
+                reason,
+            );
+            let slot = &self.slots[index];
+            let step = slot.need(before, view.resource, &machine)
+                - slot.need(slot.placement, view.resource, &machine);
+            freed += step;
+            let Some(forecast) = view.forecast.filter(|_| view.forecast_used) else {
+                break;
+            };
+            if step <= 0.0 || forecast - freed < view.thresholds.shed {
+                break;
+            }
+            let Some(next) = self.pick(i, Slot::sheddable) else {
+                break;
+            };
+            index = next;
+            reason = format!(
+                "{} forecast {forecast:.2} at confidence {:.2}, less {freed:.2} freed by the step \
+                 before, still reaches shed {:.2}",
+                view.resource,
+                view.confidence.unwrap_or(0.0),
+                view.thresholds.shed
+            );
+        }
         self.last_shed_at = Some(now);
     }
 
@@ -1461,12 +1551,109 @@ impl Scaler {
         start + self.stabilization_for(slot)
     }
 
-    /// The plugin a restore step at `now` goes to: the first in restore order whose own back-off
-    /// is over. A plugin still in its back-off does not hold the ones behind it; it comes back
-    /// when its back-off ends.
+    /// When a restore may come while the confident forecast stays calm: the stabilization floor
+    /// after the start of the calm or the last step, whichever is later.
+    fn floor_ready_at(&self, calm_since: Timestamp) -> Timestamp {
+        let start = self.last_step_at.map_or(calm_since, |t| t.max(calm_since));
+        start + self.config.floor_of(self.profile.stabilization)
+    }
+
+    /// The plugin a restore step at `now` goes to: the first in restore order that has not
+    /// flapped or whose own back-off is over. A plugin still in its back-off does not hold the
+    /// ones behind it; it comes back when its back-off ends. (A plugin that has not flapped has
+    /// no back-off of its own: its wait is the machine's.)
     fn restore_candidate(&self, now: Timestamp, calm_since: Timestamp) -> Option<usize> {
-        self.restore_order()
-            .find(|&i| self.own_ready_at(&self.slots[i], calm_since) <= now)
+        self.restore_order().find(|&i| {
+            let slot = &self.slots[i];
+            slot.flaps == 0 || self.own_ready_at(slot, calm_since) <= now
+        })
+    }
+
+    /// The restore step on the plugin at `index`: its action and the placement it moves to.
+    fn restore_action(&self, index: usize) -> (Action, Placement) {
+        let slot = &self.slots[index];
+        if !slot.below_target() {
+            return (Action::SetConcurrency { limit: None }, slot.placement);
+        }
+        match slot.placement {
+            Placement::Off {
+                suspended: true,
+                level,
+            } => (Action::Resume, Placement::On { level }),
+            Placement::Off { .. } => {
+                let level = match slot.target() {
+                    Placement::On { level } => level.max(slot.lowest_level()),
+                    Placement::Off { .. } => slot.lowest_level(),
+                };
+                (Action::Enable { level }, Placement::On { level })
+            }
+            Placement::On { level } => {
+                let to = Level(level.0.saturating_sub(1));
+                (
+                    Action::SetLevel { from: level, to },
+                    Placement::On { level: to },
+                )
+            }
+        }
+    }
+
+    /// What each resource's confident forecast says about moving the plugin at `index` to `to`:
+    /// whether it holds the restore (the forecast with the plugin's need added reaches the shed
+    /// threshold) and whether it lets the restore come at the stabilization floor (every
+    /// resource has a confident forecast, and the pressure, forecast included, stays under the
+    /// restore threshold with the need added). Resources without a confident forecast hold
+    /// nothing and let nothing come early.
+    fn outlook(&self, index: usize, to: Placement) -> Outlook {
+        let slot = &self.slots[index];
+        let machine = self.config.machine;
+        let mut outlook = Outlook::default();
+        let mut all_calm = true;
+        for (i, view) in self.views.iter().enumerate() {
+            let Some(view) = view else { continue };
+            let added = (slot.need(to, view.resource, &machine)
+                - slot.need(slot.placement, view.resource, &machine))
+            .max(0.0);
+            let forecast = match (view.forecast, view.forecast_used) {
+                (Some(f), true) => f,
+                _ => {
+                    all_calm = false;
+                    continue;
+                }
+            };
+            let horizon = self.horizons[i].unwrap_or_default();
+            if forecast + added >= view.thresholds.shed && outlook.held.is_none() {
+                outlook.held = Some(ForecastFigures {
+                    view: view.clone(),
+                    forecast,
+                    added,
+                    error: 0.0,
+                    after: forecast + added,
+                    horizon,
+                });
+            }
+            // Well under: by more than the forecast has missed by lately.
+            let error = self.forecast_errors[i].unwrap_or(0.0);
+            let after = view.pressure.max(forecast) + added + error;
+            if after >= view.thresholds.restore {
+                all_calm = false;
+            } else if outlook.calm.as_ref().is_none_or(|c| {
+                after - view.thresholds.restore > c.after - c.view.thresholds.restore
+            }) {
+                // The resource with the least room left under its restore threshold.
+                outlook.calm = Some(ForecastFigures {
+                    view: view.clone(),
+                    forecast,
+                    added,
+                    error,
+                    after,
+                    horizon,
+                });
+            }
+        }
+        if !all_calm {
+            outlook.calm = None;
+        }
+        outlook
     }
 
     /// Why each plugin ahead of `index` in restore order was passed over: it is still in its
@@ -1493,38 +1680,57 @@ impl Scaler {
         let Some(calm_since) = self.calm_since else {
             return;
         };
-        if now < self.calm_ready_at(calm_since) {
-            return;
-        }
         let Some(index) = self.restore_candidate(now, calm_since) else {
             return;
         };
+        let (action, to) = self.restore_action(index);
+        let outlook = self.outlook(index, to);
+        // A plugin that flapped waits its whole back-off (it is the candidate only once that is
+        // over) and the machine's whole stabilization too.
+        let may_be_early = outlook.calm.is_some() && self.slots[index].flaps == 0;
+        let plain_ready = self.calm_ready_at(calm_since);
+        let ready = if may_be_early {
+            self.floor_ready_at(calm_since).min(plain_ready)
+        } else {
+            plain_ready
+        };
+        if now < ready {
+            return;
+        }
+        // Early: before the whole stabilization period, which the forecast let it skip.
+        let early = may_be_early && now < plain_ready;
         let stabilization = self.stabilization_for(&self.slots[index]);
         let slot = &self.slots[index];
-        let (action, to) = if slot.below_target() {
-            match slot.placement {
-                Placement::Off {
-                    suspended: true,
-                    level,
-                } => (Action::Resume, Placement::On { level }),
-                Placement::Off { .. } => {
-                    let level = match slot.target() {
-                        Placement::On { level } => level.max(slot.lowest_level()),
-                        Placement::Off { .. } => slot.lowest_level(),
-                    };
-                    (Action::Enable { level }, Placement::On { level })
-                }
-                Placement::On { level } => {
-                    let to = Level(level.0.saturating_sub(1));
-                    (
-                        Action::SetLevel { from: level, to },
-                        Placement::On { level: to },
-                    )
-                }
+        // The forecast's own pre-flight: the confident forecast with the step's needs added must
+        // stay under every shed threshold over its horizon.
+        if let Some(held) = outlook.held {
+            if !self.preflight_warned {
+                self.preflight_warned = true;
+                let reason = format!(
+                    "restore held: {} forecast {:.2} at confidence {:.2} within {} with {} \
+                     restored ({action}: {:.2} + its {:.2}), not under shed {:.2}",
+                    held.view.resource,
+                    held.forecast + held.added,
+                    held.view.confidence.unwrap_or(0.0),
+                    humantime::format_duration(held.horizon),
+                    slot.spec.name,
+                    held.forecast,
+                    held.added,
+                    held.view.thresholds.shed
+                );
+                self.record(
+                    now,
+                    DecisionKind::Warn,
+                    Action::None,
+                    Some(index),
+                    Rule::PreflightFailed,
+                    Some(held.view),
+                    None,
+                    reason,
+                );
             }
-        } else {
-            (Action::SetConcurrency { limit: None }, slot.placement)
-        };
+            return;
+        }
         // The pre-flight check: the declared needs of the step must fit under every shed
         // threshold, given the pressure now.
         let machine = self.config.machine;
@@ -1566,11 +1772,33 @@ impl Scaler {
             return;
         }
         let calm_for = now - calm_since;
-        let mut reason = format!(
-            "every resource below its restore threshold for {} (needs {})",
-            humantime::format_duration(calm_for),
-            humantime::format_duration(stabilization)
-        );
+        let mut reason = match outlook.calm.as_ref().filter(|_| early) {
+            Some(calm) => {
+                let since = now - self.last_step_at.map_or(calm_since, |t| t.max(calm_since));
+                format!(
+                    "every resource below its restore threshold for {}, {} since the last step: \
+                     past the stabilization floor {} (instead of {}) as the confident forecast \
+                     stays calm, {} forecast {:.2} ± {:.2} at confidence {:.2} within {}, {:.2} \
+                     with the step, under restore {:.2}",
+                    humantime::format_duration(calm_for),
+                    humantime::format_duration(since),
+                    humantime::format_duration(self.config.floor_of(self.profile.stabilization)),
+                    humantime::format_duration(stabilization),
+                    calm.view.resource,
+                    calm.forecast,
+                    calm.error,
+                    calm.view.confidence.unwrap_or(0.0),
+                    humantime::format_duration(calm.horizon),
+                    calm.after,
+                    calm.view.thresholds.restore
+                )
+            }
+            None => format!(
+                "every resource below its restore threshold for {} (needs {})",
+                humantime::format_duration(calm_for),
+                humantime::format_duration(stabilization)
+            ),
+        };
         if let Some((view, projected)) = &headroom {
             let _ = write!(
                 reason,

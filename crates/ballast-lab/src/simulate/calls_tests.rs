@@ -484,20 +484,21 @@ fn the_text_output_says_what_the_callers_saw() {
     "#]]
     .assert_eq(&calls_section);
     let compared = [
-        super::compare::Compared {
-            config: "a.toml".into(),
-            summary: report.summary.clone(),
-        },
-        super::compare::Compared {
-            config: "never.toml".into(),
-            summary: simulate(
+        super::compare::Compared::one("a.toml", report.summary.clone()),
+        super::compare::Compared::one(
+            "never.toml",
+            simulate(
                 &config(&CONFIG.replace("keep_alive = \"60s\"\n", "")),
                 &inputs,
             )
             .summary,
-        },
+        ),
     ];
-    let table = super::compare::to_text(&inputs, &scale, &compared);
+    let table = super::compare::to_text(
+        std::slice::from_ref(&inputs),
+        std::slice::from_ref(&scale),
+        &compared,
+    );
     let rows = table
         .split_once("calls to llm")
         .map(|(_, rest)| format!("calls to llm{rest}"))

@@ -1,32 +1,83 @@
-//! `ballast simulate --compare A.toml B.toml ...`: the same trace (and calls, with `--calls`)
-//! through several configs, one replay per config in parallel, and their summaries side by side.
+//! `ballast simulate --compare A.toml B.toml ...` and `--reference`: the same traces (and calls,
+//! with `--calls`) through several configs, and through reference policies built from the first
+//! config ([`super::reference`]), one replay per config and trace in parallel, and their
+//! summaries, added up over the traces, side by side.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use rayon::prelude::*;
 
-use super::engine::{CallSummary, Summary};
+use super::engine::{CallSummary, SimConfig, Summary};
+use super::reference::Reference;
 use super::{EX_CONFIG, Inputs, Scale, SimulateArgs, load_config, replay};
 
-/// One config's replay.
-#[derive(Debug)]
-pub(crate) struct Compared {
-    /// The config file.
-    pub config: PathBuf,
-    /// Its summary.
-    pub summary: Summary,
+/// Where a column's policy comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Source {
+    /// A config file.
+    Config(PathBuf),
+    /// A reference policy built from a config file.
+    Reference(Reference, PathBuf),
 }
 
-/// Runs `ballast simulate --compare`.
-pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    let mut configs = Vec::new();
+/// One config's replays.
+#[derive(Debug)]
+pub(crate) struct Compared {
+    /// Its column header: the config's file name, or the reference's name.
+    pub header: String,
+    /// Where it comes from.
+    pub source: Source,
+    /// Its summary, added up over the traces.
+    pub summary: Summary,
+    /// Its summary on each trace, in order.
+    pub per_trace: Vec<Summary>,
+}
+
+impl Compared {
+    /// A column replayed on one trace.
+    #[cfg(test)]
+    pub(crate) fn one(path: &str, summary: Summary) -> Compared {
+        Compared {
+            header: header(Path::new(path)),
+            source: Source::Config(PathBuf::from(path)),
+            per_trace: vec![summary.clone()],
+            summary,
+        }
+    }
+}
+
+/// A policy to replay: its header, where it comes from, its config, and the window within which
+/// a shed after a restore is a flap (`None`: its own stabilization).
+struct Column {
+    header: String,
+    source: Source,
+    config: SimConfig,
+    flap_window: Option<Duration>,
+}
+
+/// The configs `args` names as columns: `--compare`'s, else `--config`'s, then the references
+/// of `--reference` built from the first. `Err` with the exit code when a config has problems
+/// (they are printed).
+fn columns(args: &SimulateArgs) -> anyhow::Result<Result<Vec<Column>, ExitCode>> {
+    let paths: Vec<PathBuf> = if args.compare.is_empty() {
+        args.config.iter().cloned().collect()
+    } else {
+        args.compare.clone()
+    };
+    let mut columns = Vec::new();
     let mut bad = false;
-    for path in &args.compare {
+    for path in &paths {
         match load_config(path)? {
-            Ok(config) => configs.push((path.clone(), config)),
+            Ok(config) => columns.push(Column {
+                header: header(path),
+                source: Source::Config(path.clone()),
+                config,
+                flap_window: None,
+            }),
             Err(problems) => {
                 bad = true;
                 for problem in problems {
@@ -36,55 +87,207 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if bad {
-        return Ok(ExitCode::from(EX_CONFIG));
+        return Ok(Err(ExitCode::from(EX_CONFIG)));
     }
-    let inputs = Inputs::load(args)?;
-    let (trace, name) = (&inputs.trace, &inputs.name);
-    let scale = inputs.scale(&args.scale)?;
-    let results: Vec<Result<Compared, Vec<String>>> = configs
-        .par_iter()
-        .map(|(path, config)| {
-            let resource = inputs.resource(args.resource, config);
-            let mut sim = inputs.sim(config, resource)?;
-            replay(&mut sim, trace, scale.factor, args.repeat.max(1));
-            Ok(Compared {
-                config: path.clone(),
-                summary: sim.finish().summary,
+    if let (Some(named), Some(base)) = (&args.reference, columns.first()) {
+        let references: Vec<Reference> = if named.is_empty() {
+            Reference::ALL.to_vec()
+        } else {
+            Reference::ALL
+                .into_iter()
+                .filter(|r| named.contains(r))
+                .collect()
+        };
+        let base_path = paths[0].clone();
+        let window = base.config.scaler.stabilization;
+        let built: Vec<Column> = references
+            .into_iter()
+            .map(|r| Column {
+                header: r.name().to_owned(),
+                source: Source::Reference(r, base_path.clone()),
+                config: r.config(&base.config),
+                flap_window: Some(window),
             })
+            .collect();
+        columns.extend(built);
+    }
+    Ok(Ok(columns))
+}
+
+/// Runs `ballast simulate --compare` or `--reference`.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let columns = match columns(args)? {
+        Ok(columns) => columns,
+        Err(code) => return Ok(code),
+    };
+    let inputs = Inputs::load_all(args)?;
+    let scales = inputs
+        .iter()
+        .map(|i| i.scale(&args.scale))
+        .collect::<anyhow::Result<Vec<Scale>>>()?;
+    let jobs: Vec<(usize, usize)> = (0..columns.len())
+        .flat_map(|c| (0..inputs.len()).map(move |t| (c, t)))
+        .collect();
+    let results: Vec<Result<Summary, Vec<String>>> = jobs
+        .par_iter()
+        .map(|&(c, t)| {
+            let column = &columns[c];
+            replay_one(
+                &column.config,
+                column.flap_window,
+                &inputs[t],
+                scales[t].factor,
+                args.resource,
+                args.repeat.max(1),
+            )
         })
         .collect();
-    let mut compared = Vec::new();
-    for (result, (path, _)) in results.into_iter().zip(&configs) {
+    let mut per_column: Vec<Vec<Summary>> = columns.iter().map(|_| Vec::new()).collect();
+    for (result, &(c, _)) in results.into_iter().zip(&jobs) {
         match result {
-            Ok(c) => compared.push(c),
+            Ok(summary) => per_column[c].push(summary),
             Err(problems) => {
+                let name = match &columns[c].source {
+                    Source::Config(path) | Source::Reference(_, path) => path.display(),
+                };
                 for problem in problems {
-                    eprintln!("error: {}: {problem}", path.display());
+                    eprintln!("error: {name}: {problem}");
                 }
                 return Ok(ExitCode::from(EX_CONFIG));
             }
         }
     }
+    let compared: Vec<Compared> = columns
+        .into_iter()
+        .zip(per_column)
+        .map(|(column, per_trace)| Compared {
+            header: column.header,
+            source: column.source,
+            summary: total(&per_trace),
+            per_trace,
+        })
+        .collect();
     if args.json {
-        let configs: Vec<serde_json::Value> = compared
-            .iter()
-            .map(|c| serde_json::json!({"config": c.config.display().to_string(), "summary": c.summary}))
-            .collect();
-        let mut json = serde_json::json!({
-            "trace": name,
-            "column": trace.column,
-            "scale": scale.factor,
-            "configs": configs,
-        });
-        if !inputs.calls.is_empty() {
-            json["calls"] = inputs.calls_json();
-            json["calls_shift_seconds"] = serde_json::json!(inputs.shift_ms as f64 / 1000.0);
-        }
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&inputs, &scales, &compared))?
+        );
     } else {
-        print!("{}", to_text(&inputs, &scale, &compared));
+        print!("{}", to_text(&inputs, &scales, &compared));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One replay of `input` under `config`, its readings scaled by `factor`, as `resource` (else as
+/// the trace and config say), `repeat` times; a shed within `flap_window` after a restore is a
+/// flap (`None`: within the config's stabilization).
+pub(crate) fn replay_one(
+    config: &SimConfig,
+    flap_window: Option<Duration>,
+    input: &Inputs,
+    factor: f64,
+    resource: Option<ballast_core::Resource>,
+    repeat: u32,
+) -> Result<Summary, Vec<String>> {
+    let resource = input.resource(resource, config);
+    let mut sim = input.sim(config, resource)?;
+    if let Some(window) = flap_window {
+        sim.count_flaps_within(window);
+    }
+    replay(&mut sim, &input.trace, factor, repeat);
+    Ok(sim.finish().summary)
+}
+
+/// The JSON document: one trace as `trace`, `column` and `scale`, several as `traces`; one entry
+/// per config in `configs` (a reference has `reference` and the `config` it was built from), its
+/// `summary` added up over the traces and, with several, `per_trace` summaries.
+fn to_json(inputs: &[Inputs], scales: &[Scale], compared: &[Compared]) -> serde_json::Value {
+    let several = inputs.len() > 1;
+    let configs: Vec<serde_json::Value> = compared
+        .iter()
+        .map(|c| {
+            let mut entry = match &c.source {
+                Source::Config(path) => serde_json::json!({"config": path.display().to_string()}),
+                Source::Reference(r, path) => serde_json::json!({
+                    "reference": r.name(), "config": path.display().to_string(),
+                }),
+            };
+            entry["summary"] = serde_json::json!(c.summary);
+            if several {
+                entry["per_trace"] = serde_json::json!(c.per_trace);
+            }
+            entry
+        })
+        .collect();
+    let mut json = if several {
+        let traces: Vec<serde_json::Value> = inputs
+            .iter()
+            .zip(scales)
+            .map(|(i, s)| {
+                serde_json::json!({
+                    "trace": i.name, "column": i.trace.column, "scale": s.factor,
+                    "readings": i.trace.points.len(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "traces": traces })
+    } else {
+        serde_json::json!({
+            "trace": inputs[0].name,
+            "column": inputs[0].trace.column,
+            "scale": scales[0].factor,
+        })
+    };
+    json["configs"] = serde_json::json!(configs);
+    if let Some(first) = inputs.first()
+        && !first.calls.is_empty()
+    {
+        json["calls"] = first.calls_json();
+        json["calls_shift_seconds"] = serde_json::json!(first.shift_ms as f64 / 1000.0);
+    }
+    json
+}
+
+/// Summaries added up: counts and times summed (per plugin for the time shed), peaks the highest,
+/// the resource the first's. Calls are replayed against one trace, so they are the first's.
+pub(crate) fn total(summaries: &[Summary]) -> Summary {
+    let mut iter = summaries.iter();
+    let Some(first) = iter.next() else {
+        return Summary {
+            resource: ballast_core::Resource::Cpu,
+            samples: 0,
+            duration_seconds: 0.0,
+            sheds: 0,
+            restores: 0,
+            flaps: 0,
+            throttles: 0,
+            warnings: 0,
+            seconds_over_high: 0.0,
+            seconds_in_emergency: 0.0,
+            seconds_shed: BTreeMap::new(),
+            peak_replayed: 0.0,
+            peak_trace: 0.0,
+            calls: BTreeMap::new(),
+        };
+    };
+    let mut sum = first.clone();
+    for s in iter {
+        sum.samples += s.samples;
+        sum.duration_seconds += s.duration_seconds;
+        sum.sheds += s.sheds;
+        sum.restores += s.restores;
+        sum.flaps += s.flaps;
+        sum.throttles += s.throttles;
+        sum.warnings += s.warnings;
+        sum.seconds_over_high += s.seconds_over_high;
+        sum.seconds_in_emergency += s.seconds_in_emergency;
+        for (plugin, seconds) in &s.seconds_shed {
+            *sum.seconds_shed.entry(plugin.clone()).or_default() += seconds;
+        }
+        sum.peak_replayed = sum.peak_replayed.max(s.peak_replayed);
+        sum.peak_trace = sum.peak_trace.max(s.peak_trace);
+    }
+    sum
 }
 
 /// One figure of a calls summary, as a cell.
@@ -106,16 +309,28 @@ fn duration(seconds: f64) -> String {
 }
 
 /// The summaries side by side: one row per figure, one column per config.
-pub(crate) fn to_text(inputs: &Inputs, scale: &Scale, compared: &[Compared]) -> String {
-    let (name, trace) = (&inputs.name, &inputs.trace);
+pub(crate) fn to_text(inputs: &[Inputs], scales: &[Scale], compared: &[Compared]) -> String {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    rows.push((
+        "resource".to_owned(),
+        compared
+            .iter()
+            .map(|c| {
+                let resources: BTreeSet<String> =
+                    c.per_trace.iter().map(|s| s.resource.to_string()).collect();
+                match resources.len() {
+                    1 => resources.into_iter().next().unwrap_or_default(),
+                    _ => c.summary.resource.to_string(),
+                }
+            })
+            .collect(),
+    ));
     let mut row = |label: &str, value: &dyn Fn(&Summary) -> String| {
         rows.push((
             label.to_owned(),
             compared.iter().map(|c| value(&c.summary)).collect(),
         ));
     };
-    row("resource", &|s| s.resource.to_string());
     row("sheds", &|s| s.sheds.to_string());
     row("restores", &|s| s.restores.to_string());
     row("flaps", &|s| s.flaps.to_string());
@@ -190,7 +405,7 @@ pub(crate) fn to_text(inputs: &Inputs, scale: &Scale, compared: &[Compared]) -> 
         }
     }
 
-    let headers: Vec<String> = compared.iter().map(|c| header(&c.config)).collect();
+    let headers: Vec<String> = compared.iter().map(|c| c.header.clone()).collect();
     let label_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
     let widths: Vec<usize> = (0..compared.len())
         .map(|i| {
@@ -202,25 +417,41 @@ pub(crate) fn to_text(inputs: &Inputs, scale: &Scale, compared: &[Compared]) -> 
         })
         .collect();
     let mut out = String::new();
-    if inputs.calm {
-        let _ = writeln!(
-            out,
-            "comparing {} configs, the resource calm over the calls' time span ({} readings)",
-            compared.len(),
-            trace.points.len(),
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "comparing {} configs on {name} (column `{}`, {} readings, scale {}: {})",
-            compared.len(),
-            trace.column,
-            trace.points.len(),
-            scale.factor,
-            scale.why
-        );
+    match (inputs, scales) {
+        ([inputs], _) if inputs.calm => {
+            let _ = writeln!(
+                out,
+                "comparing {} configs, the resource calm over the calls' time span ({} readings)",
+                compared.len(),
+                inputs.trace.points.len(),
+            );
+        }
+        ([inputs], [scale]) => {
+            let _ = writeln!(
+                out,
+                "comparing {} configs on {} (column `{}`, {} readings, scale {}: {})",
+                compared.len(),
+                inputs.name,
+                inputs.trace.column,
+                inputs.trace.points.len(),
+                scale.factor,
+                scale.why
+            );
+        }
+        _ => {
+            let readings: usize = inputs.iter().map(|i| i.trace.points.len()).sum();
+            let _ = writeln!(
+                out,
+                "comparing {} configs on {} traces ({readings} readings, each scaled as --scale \
+                 says), figures added up over the traces",
+                compared.len(),
+                inputs.len(),
+            );
+        }
     }
-    out.push_str(&inputs.calls_text());
+    if let Some(first) = inputs.first() {
+        out.push_str(&first.calls_text());
+    }
     let _ = writeln!(out);
     let _ = write!(out, "{:<label_width$}", "");
     for (h, w) in headers.iter().zip(&widths) {

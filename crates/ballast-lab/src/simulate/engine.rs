@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```toml
 /// resource = "cpu"             # the resource the trace stands for, unless --resource says
+/// forecast = "predictor"       # predictor | none | line: what forecast the scaler is given
 ///
 /// [scaler]                     # the scaler's own settings (ballast_scaler::ScalerConfig)
 /// cooldown = "30s"
@@ -64,6 +65,10 @@ pub struct SimConfig {
     /// The resource the trace stands for when `--resource` is not given.
     #[serde(default)]
     pub resource: Option<Resource>,
+    /// The forecast the scaler is given: the daemon's predictor (the default), none, or the
+    /// seed's straight line (for the reference policies of `--reference`).
+    #[serde(default)]
+    pub forecast: ForecastSource,
     /// The scaler's settings, as in the daemon's configuration.
     #[serde(default)]
     pub scaler: ScalerConfig,
@@ -73,6 +78,119 @@ pub struct SimConfig {
     /// The plugins and their declared cost.
     #[serde(default)]
     pub plugins: Vec<SimPlugin>,
+}
+
+/// Where the forecast the scaler sees comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForecastSource {
+    /// The predictor's own forecast and confidence, as in the daemon.
+    #[default]
+    Predictor,
+    /// No forecast at all: the scaler acts on the smoothed value (and the reading) alone.
+    None,
+    /// The seed's forecast: a least-squares line through the predictor's window of buckets,
+    /// extrapolated `horizon_buckets` ahead, always counted (confidence 1). It is here to be
+    /// measured against, not to be used: on the shared traces it is worse than persistence.
+    Line,
+}
+
+/// The seed's forecaster ([`ForecastSource::Line`]): readings averaged into buckets, a
+/// least-squares line through the last `window` of them, extrapolated `horizon` buckets past the
+/// newest.
+#[derive(Clone, Debug)]
+struct LineForecaster {
+    bucket_ms: u64,
+    window: usize,
+    horizon: usize,
+    /// The open bucket: its index, sum and count.
+    open: Option<(u64, f64, u32)>,
+    /// Closed buckets, oldest first: (index, mean).
+    closed: std::collections::VecDeque<(u64, f64)>,
+    /// The forecast made when the newest bucket closed.
+    forecast: Option<f64>,
+    /// When the latest reading came, in milliseconds.
+    last_ms: Option<u64>,
+}
+
+impl LineForecaster {
+    fn new(bucket: Duration, window: usize, horizon: usize) -> LineForecaster {
+        LineForecaster {
+            bucket_ms: u64::try_from(bucket.as_millis()).unwrap_or(u64::MAX).max(1),
+            window: window.max(2),
+            horizon,
+            open: None,
+            closed: std::collections::VecDeque::new(),
+            forecast: None,
+            last_ms: None,
+        }
+    }
+
+    /// Takes in a reading at `at`; the forecast, once two buckets have closed. Readings a
+    /// bucket or more apart close their bucket at once, as the predictor does.
+    fn observe(&mut self, at: Timestamp, value: f64) -> Option<f64> {
+        let index = at.as_millis() / self.bucket_ms;
+        let sparse = self
+            .last_ms
+            .is_some_and(|last| at.as_millis().saturating_sub(last) >= self.bucket_ms);
+        self.last_ms = Some(
+            self.last_ms
+                .map_or(at.as_millis(), |l| l.max(at.as_millis())),
+        );
+        match &mut self.open {
+            Some((open, sum, count)) if *open == index => {
+                *sum += value;
+                *count += 1;
+            }
+            Some((open, sum, count)) if index > *open => {
+                let closed = (*open, *sum / f64::from((*count).max(1)));
+                self.open = Some((index, value, 1));
+                self.close(closed);
+            }
+            // A reading before the open bucket counts in it, as the predictor does.
+            Some((_, sum, count)) => {
+                *sum += value;
+                *count += 1;
+            }
+            None => self.open = Some((index, value, 1)),
+        }
+        if sparse
+            && let Some((open, sum, count)) = self.open
+            && open == index
+            && self.closed.back().is_none_or(|(i, _)| *i < open)
+        {
+            self.close((open, sum / f64::from(count.max(1))));
+        }
+        self.forecast
+    }
+
+    fn close(&mut self, bucket: (u64, f64)) {
+        // A bucket closed at once (sparse readings) is not closed again by a late reading.
+        if self.closed.back().is_some_and(|(i, _)| *i >= bucket.0) {
+            return;
+        }
+        self.closed.push_back(bucket);
+        while self.closed.len() > self.window {
+            self.closed.pop_front();
+        }
+        let n = self.closed.len() as f64;
+        if n < 2.0 {
+            return;
+        }
+        // Bucket indices relative to the newest, so that large ones lose no precision.
+        let newest = bucket.0;
+        let x = |i: u64| -((newest - i) as f64);
+        let mean_x = self.closed.iter().map(|(i, _)| x(*i)).sum::<f64>() / n;
+        let mean_y = self.closed.iter().map(|(_, v)| v).sum::<f64>() / n;
+        let (mut sxy, mut sxx) = (0.0, 0.0);
+        for (i, v) in &self.closed {
+            sxy += (x(*i) - mean_x) * (v - mean_y);
+            sxx += (x(*i) - mean_x).powi(2);
+        }
+        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        let value = mean_y + slope * (self.horizon as f64 - mean_x);
+        self.forecast = value.is_finite().then(|| value.clamp(0.0, 1.0));
+    }
 }
 
 /// A plugin of the simulation.
@@ -508,7 +626,13 @@ pub struct Sim {
     shed: f64,
     emergency: Option<f64>,
     thresholds: ballast_core::Thresholds,
-    stabilization: Duration,
+    /// A shed within this long after the plugin's restore is a flap: the stabilization, unless
+    /// [`Sim::count_flaps_within`] says otherwise.
+    flap_window: Duration,
+    forecast: ForecastSource,
+    line: Option<LineForecaster>,
+    /// How far ahead the predictor looks, for the line's forecast.
+    horizon: Duration,
     plugins: Vec<PluginTrack>,
     seconds_shed: Vec<f64>,
     report: Report,
@@ -592,7 +716,18 @@ impl Sim {
             shed: thresholds.shed,
             emergency: thresholds.emergency,
             thresholds,
-            stabilization: profile.stabilization,
+            flap_window: profile.stabilization,
+            forecast: config.forecast,
+            line: (config.forecast == ForecastSource::Line).then(|| {
+                LineForecaster::new(
+                    config.predictor.bucket,
+                    config.predictor.window_buckets,
+                    config.predictor.horizon_buckets,
+                )
+            }),
+            horizon: config.predictor.bucket.saturating_mul(
+                u32::try_from(config.predictor.horizon_buckets).unwrap_or(u32::MAX),
+            ),
             seconds_shed: vec![0.0; plugins.len()],
             plugins,
             report: Report {
@@ -640,6 +775,13 @@ impl Sim {
     /// config's thresholds are (what `ballast tune` keeps fixed while it moves them).
     pub fn watch(&mut self, line: f64) {
         self.watch = Some((line, 0.0));
+    }
+
+    /// Counts a shed of a plugin within `window` after its restore as a flap, instead of within
+    /// the config's stabilization: what the reference policies, some without a stabilization
+    /// period, are measured with.
+    pub fn count_flaps_within(&mut self, window: Duration) {
+        self.flap_window = window;
     }
 
     /// The seconds counted by [`Sim::watch`] so far (zero without it).
@@ -921,7 +1063,27 @@ impl Sim {
         let replayed = self.replayed();
         self.report.summary.peak_replayed = self.report.summary.peak_replayed.max(replayed);
         self.values[0].1 = replayed;
-        let assessment = self.predictor.observe(at, &self.values);
+        let mut assessment = self.predictor.observe(at, &self.values);
+        match self.forecast {
+            ForecastSource::Predictor => {}
+            ForecastSource::None => {
+                for r in &mut assessment.resources {
+                    r.forecast = None;
+                }
+            }
+            ForecastSource::Line => {
+                let line = self.line.as_mut().and_then(|l| l.observe(at, replayed));
+                for r in &mut assessment.resources {
+                    r.forecast = line.map(|value| ballast_core::Forecast {
+                        value,
+                        horizon: self.horizon,
+                        confidence: 1.0,
+                        model: "line".to_owned(),
+                        error: None,
+                    });
+                }
+            }
+        }
         if let Some(recording) = &mut self.recording
             && let Some(r) = assessment.get(self.values[0].0)
         {
@@ -1074,7 +1236,7 @@ impl Sim {
                 summary.sheds += 1;
                 if let Some(track) = track
                     && let Some(restored) = track.last_restore_at.take()
-                    && decision.at - restored < self.stabilization
+                    && decision.at - restored <= self.flap_window
                 {
                     summary.flaps += 1;
                 }

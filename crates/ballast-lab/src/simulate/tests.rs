@@ -544,15 +544,18 @@ fn replay_file(config: &SimConfig, path: &Path) -> (Trace, Report) {
 }
 
 /// Every restore (and every concurrency limit handed back) comes at least `stabilization`
-/// after the step before it, whatever that step was; the problems, one line each.
-fn restores_too_early(report: &Report, stabilization: Duration) -> Vec<String> {
+/// after the step before it, whatever that step was, or at least `floor` after it when it says
+/// that the confident forecast stays calm; the problems, one line each.
+fn restores_too_early(report: &Report, stabilization: Duration, floor: Duration) -> Vec<String> {
     let mut problems = Vec::new();
     let mut last_step: Option<&Decision> = None;
     for d in &report.decisions {
         let is_restore = matches!(d.kind, DecisionKind::Restore | DecisionKind::Unthrottle);
+        let early = d.reason.contains("past the stabilization floor");
+        let wait = if early { floor } else { stabilization };
         if is_restore
             && let Some(step) = last_step
-            && d.at - step.at < stabilization
+            && d.at - step.at < wait
         {
             problems.push(format!(
                 "{} {} {} only {:?} after {} {} {}",
@@ -579,8 +582,9 @@ fn the_stabilization_check_sees_an_early_restore() {
     segment(&mut points, 600, 4800, |_| 0.20);
     let mut report = simulate(&config(), Resource::Cpu, &csv(&points));
     let stabilization = Duration::from_secs(300);
+    let floor = Duration::from_secs(60);
     assert_eq!(
-        restores_too_early(&report, stabilization),
+        restores_too_early(&report, stabilization, floor),
         Vec::<String>::new()
     );
     let restore = report
@@ -589,17 +593,18 @@ fn the_stabilization_check_sees_an_early_restore() {
         .find(|d| d.kind == DecisionKind::Restore)
         .expect("a restore");
     restore.at = restore.at - Duration::from_secs(600);
-    assert_eq!(restores_too_early(&report, stabilization).len(), 1);
+    assert_eq!(restores_too_early(&report, stabilization, floor).len(), 1);
 }
 
 /// Every CSV in `../shared/traces` replays through the example config: every reading once, the
 /// replay never above the trace, no plugin shed longer than the trace lasts, and no restore
-/// before the stabilization.
+/// before the stabilization (or its floor, for a restore the confident forecast let come early).
 #[test]
 fn every_shared_trace_replays() {
     let root = shared_traces();
     let config = example_config();
     let stabilization = config.scaler.stabilization;
+    let floor = config.scaler.floor_of(stabilization);
     let mut stack = vec![root];
     let mut n = 0;
     let mut sheds = 0;
@@ -623,7 +628,7 @@ fn every_shared_trace_replays() {
             "{name}: {s:?}"
         );
         assert!(s.flaps <= s.restores, "{name}: {s:?}");
-        let early = restores_too_early(&report, stabilization);
+        let early = restores_too_early(&report, stabilization, floor);
         assert!(early.is_empty(), "{name}:\n{}", early.join("\n"));
         sheds += s.sheds;
         n += 1;
@@ -647,27 +652,31 @@ fn the_example_config_on_an_ec2_cpu_trace() {
         2014-04-10 00:14:00 throttle voice (concurrency 4) [soft_limit] cpu 0.78
         2014-04-10 00:19:00 throttle android (concurrency 4) [soft_limit] cpu 0.77
         2014-04-10 18:09:00 shed voice (disable) [high_pressure] cpu 0.80
-        2014-04-15 16:04:00 restore voice (enable at level 1) [stabilized] cpu 0.63
-        2014-04-15 16:14:00 warn - [soft_limit] cpu 0.71
-        2014-04-15 17:04:00 restore voice (level 1 -> 0) [stabilized] cpu 0.62
+        2014-04-15 16:39:00 warn - [soft_limit] cpu 0.72
+        2014-04-15 16:55:00 restore voice (enable at level 1) [stabilized] cpu 0.55
+        2014-04-15 17:00:00 restore voice (level 1 -> 0) [stabilized] cpu 0.54
+        2014-04-15 17:01:00 restore discord (enable at level 0) [stabilized] cpu 0.54
+        2014-04-15 17:02:00 unthrottle android (concurrency default) [stabilized] cpu 0.54
+        2014-04-15 17:03:00 unthrottle voice (concurrency default) [stabilized] cpu 0.54
+        2014-04-15 17:04:00 shed discord (disable) [high_pressure] cpu 0.90
         2014-04-15 17:09:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.85
-        2014-04-15 17:14:00 shed voice (disable) [high_pressure] cpu 0.81
-        2014-04-15 20:34:00 warn - [soft_limit] cpu 0.70
-        2014-04-16 03:39:00 restore voice (enable at level 1) [stabilized] cpu 0.06
-        2014-04-16 03:44:00 restore voice (level 1 -> 0) [stabilized] cpu 0.06
-        2014-04-16 03:49:00 restore discord (enable at level 0) [stabilized] cpu 0.13
-        2014-04-16 03:54:00 unthrottle android (concurrency default) [stabilized] cpu 0.22
-        2014-04-16 03:59:00 unthrottle voice (concurrency default) [stabilized] cpu 0.24
+        2014-04-15 17:14:00 warn - [soft_limit] cpu 0.74
+        2014-04-15 17:14:00 throttle voice (concurrency 4) [soft_limit] cpu 0.74
+        2014-04-15 17:19:00 throttle android (concurrency 4) [soft_limit] cpu 0.71
+        2014-04-16 03:09:00 shed voice (disable) [high_pressure] cpu 0.80
+        2014-04-16 03:30:00 restore voice (enable at level 1) [stabilized] cpu 0.56
+        2014-04-16 03:34:00 restore voice (level 1 -> 0) [stabilized] cpu 0.35
+        2014-04-16 03:35:00 unthrottle android (concurrency default) [stabilized] cpu 0.35
+        2014-04-16 03:36:00 unthrottle voice (concurrency default) [stabilized] cpu 0.35
+        2014-04-16 03:41:00 restore discord (enable at level 0) [stabilized] cpu 0.30
         2014-04-16 14:24:00 shed discord (disable) [high_pressure] cpu 0.95
-        2014-04-16 14:29:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.92
-        2014-04-16 14:34:00 shed voice (disable) [high_pressure] cpu 0.84
-        2014-04-16 14:39:00 warn - [soft_limit] cpu 0.77
-        2014-04-16 14:39:00 throttle android (concurrency 4) [soft_limit] cpu 0.77
-        2014-04-16 15:34:00 restore voice (enable at level 1) [stabilized] cpu 0.64
-        2014-04-16 15:59:00 warn - [soft_limit] cpu 0.74
-        2014-04-16 15:59:00 throttle voice (concurrency 4) [soft_limit] cpu 0.74
+        2014-04-16 14:24:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.95
+        2014-04-16 14:29:00 warn - [soft_limit] cpu 0.78
+        2014-04-16 14:29:00 throttle voice (concurrency 4) [soft_limit] cpu 0.78
+        2014-04-16 14:34:00 throttle android (concurrency 4) [soft_limit] cpu 0.77
+        2014-04-22 03:29:00 warn - [soft_limit] cpu 0.72
         2014-04-23 23:09:00 shed voice (disable) [high_pressure] cpu 0.81
-        sheds 9 restores 6 flaps 0 over_high 1200s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 1171800.0, "voice": 1170600.0}
+        sheds 9 restores 6 flaps 1 over_high 900s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 1171140.0, "voice": 1170060.0}
     "#]].assert_eq(&render(&report));
     expect!["peak 0.991 replayed 0.948 over 1209900s"].assert_eq(&format!(
         "peak {:.3} replayed {:.3} over {}s",
@@ -684,9 +693,9 @@ fn the_example_config_on_a_busy_ec2_cpu_trace() {
     let s = &report.summary;
     expect![[r#"
         samples 4032 over 1209300s
-        sheds 216 restores 216 flaps 0 throttles 63 warnings 51
-        over_high 28200s emergency 0s peak 0.999 replayed 0.995
-        shed {"android": 3300.0, "core": 0.0, "discord": 168900.0, "voice": 111000.0}
+        sheds 213 restores 213 flaps 5 throttles 105 warnings 89
+        over_high 4200s emergency 0s peak 0.999 replayed 0.995
+        shed {"android": 0.0, "core": 0.0, "discord": 131160.0, "voice": 111540.0}
     "#]]
     .assert_eq(&format!(
         "samples {} over {}s\nsheds {} restores {} flaps {} throttles {} warnings {}\n\
@@ -704,6 +713,111 @@ fn the_example_config_on_a_busy_ec2_cpu_trace() {
         s.peak_replayed,
         s.seconds_shed
     ));
-    let early = restores_too_early(&report, config.scaler.stabilization);
+    let stabilization = config.scaler.stabilization;
+    let early = restores_too_early(
+        &report,
+        stabilization,
+        config.scaler.floor_of(stabilization),
+    );
     assert!(early.is_empty(), "{}", early.join("\n"));
+}
+
+/// Every CSV under `../shared/traces`, sorted, as `ballast simulate` reads it with no options.
+fn every_shared_trace() -> Vec<super::Inputs> {
+    let mut files = Vec::new();
+    let mut stack = vec![shared_traces()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(&path)
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
+            stack.extend(entries.flatten().map(|e| e.path()));
+        } else if path.extension().is_some_and(|e| e == "csv") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 21, "only {} traces found", files.len());
+    files
+        .iter()
+        .map(|path| {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("cannot read trace {name}: {e}"));
+            let trace = parse_trace(&name, &text, &TraceOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            super::Inputs::with_trace(trace, name, Vec::new())
+        })
+        .collect()
+}
+
+/// The example config and the reference policies replayed on every shared trace, as
+/// `ballast simulate --config config/simulate-example.toml --reference --trace ...` does it: the
+/// config beats the design's defaults without a forecast on all three counts at once (fewer
+/// flaps, at most half its time over the shed threshold, no more plugin time shed than it plus
+/// half a percent), and the table of the README is printed (`-- --nocapture`).
+#[test]
+fn the_example_config_beats_the_design_default_without_a_forecast() {
+    use super::compare::{replay_one, total};
+    use super::reference::Reference;
+    let inputs = every_shared_trace();
+    let base = example_config();
+    let window = Some(base.scaler.stabilization);
+    let mut columns = vec![("simulate-example.toml", base.clone(), None)];
+    for r in Reference::ALL {
+        columns.push((r.name(), r.config(&base), window));
+    }
+    let totals: Vec<(&str, super::engine::Summary)> = columns
+        .iter()
+        .map(|(name, config, window)| {
+            let summaries: Vec<_> = inputs
+                .iter()
+                .map(|input| {
+                    let factor = Scale::choose("auto", &input.trace).unwrap().factor;
+                    replay_one(config, *window, input, factor, None, 1).unwrap()
+                })
+                .collect();
+            (*name, total(&summaries))
+        })
+        .collect();
+    let shed = |s: &super::engine::Summary| s.seconds_shed.values().sum::<f64>();
+    let hours = |seconds: f64| seconds / 3600.0;
+    println!(
+        "| policy | sheds | restores | flaps | over shed threshold | in emergency | plugin time shed |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, s) in &totals {
+        println!(
+            "| {name} | {} | {} | {} | {:.0} min | {:.0} min | {:.1} h |",
+            s.sheds,
+            s.restores,
+            s.flaps,
+            s.seconds_over_high / 60.0,
+            s.seconds_in_emergency / 60.0,
+            hours(shed(s))
+        );
+    }
+    let ballast = &totals[0].1;
+    let design = &totals
+        .iter()
+        .find(|(name, _)| *name == Reference::NoForecast.name())
+        .expect("the no-forecast reference")
+        .1;
+    assert!(
+        ballast.flaps < design.flaps,
+        "flaps: {} against {}",
+        ballast.flaps,
+        design.flaps
+    );
+    assert!(
+        ballast.seconds_over_high * 2.0 <= design.seconds_over_high,
+        "over the shed threshold: {} s against {} s",
+        ballast.seconds_over_high,
+        design.seconds_over_high
+    );
+    assert!(
+        shed(ballast) <= shed(design) * 1.005,
+        "plugin time shed: {:.1} h against {:.1} h",
+        hours(shed(ballast)),
+        hours(shed(design))
+    );
 }

@@ -140,11 +140,16 @@ pub struct PreflightResource {
     pub measured: Option<f64>,
     /// The pressure now.
     pub pressure: f64,
+    /// The forecast at its horizon, when it is confident enough to count (`min_confidence`): the
+    /// step must fit under the shed threshold with it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<f64>,
     /// The shed threshold.
     pub shed: f64,
     /// What is free under the shed threshold (negative when over it).
     pub headroom: f64,
-    /// Whether the step fits on this resource without taking anything down.
+    /// Whether the step fits on this resource without taking anything down, now and, by the
+    /// confident forecast, over its horizon.
     pub fits: bool,
 }
 
@@ -384,15 +389,19 @@ impl Scaler {
                     _ => (None, None),
                 };
                 let headroom = view.thresholds.shed - view.pressure;
+                let forecast = view.forecast.filter(|_| view.forecast_used);
+                let fits = view.pressure + need < view.thresholds.shed
+                    && forecast.is_none_or(|f| f + need < view.thresholds.shed);
                 PreflightResource {
                     resource: view.resource,
                     need,
                     declared,
                     measured,
                     pressure: view.pressure,
+                    forecast,
                     shed: view.thresholds.shed,
                     headroom,
-                    fits: view.pressure + need < view.thresholds.shed,
+                    fits,
                 }
             })
             .collect();

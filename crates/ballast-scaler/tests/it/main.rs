@@ -5,6 +5,7 @@ mod actor;
 mod config;
 mod demand;
 mod demand_properties;
+mod forecast;
 mod policy;
 mod properties;
 mod support;

@@ -150,6 +150,7 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
                         horizon: Duration::from_secs(300),
                         confidence: *c,
                         model: "test".into(),
+                        error: None,
                     });
                     if *c >= MIN_CONFIDENCE {
                         pressures[0] = pressures[0].max(*f);

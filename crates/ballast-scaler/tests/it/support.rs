@@ -70,6 +70,7 @@ pub fn with_forecast(secs: u64, smoothed: f64, forecast: f64, confidence: f64) -
         horizon: Duration::from_secs(300),
         confidence,
         model: "test".into(),
+        error: None,
     });
     a
 }

@@ -190,11 +190,11 @@ fn a_surge_with_failures_and_repeated_sheds() {
         | demand level | **critical** (surge factor 3.50) |
         | resource mode | surge |
         | dispatch posture | degraded |
-        | requests per hour | recent 1,400, baseline 400, predicted 1,431 |
+        | requests per hour | recent 1,400, baseline 400, predicted 1,400 |
 
         ## Recommended actions
 
-        1. **surge**: Pre-warm capacity: requests run at 3.50x the baseline (surge factor above 1.5); plan for about 1,431 calls/hour over the next 6h, bring shed plugins back to full level before the peak and keep headroom under the shed threshold.
+        1. **surge**: Pre-warm capacity: requests run at 3.50x the baseline (surge factor above 1.5); plan for about 1,400 calls/hour over the next 6h, bring shed plugins back to full level before the peak and keep headroom under the shed threshold.
         2. **plugin_failing**: Investigate `faulty`: it was failed for 1h; read its log lines and `ballast plugins`, and fix or disable it before it takes more calls.
         3. **plugin_failing**: Investigate `voice`: 360 of its 7,200 recent calls failed with an error or timeout; read its log lines and `ballast plugins`, and fix or disable it before it takes more calls.
         4. **throttle**: Throttle calls to `voice` (1,200 calls/hour): it takes 86% of all calls and its call rate is 4.0x its baseline; lower its max_concurrent_calls or rate-limit its heaviest callers.
@@ -204,7 +204,7 @@ fn a_surge_with_failures_and_repeated_sheds() {
 
         | resource | baseline | recent | predicted |
         |---|---:|---:|---:|
-        | cpu | 41.6% | 76.0% | 75.1% |
+        | cpu | 41.6% | 76.0% | 80.0% |
 
         ## Plugins
 
