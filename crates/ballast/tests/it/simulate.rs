@@ -1,4 +1,4 @@
-//! `ballast simulate --compare` and `--plot` as a user runs them.
+//! `ballast simulate --compare`, `--reference` and `--plot` as a user runs them.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -104,4 +104,78 @@ fn compare_puts_the_configs_side_by_side() {
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("must end in .svg or .png"));
+}
+
+#[test]
+fn reference_policies_replay_next_to_the_config_on_several_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/simulate-example.toml"
+    );
+    // Two traces: a burst, and a load that comes back a quarter of an hour after it fell.
+    let mut paths = Vec::new();
+    for (name, high) in [("a.csv", 100..130_u64), ("b.csv", 300..320_u64)] {
+        let mut trace = String::from("timestamp,value\n");
+        for i in 0..720_u64 {
+            let v = if high.contains(&i) || (name == "b.csv" && (410..430).contains(&i)) {
+                0.95
+            } else {
+                0.40
+            };
+            let _ = writeln!(trace, "{},{v}", i * 10);
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, trace).unwrap();
+        paths.push(path.to_str().unwrap().to_owned());
+    }
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec!["simulate", "--config", example];
+        args.extend_from_slice(extra);
+        args.extend(["--trace", &paths[0], &paths[1]]);
+        args.into_iter().map(str::to_owned).collect()
+    };
+    let run = |args: Vec<String>| ballast(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(args(&["--reference"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("comparing 4 configs on 2 traces (1440 readings"),
+        "{stdout}"
+    );
+    let header: Vec<&str> = stdout.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["simulate-example.toml", "naive", "seed", "no-forecast"],
+        "{stdout}"
+    );
+    // The summaries are added up over both traces, per config and per trace in JSON.
+    let json = run(args(&["--json", "--reference", "seed,no-forecast"]));
+    assert!(json.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let configs = json["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 3, "{json:#}");
+    assert_eq!(configs[1]["reference"], "seed");
+    assert_eq!(configs[2]["reference"], "no-forecast");
+    assert_eq!(json["traces"].as_array().unwrap().len(), 2);
+    for c in configs {
+        let per_trace = c["per_trace"].as_array().unwrap();
+        let sheds: u64 = per_trace.iter().map(|s| s["sheds"].as_u64().unwrap()).sum();
+        assert_eq!(c["summary"]["sheds"].as_u64(), Some(sheds), "{c:#}");
+        assert!(sheds > 0, "{c:#}");
+    }
+    // Several traces are for comparisons only.
+    let output = ballast(&[
+        "simulate", "--config", example, "--trace", &paths[0], &paths[1],
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--trace takes one file here"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
