@@ -301,7 +301,12 @@ fn header(path: &Path) -> String {
     )
 }
 
+/// Under a day as `2h 5m 10s`, longer in hours (`650.3 h`), so that long totals compare at a
+/// glance (as `ballast tune` shows them).
 fn duration(seconds: f64) -> String {
+    if seconds >= 86_400.0 {
+        return format!("{:.1} h", seconds / 3600.0);
+    }
     humantime::format_duration(std::time::Duration::from_secs(
         seconds.round().max(0.0) as u64
     ))
