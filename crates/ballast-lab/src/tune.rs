@@ -110,7 +110,8 @@ impl Settings {
 pub struct Score {
     /// Seconds the replayed utilization spent at or above the limit.
     pub seconds_over_limit: f64,
-    /// Restores followed by a shed of the same plugin within the stabilization period.
+    /// Restores followed by a shed of the same plugin within the stabilization period (its end
+    /// included).
     pub flaps: u64,
     /// Seconds shed, added over plugins.
     pub plugin_seconds_shed: f64,

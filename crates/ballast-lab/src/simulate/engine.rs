@@ -345,7 +345,8 @@ pub struct Summary {
     pub sheds: u64,
     /// Restore steps (higher level, enable, resume), applied or not.
     pub restores: u64,
-    /// Restores followed by a shed of the same plugin within the stabilization period.
+    /// Restores followed by a shed of the same plugin within the stabilization period, its end
+    /// included (at 5-minute readings a shed at the next reading after a restore is a flap).
     pub flaps: u64,
     /// Concurrency limits lowered.
     pub throttles: u64,
@@ -1234,6 +1235,9 @@ impl Sim {
         match decision.kind {
             DecisionKind::Shed => {
                 summary.sheds += 1;
+                // The window's end counts: on a trace read every 5 minutes with a stabilization
+                // of 5 minutes, a shed at the very next reading after a restore is the only flap
+                // there can be.
                 if let Some(track) = track
                     && let Some(restored) = track.last_restore_at.take()
                     && decision.at - restored <= self.flap_window
