@@ -7,9 +7,9 @@
 //! offers the memory controller; v1: those of `memory`, `cpu` and `cpuacct`):
 //!
 //! ```text
-//! <daemon's cgroup>/ballast-<pid>-<start>/     the daemon's directory, one per running daemon
-//!                                  indexer.1/  one plugin process (the number grows per process)
-//!                                  indexer.2/  ... its restart
+//! <daemon's cgroup>/ballast-<pid>-<start>.1/     the daemon's directory, one per running daemon
+//!                                    indexer.2/  one plugin process (the number grows per process)
+//!                                    indexer.3/  ... its restart
 //! ```
 //!
 //! A process joins its cgroup before it runs anything of its own: between fork and exec

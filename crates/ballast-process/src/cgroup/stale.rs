@@ -1,8 +1,8 @@
 //! Whose cgroups are whose: each daemon makes its plugins' cgroups in a directory named after
-//! itself (`ballast-<pid>-<start time>`), so that a daemon starting after a `kill -9` can tell
-//! the cgroups of a daemon that is gone from those of one still running beside it (tests run
-//! several in one cgroup), even once the pid is reused. Pure: liveness is a lookup the caller
-//! gives.
+//! itself (`ballast-<pid>-<start time>.<n>`, `n` counting the trees the process made, 1 in a
+//! daemon), so that a daemon starting after a `kill -9` can tell the cgroups of a daemon that is
+//! gone from those of one still running beside it (tests run several in one cgroup), even once
+//! the pid is reused. Pure: liveness is a lookup the caller gives.
 
 /// What every daemon's directory is named with.
 pub const PREFIX: &str = "ballast-";
@@ -18,9 +18,9 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// The name of its directory: `ballast-<pid>-<start>`.
-    pub fn dir_name(&self) -> String {
-        format!("{PREFIX}{}-{}", self.pid, self.start_ticks)
+    /// The name of its `n`th directory: `ballast-<pid>-<start>.<n>`.
+    pub fn dir_name(&self, n: u64) -> String {
+        format!("{PREFIX}{}-{}.{n}", self.pid, self.start_ticks)
     }
 
     /// The owner a directory name names, if it is one of ours.
@@ -28,7 +28,8 @@ impl Owner {
         let rest = name.strip_prefix(PREFIX)?;
         let (pid, start) = rest.split_once('-')?;
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(pid) || !digits(start) {
+        let (start, n) = start.split_once('.')?;
+        if !digits(pid) || !digits(start) || !digits(n) {
             return None;
         }
         Some(Owner {
@@ -94,16 +95,20 @@ mod tests {
             pid: 4242,
             start_ticks: 987_654,
         };
-        assert_eq!(owner.dir_name(), "ballast-4242-987654");
-        assert_eq!(Owner::parse("ballast-4242-987654"), Some(owner));
+        assert_eq!(owner.dir_name(1), "ballast-4242-987654.1");
+        assert_eq!(Owner::parse("ballast-4242-987654.1"), Some(owner));
+        assert_eq!(Owner::parse("ballast-4242-987654.12"), Some(owner));
         for other in [
             "ballast-soak-12",
             "ballast-12",
-            "ballast--5",
-            "ballast-1-",
-            "ballast-1-2-3",
+            "ballast--5.1",
+            "ballast-1-.1",
+            "ballast-1-2",
+            "ballast-1-2.",
+            "ballast-1-2-3.1",
+            "ballast-1-2.x",
             "user.slice",
-            "ballast-99999999999-1",
+            "ballast-99999999999-1.1",
         ] {
             assert_eq!(Owner::parse(other), None, "{other}");
         }
@@ -123,16 +128,17 @@ mod tests {
             _ => None,
         };
         let names = [
-            "ballast-10-100",
-            "ballast-20-200",
-            "ballast-30-300",
-            "ballast-40-400",
+            "ballast-10-100.1",
+            "ballast-10-100.2",
+            "ballast-20-200.1",
+            "ballast-30-300.1",
+            "ballast-40-400.1",
             "ballast-soak-77",
             "other",
         ];
         assert_eq!(
             stale(names, own, running),
-            ["ballast-30-300", "ballast-40-400"]
+            ["ballast-30-300.1", "ballast-40-400.1"]
         );
     }
 

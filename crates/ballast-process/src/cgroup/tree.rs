@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ballast_core::{CgroupStatus, MemoryEventCounts};
+
 use super::CgroupError;
 use super::events::{
     Reading, keyed, parse_cpu_stat, parse_memory_events, parse_number, parse_oom_control,
@@ -208,9 +210,28 @@ impl CgroupTree {
                 bases.push((wanted.iter().map(|c| (*c).to_owned()).collect(), base));
             }
         }
+        // Each tree made for the owner has a directory of its own (a daemon makes one; tests
+        // make several, one after the other, and an old one may be dropped late).
+        static TREES: Mutex<Vec<(u32, u64, u64)>> = Mutex::new(Vec::new());
+        let n = {
+            let mut trees = TREES.lock().unwrap_or_else(|p| p.into_inner());
+            match trees
+                .iter_mut()
+                .find(|(pid, start, _)| *pid == own.pid && *start == own.start_ticks)
+            {
+                Some((_, _, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    trees.push((own.pid, own.start_ticks, 1));
+                    1
+                }
+            }
+        };
         for (controllers, base) in bases {
             tree.cleaned.extend(clean_stale(&base, own, start_of));
-            let dir = base.join(own.dir_name());
+            let dir = base.join(own.dir_name(n));
             let made = make_dir(&dir).and_then(|()| {
                 if tree.version == Version::V2 {
                     let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
@@ -223,7 +244,7 @@ impl CgroupTree {
                 Ok(()) => tree.branches.push(Branch { controllers, dir }),
                 Err(error) if controllers.iter().any(|c| c == "memory") => {
                     let _ = std::fs::remove_dir(&dir);
-                    tree.remove_all();
+                    tree.remove();
                     return Err(error.to_string());
                 }
                 Err(error) => {
@@ -241,7 +262,7 @@ impl CgroupTree {
             });
         }
         if let Err(error) = tree.probe() {
-            tree.remove_all();
+            tree.remove();
             return Err(error);
         }
         Ok(tree)
@@ -307,9 +328,11 @@ impl CgroupTree {
         Ok(cgroup)
     }
 
-    /// Removes the daemon's directories and whatever is still in them.
-    fn remove_all(&mut self) {
-        for branch in self.branches.drain(..) {
+    /// Removes the daemon's directories and whatever is still in them (killing what runs
+    /// there): what a daemon does as it exits, once its plugins are stopped. It may be called
+    /// more than once; it is also done when the tree is dropped.
+    pub fn remove(&self) {
+        for branch in &self.branches {
             if let Err(error) = remove_cgroup(&branch.dir, Duration::from_secs(1)) {
                 tracing::debug!(%error, "cannot remove the plugins' cgroups");
             }
@@ -319,7 +342,7 @@ impl CgroupTree {
 
 impl Drop for CgroupTree {
     fn drop(&mut self) {
-        self.remove_all();
+        self.remove();
     }
 }
 
@@ -622,6 +645,32 @@ impl PluginCgroup {
     /// The processes in it now.
     pub fn pids(&self) -> Vec<u32> {
         procs(self.dir())
+    }
+
+    /// Its status for people: its limits and `reading`, with the event `counts` and the
+    /// highest `peak` seen; `live` while it exists.
+    pub fn status(
+        &self,
+        reading: &Reading,
+        counts: MemoryEventCounts,
+        peak: Option<u64>,
+        live: bool,
+    ) -> CgroupStatus {
+        let limits = self.limits();
+        let seconds = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e9);
+        CgroupStatus {
+            version: self.version.as_str().to_owned(),
+            path: self.dir().to_owned(),
+            live,
+            memory_max_bytes: limits.memory_max,
+            memory_high_bytes: limits.memory_high,
+            cpu_quota_cores: limits.cpu_cores,
+            memory_current_bytes: reading.memory_current,
+            memory_peak_bytes: reading.memory_peak.max(peak),
+            cpu_seconds: seconds(reading.cpu_usage_ns),
+            cpu_throttled_seconds: seconds(reading.cpu_throttled_ns),
+            events: counts,
+        }
     }
 }
 

@@ -37,13 +37,13 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A fixture `/proc` for daemon 4242 (started at tick 1000), with daemon 5000 (tick 2000)
-/// still running beside it.
-fn fixture_proc(root: &Path, cgroup: &str, mountinfo: &str) {
+/// A fixture `/proc` for daemon `pid` (started at tick 1000; each test has its own, as the
+/// trees of one daemon are numbered), with daemon 5000 (tick 2000) still running beside it.
+fn fixture_proc(root: &Path, pid: u32, cgroup: &str, mountinfo: &str) {
     write(&root.join("proc/self/cgroup"), cgroup);
     write(&root.join("proc/self/mountinfo"), mountinfo);
-    write(&root.join("proc/self/stat"), &stat(4242, 1000));
-    write(&root.join("proc/4242/stat"), &stat(4242, 1000));
+    write(&root.join("proc/self/stat"), &stat(pid, 1000));
+    write(&root.join(format!("proc/{pid}/stat")), &stat(pid, 1000));
     write(&root.join("proc/5000/stat"), &stat(5000, 2000));
 }
 
@@ -64,16 +64,16 @@ fn roots(root: &Path) -> CgroupRoots {
 /// Stale directories beside the daemon's own: one of a daemon gone, one of a pid reused since,
 /// one of a daemon still running, and something else.
 fn stale_dirs(base: &Path) {
-    std::fs::create_dir_all(base.join("ballast-4000-900/indexer.3")).unwrap();
-    std::fs::create_dir_all(base.join("ballast-5000-1500")).unwrap();
-    std::fs::create_dir_all(base.join("ballast-5000-2000/voice.1")).unwrap();
+    std::fs::create_dir_all(base.join("ballast-4000-900.1/indexer.3")).unwrap();
+    std::fs::create_dir_all(base.join("ballast-5000-1500.1")).unwrap();
+    std::fs::create_dir_all(base.join("ballast-5000-2000.1/voice.1")).unwrap();
     std::fs::create_dir_all(base.join("user-session")).unwrap();
 }
 
 fn assert_cleaned(base: &Path, tree: &CgroupTree) {
-    assert!(!base.join("ballast-4000-900").exists());
-    assert!(!base.join("ballast-5000-1500").exists());
-    assert!(base.join("ballast-5000-2000/voice.1").exists());
+    assert!(!base.join("ballast-4000-900.1").exists());
+    assert!(!base.join("ballast-5000-1500.1").exists());
+    assert!(base.join("ballast-5000-2000.1/voice.1").exists());
     assert!(base.join("user-session").exists());
     assert_eq!(tree.cleaned().len(), 2, "{:?}", tree.cleaned());
 }
@@ -84,6 +84,7 @@ fn a_v2_fixture_tree_gets_the_daemons_directory_and_a_plugins_limits() {
     let root = dir.path();
     fixture_proc(
         root,
+        4242,
         "0::/system.slice/ballast.service\n",
         "30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
     );
@@ -95,7 +96,7 @@ fn a_v2_fixture_tree_gets_the_daemons_directory_and_a_plugins_limits() {
     write(&service.join("cgroup.subtree_control"), "");
     stale_dirs(&service);
     // The files the kernel would make in the daemon's directory and its plugins' cgroups.
-    let own = service.join("ballast-4242-1000");
+    let own = service.join("ballast-4242-1000.1");
     cgroup_files(&own, &["cgroup.subtree_control"]);
     let plugin_files = ["cgroup.procs", "memory.high", "memory.max", "cpu.max"];
     cgroup_files(&own.join("probe.1"), &plugin_files);
@@ -163,6 +164,7 @@ fn a_v1_fixture_tree_spans_the_memory_cpu_and_cpuacct_hierarchies() {
     let root = dir.path();
     fixture_proc(
         root,
+        4343,
         "9:name=systemd:/\n4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n",
         "31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
          32 30 0:28 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct\n\
@@ -180,13 +182,16 @@ fn a_v1_fixture_tree_spans_the_memory_cpu_and_cpuacct_hierarchies() {
     ];
     let cpu_files = ["cgroup.procs", "cpu.cfs_period_us", "cpu.cfs_quota_us"];
     for name in ["probe.1", "voice.2"] {
-        cgroup_files(&memory.join("ballast-4242-1000").join(name), &memory_files);
         cgroup_files(
-            &cgroups.join("cpu/ballast-4242-1000").join(name),
+            &memory.join("ballast-4343-1000.1").join(name),
+            &memory_files,
+        );
+        cgroup_files(
+            &cgroups.join("cpu/ballast-4343-1000.1").join(name),
             &cpu_files,
         );
         cgroup_files(
-            &cgroups.join("cpuacct/ballast-4242-1000").join(name),
+            &cgroups.join("cpuacct/ballast-4343-1000.1").join(name),
             &["cgroup.procs"],
         );
     }
@@ -196,9 +201,9 @@ fn a_v1_fixture_tree_spans_the_memory_cpu_and_cpuacct_hierarchies() {
     assert_eq!(
         tree.dirs(),
         [
-            memory.join("ballast-4242-1000"),
-            cgroups.join("cpu/ballast-4242-1000"),
-            cgroups.join("cpuacct/ballast-4242-1000"),
+            memory.join("ballast-4343-1000.1"),
+            cgroups.join("cpu/ballast-4343-1000.1"),
+            cgroups.join("cpuacct/ballast-4343-1000.1"),
         ]
     );
     assert_cleaned(&memory, &tree);
@@ -209,14 +214,14 @@ fn a_v1_fixture_tree_spans_the_memory_cpu_and_cpuacct_hierarchies() {
             &Limits::for_plugin(Some(256 << 20), 32 << 20, Some(1.5)),
         )
         .unwrap();
-    let in_memory = memory.join("ballast-4242-1000/voice.2");
-    let in_cpu = cgroups.join("cpu/ballast-4242-1000/voice.2");
+    let in_memory = memory.join("ballast-4343-1000.1/voice.2");
+    let in_cpu = cgroups.join("cpu/ballast-4343-1000.1/voice.2");
     assert_eq!(
         cgroup.procs_files(),
         [
             in_memory.join("cgroup.procs"),
             in_cpu.join("cgroup.procs"),
-            cgroups.join("cpuacct/ballast-4242-1000/voice.2/cgroup.procs"),
+            cgroups.join("cpuacct/ballast-4343-1000.1/voice.2/cgroup.procs"),
         ]
     );
     assert_eq!(read(&in_memory.join("memory.limit_in_bytes")), "268435456");
@@ -240,7 +245,7 @@ fn a_v1_fixture_tree_spans_the_memory_cpu_and_cpuacct_hierarchies() {
     write(&in_memory.join("memory.usage_in_bytes"), "0\n");
     write(&in_memory.join("memory.max_usage_in_bytes"), "268435456\n");
     write(
-        &cgroups.join("cpuacct/ballast-4242-1000/voice.2/cpuacct.usage"),
+        &cgroups.join("cpuacct/ballast-4343-1000.1/voice.2/cpuacct.usage"),
         "418581885\n",
     );
     write(
@@ -266,6 +271,7 @@ fn a_tree_that_cannot_be_written_says_where_and_why_and_leaves_nothing() {
     let root = dir.path();
     fixture_proc(
         root,
+        4444,
         "4:memory:/a\n",
         "33 30 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n",
     );
@@ -273,7 +279,7 @@ fn a_tree_that_cannot_be_written_says_where_and_why_and_leaves_nothing() {
     std::fs::create_dir_all(&base).unwrap();
     // The directories can be made, but they are no cgroups: they have no files to write.
     let error = CgroupTree::setup(&roots(root)).unwrap_err();
-    let probe = base.join("ballast-4242-1000/probe.1/memory.limit_in_bytes");
+    let probe = base.join("ballast-4444-1000.1/probe.1/memory.limit_in_bytes");
     assert_eq!(
         error,
         format!(
@@ -281,11 +287,12 @@ fn a_tree_that_cannot_be_written_says_where_and_why_and_leaves_nothing() {
             probe.display()
         )
     );
-    assert!(!base.join("ballast-4242-1000").exists());
+    assert!(!base.join("ballast-4444-1000.1").exists());
 
     // Read-only mounts and missing controllers are said as such.
     fixture_proc(
         root,
+        4444,
         "4:memory:/a\n",
         "33 30 0:29 / /sys/fs/cgroup/memory ro,relatime - cgroup cgroup ro,memory\n",
     );
@@ -293,7 +300,7 @@ fn a_tree_that_cannot_be_written_says_where_and_why_and_leaves_nothing() {
         CgroupTree::setup(&roots(root)).unwrap_err(),
         "the cgroup v1 memory hierarchy holding /sys/fs/cgroup/memory/a is mounted read-only"
     );
-    fixture_proc(root, "0::/\n", "");
+    fixture_proc(root, 4444, "0::/\n", "");
     assert_eq!(
         CgroupTree::setup(&roots(root)).unwrap_err(),
         "no cgroup file system with the memory controller is mounted"
@@ -633,7 +640,7 @@ fn real_the_cgroups_a_dead_daemon_left_are_removed_with_what_runs_in_them() {
     let stale: Vec<PathBuf> = tree
         .dirs()
         .iter()
-        .map(|d| d.parent().unwrap().join("ballast-4294967295-1/orphan.1"))
+        .map(|d| d.parent().unwrap().join("ballast-4294967295-1.1/orphan.1"))
         .collect();
     for dir in &stale {
         std::fs::create_dir_all(dir).unwrap();
