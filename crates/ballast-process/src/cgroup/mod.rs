@@ -32,7 +32,7 @@ use std::path::PathBuf;
 pub use events::{EventTracker, Reading};
 pub use layout::{Layout, Version};
 pub use limits::Limits;
-pub use tree::{CgroupRoots, CgroupTree, PluginCgroup};
+pub use tree::{CgroupRoots, CgroupTree, PluginCgroup, remove_stale};
 
 /// Why a cgroup file could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -166,26 +166,12 @@ impl CgroupTree {
         };
         let lines = parse_proc_cgroup(&read_proc("self/cgroup")?).map_err(|e| e.to_string())?;
         let mounts = parse_mountinfo(&read_proc("self/mountinfo")?).map_err(|e| e.to_string())?;
-        let self_stat = parse_stat(&read_proc("self/stat")?).map_err(|e| e.to_string())?;
-        let own = Owner {
-            pid: read_proc("self/stat")?
-                .split_ascii_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(std::process::id),
-            start_ticks: self_stat.start_ticks,
-        };
+        let own = own_owner(roots)?;
         let found = discover(&lines, &mounts);
         let v2_controllers = found.v2.as_ref().and_then(|(dir, _)| {
             std::fs::read_to_string(roots.under(dir).join("cgroup.controllers")).ok()
         });
         let layout = choose(&found, v2_controllers.as_deref())?;
-        let start_of = |pid: u32| {
-            std::fs::read_to_string(roots.proc.join(pid.to_string()).join("stat"))
-                .ok()
-                .and_then(|text| parse_stat(&text).ok())
-                .map(|stat| stat.start_ticks)
-        };
         let mut tree = CgroupTree {
             version: layout.version(),
             branches: Vec::new(),
@@ -229,17 +215,42 @@ impl CgroupTree {
                 }
             }
         };
-        for (controllers, base) in bases {
-            tree.cleaned.extend(clean_stale(&base, own, start_of));
+        for (mut controllers, base) in bases {
+            tree.cleaned
+                .extend(clean_stale(&base, own, |pid| start_of(roots, pid)));
             let dir = base.join(own.dir_name(n));
             let made = make_dir(&dir).and_then(|()| {
-                if tree.version == Version::V2 {
-                    let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
-                    write_file(&dir.join("cgroup.subtree_control"), &enable.join(" "))
-                } else {
-                    Ok(())
+                if tree.version == Version::V1 {
+                    return Ok(());
                 }
+                // On v2 the directory hands down what it is offered of what ballast uses.
+                let offered_file = dir.join("cgroup.controllers");
+                let offered = read_file(&offered_file)?;
+                let wanted = controllers.clone();
+                controllers.retain(|c| offered.split_ascii_whitespace().any(|o| o == c));
+                if !controllers.iter().any(|c| c == "memory") {
+                    return Err(CgroupError::Parse {
+                        file: offered_file.display().to_string(),
+                        problem: format!(
+                            "the memory controller is not offered (`{}`)",
+                            offered.trim()
+                        ),
+                    });
+                }
+                if controllers.len() < wanted.len() {
+                    tree.cpu_unavailable = Some(format!(
+                        "the cpu controller is not offered in {}",
+                        offered_file.display()
+                    ));
+                }
+                let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
+                write_file(&dir.join("cgroup.subtree_control"), &enable.join(" "))
             });
+            let controllers = if made.is_err() && tree.version == Version::V2 {
+                vec!["memory".to_owned()]
+            } else {
+                controllers
+            };
             match made {
                 Ok(()) => tree.branches.push(Branch { controllers, dir }),
                 Err(error) if controllers.iter().any(|c| c == "memory") => {
@@ -371,6 +382,56 @@ fn v2_base(own: &Path, wanted: &[&str]) -> Result<PathBuf, String> {
             "{error} (a cgroup v2 cgroup that holds processes cannot hand controllers to child cgroups: run ballast in a cgroup that holds no other process, e.g. with systemd's Delegate=yes and DelegateSubgroup=)"
         )),
     }
+}
+
+/// Removes the plugin cgroups that daemons no longer running left beside this process's own
+/// cgroups (killing what still runs in them), without making any: what a daemon does at start,
+/// for a tool that started daemons and killed them. Returns the directories removed.
+pub fn remove_stale(roots: &CgroupRoots) -> Result<Vec<PathBuf>, String> {
+    let read_proc = |name: &str| {
+        let path = roots.proc.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let lines = parse_proc_cgroup(&read_proc("self/cgroup")?).map_err(|e| e.to_string())?;
+    let mounts = parse_mountinfo(&read_proc("self/mountinfo")?).map_err(|e| e.to_string())?;
+    let own = own_owner(roots)?;
+    let found = discover(&lines, &mounts);
+    let mut bases: Vec<PathBuf> = found.v1.iter().map(|h| roots.under(&h.dir)).collect();
+    if let Some((dir, _)) = &found.v2 {
+        let dir = roots.under(dir);
+        // A v2 daemon's directory may be beside its cgroup, under the parent.
+        bases.extend(dir.parent().map(Path::to_owned));
+        bases.push(dir);
+    }
+    let mut cleaned = Vec::new();
+    for base in bases {
+        cleaned.extend(clean_stale(&base, own, |pid| start_of(roots, pid)));
+    }
+    Ok(cleaned)
+}
+
+/// This process, as `/proc/self/stat` names it.
+fn own_owner(roots: &CgroupRoots) -> Result<Owner, String> {
+    let path = roots.proc.join("self/stat");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let stat = parse_stat(&text).map_err(|e| e.to_string())?;
+    Ok(Owner {
+        pid: text
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(std::process::id),
+        start_ticks: stat.start_ticks,
+    })
+}
+
+/// When process `pid` started, in clock ticks since boot, if it is running.
+fn start_of(roots: &CgroupRoots, pid: u32) -> Option<u64> {
+    std::fs::read_to_string(roots.proc.join(pid.to_string()).join("stat"))
+        .ok()
+        .and_then(|text| parse_stat(&text).ok())
+        .map(|stat| stat.start_ticks)
 }
 
 /// Removes the directories beside the daemon's own that a daemon no longer running left.

@@ -98,6 +98,7 @@ fn a_v2_fixture_tree_gets_the_daemons_directory_and_a_plugins_limits() {
     // The files the kernel would make in the daemon's directory and its plugins' cgroups.
     let own = service.join("ballast-4242-1000.1");
     cgroup_files(&own, &["cgroup.subtree_control"]);
+    write(&own.join("cgroup.controllers"), "cpu memory pids\n");
     let plugin_files = ["cgroup.procs", "memory.high", "memory.max", "cpu.max"];
     cgroup_files(&own.join("probe.1"), &plugin_files);
     cgroup_files(&own.join("indexer.2"), &plugin_files);
@@ -469,7 +470,8 @@ fn real_a_process_is_in_its_cgroup_from_its_start_and_the_cgroup_goes_with_it() 
         "{path} is not {}",
         cgroup.dir().display()
     );
-    assert_eq!(cgroup.pids(), [child.pid()]);
+    // Its `cat` may still be there for a moment, in the same cgroup.
+    assert!(cgroup.pids().contains(&child.pid()), "{:?}", cgroup.pids());
     let dirs: Vec<PathBuf> = cgroup
         .procs_files()
         .iter()
