@@ -98,6 +98,13 @@ config = {{ workload = {{ working_set_mb = [4], cpu_duty = 0.0 }} }}
     )
 }
 
+/// Says that a test is skipped and why, on a line of its own in the output of `cargo test`
+/// (written past the test harness's capture of `println!`, which shows only failures).
+fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "SKIPPED: {test}: {why}");
+}
+
 fn view(daemon: &Daemon, plugin: &str) -> serde_json::Value {
     daemon.json(&format!("/plugins/{plugin}"))
 }
@@ -190,7 +197,7 @@ fn each_plugin_process_runs_in_a_cgroup_of_its_own_with_its_limits_enforced_by_t
         .lines()
         .find(|l| l.contains("cgroups are not writable"))
     {
-        println!("SKIPPED: plugin cgroups: {line}");
+        skipped("plugin cgroups", line);
         return;
     }
     for plugin in ["indexer", "spinner", "discord"] {
@@ -313,7 +320,7 @@ fn where_cgroups_are_read_only_plugins_run_as_before_and_the_log_says_why_once()
         .args(["-m", "true"])
         .output();
     if !unshare.is_ok_and(|o| o.status.success()) {
-        println!("SKIPPED: read-only cgroups: `unshare -m` is not permitted here");
+        skipped("read-only cgroups", "`unshare -m` is not permitted here");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -738,7 +738,12 @@ fn cgroup_fixture(test: &str) -> Option<CgroupFixture> {
             })
         }
         Err(reason) => {
-            println!("SKIPPED: {test}: cgroups are not writable here: {reason}");
+            // Past the test harness's capture, so that the skip shows in `cargo test`.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stdout(),
+                "SKIPPED: {test}: cgroups are not writable here: {reason}"
+            );
             None
         }
     }

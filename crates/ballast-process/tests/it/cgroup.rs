@@ -386,12 +386,19 @@ proptest! {
 /// One real tree at a time: every tree of this process has the same name.
 static REAL: Mutex<()> = Mutex::new(());
 
-/// The machine's cgroups, or `None` after printing why the test is skipped.
+/// Says that a test is skipped and why, on a line of its own in the output of `cargo test`
+/// (written past the test harness's capture of `println!`, which shows only failures).
+pub(crate) fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "SKIPPED: {test}: {why}");
+}
+
+/// The machine's cgroups, or `None` after saying why the test is skipped.
 fn real_tree(test: &str) -> Option<CgroupTree> {
     match CgroupTree::setup(&CgroupRoots::default()) {
         Ok(tree) => Some(tree),
         Err(reason) => {
-            println!("SKIPPED: {test}: cgroups are not writable here: {reason}");
+            skipped(test, &format!("cgroups are not writable here: {reason}"));
             None
         }
     }
@@ -604,7 +611,7 @@ fn real_a_busy_loop_uses_no_more_than_its_cpu_quota() {
         return;
     };
     if let Some(why) = tree.cpu_unavailable() {
-        println!("SKIPPED: a CPU quota: {why}");
+        skipped("a CPU quota", why);
         return;
     }
     let quota = 0.2;
