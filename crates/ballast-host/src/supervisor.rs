@@ -500,7 +500,11 @@ impl Supervisor {
         });
         let killed_by_kernel = killed_by_kernel.flatten();
         self.raise_cgroup_alerts(slot);
-        if self.current_generation() == Some(generation) {
+        let watched = self
+            .cgroup
+            .as_ref()
+            .is_some_and(|w| w.generation == generation);
+        if self.current_generation() == Some(generation) || watched {
             self.stop_detecting();
         }
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
