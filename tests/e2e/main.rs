@@ -3,6 +3,7 @@
 //! restart it, and check what survived.
 
 mod api_security;
+mod cgroups;
 mod containment;
 mod daemon;
 mod demand;

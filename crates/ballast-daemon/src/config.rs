@@ -116,6 +116,10 @@ pub struct Config {
     /// How long shutdown waits for plugins to drain.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Run each plugin process in a cgroup of its own under the daemon's, so that the kernel
+    /// enforces its memory limit (and its CPU quota with `cpu_limit`). Where cgroups cannot be
+    /// written, the daemon says why once and polls the limits instead.
+    pub plugin_cgroups: bool,
     /// The control API.
     pub api: ApiConfig,
     /// The monitor.
@@ -140,6 +144,7 @@ impl Default for Config {
             plugin_dir: None,
             use_tier_thresholds: true,
             shutdown_timeout: Duration::from_secs(10),
+            plugin_cgroups: true,
             api: ApiConfig::default(),
             monitor: MonitorSettings::default(),
             predictor: PredictorSettings::default(),

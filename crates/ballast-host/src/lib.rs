@@ -42,7 +42,7 @@ pub use instance::{NativeInstance, PluginFault};
 pub use library::{
     LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
 };
-pub use process::{ProcessOptions, StandaloneProcess};
+pub use process::{Cgroups, ProcessOptions, StandaloneProcess};
 pub use slot::{EventSink, Reply};
 pub use stream::{CallIo, CallOptions, CancelHook, CancelReason, CancelToken, ChunkSink};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};
