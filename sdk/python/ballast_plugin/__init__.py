@@ -223,34 +223,63 @@ def _level_name(levelno: int) -> str:
 
 
 class _Output:
-    """The protocol's output stream: whole lines, one writer at a time, flushed each."""
+    """The protocol's output stream: whole lines, one writer at a time, flushed each. From
+    :meth:`hold` until ``hello`` is written, what else is sent (logs of the start, progress of
+    a thread it started) is held, so that ``hello`` is the first line, and written right after
+    it."""
 
     def __init__(self, stream: IO[Any]) -> None:
         self._stream = stream
         self._text = isinstance(stream, io.TextIOBase)
         self._lock = threading.Lock()
+        self._held: Optional[List[str]] = None
         self.closed = False
 
+    def hold(self) -> None:
+        with self._lock:
+            self._held = []
+
     def send(self, message: _Message) -> bool:
-        """Writes `message` as one line; False once the stream is closed or broken."""
+        """Writes `message` as one line (or holds it until hello); False once the stream is
+        closed or broken."""
         line = json.dumps(message, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock:
             if self.closed:
                 return False
-            try:
-                if self._text:
-                    self._stream.write(line)
-                else:
-                    self._stream.write(line.encode("ascii"))
-                self._stream.flush()
-            except (OSError, ValueError):
-                # The host has gone (a broken pipe) or the stream was closed: the reading side
-                # sees the end of input and the plugin exits.
-                self.closed = True
-                return False
+            if self._held is not None:
+                if message["type"] != "hello":
+                    self._held.append(line)
+                    return True
+                self._held.insert(0, line)
+                return self._release()
+            return self._write(line)
+
+    def release(self) -> None:
+        """Writes what was held (when the start failed, without a hello)."""
+        with self._lock:
+            if self._held is not None and not self.closed:
+                self._release()
+
+    def _release(self) -> bool:
+        lines, self._held = self._held or [], None
+        return all(self._write(line) for line in lines)
+
+    def _write(self, line: str) -> bool:
+        try:
+            if self._text:
+                self._stream.write(line)
+            else:
+                self._stream.write(line.encode("ascii"))
+            self._stream.flush()
+        except (OSError, ValueError):
+            # The host has gone (a broken pipe) or the stream was closed: the reading side
+            # sees the end of input and the plugin exits.
+            self.closed = True
+            return False
         return True
 
     def close(self) -> None:
+        self.release()
         with self._lock:
             self.closed = True
 
@@ -868,6 +897,7 @@ class _Session:
 
     def init(self, message: _Message) -> None:
         plugin = self.plugin
+        self.output.hold()
         given = message.get("name")
         if plugin.name is None and isinstance(given, str):
             plugin.name = given

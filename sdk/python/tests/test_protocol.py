@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import unittest
 from typing import Any, Dict, List, Optional
 
@@ -51,17 +52,43 @@ class Hello(unittest.TestCase):
         self.assertEqual(seen, [("s", 2, {"heartbeat_s": 3600, "root": "/x"})])
         host.close()
 
+    def test_hello_is_the_first_line_whatever_the_start_sends(self) -> None:
+        class Busy(Plugin):
+            def on_restore(self, checkpoint: bytes) -> None:
+                self.log("restoring %r" % checkpoint)
+
+            def on_start(self) -> None:
+                self.log("starting")
+                scan = threading.Thread(target=lambda: self.progress(0, "scanning"))
+                scan.start()
+                scan.join()
+
+        host = Host(Busy())
+        host.init(checkpoint=b"state")
+        host.until(lambda m: m["type"] == "progress")
+        self.assertEqual(
+            [(m["type"], m.get("message")) for m in host.seen],
+            [
+                ("hello", None),
+                ("log", "restoring b'state'"),
+                ("log", "starting"),
+                ("progress", None),
+            ],
+        )
+        host.close()
+
     def test_a_failed_start_raises_from_run_and_says_no_hello(self) -> None:
         plugin = Plugin()
 
         @plugin.start
         def start() -> None:
+            plugin.log("connecting")
             raise RuntimeError("no database")
 
         host = Host(plugin)
         host.send({"type": "init", "name": "x", "level": 0, "config": {}})
         rest = host.close()
-        self.assertFalse([m for m in rest if m["type"] == "hello"], rest)
+        self.assertEqual(rest, [{"type": "log", "level": "info", "message": "connecting"}])
         self.assertIsInstance(host.raised, RuntimeError)
         self.assertEqual(str(host.raised), "no database")
 
@@ -324,7 +351,6 @@ class Lifecycle(unittest.TestCase):
         )
 
     def test_drain_waits_for_the_calls_in_flight_then_refuses_new_ones(self) -> None:
-        import threading
 
         started = threading.Event()
         release = threading.Event()
@@ -363,7 +389,6 @@ class Lifecycle(unittest.TestCase):
         host.close()
 
     def test_a_drain_whose_deadline_passes_with_a_call_running_fails(self) -> None:
-        import threading
 
         started = threading.Event()
         release = threading.Event()
