@@ -283,6 +283,79 @@ fn tests(what: &str, command: &mut Command) -> Result<Counts> {
     Ok(counts)
 }
 
+/// Runs the Python SDK's tests (`sdk/python/tests`, the standard library's unittest),
+/// passing their output through, and counts them from unittest's closing lines.
+fn python_tests(root: &Path) -> Result<Counts> {
+    use std::io::BufRead;
+    let what = "python3 -m unittest (sdk/python)";
+    eprintln!("==> {what}");
+    let mut child = Command::new("python3")
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "sdk/python/tests",
+            "-t",
+            "sdk/python",
+        ])
+        .current_dir(root)
+        // No byte-code caches in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    let mut summary = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.with_context(|| format!("cannot read the output of {what}"))?;
+            eprintln!("{line}");
+            if line.starts_with("Ran ") || line.starts_with("OK") || line.starts_with("FAILED") {
+                summary.push(line);
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for: {what}"))?;
+    let counts = unittest_counts(&summary)
+        .with_context(|| format!("{what} printed no summary: {summary:?}"))?;
+    if !status.success() {
+        bail!(
+            "failed: {what} ({status}): {} failed of {}",
+            counts.failed,
+            counts.passed + counts.failed + counts.skipped
+        );
+    }
+    Ok(counts)
+}
+
+/// The counts in unittest's closing lines: `Ran N tests in Ts`, then `OK` or `FAILED`, each
+/// with details in parentheses (`failures=`, `errors=`, `skipped=`, `expected failures=`,
+/// `unexpected successes=`).
+fn unittest_counts(lines: &[String]) -> Option<Counts> {
+    let ran: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())?;
+    let verdict = lines
+        .iter()
+        .find(|l| l.starts_with("OK") || l.starts_with("FAILED"))?;
+    let detail = |label: &str| -> u64 {
+        verdict
+            .split(['(', ')', ','])
+            .filter_map(|part| part.trim().strip_prefix(label)?.strip_prefix('='))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    };
+    let failed = detail("failures") + detail("errors") + detail("unexpected successes");
+    let skipped = detail("skipped");
+    Some(Counts {
+        passed: ran.saturating_sub(failed + skipped),
+        failed,
+        skipped,
+    })
+}
+
 /// The real traces the tests replay, beside the checkout.
 fn shared_traces(root: &Path) -> Result<()> {
     let traces = root.join("../shared/traces");
@@ -327,7 +400,8 @@ fn ci(root: &Path) -> Result<()> {
     )?;
     build_plugins(root, false)?;
     plugin_templates(root)?;
-    let mut counts = tests(
+    let mut counts = python_tests(root)?;
+    counts += tests(
         "cargo test",
         cargo().args(["test", "--workspace", "--all-targets"]),
     )?;
@@ -565,7 +639,8 @@ fn build_plugins(root: &Path, release: bool) -> Result<()> {
 
 /// Copies the process plugins written in scripting languages (`plugins/python/NAME/`,
 /// `plugins/shell/NAME/`) next to the built ones, as `NAME/...`, where the default config
-/// looks for them.
+/// looks for them. Links are followed, so a Python plugin's `ballast_plugin` (a link to the
+/// SDK in `sdk/python`) is installed as a copy of the SDK beside its script.
 fn install_script_plugins(root: &Path, out: &Path) -> Result<()> {
     for language in ["python", "shell"] {
         let Ok(entries) = std::fs::read_dir(root.join("plugins").join(language)) else {
@@ -577,30 +652,37 @@ fn install_script_plugins(root: &Path, out: &Path) -> Result<()> {
                 continue;
             }
             let target = out.join(entry.file_name());
-            std::fs::create_dir_all(&target)
-                .with_context(|| format!("cannot create {}", target.display()))?;
-            for file in std::fs::read_dir(&source)
-                .with_context(|| format!("cannot read {}", source.display()))?
-                .flatten()
-            {
-                if file.path().is_file() {
-                    // std::fs::copy keeps the permissions, so scripts stay executable.
-                    std::fs::copy(file.path(), target.join(file.file_name())).with_context(
-                        || {
-                            format!(
-                                "cannot copy {} to {}",
-                                file.path().display(),
-                                target.display()
-                            )
-                        },
-                    )?;
-                }
-            }
+            copy_tree(&source, &target)?;
             eprintln!(
                 "==> installed {} into {}",
                 source.display(),
                 target.display()
             );
+        }
+    }
+    Ok(())
+}
+
+/// Copies the files and folders under `source` into `target` (created if missing), following
+/// links and leaving out Python's byte-code caches.
+fn copy_tree(source: &Path, target: &Path) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    for entry in std::fs::read_dir(source)
+        .with_context(|| format!("cannot read {}", source.display()))?
+        .flatten()
+    {
+        let path = entry.path();
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        if path.is_dir() {
+            copy_tree(&path, &target.join(entry.file_name()))?;
+        } else if path.is_file() {
+            // std::fs::copy keeps the permissions, so scripts stay executable.
+            std::fs::copy(&path, target.join(entry.file_name())).with_context(|| {
+                format!("cannot copy {} to {}", path.display(), target.display())
+            })?;
         }
     }
     Ok(())
@@ -797,4 +879,79 @@ fn idle(root: &Path, seconds: u64) -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(lines: &[&str]) -> Option<(u64, u64, u64)> {
+        let lines: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        unittest_counts(&lines).map(|c| (c.passed, c.failed, c.skipped))
+    }
+
+    #[test]
+    fn unittest_summaries_are_counted() {
+        assert_eq!(counts(&["Ran 49 tests in 1.995s", "OK"]), Some((49, 0, 0)));
+        assert_eq!(
+            counts(&[
+                "Ran 10 tests in 0.1s",
+                "OK (skipped=3, expected failures=1)"
+            ]),
+            Some((7, 0, 3))
+        );
+        assert_eq!(
+            counts(&[
+                "Ran 12 tests in 2s",
+                "FAILED (failures=2, errors=1, skipped=1)"
+            ]),
+            Some((8, 3, 1))
+        );
+        assert_eq!(
+            counts(&["Ran 4 tests in 2s", "FAILED (unexpected successes=1)"]),
+            Some((3, 1, 0))
+        );
+        assert_eq!(counts(&["Ran 1 test in 0.001s", "OK"]), Some((1, 0, 0)));
+        assert_eq!(counts(&["OK"]), None, "no count");
+        assert_eq!(counts(&["Ran 3 tests in 1s"]), None, "no verdict");
+    }
+
+    #[test]
+    fn script_plugins_are_copied_with_their_links_followed_and_no_caches() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let sdk = root.join("sdk/python/ballast_plugin");
+        std::fs::create_dir_all(sdk.join("__pycache__")).unwrap();
+        std::fs::write(sdk.join("__init__.py"), "sdk").unwrap();
+        std::fs::write(sdk.join("__pycache__/x.pyc"), "cache").unwrap();
+        let plugin = root.join("plugins/python/notes");
+        std::fs::create_dir_all(&plugin).unwrap();
+        std::fs::write(plugin.join("notes.py"), "script").unwrap();
+        std::fs::set_permissions(
+            plugin.join("notes.py"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        symlink(
+            "../../../sdk/python/ballast_plugin",
+            plugin.join("ballast_plugin"),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        install_script_plugins(&root, &out).unwrap();
+        let installed = out.join("notes");
+        let mode = std::fs::metadata(installed.join("notes.py"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "still executable");
+        let sdk_copy = installed.join("ballast_plugin");
+        assert!(!sdk_copy.is_symlink(), "a copy, not a link");
+        assert_eq!(
+            std::fs::read_to_string(sdk_copy.join("__init__.py")).unwrap(),
+            "sdk"
+        );
+        assert!(!sdk_copy.join("__pycache__").exists());
+    }
 }
