@@ -675,7 +675,9 @@ class Plugin:
         if level == "warning":
             level = "warn"
         if level not in _LOG_LEVELS:
-            raise ValueError("log level must be one of %s, not %r" % (", ".join(_LOG_LEVELS), level))
+            raise ValueError(
+                "log level must be one of %s, not %r" % (", ".join(_LOG_LEVELS), level)
+            )
         return self._send({"type": "log", "level": level, "message": str(message)})
 
     def report_health(self, status: Union[Health, str], message: Optional[str] = None) -> bool:
@@ -824,7 +826,9 @@ class _Session:
                     if not line:
                         break
                     length += len(line)
-                self.warn("ignoring a line of %d bytes: the limit is %d" % (length, MAX_LINE_BYTES))
+                self.warn(
+                    "ignoring a line of %d bytes: the limit is %d" % (length, MAX_LINE_BYTES)
+                )
                 continue
             yield line.rstrip(b"\r\n")
 

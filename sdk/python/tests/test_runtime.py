@@ -99,9 +99,12 @@ class Cancel(unittest.TestCase):
         host.call(2, b"queued")
         host.send({"type": "cancel", "id": 2})
         host.send({"type": "cancel", "id": 99})  # unknown: nothing to cancel, nothing said
+        # The reading thread answers a bad request itself: once it has, the cancels were read.
+        host.send({"type": "call", "id": 3, "data": "***"})
+        self.assertEqual(host.answer(3)["type"], "error")
         release.set()
         self.assertEqual(host.answer(1)["type"], "response")
-        host.request("drain", 3, deadline_ms=10000)
+        host.request("drain", 4, deadline_ms=10000)
         self.assertEqual(ran, [b"first"])
         self.assertEqual(host.of(2) + host.of(99), [])
         host.close()
