@@ -568,6 +568,42 @@ class Styles(unittest.TestCase):
         host.close()
 
 
+class InMemory(unittest.TestCase):
+    """run() on in-memory streams: all the input at once, the output read after it returns. A
+    drain before the end waits for the calls, which the end of input would cancel."""
+
+    HOST_SAYS = [
+        {"type": "init", "name": "upper", "level": 0, "config": {}},
+        {"type": "call", "id": 1, "data": b64(b"hi")},
+        {"type": "drain", "id": 2, "deadline_ms": 10000},
+    ]
+    EXPECTED = [
+        {"type": "hello", "name": "upper", "protocol": 1},
+        {"type": "response", "id": 1, "data": b64(b"HI")},
+        {"type": "response", "id": 2},
+    ]
+
+    class Upper(Plugin):
+        def on_call(self, request: bytes, ctx: CallContext) -> bytes:
+            return request.upper()
+
+    def test_bytes(self) -> None:
+        import io
+
+        host_says = b"".join(json.dumps(m).encode() + b"\n" for m in self.HOST_SAYS)
+        out = io.BytesIO()
+        ballast_plugin.run(self.Upper, io.BytesIO(host_says), out, install_logging=False)
+        self.assertEqual([json.loads(line) for line in out.getvalue().splitlines()], self.EXPECTED)
+
+    def test_text(self) -> None:
+        import io
+
+        host_says = "".join(json.dumps(m) + "\n" for m in self.HOST_SAYS)
+        out = io.StringIO()
+        self.Upper().run(io.StringIO(host_says), out, install_logging=False)
+        self.assertEqual([json.loads(line) for line in out.getvalue().splitlines()], self.EXPECTED)
+
+
 SCRIPT = r"""
 import logging
 import ballast_plugin
