@@ -345,6 +345,7 @@ class CallContext:
         self._clock = clock
         self._emit = emit
         self._cancelled = threading.Event()
+        self._answered = False
 
     @property
     def id(self) -> int:
@@ -356,10 +357,12 @@ class CallContext:
         chunk sends nothing). The caller gets the parts in order, before the call ends.
 
         Raises :class:`Cancelled` once the call is cancelled: the chunk is dropped; stop and let
-        the exception propagate.
+        the exception propagate. (A thread that sends after the call was answered gets it too.)
         """
         if self._cancelled.is_set():
             raise Cancelled()
+        if self._answered:
+            raise Cancelled("the call was answered already")
         data = _as_bytes(chunk, "a chunk")
         if data:
             self._emit({"type": "chunk", "id": self._id, "data": _b64(data)})
@@ -743,10 +746,11 @@ class Plugin:
             sys.stdout = sys.stderr
         handler: Optional[HostLogHandler] = None
         root = logging.getLogger()
-        root_level = root.level
+        root_level: Optional[int] = None
         if install_logging:
             handler = HostLogHandler(self)
             if not root.handlers and root.level == logging.WARNING:
+                root_level = root.level
                 root.setLevel(logging.INFO)
             root.addHandler(handler)
         try:
@@ -754,6 +758,7 @@ class Plugin:
         finally:
             if handler is not None:
                 root.removeHandler(handler)
+            if root_level is not None:
                 root.setLevel(root_level)
             if redirected is not None:
                 sys.stdout = redirected
@@ -1019,6 +1024,7 @@ class _Session:
         finally:
             if self.gate is not None:
                 self.gate.release_shared()
+        ctx._answered = True
         if not ctx.is_cancelled():
             self.send(answer)
 

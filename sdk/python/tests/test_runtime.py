@@ -79,6 +79,25 @@ class Cancel(unittest.TestCase):
         self.assertEqual(host.of(1) + host.of(2), [])
         host.close()
 
+    def test_a_chunk_sent_after_the_answer_is_dropped(self) -> None:
+        contexts: List[CallContext] = []
+        plugin = Plugin()
+
+        @plugin.call
+        def quick(request: bytes, ctx: CallContext) -> bytes:
+            contexts.append(ctx)
+            return b"answer"
+
+        host = Host(plugin)
+        host.init()
+        host.call(1, b"")
+        host.answer(1)
+        with self.assertRaisesRegex(Cancelled, "the call was answered already"):
+            contexts[0].send(b"late")
+        host.request("checkpoint", 2)
+        self.assertEqual(host.of(1), [{"type": "response", "id": 1, "data": b64(b"answer")}])
+        host.close()
+
     def test_a_call_cancelled_while_it_waits_for_a_thread_never_runs(self) -> None:
         started = threading.Event()
         release = threading.Event()
