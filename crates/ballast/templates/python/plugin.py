@@ -1,110 +1,137 @@
 #!/usr/bin/env python3
-"""{{name}}: a ballast process plugin, written on the ballast_plugin SDK.
+"""The `{{name}}` plugin for ballast: greets whoever calls it, remembers recent callers, and
+counts its calls across sheds. It is written on the `ballast_plugin` SDK (the package beside
+this file), which speaks ballast's JSON-lines protocol on stdin and stdout.
 
-It answers two requests; replace them with what your integration does:
+What each part of the contract looks like here:
 
-* `ping` answers `pong from {{name}} (level L, call N)`.
-* `count:N` or `count:N:MS` streams the numbers 1 to N, one line each, MS milliseconds apart
-  (none by default), then a summary line: a long answer that the caller gets as it goes. It
-  stops at once when ballast cancels the call (`ctx.send` raises), and at the call's deadline,
-  which its summary says.
-
-Level 0 ("full") counts up to 1000, level 1 ("lite") up to 10. The plugin counts the calls it
-answered and hands the count over in its checkpoint, so the instance ballast starts after a
-shed or a restart goes on counting.
-
-Run it under ballast with `kind = "process"` and `protocol = "json-lines"` (see README.md), or
-by hand: `echo '{"type":"init","name":"{{name}}","level":0,"config":{}}' | ./plugin.py`.
+* Levels. Level 0 ("full") remembers the last 1024 callers, level 1 ("lite") the last 16. A
+  process plugin declares its levels and the memory each needs in the ballast config
+  (ballast.toml); ballast lowers the level under pressure before it sheds the plugin, and
+  measures what the process holds.
+* Calls run on several threads at once (`thread_safe = True`); the shared state is under a
+  lock. `recent` answers the callers remembered; anything else is a name to greet.
+* Streamed calls: `count:N` streams N lines, then `done`, and stops as soon as the call is
+  cancelled (the caller went away, the deadline passed, or the plugin is being shed).
+* Drain and checkpoint: before ballast sheds the plugin it drains it, then asks for a
+  checkpoint, which the next instance gets in `on_restore`, so the call count survives.
+* Errors: an exception in a method goes back to the caller as an error; the plugin goes on.
+* Logging: the `logging` module's records go to the plugin's log in ballast (`print` goes there
+  too, by stderr, never onto the protocol's stdout).
 """
 
-import json
 import logging
 import threading
+from collections import deque
+from typing import Deque
 
 import ballast_plugin
-from ballast_plugin import CallContext, Health, PluginError
+from ballast_plugin import CallContext, PluginError
 
 log = logging.getLogger("{{name}}")
 
-#: The most numbers `count` streams at each level (0 is full; higher levels are cheaper).
-COUNT_LIMIT = [1000, 10]
+#: How many recent callers each level remembers (level 0 first).
+REMEMBERED = [1024, 16]
+
+#: The longest caller name remembered, in characters.
+LONGEST_NAME = 256
+
+#: The most lines `count:N` streams.
+MOST_LINES = 100000
+
+#: The settings this plugin reads from its `config` table (`heartbeat_s` is the SDK's).
+SETTINGS = {"greeting", "heartbeat_s"}
 
 
-class Integration(ballast_plugin.Plugin):
-    # The name comes from ballast's config; set `name = "{{name}}"` to have ballast check that
-    # the config runs this script under that name.
+def check_level(level: int) -> None:
+    """Refuses a level this plugin does not have (the config declares the same ones)."""
+    if level >= len(REMEMBERED):
+        raise PluginError("there are levels 0 to %d, not %d" % (len(REMEMBERED) - 1, level))
+
+
+class Greeter(ballast_plugin.Plugin):
+    """The `{{name}}` plugin. Its name is the one the ballast config gives it."""
+
     version = "0.1.0"
-    # Calls run at once on several threads; the shared counter is under a lock.
     thread_safe = True
 
     def __init__(self) -> None:
         super().__init__()
-        self.lock = threading.Lock()
+        self.greeting = "hello"
         self.calls = 0
+        self.recent: Deque[str] = deque()
+        self.lock = threading.Lock()
 
     def on_restore(self, checkpoint: bytes) -> None:
-        """The checkpoint of the previous instance (what on_checkpoint returned)."""
-        self.calls = int(json.loads(checkpoint)["calls"])
+        # What on_checkpoint returned in the previous instance. If this raises (a checkpoint
+        # of another version, say), the SDK logs a warning and the plugin starts afresh.
+        text = checkpoint.decode("utf-8")
+        if not text.startswith("calls="):
+            raise ValueError("not a checkpoint of this plugin: %r" % text[:40])
+        self.calls = int(text[len("calls="):])
 
     def on_start(self) -> None:
-        """Open connections, start threads: runs before ballast is told the plugin is up."""
-        log.info("started at level %d; %d calls answered before", self.level, self.calls)
+        # Read the config, open connections, start threads: a failure here (an exception) is
+        # a failed start that ballast reports with this process's last output.
+        unknown = sorted(set(self.config) - SETTINGS)
+        if unknown:
+            raise PluginError("unknown config key `%s`; the only key is `greeting`" % unknown[0])
+        greeting = self.config.get("greeting", "hello")
+        if not isinstance(greeting, str):
+            raise PluginError("config key `greeting` must be a string, got %r" % (greeting,))
+        check_level(self.level)
+        self.greeting = greeting
+        self.recent = deque(maxlen=REMEMBERED[self.level])
+        log.info("created at level %d, %d calls served before", self.level, self.calls)
 
     def on_set_level(self, level: int) -> None:
-        """Move to `level` in place (free memory going down, take it back going up)."""
-        if level >= len(COUNT_LIMIT):
-            raise PluginError("there are levels 0 to %d, not %d" % (len(COUNT_LIMIT) - 1, level))
+        check_level(level)
+        with self.lock:
+            self.recent = deque(self.recent, maxlen=REMEMBERED[level])
         log.info("now at level %d", level)
 
     def on_call(self, request: bytes, ctx: CallContext) -> str:
-        text = request.decode("utf-8", errors="replace").strip()
+        try:
+            caller = request.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise PluginError("the request is not UTF-8") from None
+        if caller.startswith("count:"):
+            return self.count(caller[len("count:"):], ctx)
         with self.lock:
+            if caller == "recent":
+                return "\n".join(self.recent)
+            self.recent.append(caller[:LONGEST_NAME])
             self.calls += 1
-            calls = self.calls
-        self.gauge("calls", calls)
-        if text == "ping":
-            return "pong from %s (level %d, call %d)" % (self.name, self.level, calls)
-        if text.startswith("count:"):
-            return self.count(text, ctx)
-        raise PluginError("unknown request %r: send `ping` or `count:N[:MS]`" % text[:80])
+            n = self.calls
+        return "%s, %s! (call %d, level %d)" % (self.greeting, caller, n, self.level)
 
     def count(self, text: str, ctx: CallContext) -> str:
+        """Streams the lines 1 to N, each as soon as it is ready, then `done`."""
         try:
-            parts = [int(part) for part in text.split(":")[1:]]
-            n, pause_ms = parts[0], (parts[1] if len(parts) > 1 else 0)
-        except (ValueError, IndexError):
-            raise PluginError("count takes numbers: count:N or count:N:MS") from None
-        n = max(0, min(n, COUNT_LIMIT[self.level]))
-        sent = 0
-        stopped = None
+            n = int(text)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= MOST_LINES:
+            raise PluginError("count:N takes N from 0 to %d" % MOST_LINES)
         for i in range(1, n + 1):
-            if ctx.expired():
-                stopped = "deadline"
-                break
-            ctx.send("%d\n" % i)  # raises Cancelled once ballast cancels the call
-            sent += 1
-            if pause_ms and i < n:
-                ctx.wait_cancelled(pause_ms / 1000.0)  # a sleep that a cancel ends
-        summary = {"plugin": self.name, "level": self.level, "sent": sent, "stopped": stopped}
-        return json.dumps(summary) + "\n"
+            # Raises Cancelled once the call is cancelled: the call stops here, and nothing
+            # more is sent for it.
+            ctx.send("%d\n" % i)
+        return "done\n"
 
     def on_drain(self, timeout: float) -> None:
-        """No call runs any more (the SDK waited for them): finish background work."""
-        log.info("drained")
+        # ballast sends no call from here on and the SDK has waited for the calls in flight.
+        # Finish background work (flush, close) within `timeout` seconds; there is none here.
+        log.info("draining within %d ms", timeout * 1000)
 
     def on_checkpoint(self) -> bytes:
         with self.lock:
-            return json.dumps({"calls": self.calls}).encode()
-
-    def on_health(self) -> Health:
-        """Asked at every heartbeat; report `Health.degraded(...)` or `Health.unhealthy(...)`
-        when something is wrong (an unhealthy plugin is marked failed)."""
-        return Health.ok()
+            return ("calls=%d" % self.calls).encode()
 
     def on_stop(self) -> None:
-        """ballast closed stdin: close connections, stop threads."""
-        log.info("stopping after %d calls", self.calls)
+        # ballast closed stdin: stop threads, close connections.
+        log.info("stopping")
 
 
 if __name__ == "__main__":
-    ballast_plugin.run(Integration)
+    ballast_plugin.run(Greeter)
