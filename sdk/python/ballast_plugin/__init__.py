@@ -42,7 +42,8 @@ What the module does for the plugin:
 * bridges :mod:`logging` to the host's ``log`` messages, and sends ``print`` output to stderr
   (which ballast logs too) instead of the protocol's stdout;
 * ignores message types and fields it does not know, survives malformed lines, and returns
-  from :meth:`Plugin.run` when its input ends (the host's way to say "exit").
+  from :meth:`Plugin.run` when its input ends (the host's way to say "exit") or, run as a
+  process, when it gets SIGTERM.
 
 The protocol itself is described in the ballast-process crate's documentation.
 """
@@ -55,7 +56,10 @@ import io
 import json
 import logging
 import math
+import os
 import queue
+import select
+import signal
 import sys
 import threading
 import time
@@ -67,6 +71,7 @@ from typing import (
     Iterator,
     List,
     Optional,
+    Tuple,
     Type,
     TypeVar,
     Union,
@@ -438,6 +443,43 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _STOP = object()
 
 
+class _FdReader:
+    """Lines read from a file descriptor (the process's stdin) while watching the wakeup pipe
+    that a SIGTERM writes to: :meth:`readline` returns None once the process got SIGTERM."""
+
+    def __init__(self, fd: int, wakeup: int) -> None:
+        self._fd = fd
+        self._wakeup = wakeup
+        self._buffer = bytearray()
+        self._ended = False
+
+    def readline(self, limit: int) -> Optional[bytes]:
+        """The next line with its newline, at most `limit` bytes of it (an over-long line comes
+        in pieces), the last bytes without one at the end of input, b"" after that; None once
+        SIGTERM came."""
+        while True:
+            end = self._buffer.find(b"\n", 0, limit)
+            if end >= 0 or len(self._buffer) >= limit or self._ended:
+                size = end + 1 if end >= 0 else min(limit, len(self._buffer))
+                line = bytes(self._buffer[:size])
+                del self._buffer[:size]
+                return line
+            ready, _, _ = select.select([self._fd, self._wakeup], [], [])
+            if self._wakeup in ready:
+                try:
+                    signals = os.read(self._wakeup, 512)
+                except BlockingIOError:
+                    signals = b""
+                if signal.SIGTERM in signals:
+                    return None
+            if self._fd in ready:
+                chunk = os.read(self._fd, 1 << 16)
+                if chunk:
+                    self._buffer += chunk
+                else:
+                    self._ended = True
+
+
 class _Lifecycle:
     """A lifecycle request read from the host, for the lifecycle thread."""
 
@@ -732,13 +774,23 @@ class Plugin:
         `input` ends, then returns.
 
         With the process's own stdout, ``sys.stdout`` is pointed at stderr while it runs, so
-        that ``print`` cannot break the protocol (ballast logs stderr). With `install_logging`
-        a :class:`HostLogHandler` on the root logger sends :mod:`logging` records to the host
-        (and the root logger's level becomes INFO if nothing configured it). `clock` replaces
-        ``time.monotonic`` for deadlines (for tests).
+        that ``print`` cannot break the protocol (ballast logs stderr). With the process's own
+        stdin, on the main thread, SIGTERM (which ballast sends right after closing stdin when it
+        stops the plugin) ends the input too, so that the plugin stops as at the end of its
+        input and exits with status 0; after it returns, SIGTERM is ignored, as the process is
+        about to exit. With `install_logging` a :class:`HostLogHandler` on the
+        root logger sends :mod:`logging` records to the host (and the root logger's level
+        becomes INFO if nothing configured it). `clock` replaces ``time.monotonic`` for
+        deadlines (for tests).
         """
+        stdin_fd: Optional[int] = None
         if input is None:
             input = sys.stdin.buffer
+            if threading.current_thread() is threading.main_thread():
+                try:
+                    stdin_fd = sys.stdin.fileno()
+                except (AttributeError, OSError, ValueError):
+                    stdin_fd = None
         redirected = None
         if output is None:
             output = sys.stdout.buffer
@@ -753,9 +805,29 @@ class Plugin:
                 root_level = root.level
                 root.setLevel(logging.INFO)
             root.addHandler(handler)
+        session = _Session(self, input, _Output(output), clock or time.monotonic)
+        wakeup: Optional[Tuple[int, int]] = None
+        previous_wakeup = -1
+        if stdin_fd is not None:
+            # The self-pipe trick: whichever thread the kernel hands SIGTERM to, the signal
+            # writes a byte to the pipe, and the reading loop waits on stdin and the pipe at
+            # once, so it sees the signal however it falls.
+            wakeup = os.pipe()
+            for fd in wakeup:
+                os.set_blocking(fd, False)
+            signal.signal(signal.SIGTERM, session.terminate)
+            previous_wakeup = signal.set_wakeup_fd(wakeup[1], warn_on_full_buffer=False)
+            session.input = _FdReader(stdin_fd, wakeup[0])
         try:
-            _Session(self, input, _Output(output), clock or time.monotonic).run()
+            session.run()
         finally:
+            if wakeup is not None:
+                signal.set_wakeup_fd(previous_wakeup)
+                # The process is about to exit: ballast's SIGTERM, sent right after it closed
+                # stdin, must not turn that into a death by the signal.
+                signal.signal(signal.SIGTERM, _ignore_signal)
+                for fd in wakeup:
+                    os.close(fd)
             if handler is not None:
                 root.removeHandler(handler)
             if root_level is not None:
@@ -769,7 +841,7 @@ class _Session:
 
     def __init__(self, plugin: Plugin, input: IO[Any], output: _Output, clock: Clock) -> None:
         self.plugin = plugin
-        self.input = input
+        self.input: Union[IO[Any], _FdReader] = input
         self.output = output
         self.clock = clock
         # Only a plugin that is not thread-safe has its handlers kept apart.
@@ -779,6 +851,7 @@ class _Session:
         self.draining = False
         self.started = False
         self.stopping = threading.Event()
+        self.terminated = False
         self.call_queue: queue.Queue[Any] = queue.Queue()
         self.lifecycle_queue: queue.Queue[Any] = queue.Queue()
         self.threads: List[threading.Thread] = []
@@ -806,12 +879,22 @@ class _Session:
         finally:
             self.finish()
 
+    def terminate(self, signum: int, frame: Any) -> None:
+        """The SIGTERM handler: the input ends before the next line is read (the reading loop
+        also sees the signal in the wakeup pipe when it is waiting)."""
+        self.terminated = True
+
     def read(self) -> bytes:
         """At most one line of input (more than the limit when it is over-long); empty at its
-        end, or when it cannot be read."""
+        end, when it cannot be read, or once the process was told to terminate."""
+        if self.terminated:
+            return b""
         try:
             line = self.input.readline(MAX_LINE_BYTES + 1)
         except (OSError, ValueError):
+            return b""
+        if line is None:  # SIGTERM, from an _FdReader
+            self.terminated = True
             return b""
         if isinstance(line, str):
             return line.encode("utf-8", errors="surrogateescape")
@@ -1152,6 +1235,10 @@ class _Session:
                 {"type": "log", "level": "error", "message": "stop failed: %s" % _describe(error)}
             )
         self.output.close()
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """A signal handler that does nothing."""
 
 
 def _u64(value: Any) -> Optional[int]:

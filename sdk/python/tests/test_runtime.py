@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -587,6 +588,48 @@ class Styles(unittest.TestCase):
         host.close()
 
 
+class FdReader(unittest.TestCase):
+    """How a plugin run as a process reads its stdin: lines from the file descriptor, with
+    SIGTERM seen through the wakeup pipe."""
+
+    def setUp(self) -> None:
+        self.data_r, self.data_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.reader = ballast_plugin._FdReader(self.data_r, self.wake_r)
+
+    def tearDown(self) -> None:
+        for fd in (self.data_r, self.data_w, self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def test_lines_whatever_the_writes(self) -> None:
+        os.write(self.data_w, b"one\ntw")
+        self.assertEqual(self.reader.readline(100), b"one\n")
+        os.write(self.data_w, b"o\nthree\nfour")
+        self.assertEqual(self.reader.readline(100), b"two\n")
+        self.assertEqual(self.reader.readline(100), b"three\n")
+        os.close(self.data_w)
+        self.assertEqual(self.reader.readline(100), b"four", "the last line needs no newline")
+        self.assertEqual(self.reader.readline(100), b"")
+
+    def test_an_over_long_line_comes_in_pieces_of_the_limit(self) -> None:
+        os.write(self.data_w, b"0123456789abc\nok\n")
+        self.assertEqual(self.reader.readline(5), b"01234")
+        self.assertEqual(self.reader.readline(5), b"56789")
+        self.assertEqual(self.reader.readline(5), b"abc\n")
+        self.assertEqual(self.reader.readline(5), b"ok\n")
+
+    def test_sigterm_in_the_wakeup_pipe_ends_the_reading(self) -> None:
+        os.write(self.wake_w, bytes([signal.SIGINT]))
+        os.write(self.data_w, b"line\n")
+        self.assertEqual(self.reader.readline(100), b"line\n", "another signal changes nothing")
+        os.write(self.wake_w, bytes([signal.SIGTERM]))
+        self.assertIsNone(self.reader.readline(100))
+
+
 class InMemory(unittest.TestCase):
     """run() on in-memory streams: all the input at once, the output read after it returns. A
     drain before the end waits for the calls, which the end of input would cancel."""
@@ -663,7 +706,7 @@ class AsAProcess(unittest.TestCase):
                 json.dumps({"type": "call", "id": 1, "data": b64(b"hi")}).encode() + b"\n"
             )
             child.stdin.flush()
-            lines = []
+            lines: List[Dict[str, Any]] = []
             while True:
                 message = json.loads(child.stdout.readline())
                 lines.append(message)
@@ -686,6 +729,60 @@ class AsAProcess(unittest.TestCase):
         self.assertEqual(out, b"", "nothing after the end of stdin")
         self.assertIn(b"print goes to stderr", err)
         self.assertEqual(child.returncode, 0)
+
+
+    def test_sigterm_stops_the_plugin_as_the_end_of_stdin_does(self) -> None:
+        sdk = os.path.dirname(os.path.dirname(os.path.abspath(ballast_plugin.__file__)))
+        env = dict(os.environ, PYTHONPATH=sdk)
+        child = subprocess.Popen(
+            [sys.executable, "-c", SIGTERM_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert child.stdin and child.stdout
+        timer = threading.Timer(PATIENCE_S, child.kill)
+        timer.start()
+        try:
+            for message in (
+                {"type": "init", "name": "slow", "level": 0, "config": {}},
+                {"type": "call", "id": 1, "data": b64(b"")},
+            ):
+                child.stdin.write(json.dumps(message).encode() + b"\n")
+            child.stdin.flush()
+            lines: List[Dict[str, Any]] = []
+            while not lines or lines[-1]["type"] != "chunk":
+                lines.append(json.loads(child.stdout.readline()))
+            # Stdin stays open: the signal alone ends the plugin.
+            child.send_signal(signal.SIGTERM)
+            self.assertEqual(child.wait(), 0, "it exits with status 0, not by the signal")
+            lines += [json.loads(line) for line in child.stdout.read().splitlines()]
+        finally:
+            timer.cancel()
+            child.stdin.close()
+            child.stdout.close()
+        self.assertEqual(
+            [m.get("message") for m in lines if m["type"] == "log"],
+            ["call 1 cancelled", "stopped"],
+        )
+        self.assertEqual([m["type"] for m in lines if m.get("id") == 1], ["chunk"])
+
+
+SIGTERM_SCRIPT = r"""
+import ballast_plugin
+
+class Slow(ballast_plugin.Plugin):
+    def on_call(self, request, ctx):
+        ctx.send(b"started")
+        if ctx.wait_cancelled(30):
+            self.log("call %d cancelled" % ctx.id)
+        return b"late"
+
+    def on_stop(self):
+        self.log("stopped")
+
+ballast_plugin.run(Slow)
+"""
 
 
 if __name__ == "__main__":
