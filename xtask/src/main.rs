@@ -417,9 +417,10 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the Rust and C plugin templates with `ballast plugin new` into a temporary directory
-/// outside the workspace, as an author would, builds them, runs their own tests and loads the
-/// libraries with `ballast plugin inspect`. The Rust project builds into `target/templates`, so
+/// Writes the Rust, C and Python plugin templates with `ballast plugin new` into a temporary
+/// directory outside the workspace, as an author would, builds them, runs their own tests and
+/// loads the libraries with `ballast plugin inspect`; the Python one answers a call on the SDK
+/// copy it was written with. The Rust project builds into `target/templates`, so
 /// that a second run reuses its dependencies, and with the workspace's lock file, so that it
 /// builds the versions CI builds and needs no registry look-up.
 fn plugin_templates(root: &Path) -> Result<()> {
@@ -440,7 +441,8 @@ fn plugin_templates(root: &Path) -> Result<()> {
     }
     let rust = scratch.path().join("hello-rust");
     let c = scratch.path().join("hello-c");
-    for (lang, dir) in [("rust", &rust), ("c", &c)] {
+    let python = scratch.path().join("hello-python");
+    for (lang, dir) in [("rust", &rust), ("c", &c), ("python", &python)] {
         step(
             &format!("ballast plugin new --lang {lang} into {}", dir.display()),
             Command::new(&ballast)
@@ -502,7 +504,58 @@ fn plugin_templates(root: &Path) -> Result<()> {
         // `library` (and on the Python template's plugin), so that every template passes the
         // whole plugin contract as generated.
     }
-    Ok(())
+    python_template_answers(&python)
+}
+
+/// Runs the Python template's `plugin.py` as ballast would, on the copy of the SDK beside it
+/// (nothing from the workspace on its path): init, a call and a drain on its stdin; its answer
+/// must be the greeting, and it must exit at the end of its input.
+fn python_template_answers(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let what = format!("the Python template answers a call ({})", dir.display());
+    eprintln!("==> {what}");
+    let mut child = Command::new("python3")
+        .arg("plugin.py")
+        .current_dir(dir)
+        .env_remove("PYTHONPATH")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    // The call's data is "world"; the drain answers once the call has.
+    let host_says = concat!(
+        r#"{"type":"init","name":"hello-python","level":0,"config":{}}"#,
+        "\n",
+        r#"{"type":"call","id":1,"data":"d29ybGQ="}"#,
+        "\n",
+        r#"{"type":"drain","id":2,"deadline_ms":10000}"#,
+        "\n",
+    );
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(host_says.as_bytes())
+            .with_context(|| format!("cannot write to: {what}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("cannot wait for: {what}"))?;
+    if !output.status.success() {
+        bail!("failed: {what} ({})", output.status);
+    }
+    let answer = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| message["id"] == 1);
+    // "hello, world! (call 1, level 0)" in base64.
+    let greeting = "aGVsbG8sIHdvcmxkISAoY2FsbCAxLCBsZXZlbCAwKQ==";
+    match answer {
+        Some(message) if message["type"] == "response" && message["data"] == greeting => Ok(()),
+        other => bail!(
+            "failed: {what}: call 1 was answered with {other:?}; its whole output: {}",
+            String::from_utf8_lossy(&output.stdout)
+        ),
+    }
 }
 
 /// The crates whose actor is a cargo feature: without it, nothing of actix or tokio may be in
