@@ -326,6 +326,11 @@ impl<'a> Checker<'a> {
         self.steps.push(step);
     }
 
+    /// The step named `name`, if it ran.
+    fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
     fn state(&self) -> Option<PluginState> {
         self.host.status(&self.name).ok().map(|s| s.state)
     }
@@ -787,11 +792,17 @@ impl<'a> Checker<'a> {
                 .cloned()
                 .or(first_refusal)
                 .unwrap_or_else(|| "no answer came".to_owned());
+            let alone_ok = self.step("call").is_some_and(|s| s.ok && !s.skipped);
+            let hint = if !failed.is_empty() && alone_ok && thread_safe {
+                "; the same request alone succeeds, so its calls are not safe to run at once though it declares thread-safe calls"
+            } else {
+                ""
+            };
             Step::fail(
                 STEP,
                 took,
                 format!(
-                    "{} of {n} calls made at once failed or went unanswered ({refused} refused, {} failed, {missing} unanswered): {why}",
+                    "{} of {n} calls made at once failed or went unanswered ({refused} refused, {} failed, {missing} unanswered): {why}{hint}",
                     refused + failed.len() + missing,
                     failed.len()
                 ),
