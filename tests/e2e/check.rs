@@ -19,7 +19,10 @@ fn example_dir() -> tempfile::TempDir {
     let root = ballast_testkit::plugins::workspace_root();
     for (script, source) in [
         ("indexer/indexer.py", "plugins/python/indexer/indexer.py"),
-        ("loadwatch/loadwatch.sh", "plugins/shell/loadwatch/loadwatch.sh"),
+        (
+            "loadwatch/loadwatch.sh",
+            "plugins/shell/loadwatch/loadwatch.sh",
+        ),
     ] {
         let target = dir.path().join(script);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
@@ -101,7 +104,11 @@ fn a_process_that_answers_twice_fails_with_the_step_named_and_exit_1() {
         "{text}"
     );
     // The table's own logs stay out of the way.
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -125,7 +132,10 @@ fn a_plugin_that_cannot_be_described_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--level `full`: write it NAME=MIB"), "{stderr}");
+    assert!(
+        stderr.contains("--level `full`: write it NAME=MIB"),
+        "{stderr}"
+    );
     let out = ballast().args(["plugin", "check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "clap's usage error");
 }

@@ -60,7 +60,7 @@ use crate::host_api::system_clock;
 use crate::library::{PluginInfo, PluginLibrary};
 use crate::process::ProcessOptions;
 use crate::stream::{CallOptions, CancelReason, CancelToken};
-use crate::tap::{Line, Tap};
+use crate::tap::{Observed, Tap};
 
 use protocol::count;
 
@@ -575,7 +575,7 @@ impl<'a> Checker<'a> {
                         s.at > since
                             && matches!(
                                 s.what,
-                                Line::Message(ballast_process::PluginMessage::Stats { .. })
+                                Observed::Message(ballast_process::PluginMessage::Stats { .. })
                             )
                     });
                     if fresh || Instant::now() >= until {

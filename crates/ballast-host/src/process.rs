@@ -35,7 +35,7 @@ use crate::host_api::Clock;
 use crate::instance::PluginFault;
 use crate::library::{LevelInfo, PluginInfo};
 use crate::stream::{CallIo, CancelReason, CancelToken};
-use crate::tap::{Line, Tap};
+use crate::tap::{Observed, Tap};
 use crate::trust::FileTrust;
 
 /// Options the host gives every plugin that runs in a process.
@@ -667,16 +667,18 @@ impl ProcessPlugin {
             if let Some(tap) = &tap {
                 match &event {
                     ChildEvent::Message(message) => {
-                        tap.record(tapped, Line::Message(message.clone()))
+                        tap.record(tapped, Observed::Message(message.clone()))
                     }
                     ChildEvent::BadLine { error, excerpt, .. } => tap.record(
                         tapped,
-                        Line::BadLine {
+                        Observed::BadLine {
                             error: error.clone(),
                             excerpt: excerpt.clone(),
                         },
                     ),
-                    ChildEvent::Exited(exit) => tap.record(tapped, Line::Exited { exit: *exit }),
+                    ChildEvent::Exited(exit) => {
+                        tap.record(tapped, Observed::Exited { exit: *exit })
+                    }
                     ChildEvent::Output { .. } => {}
                 }
             }
@@ -1032,7 +1034,7 @@ impl ProcessInstance {
     ) -> Result<Option<Vec<u8>>, PluginFault> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (_, events) = self.pending.register(id).map_err(fault)?;
-        self.tap(Line::Request { id, kind: what });
+        self.tap(Observed::Request { id, kind: what });
         if let Err(error) = self.child.send(&message(id)) {
             self.pending.forget(id);
             return Err(fault(format!("cannot send the {what} request: {error}")));
@@ -1084,7 +1086,7 @@ impl ProcessInstance {
                 .deadline_instant()
                 .map(|at| millis(at.saturating_duration_since(Instant::now()))),
         };
-        self.tap(Line::Request { id, kind: "call" });
+        self.tap(Observed::Request { id, kind: "call" });
         if let Err(error) = self.child.send(&message) {
             self.pending.forget(id);
             return Err(CallEnd::Fault(fault(format!(
@@ -1135,7 +1137,7 @@ impl ProcessInstance {
 
     /// Tells the plugin to stop working on the call `id`.
     fn send_cancel(&self, id: u64) {
-        self.tap(Line::Cancel { id });
+        self.tap(Observed::Cancel { id });
         if let Err(error) = self.child.send(&HostMessage::Cancel { id }) {
             tracing::debug!(plugin = %self.plugin.config.name, id, %error, "cannot send cancel");
         }
@@ -1246,7 +1248,7 @@ impl ProcessInstance {
     }
 
     /// Records a protocol event of this process for the conformance check, if it watches.
-    fn tap(&self, line: Line) {
+    fn tap(&self, line: Observed) {
         if let Some(tap) = &self.plugin.tap {
             tap.record(self.generation, line);
         }
@@ -1255,7 +1257,7 @@ impl ProcessInstance {
     /// Writes a line the host's protocol does not know (the conformance check's unknown
     /// message) to the process's stdin.
     pub(crate) fn send_unknown(&self, line: &str) -> std::io::Result<()> {
-        self.tap(Line::Raw);
+        self.tap(Observed::Raw);
         self.child.send_line(line)
     }
 
@@ -1271,12 +1273,12 @@ impl ProcessInstance {
             let closed = Instant::now();
             self.child.close_stdin();
             let exited = self.child.wait_timeout(grace);
-            self.tap(Line::EndOfInput {
+            self.tap(Observed::EndOfInput {
                 exited_after: exited.map(|_| closed.elapsed()),
             });
         }
         let (exit, killed) = self.child.stop(self.plugin.config.stop_timeout);
-        self.tap(Line::Stopped { exit, killed });
+        self.tap(Observed::Stopped { exit, killed });
         // Whatever it was in (over a memory limit, stalled), it is not any more.
         self.plugin
             .supervision

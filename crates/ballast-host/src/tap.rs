@@ -22,12 +22,12 @@ pub(crate) struct Seen {
     /// Which process.
     pub(crate) generation: u64,
     /// What.
-    pub(crate) what: Line,
+    pub(crate) what: Observed,
 }
 
 /// A protocol event.
 #[derive(Clone, Debug)]
-pub(crate) enum Line {
+pub(crate) enum Observed {
     /// The host sent a request with this id (`kind`: call, set_level, drain, checkpoint).
     Request {
         /// Its id.
@@ -114,7 +114,7 @@ impl Tap {
     }
 
     /// Records a protocol event of process `generation`.
-    pub(crate) fn record(&self, generation: u64, what: Line) {
+    pub(crate) fn record(&self, generation: u64, what: Observed) {
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use ballast_process::PluginMessage;
 
-use crate::tap::{Line, Seen};
+use crate::tap::{Observed, Seen};
 
 /// When process `generation` said hello.
 pub(crate) fn hello(seen: &[Seen], generation: u64) -> Option<Instant> {
     seen.iter()
         .find(|s| {
             s.generation == generation
-                && matches!(s.what, Line::Message(PluginMessage::Hello { .. }))
+                && matches!(s.what, Observed::Message(PluginMessage::Hello { .. }))
         })
         .map(|s| s.at)
 }
@@ -23,7 +23,8 @@ pub(crate) fn hello(seen: &[Seen], generation: u64) -> Option<Instant> {
 pub(crate) fn heartbeats(seen: &[Seen], generation: u64) -> Vec<Instant> {
     seen.iter()
         .filter(|s| {
-            s.generation == generation && matches!(s.what, Line::Message(PluginMessage::Heartbeat))
+            s.generation == generation
+                && matches!(s.what, Observed::Message(PluginMessage::Heartbeat))
         })
         .map(|s| s.at)
         .collect()
@@ -32,7 +33,7 @@ pub(crate) fn heartbeats(seen: &[Seen], generation: u64) -> Vec<Instant> {
 /// When process `generation` exited, if it did.
 pub(crate) fn exited(seen: &[Seen], generation: u64) -> Option<(Instant, ballast_process::Exit)> {
     seen.iter().find_map(|s| match s.what {
-        Line::Exited { exit } if s.generation == generation => Some((s.at, exit)),
+        Observed::Exited { exit } if s.generation == generation => Some((s.at, exit)),
         _ => None,
     })
 }
@@ -130,14 +131,14 @@ pub(crate) fn answers(seen: &[Seen]) -> Answers {
     for s in seen.iter().filter(|s| s.generation > 0) {
         let key = |id| (s.generation, id);
         match &s.what {
-            Line::Request { id, kind } => {
+            Observed::Request { id, kind } => {
                 requests.insert(key(*id), kind);
             }
-            Line::Cancel { id } => {
+            Observed::Cancel { id } => {
                 cancelled.insert(key(*id));
             }
-            Line::Message(PluginMessage::Response { id, .. })
-            | Line::Message(PluginMessage::Error { id: Some(id), .. }) => {
+            Observed::Message(PluginMessage::Response { id, .. })
+            | Observed::Message(PluginMessage::Error { id: Some(id), .. }) => {
                 *answered.entry(key(*id)).or_insert(0) += 1;
             }
             _ => {}
@@ -175,7 +176,7 @@ pub(crate) fn calls_since(seen: &[Seen], since: Instant) -> Vec<(u64, u64)> {
     seen.iter()
         .filter(|s| s.at >= since && s.generation > 0)
         .filter_map(|s| match s.what {
-            Line::Request { id, kind: "call" } => Some((s.generation, id)),
+            Observed::Request { id, kind: "call" } => Some((s.generation, id)),
             _ => None,
         })
         .collect()
@@ -187,13 +188,13 @@ pub(crate) fn most_outstanding(seen: &[Seen], since: Instant) -> usize {
     let mut most = 0;
     for s in seen.iter().filter(|s| s.at >= since && s.generation > 0) {
         match &s.what {
-            Line::Request { id, kind: "call" } => {
+            Observed::Request { id, kind: "call" } => {
                 open.insert((s.generation, *id));
                 most = most.max(open.len());
             }
-            Line::Cancel { id }
-            | Line::Message(PluginMessage::Response { id, .. })
-            | Line::Message(PluginMessage::Error { id: Some(id), .. }) => {
+            Observed::Cancel { id }
+            | Observed::Message(PluginMessage::Response { id, .. })
+            | Observed::Message(PluginMessage::Error { id: Some(id), .. }) => {
                 open.remove(&(s.generation, *id));
             }
             _ => {}
@@ -213,10 +214,10 @@ pub(crate) fn answer_parts(
     let mut last = None;
     for s in seen.iter().filter(|s| s.generation == generation) {
         match &s.what {
-            Line::Message(PluginMessage::Chunk { id: i, data }) if *i == id => {
+            Observed::Message(PluginMessage::Chunk { id: i, data }) if *i == id => {
                 chunks.push(data.clone())
             }
-            Line::Message(PluginMessage::Response { id: i, data }) if *i == id => {
+            Observed::Message(PluginMessage::Response { id: i, data }) if *i == id => {
                 last = Some(data.clone().unwrap_or_default());
             }
             _ => {}
@@ -233,16 +234,16 @@ pub(crate) fn after_cancel(
     id: u64,
 ) -> Option<(Instant, Option<Instant>, usize)> {
     let cancel = seen.iter().find_map(|s| match s.what {
-        Line::Cancel { id: i } if i == id && s.generation == generation => Some(s.at),
+        Observed::Cancel { id: i } if i == id && s.generation == generation => Some(s.at),
         _ => None,
     })?;
     let after: Vec<Instant> = seen
         .iter()
         .filter(|s| s.generation == generation && s.at > cancel)
         .filter(|s| match &s.what {
-            Line::Message(PluginMessage::Chunk { id: i, .. })
-            | Line::Message(PluginMessage::Response { id: i, .. })
-            | Line::Message(PluginMessage::Error { id: Some(i), .. }) => *i == id,
+            Observed::Message(PluginMessage::Chunk { id: i, .. })
+            | Observed::Message(PluginMessage::Response { id: i, .. })
+            | Observed::Message(PluginMessage::Error { id: Some(i), .. }) => *i == id,
             _ => false,
         })
         .map(|s| s.at)
@@ -267,7 +268,7 @@ pub(crate) fn eof_exits(seen: &[Seen]) -> Vec<EofExit> {
     seen.iter()
         .filter(|s| s.generation > 0)
         .filter_map(|s| match s.what {
-            Line::EndOfInput { exited_after } => Some(EofExit {
+            Observed::EndOfInput { exited_after } => Some(EofExit {
                 generation: s.generation,
                 exited_after,
                 killed: stop_of(seen, s.generation).is_some_and(|(_, killed)| killed),
@@ -284,7 +285,7 @@ pub(crate) fn stop_of(
     generation: u64,
 ) -> Option<(Option<ballast_process::Exit>, bool)> {
     seen.iter().find_map(|s| match s.what {
-        Line::Stopped { exit, killed } if s.generation == generation => Some((exit, killed)),
+        Observed::Stopped { exit, killed } if s.generation == generation => Some((exit, killed)),
         _ => None,
     })
 }
@@ -295,7 +296,7 @@ pub(crate) fn killed(seen: &[Seen]) -> (usize, usize) {
         .iter()
         .filter(|s| s.generation > 0)
         .filter_map(|s| match s.what {
-            Line::Stopped { killed, .. } => Some(killed),
+            Observed::Stopped { killed, .. } => Some(killed),
             _ => None,
         })
         .collect();
@@ -307,8 +308,8 @@ pub(crate) fn answered(seen: &[Seen], generation: u64, id: u64) -> bool {
     seen.iter().any(|s| {
         s.generation == generation
             && match &s.what {
-                Line::Message(PluginMessage::Response { id: i, .. })
-                | Line::Message(PluginMessage::Error { id: Some(i), .. }) => *i == id,
+                Observed::Message(PluginMessage::Response { id: i, .. })
+                | Observed::Message(PluginMessage::Error { id: Some(i), .. }) => *i == id,
                 _ => false,
             }
     })
@@ -319,7 +320,7 @@ pub(crate) fn bad_lines(seen: &[Seen]) -> Vec<(String, String)> {
     seen.iter()
         .filter(|s| s.generation > 0)
         .filter_map(|s| match &s.what {
-            Line::BadLine { error, excerpt } => Some((excerpt.clone(), error.to_string())),
+            Observed::BadLine { error, excerpt } => Some((excerpt.clone(), error.to_string())),
             _ => None,
         })
         .collect()
@@ -330,7 +331,7 @@ mod tests {
     use super::*;
 
     /// A record built from (milliseconds after the start, generation, line).
-    fn record(lines: Vec<(u64, u64, Line)>) -> (Instant, Vec<Seen>) {
+    fn record(lines: Vec<(u64, u64, Observed)>) -> (Instant, Vec<Seen>) {
         let start = Instant::now();
         let seen = lines
             .into_iter()
@@ -343,12 +344,12 @@ mod tests {
         (start, seen)
     }
 
-    fn response(id: u64) -> Line {
-        Line::Message(PluginMessage::Response { id, data: None })
+    fn response(id: u64) -> Observed {
+        Observed::Message(PluginMessage::Response { id, data: None })
     }
 
-    fn call(id: u64) -> Line {
-        Line::Request { id, kind: "call" }
+    fn call(id: u64) -> Observed {
+        Observed::Request { id, kind: "call" }
     }
 
     #[test]
@@ -359,12 +360,12 @@ mod tests {
             (2, 1, response(2)),
             (3, 1, response(1)),
             (4, 1, call(3)),
-            (5, 1, Line::Cancel { id: 3 }),
+            (5, 1, Observed::Cancel { id: 3 }),
             // A second process numbers its requests afresh.
             (
                 6,
                 2,
-                Line::Request {
+                Observed::Request {
                     id: 1,
                     kind: "drain",
                 },
@@ -372,7 +373,7 @@ mod tests {
             (
                 7,
                 2,
-                Line::Message(PluginMessage::Error {
+                Observed::Message(PluginMessage::Error {
                     id: Some(1),
                     message: "no".into(),
                 }),
@@ -392,7 +393,7 @@ mod tests {
             (
                 3,
                 1,
-                Line::Request {
+                Observed::Request {
                     id: 2,
                     kind: "checkpoint",
                 },
@@ -417,7 +418,7 @@ mod tests {
             (2, 1, call(3)),
             (3, 1, response(1)),
             (4, 1, call(4)),
-            (5, 1, Line::Cancel { id: 2 }),
+            (5, 1, Observed::Cancel { id: 2 }),
         ]);
         assert_eq!(most_outstanding(&seen, start), 3);
         assert_eq!(most_outstanding(&seen, start + Duration::from_millis(3)), 1);
@@ -430,7 +431,7 @@ mod tests {
     #[test]
     fn a_call_is_answered_in_chunks_then_its_response() {
         let chunk = |id, data: &[u8]| {
-            Line::Message(PluginMessage::Chunk {
+            Observed::Message(PluginMessage::Chunk {
                 id,
                 data: data.to_vec(),
             })
@@ -443,7 +444,7 @@ mod tests {
             (
                 4,
                 1,
-                Line::Message(PluginMessage::Response {
+                Observed::Message(PluginMessage::Response {
                     id: 4,
                     data: Some(b"end".to_vec()),
                 }),
@@ -457,11 +458,11 @@ mod tests {
 
     #[test]
     fn what_comes_after_a_cancel_is_counted() {
-        let chunk = |id| Line::Message(PluginMessage::Chunk { id, data: vec![] });
+        let chunk = |id| Observed::Message(PluginMessage::Chunk { id, data: vec![] });
         let (start, seen) = record(vec![
             (0, 1, call(1)),
             (1, 1, chunk(1)),
-            (2, 1, Line::Cancel { id: 1 }),
+            (2, 1, Observed::Cancel { id: 1 }),
             (3, 1, chunk(1)),
             (900, 1, chunk(1)),
         ]);
@@ -480,24 +481,24 @@ mod tests {
             (
                 5,
                 1,
-                Line::EndOfInput {
+                Observed::EndOfInput {
                     exited_after: Some(Duration::from_millis(5)),
                 },
             ),
             (
                 6,
                 1,
-                Line::Stopped {
+                Observed::Stopped {
                     exit,
                     killed: false,
                 },
             ),
-            (1010, 2, Line::EndOfInput { exited_after: None }),
-            (2011, 2, Line::Stopped { exit, killed: true }),
+            (1010, 2, Observed::EndOfInput { exited_after: None }),
+            (2011, 2, Observed::Stopped { exit, killed: true }),
             (
                 3000,
                 3,
-                Line::Stopped {
+                Observed::Stopped {
                     exit,
                     killed: false,
                 },
@@ -527,7 +528,7 @@ mod tests {
         let (_, seen) = record(vec![(
             0,
             1,
-            Line::BadLine {
+            Observed::BadLine {
                 error: ballast_process::ProtocolError::NotUtf8,
                 excerpt: "\u{fffd}".into(),
             },
@@ -540,7 +541,7 @@ mod tests {
 
     #[test]
     fn hello_and_heartbeats_are_found_per_process() {
-        let hello_line = Line::Message(PluginMessage::Hello {
+        let hello_line = Observed::Message(PluginMessage::Hello {
             name: "x".into(),
             version: None,
             protocol: 1,
@@ -548,9 +549,9 @@ mod tests {
         });
         let (start, seen) = record(vec![
             (0, 1, hello_line.clone()),
-            (100, 1, Line::Message(PluginMessage::Heartbeat)),
+            (100, 1, Observed::Message(PluginMessage::Heartbeat)),
             (150, 2, hello_line),
-            (200, 1, Line::Message(PluginMessage::Heartbeat)),
+            (200, 1, Observed::Message(PluginMessage::Heartbeat)),
         ]);
         assert_eq!(hello(&seen, 2), Some(start + Duration::from_millis(150)));
         assert_eq!(heartbeats(&seen, 1).len(), 2);
