@@ -175,8 +175,8 @@ impl Kind {
         matches!(self, Kind::Isolated | Kind::Protocol)
     }
 
-    /// Whether it runs in a process of its own.
-    fn in_process_of_its_own(self) -> bool {
+    /// Whether it runs in a process of its own (its calls cross the protocol).
+    fn has_process(self) -> bool {
         self != Kind::InProcess
     }
 }
@@ -386,18 +386,16 @@ impl<'a> Checker<'a> {
     }
 
     /// Submits `n` calls of `request` at once, plain or streamed (each chunk to `chunks`);
-    /// returns the replies, how many were refused at once (with the first refusal) and the
-    /// cancellations of the streamed ones.
+    /// returns the replies, how many were refused at once, and the first refusal.
     fn submit(
         &self,
         n: usize,
         request: &[u8],
         streamed: Option<&Chunks>,
-    ) -> (Replies, usize, Option<String>, Vec<CancelToken>) {
+    ) -> (Replies, usize, Option<String>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut refused = 0;
         let mut first_refusal = None;
-        let mut tokens = Vec::new();
         for _ in 0..n {
             let tx = tx.clone();
             let reply = Box::new(move |result| {
@@ -407,11 +405,9 @@ impl<'a> Checker<'a> {
                 None => self.host.submit(&self.name, request.to_vec(), reply),
                 Some(chunks) => {
                     let chunks = Arc::clone(chunks);
-                    let token = CancelToken::new();
-                    tokens.push(token.clone());
                     let options = CallOptions {
                         deadline: None,
-                        cancel: token,
+                        cancel: CancelToken::new(),
                         sink: Some(Box::new(move |chunk| {
                             chunks
                                 .lock()
@@ -429,7 +425,7 @@ impl<'a> Checker<'a> {
                 first_refusal.get_or_insert_with(|| error.to_string());
             }
         }
-        (rx, refused, first_refusal, tokens)
+        (rx, refused, first_refusal)
     }
 
     /// Waits for `n` replies until `until`; the ones that came.
@@ -555,16 +551,27 @@ impl<'a> Checker<'a> {
         self.push(step, mark);
     }
 
-    /// What the plugin holds now, how that was measured, and whether it counts as judged.
-    fn held(&self, since: Instant) -> Option<(u64, String)> {
+    /// What the plugin holds now and how that was measured, or why it was not measured (it
+    /// declares `declared`). An isolated plugin's figures sent after `since` (when it came to
+    /// its level) count.
+    fn held(&self, since: Instant, declared: u64) -> Result<(u64, String), String> {
+        let uncounted = format!(
+            "not measured: it does not count its allocations (no alloc_stats capability); the scaler counts the {} it declares",
+            bytes(declared)
+        );
+        let stats = || {
+            self.host
+                .refresh_stats(&self.name)
+                .map_err(|e| format!("not measured: {e}"))
+        };
         match self.kind {
             Kind::InProcess => {
                 if !self.has_capability("alloc_stats") {
-                    return None;
+                    return Err(uncounted);
                 }
-                let a = self.host.refresh_stats(&self.name).ok()?.live_bytes;
-                let b = self.host.refresh_stats(&self.name).ok()?.live_bytes;
-                Some((a.max(b), "what its allocator counts".to_owned()))
+                let a = stats()?.live_bytes;
+                let b = stats()?.live_bytes;
+                Ok((a.max(b), "what its allocator counts".to_owned()))
             }
             Kind::Isolated => {
                 // The worker sends its plugin's figures with its heartbeats: wait for figures
@@ -585,12 +592,16 @@ impl<'a> Checker<'a> {
                 }
                 // The supervisor takes the figures in, and measures the process, shortly after.
                 std::thread::sleep(SAMPLE_INTERVAL * 2);
-                let stats = self.host.refresh_stats(&self.name).ok()?;
+                let stats = stats()?;
                 let rss = stats.process.as_ref().map_or(0, |p| p.rss_bytes);
                 if !self.has_capability("alloc_stats") {
-                    return None;
+                    return Err(format!(
+                        "{}; its worker process holds {} resident",
+                        uncounted,
+                        bytes(rss)
+                    ));
                 }
-                Some((
+                Ok((
                     stats.live_bytes,
                     format!(
                         "what its allocator counts; its worker process holds {} resident",
@@ -616,7 +627,10 @@ impl<'a> Checker<'a> {
                     }
                     std::thread::sleep(SAMPLE_INTERVAL / 2);
                 }
-                Some((
+                if processes == 0 {
+                    return Err("not measured: its process could not be read".to_owned());
+                }
+                Ok((
                     most,
                     format!("resident, {}", count(processes as usize, "process")),
                 ))
@@ -645,17 +659,11 @@ impl<'a> Checker<'a> {
         };
         let mark = self.mark();
         let started = Instant::now();
-        let held = self.held(self.arrived);
+        let held = self.held(self.arrived, declared);
         let took = Some(started.elapsed());
         let step = match held {
-            None => Step::skip(
-                name,
-                format!(
-                    "not measured: it does not count its allocations (no alloc_stats capability); the scaler counts the {} it declares",
-                    bytes(declared)
-                ),
-            ),
-            Some((held, how)) => {
+            Err(why) => Step::skip(name, why),
+            Ok((held, how)) => {
                 let undeclared = self.kind == Kind::Protocol || self.kind == Kind::NoProtocol;
                 if declared == 0 && undeclared && self.config.levels.is_empty() {
                     Step::pass(
@@ -768,7 +776,7 @@ impl<'a> Checker<'a> {
         let mark = self.mark();
         self.tap.reset_most_inside();
         let started = Instant::now();
-        let (replies, refused, first_refusal, _) = self.submit(n, &self.options.request, None);
+        let (replies, refused, first_refusal) = self.submit(n, &self.options.request, None);
         let rounds = n.div_ceil(limit) as u32;
         let until = Instant::now() + self.config.call_timeout * rounds + Duration::from_secs(1);
         let got = Self::gather(&replies, n - refused, until);
@@ -868,7 +876,7 @@ impl<'a> Checker<'a> {
         let mark = self.mark();
         let chunks: Chunks = Arc::default();
         let started = Instant::now();
-        let (replies, refused, first_refusal, _) = self.submit(1, &request, Some(&chunks));
+        let (replies, refused, first_refusal) = self.submit(1, &request, Some(&chunks));
         let got = if refused > 0 {
             Vec::new()
         } else {
@@ -896,7 +904,7 @@ impl<'a> Checker<'a> {
             Some((ended, Ok(_))) => {
                 let parts: Vec<Vec<u8>> = received.iter().map(|(_, c)| c.clone()).collect();
                 let mut mismatch = None;
-                if self.kind.in_process_of_its_own() {
+                if self.kind.has_process() {
                     // What the plugin sent, read off the protocol, against what the caller got.
                     let seen = self.tap.seen();
                     if let Some(&(generation, id)) = protocol::calls_since(&seen, started).first() {
@@ -1006,7 +1014,7 @@ impl<'a> Checker<'a> {
                 format!("{what}: the call ended before it could be cancelled"),
             ),
             (Ok((replied, Err(_))), Some(cancel_at)) => {
-                if self.kind.in_process_of_its_own() {
+                if self.kind.has_process() {
                     self.cancel_on_protocol(started, cancel_at, &what)
                 } else {
                     let stopped = replied.saturating_duration_since(cancel_at);
@@ -1240,7 +1248,7 @@ impl<'a> Checker<'a> {
             + Duration::from_secs(1);
         let mut admitted = 0;
         let mut answers = Vec::new();
-        for (replies, refused, _, _) in &submitted {
+        for (replies, refused, _) in &submitted {
             let expected = limit - refused;
             admitted += expected;
             answers.extend(Self::gather(replies, expected, until));
@@ -1386,7 +1394,7 @@ impl<'a> Checker<'a> {
             }
             Some((took, _)) => {
                 let took = *took + retired.destroy.unwrap_or_default();
-                if self.kind.in_process_of_its_own() {
+                if self.kind.has_process() {
                     let seen = self.tap.seen();
                     let generation = seen.iter().map(|s| s.generation).max().unwrap_or(0);
                     match protocol::stop_of(&seen, generation) {
@@ -1655,10 +1663,15 @@ fn describe(info: &PluginInfo) -> String {
     } else {
         format!(" {}", info.version)
     };
+    // A native plugin's ABI is a version; a process's says what it speaks.
+    let abi = if info.abi.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("ABI {}", info.abi)
+    } else {
+        info.abi.clone()
+    };
     format!(
-        "{}{version}, {}; {}: {}; capabilities: {capabilities}",
+        "{}{version}, {abi}; {}: {}; capabilities: {capabilities}",
         info.name,
-        info.abi,
         count(info.levels.len(), "level"),
         levels.join(", ")
     )

@@ -41,7 +41,8 @@ pub struct CheckArgs {
     /// some time, e.g. `tick:50:10` for the clock example or `stream:50::10` for the Rust ones.
     #[arg(long, value_name = "DATA")]
     pub stream_request: Option<String>,
-    /// A native FILE: run it isolated in a worker process, as `isolation = "process"` does.
+    /// A native FILE: run it isolated in a worker process, as `isolation = "process"` does (a
+    /// plugin that crashes then fails a step instead of ending the check).
     #[arg(long, requires = "file")]
     pub isolated: bool,
     /// FILE or `--command`: the plugin's own settings, as JSON (its `config` table).
