@@ -369,3 +369,56 @@ fn a_process_that_holds_more_than_its_config_declares_fails_the_memory_steps() {
         "more than the 1 MiB it declares: the scaler counts what it holds",
     );
 }
+
+/// A C plugin that does not declare thread-safe calls, whose calls take a moment.
+const SERIAL_PLUGIN: &str = r#"
+#include <time.h>
+#include "ballast_plugin.h"
+static int instance;
+static BallastStatus ok(void *i, BallastMessageBuf *e) { (void)i; (void)e; return BALLAST_STATUS_OK; }
+static BallastStatus create(const BallastHostApi *h, BallastBytes c, BallastBytes k, void **o, BallastMessageBuf *e) {
+    (void)h; (void)c; (void)k; (void)e; *o = &instance; return BALLAST_STATUS_OK; }
+static BallastStatus level(void *i, uint32_t l, BallastMessageBuf *e) { (void)i; (void)l; (void)e; return BALLAST_STATUS_OK; }
+static BallastStatus drain(void *i, uint64_t d, BallastMessageBuf *e) { (void)i; (void)d; (void)e; return BALLAST_STATUS_OK; }
+static BallastStatus call(void *i, BallastBytes r, BallastBuffer *o, BallastMessageBuf *e) {
+    (void)i; (void)r; (void)e; struct timespec pause = {0, 2 * 1000 * 1000}; nanosleep(&pause, NULL);
+    o->ptr = 0; o->len = 0; o->owner = 0; return BALLAST_STATUS_OK; }
+static void release(BallastBuffer b) { (void)b; }
+static BallastStatus health(void *i, BallastMessageBuf *m) { (void)i; (void)m; return BALLAST_STATUS_OK; }
+static BallastStatus stats(void *i, BallastStats *s) { (void)i; (void)s; return BALLAST_STATUS_OK; }
+static const BallastPluginVTable VT = { .struct_size = sizeof(BallastPluginVTable), .create = create, .start = ok,
+    .set_level = level, .drain = drain, .stop = ok, .destroy = ok, .call = call, .free_buffer = release,
+    .health = health, .stats = stats };
+static const BallastLevelHints LEVELS[1] = { { .name = { (const uint8_t *)"full", 4 } } };
+static const BallastPluginDescriptor D = {
+    .header = { .magic = BALLAST_PLUGIN_MAGIC, .abi_major = 1, .abi_minor = 0,
+                .struct_size = sizeof(BallastPluginDescriptor), .name = { (const uint8_t *)"serial", 6 } },
+    .version = { (const uint8_t *)"1", 1 }, .sdk_version = { (const uint8_t *)"c", 1 },
+    .capabilities = 0, .hints = { .n_levels = 1, .levels = LEVELS }, .vtable = &VT };
+const BallastPluginDescriptor *ballast_plugin_entry_v1(void) { return &D; }
+"#;
+
+#[test]
+fn a_plugin_without_thread_safe_calls_gets_them_one_at_a_time() {
+    let file = crate::support::c_library("serial", SERIAL_PLUGIN);
+    let report = check(
+        ballast_host::check::config_for_file(&file),
+        &CheckOptions::default(),
+    );
+    passes(&report);
+    let detail = &report.step("concurrent calls").unwrap().detail;
+    assert!(
+        detail.ends_with(
+            "all answered; at most 1 inside the plugin at once (it does not declare thread-safe calls: the host ran them one at a time)"
+        ),
+        "{detail}"
+    );
+    // A plugin without a checkpoint, a stream or a count of its memory has those skipped.
+    for step in [
+        "memory at level 0 (full)",
+        "streamed call",
+        "checkpoint restored",
+    ] {
+        assert!(report.step(step).unwrap().skipped, "{step}");
+    }
+}
