@@ -93,6 +93,10 @@ pub struct CheckOptions {
     pub stream_request: Option<Vec<u8>>,
     /// The `ballast` executable that runs an isolated plugin's worker (this one when none).
     pub worker_program: Option<PathBuf>,
+    /// For a process plugin: its name is the one its hello says, and the config's is only a
+    /// guess (a check of a command whose name nobody gave). When the hello says another, the
+    /// check starts over under that name.
+    pub name_from_hello: bool,
 }
 
 impl Default for CheckOptions {
@@ -101,6 +105,7 @@ impl Default for CheckOptions {
             request: b"ping".to_vec(),
             stream_request: None,
             worker_program: None,
+            name_from_hello: false,
         }
     }
 }
@@ -124,8 +129,16 @@ pub fn config_for_file(file: &Path) -> PluginConfig {
 /// Runs the plugin of `config` through its contract and reports every step.
 pub fn check(config: PluginConfig, options: &CheckOptions) -> Report {
     let started = Instant::now();
-    let mut checker = Checker::new(config, options);
+    let mut checker = Checker::new(config.clone(), options);
     checker.run();
+    if options.name_from_hello
+        && let Some(said) = checker.other_name()
+    {
+        let mut config = config;
+        config.name = said;
+        checker = Checker::new(config, options);
+        checker.run();
+    }
     let ok = checker.steps.iter().all(|s| s.ok);
     Report {
         plugin: checker.name.clone(),
@@ -324,6 +337,18 @@ impl<'a> Checker<'a> {
             step.detail = format!("{}; meanwhile {}", step.detail, upsets.join("; "));
         }
         self.steps.push(step);
+    }
+
+    /// The name its first process's hello said, when that is not the configured one.
+    fn other_name(&self) -> Option<String> {
+        self.tap.seen().iter().find_map(|s| match &s.what {
+            Observed::Message(ballast_process::PluginMessage::Hello { name, .. })
+                if s.generation == 1 && *name != self.name =>
+            {
+                Some(name.clone())
+            }
+            _ => None,
+        })
     }
 
     /// The step named `name`, if it ran.

@@ -273,6 +273,26 @@ fn a_process_that_keeps_the_protocol_passes_every_step() {
 }
 
 #[test]
+fn a_process_named_by_its_hello_is_checked_under_that_name_when_asked() {
+    let mut config = fixture("good");
+    config.args.push("weather".into());
+    let report = check(config.clone(), &options("ping"));
+    assert_eq!(failed(&report), ["create without a checkpoint"]);
+    let detail = &report.step("create without a checkpoint").unwrap().detail;
+    assert!(
+        detail.contains("it says its name is `weather`; make the config name match"),
+        "{detail}"
+    );
+    let learn = CheckOptions {
+        name_from_hello: true,
+        ..CheckOptions::default()
+    };
+    let report = check(config, &learn);
+    passes(&report);
+    assert_eq!(report.plugin, "weather");
+}
+
+#[test]
 fn a_process_that_never_says_hello_fails_the_hello_step() {
     let report = check(fixture("no-hello"), &options("ping"));
     fails_at(&report, &["hello"], "did not say hello within 2s");

@@ -3,7 +3,7 @@
 //! itself is `ballast_host::check`; this is its command line.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -48,8 +48,8 @@ pub struct CheckArgs {
     /// FILE or `--command`: the plugin's own settings, as JSON (its `config` table).
     #[arg(long, value_name = "JSON")]
     pub plugin_config: Option<String>,
-    /// `--command`: the plugin's name, which its hello must say (default: the program's file
-    /// name without its extension).
+    /// `--command`: the plugin's name, which its hello must say (without it, the name its hello
+    /// says).
     #[arg(long, requires = "command")]
     pub name: Option<String>,
     /// `--command`: the program speaks no control protocol (lifecycle only).
@@ -79,6 +79,7 @@ pub fn run(args: CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         request: args.request.clone().into_bytes(),
         stream_request: args.stream_request.clone().map(String::into_bytes),
         worker_program: None,
+        name_from_hello: args.command.is_some() && args.name.is_none(),
     };
     let report = check(plugin, &options);
     write(&report, args.json, out)?;
@@ -134,11 +135,28 @@ fn describe(args: &CheckArgs) -> anyhow::Result<PluginConfig> {
     }
     let mut plugin = if let Some(command) = &args.command {
         let (program, program_args) = command.split_first().context("--command needs a program")?;
+        // Without --name, the name is a guess its hello corrects: the script's file name for
+        // `python3 plugin.py`, the program's for `./plugin`.
+        let guess = program_args
+            .first()
+            .filter(|arg| Path::new(arg).is_file())
+            .map_or(program.as_str(), String::as_str);
         let name = match &args.name {
             Some(name) => name.clone(),
-            None => PathBuf::from(program)
+            None => Path::new(guess)
                 .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
+                .map(|s| {
+                    s.to_string_lossy()
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect()
+                })
                 .context("--command's program has no file name; pass --name")?,
         };
         let mut plugin = PluginConfig::process(name, program);
