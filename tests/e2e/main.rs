@@ -4,6 +4,7 @@
 
 mod api_security;
 mod cgroups;
+mod check;
 mod containment;
 mod daemon;
 mod demand;

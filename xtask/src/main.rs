@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Run everything CI runs: formatting, lints, docs, header check, plugin builds and all tests.
+    /// Run everything CI runs: formatting, lints, docs, header check, plugin builds, the
+    /// conformance check of every example plugin (`ballast plugin check`) and all tests.
     Ci,
     /// Build the example plugins and run ballast on its built-in default config with them.
     Run {
@@ -399,6 +400,7 @@ fn ci(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     build_plugins(root, false)?;
+    check_plugins(root)?;
     plugin_templates(root)?;
     let mut counts = python_tests(root)?;
     counts += tests(
@@ -500,9 +502,14 @@ fn plugin_templates(root: &Path) -> Result<()> {
                 .arg(library)
                 .stdout(std::process::Stdio::null()),
         )?;
-        // The conformance check goes here once `ballast plugin check` exists: run it on
-        // `library` (and on the Python template's plugin), so that every template passes the
-        // whole plugin contract as generated.
+        step(
+            &format!("ballast plugin check {}", library.display()),
+            Command::new(&ballast)
+                .args(["plugin", "check"])
+                .arg(library),
+        )?;
+        // The Python template's plugin is checked the same way (`ballast plugin check
+        // --command python3 plugin.py`) once it is more than a placeholder.
     }
     python_template_answers(&python)
 }
@@ -687,6 +694,92 @@ fn build_plugins(root: &Path, release: bool) -> Result<()> {
     )?;
     install_script_plugins(root, &out)?;
     eprintln!("==> plugins are in {}", out.display());
+    Ok(())
+}
+
+/// The request each example plugin's conformance check streams: one that streams several
+/// chunks over some time, so that the check can cancel it midway. A plugin not listed streams
+/// `ping`.
+const STREAM_REQUESTS: [(&str, &str); 7] = [
+    ("voice", "stream:20:8:5"),
+    ("android", "stream:20:8:5"),
+    ("discord", "stream:20:8:5"),
+    ("stubs", "stream:20:8:5"),
+    ("faulty", "stream 20 5"),
+    ("clock", "tick:20:5"),
+    ("indexer", "ping"),
+];
+
+/// Runs `ballast plugin check` on every example plugin just built: each plugin of the default
+/// config as that config describes it, and the faulty test plugin as a file. Every plugin is
+/// checked; the step fails naming those that did not pass.
+fn check_plugins(root: &Path) -> Result<()> {
+    step("build ballast", cargo().args(["build", "-p", "ballast"]))?;
+    let dir = target_dir(root).join("debug");
+    let ballast = dir.join("ballast");
+    let run = |args: &[&str]| {
+        let mut command = Command::new(&ballast);
+        command
+            .args(args)
+            .env("BALLAST_PLUGIN_DIR", &dir)
+            .env_remove("BALLAST_CONFIG")
+            .env_remove("BALLAST_PROFILE");
+        command
+    };
+    let config = run(&["config", "show", "--json"])
+        .output()
+        .context("cannot run ballast config show")?;
+    if !config.status.success() {
+        bail!(
+            "ballast config show failed: {}",
+            String::from_utf8_lossy(&config.stderr)
+        );
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&config.stdout).context("ballast config show --json")?;
+    let names: Vec<String> = config["plugins"]
+        .as_array()
+        .context("the default config lists no plugins")?
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    let stream = |name: &str| {
+        STREAM_REQUESTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("ping", |(_, request)| request)
+    };
+    let mut failed = Vec::new();
+    for name in &names {
+        let mut command = run(&[
+            "plugin",
+            "check",
+            "--plugin",
+            name,
+            "--stream-request",
+            stream(name),
+        ]);
+        if step(
+            &format!("ballast plugin check --plugin {name}"),
+            &mut command,
+        )
+        .is_err()
+        {
+            failed.push(name.clone());
+        }
+    }
+    let faulty = dir.join("libfaulty.so");
+    let mut command = run(&["plugin", "check", "--stream-request", stream("faulty")]);
+    command.arg(&faulty);
+    if step("ballast plugin check libfaulty.so", &mut command).is_err() {
+        failed.push("faulty".to_owned());
+    }
+    if !failed.is_empty() {
+        bail!(
+            "ballast plugin check failed for {} (its table above names the steps)",
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
 

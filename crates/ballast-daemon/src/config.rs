@@ -192,15 +192,17 @@ fn example_plugins() -> Vec<PluginConfig> {
     loadwatch.priority = 35;
     loadwatch.can_suspend = true;
     loadwatch.stall_threshold = Some(Duration::from_secs(60));
+    // The shell and the `sleep` it waits on hold about 3 MiB resident (`ballast plugin check
+    // --plugin loadwatch` measures it).
     loadwatch.levels = vec![
         LevelConfig {
             name: "every-5s".to_owned(),
-            memory_mb: 2,
+            memory_mb: 4,
             gpu_memory_mb: 0,
         },
         LevelConfig {
             name: "every-30s".to_owned(),
-            memory_mb: 2,
+            memory_mb: 4,
             gpu_memory_mb: 0,
         },
     ];

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "actor")]
 mod actor;
+pub mod check;
 mod config;
 mod elf;
 mod error;
@@ -27,6 +28,7 @@ mod queue;
 mod slot;
 mod stream;
 mod supervisor;
+mod tap;
 mod trust;
 pub mod worker;
 

@@ -35,6 +35,7 @@ use crate::host_api::Clock;
 use crate::instance::PluginFault;
 use crate::library::{LevelInfo, PluginInfo};
 use crate::stream::{CallIo, CancelReason, CancelToken};
+use crate::tap::{Observed, Tap};
 use crate::trust::FileTrust;
 
 /// Options the host gives every plugin that runs in a process.
@@ -129,6 +130,8 @@ pub(crate) struct ProcessPlugin {
     pub(crate) supervision: Mutex<Supervision>,
     /// The checkpoint the last process started with: a restart after a crash starts from it.
     last_checkpoint: Mutex<Option<Vec<u8>>>,
+    /// The conformance check's record of the protocol (never in the daemon).
+    tap: Option<Arc<Tap>>,
 }
 
 impl std::fmt::Debug for ProcessPlugin {
@@ -280,7 +283,13 @@ fn process_info(config: &PluginConfig) -> PluginInfo {
 
 /// The info of an isolated native plugin, from its worker's `hello`.
 fn described_info(config: &PluginConfig, version: Option<String>, d: &Described) -> PluginInfo {
-    const KNOWN: [&str; 4] = ["thread_safe_calls", "checkpoint", "drain", "alloc_stats"];
+    const KNOWN: [&str; 5] = [
+        "thread_safe_calls",
+        "checkpoint",
+        "drain",
+        "alloc_stats",
+        "streaming",
+    ];
     PluginInfo {
         name: config.name.clone(),
         version: version.unwrap_or_default(),
@@ -486,6 +495,7 @@ impl ProcessPlugin {
         options: ProcessOptions,
         clock: Clock,
         supervisor: crossbeam_channel::Sender<SupervisorMsg>,
+        tap: Option<Arc<Tap>>,
     ) -> Result<ProcessPlugin, PluginFault> {
         let isolated = config.kind == PluginKind::Native && config.isolation == Isolation::Process;
         let protocol = isolated || config.protocol == Protocol::JsonLines;
@@ -510,6 +520,7 @@ impl ProcessPlugin {
             supervisor,
             generation: AtomicU64::new(0),
             last_checkpoint: Mutex::new(None),
+            tap,
             supervision: Mutex::new(Supervision {
                 usage: None,
                 peak_rss: 0,
@@ -650,7 +661,27 @@ impl ProcessPlugin {
         let (startup_tx, startup_rx) = crossbeam_channel::bounded::<Startup>(2);
         let sink_pending = Arc::clone(&pending);
         let name = self.config.name.clone();
+        let tap = self.tap.clone();
+        let tapped = forward.as_ref().map_or(0, |(generation, _)| *generation);
         let events: ballast_process::EventSink = Arc::new(move |event: ChildEvent| {
+            if let Some(tap) = &tap {
+                match &event {
+                    ChildEvent::Message(message) => {
+                        tap.record(tapped, Observed::Message(message.clone()))
+                    }
+                    ChildEvent::BadLine { error, excerpt, .. } => tap.record(
+                        tapped,
+                        Observed::BadLine {
+                            error: error.clone(),
+                            excerpt: excerpt.clone(),
+                        },
+                    ),
+                    ChildEvent::Exited(exit) => {
+                        tap.record(tapped, Observed::Exited { exit: *exit })
+                    }
+                    ChildEvent::Output { .. } => {}
+                }
+            }
             let event = match event {
                 ChildEvent::Message(PluginMessage::Chunk { id, data }) => {
                     sink_pending.chunk(&name, id, data);
@@ -997,12 +1028,13 @@ impl ProcessInstance {
     /// Sends a lifecycle request (set_level, drain, checkpoint) and waits for its answer.
     fn request(
         &self,
-        what: &str,
+        what: &'static str,
         timeout: Duration,
         message: impl FnOnce(u64) -> HostMessage,
     ) -> Result<Option<Vec<u8>>, PluginFault> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (_, events) = self.pending.register(id).map_err(fault)?;
+        self.tap(Observed::Request { id, kind: what });
         if let Err(error) = self.child.send(&message(id)) {
             self.pending.forget(id);
             return Err(fault(format!("cannot send the {what} request: {error}")));
@@ -1054,6 +1086,7 @@ impl ProcessInstance {
                 .deadline_instant()
                 .map(|at| millis(at.saturating_duration_since(Instant::now()))),
         };
+        self.tap(Observed::Request { id, kind: "call" });
         if let Err(error) = self.child.send(&message) {
             self.pending.forget(id);
             return Err(CallEnd::Fault(fault(format!(
@@ -1104,6 +1137,7 @@ impl ProcessInstance {
 
     /// Tells the plugin to stop working on the call `id`.
     fn send_cancel(&self, id: u64) {
+        self.tap(Observed::Cancel { id });
         if let Err(error) = self.child.send(&HostMessage::Cancel { id }) {
             tracing::debug!(plugin = %self.plugin.config.name, id, %error, "cannot send cancel");
         }
@@ -1213,10 +1247,38 @@ impl ProcessInstance {
         }
     }
 
-    /// Stops the process: end of stdin, SIGTERM, SIGKILL after `stop_timeout`.
+    /// Records a protocol event of this process for the conformance check, if it watches.
+    fn tap(&self, line: Observed) {
+        if let Some(tap) = &self.plugin.tap {
+            tap.record(self.generation, line);
+        }
+    }
+
+    /// Writes a line the host's protocol does not know (the conformance check's unknown
+    /// message) to the process's stdin.
+    pub(crate) fn send_unknown(&self, line: &str) -> std::io::Result<()> {
+        self.tap(Observed::Raw);
+        self.child.send_line(line)
+    }
+
+    /// Stops the process: end of stdin, SIGTERM, SIGKILL after `stop_timeout`. Under the
+    /// conformance check, a process that speaks the protocol first gets the check's grace to
+    /// exit on the end of its stdin alone.
     pub(crate) fn stop(&self) -> Result<(), PluginFault> {
         self.stopping.store(true, Ordering::SeqCst);
+        if let Some(grace) = self.plugin.tap.as_ref().and_then(|t| t.eof_grace)
+            && self.plugin.protocol
+            && self.child.exit().is_none()
+        {
+            let closed = Instant::now();
+            self.child.close_stdin();
+            let exited = self.child.wait_timeout(grace);
+            self.tap(Observed::EndOfInput {
+                exited_after: exited.map(|_| closed.elapsed()),
+            });
+        }
         let (exit, killed) = self.child.stop(self.plugin.config.stop_timeout);
+        self.tap(Observed::Stopped { exit, killed });
         // Whatever it was in (over a memory limit, stalled), it is not any more.
         self.plugin
             .supervision
@@ -1286,6 +1348,7 @@ impl StandaloneProcess {
             options,
             crate::host_api::system_clock(),
             supervisor,
+            None,
         )?);
         let instance = plugin.create(0, &[], false)?;
         Ok(StandaloneProcess { instance })

@@ -430,6 +430,22 @@ impl Child {
         }
     }
 
+    /// Writes one line of text (a newline is added) to its stdin, as it is: for a message the
+    /// host's protocol has no type for, such as the conformance check's unknown message.
+    pub fn send_line(&self, line: &str) -> std::io::Result<()> {
+        let mut stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        match stdin.as_mut() {
+            Some(pipe) => pipe
+                .write_all(line.as_bytes())
+                .and_then(|()| pipe.write_all(b"\n"))
+                .and_then(|()| pipe.flush()),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "its stdin is closed",
+            )),
+        }
+    }
+
     /// Closes its stdin: a protocol plugin takes end-of-file as the request to exit.
     pub fn close_stdin(&self) {
         self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -1,5 +1,6 @@
 //! `ballast plugin`: tools for plugin authors (`new` writes a plugin project, `inspect` loads a
-//! file and prints its descriptor) and the operator's actions on a running daemon's plugin (`ballast plugin NAME
+//! file and prints its descriptor, `check` runs a plugin through its contract) and the
+//! operator's actions on a running daemon's plugin (`ballast plugin NAME
 //! enable|disable|release|suspend|resume|level N|show|logs`), which are clients of the control
 //! API.
 
@@ -61,9 +62,20 @@ enum PluginCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// Run a plugin through its whole contract as the daemon would (load, create, levels,
+    /// calls, streaming, drain, checkpoint, memory, and for a process the protocol itself) and
+    /// report each step with its timing; exits 0 only if everything holds.
+    Check(crate::cmd::check::CheckArgs),
     /// A plugin's name followed by an action (see below).
     #[command(external_subcommand)]
     Action(Vec<String>),
+}
+
+impl PluginArgs {
+    /// Whether this is `ballast plugin check`.
+    pub fn is_check(&self) -> bool {
+        matches!(self.command, PluginCommand::Check(_))
+    }
 }
 
 /// `ballast plugin NAME ACTION`, parsed from what follows `ballast plugin`.
@@ -170,6 +182,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PluginCommand::Check(args) => crate::cmd::check::run(args, &mut io::stdout().lock()),
         PluginCommand::Action(args) => match run_action(args, &mut io::stdout().lock()) {
             Ok(code) => Ok(code),
             Err(error) => match error.downcast::<clap::Error>() {
