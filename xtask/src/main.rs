@@ -508,10 +508,25 @@ fn plugin_templates(root: &Path) -> Result<()> {
                 .args(["plugin", "check"])
                 .arg(library),
         )?;
-        // The Python template's plugin is checked the same way (`ballast plugin check
-        // --command python3 plugin.py`) once it is more than a placeholder.
     }
-    python_template_answers(&python)
+    python_template_answers(&python)?;
+    // The Python plugin as its own `ballast.toml` describes it (levels, process, protocol), run
+    // from its directory on the SDK copy beside it, nothing of the workspace on its path.
+    step(
+        "ballast plugin check of the Python template, as its ballast.toml describes it",
+        Command::new(&ballast)
+            .args([
+                "plugin",
+                "check",
+                "--plugin",
+                "hello-python",
+                "--config",
+                "ballast.toml",
+            ])
+            .current_dir(&python)
+            .env_remove("PYTHONPATH")
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    )
 }
 
 /// Runs the Python template's `plugin.py` as ballast would, on the copy of the SDK beside it
