@@ -7,6 +7,8 @@ mod containment;
 mod daemon;
 mod demand;
 mod endpoints;
+mod engines;
+mod fleet;
 mod inspect;
 mod process;
 mod report;

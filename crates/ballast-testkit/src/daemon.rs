@@ -23,6 +23,9 @@ pub struct Options {
     pub nice: bool,
     /// The profile of the config file.
     pub profile: Option<String>,
+    /// Start it in this cgroup (the path of its `cgroup.procs` file), e.g. a
+    /// [`MemoryCgroup`](crate::cgroup::MemoryCgroup) of the test's.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl Options {
@@ -34,6 +37,7 @@ impl Options {
             log_filter: "info".to_owned(),
             nice: false,
             profile: None,
+            cgroup_procs: None,
         }
     }
 }
@@ -115,6 +119,9 @@ impl Daemon {
             .stderr(log_file);
         if let Some(profile) = &options.profile {
             command.args(["--profile", profile]);
+        }
+        if let Some(procs) = &options.cgroup_procs {
+            crate::cgroup::enter_on_exec(&mut command, procs);
         }
         let child = command
             .spawn()
