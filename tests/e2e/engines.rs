@@ -295,32 +295,34 @@ pub struct Node {
     pub name: String,
     /// The daemon.
     pub daemon: Daemon,
-    /// Its memory cgroup: what the node reads as its memory, and where a test's load goes.
-    pub cgroup: MemoryCgroup,
+    /// Its memory cgroup, when it has one: what the node reads as its memory, and where a
+    /// test's load goes.
+    pub cgroup: Option<MemoryCgroup>,
     _dir: tempfile::TempDir,
 }
 
 /// The memory limit of each node's cgroup.
 pub const NODE_MEMORY: u64 = 256 << 20;
 
-/// Starts `n` nodes on `config`, each in a memory cgroup of its own limited to
-/// [`NODE_MEMORY`], and waits until each is ready (`GET /ready`).
+/// Starts `n` nodes on `config` and waits until each is ready (`GET /ready`); with `cgroups`,
+/// each in a memory cgroup of its own limited to [`NODE_MEMORY`].
 ///
 /// # Panics
 ///
 /// When the cgroups cannot be made (this needs root, or a delegated cgroup tree) or a node
 /// does not start.
-pub fn start_nodes(n: usize, config: &str) -> Vec<Node> {
+pub fn start_nodes(n: usize, config: &str, cgroups: bool) -> Vec<Node> {
     (1..=n)
         .map(|i| {
             let name = format!("node{i}");
-            let cgroup = MemoryCgroup::create(&format!("ballast-e2e-{name}"), NODE_MEMORY)
-                .unwrap_or_else(|e| {
-                    panic!("a fleet node needs a memory cgroup of its own (run as root): {e}")
-                });
+            let cgroup = cgroups.then(|| {
+                MemoryCgroup::create(&format!("ballast-e2e-{name}"), NODE_MEMORY).unwrap_or_else(
+                    |e| panic!("a fleet node needs a memory cgroup of its own (run as root): {e}"),
+                )
+            });
             let dir = tempfile::tempdir().unwrap();
             let mut options = Options::new(env!("CARGO_BIN_EXE_ballast"), plugin_dir());
-            options.cgroup_procs = Some(cgroup.procs_file());
+            options.cgroup_procs = cgroup.as_ref().map(MemoryCgroup::procs_file);
             let mut daemon = Daemon::start(&options, dir.path(), config);
             daemon.wait_until(Duration::from_secs(60), "the node to be ready", |d| {
                 d.get("/ready").is_ok_and(|(status, _)| status == 200)

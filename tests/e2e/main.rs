@@ -11,6 +11,7 @@ mod engines;
 mod fleet;
 mod inspect;
 mod process;
+mod prometheus;
 mod report;
 mod stream;
 mod support;
