@@ -209,7 +209,7 @@ pub struct Metrics {
     tier: Family<TierLabels, Gauge>,
     tier_rank: Gauge,
     start_time: GaugeF64,
-    ready: Family<Vec<(String, String)>, Gauge>,
+    ready: Gauge,
     last_sample_time: Family<Vec<(String, String)>, GaugeF64>,
 }
 
@@ -539,10 +539,10 @@ impl Metrics {
             Unit::Seconds,
             start_time.clone(),
         );
-        let ready = Family::<Vec<(String, String)>, Gauge>::default();
+        let ready = Gauge::default();
         registry.register(
             "ready",
-            "1 once the daemon has made its first decisions (GET /ready answers 200), 0 before",
+            "1 once the daemon has made its first decisions (GET /ready answers 200), 0 before (or while its scaler does not answer)",
             ready.clone(),
         );
         let last_sample_time = Family::<Vec<(String, String)>, GaugeF64>::default();
@@ -924,11 +924,13 @@ impl Metrics {
         ] {
             family.clear();
         }
-        self.ready.clear();
+        self.ready.set(i64::from(
+            scaler
+                .readiness
+                .as_ref()
+                .is_some_and(|r| r.assessed_at.is_some()),
+        ));
         if let Some(readiness) = &scaler.readiness {
-            self.ready
-                .get_or_create(&Vec::new())
-                .set(i64::from(readiness.assessed_at.is_some()));
             for status in plugins {
                 let wake = readiness
                     .plugins
