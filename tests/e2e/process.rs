@@ -183,7 +183,10 @@ fn process_plugins_run_beside_native_ones_and_are_shed_restored_and_suspended() 
     let (status, body) = daemon.post("/plugins/indexer/call", "basil").unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"state\":\"disabled\""), "{body}");
-    assert!(daemon.data_dir.join("checkpoints/indexer.bin").exists());
+    // The checkpoint is written on the disk arbiter after the state change: wait for it.
+    daemon.wait_until(Duration::from_secs(30), "the indexer's checkpoint", |d| {
+        d.data_dir.join("checkpoints/indexer.bin").exists()
+    });
 
     // Restored by the scaler once released: a new process that continues from the checkpoint.
     cli(&daemon, &["plugin", "indexer", "release"]);
