@@ -104,12 +104,13 @@ fn haproxy_config(dir: &std::path::Path, nodes: &[Node], ready_port: u16, tcp_po
     config
 }
 
-/// One call the client made: when it started and ended (ms since the epoch) and whether it
-/// was answered 200.
+/// One call the client made: when it started and ended (ms since the epoch), its status (none
+/// when no answer came) and whether it was answered 200.
 #[derive(Clone, Copy, Debug)]
 struct CallRecord {
     started: u64,
     ended: u64,
+    status: Option<u16>,
     ok: bool,
 }
 
@@ -129,13 +130,19 @@ impl Client {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let started = ballast_testkit::now_ms();
-                    let ok = ballast_testkit::http::post(&url, "hello")
-                        .is_ok_and(|(status, _)| status == 200);
+                    let status = ballast_testkit::http::post(&url, "hello")
+                        .ok()
+                        .map(|(status, _)| status);
                     let ended = ballast_testkit::now_ms();
                     records
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(CallRecord { started, ended, ok });
+                        .push(CallRecord {
+                            started,
+                            ended,
+                            status,
+                            ok: status == Some(200),
+                        });
                     std::thread::sleep(Duration::from_millis(5));
                 }
             })
@@ -306,6 +313,18 @@ fn haproxy_takes_a_node_out_of_a_plugins_backend_while_the_plugin_is_shed_there(
         shed_at >= pressed_at.saturating_sub(1000),
         "a shed before the press"
     );
+    // Node 2's metrics say the same: voice shed there, not ready.
+    let (_, metrics) = node2.daemon.get("/metrics").unwrap();
+    for line in [
+        r#"ballast_plugin_shed{plugin="voice"} 1"#,
+        r#"ballast_plugin_ready{plugin="voice"} 0"#,
+        r#"ballast_plugin_ready{plugin="stubs"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(line),
+            "node 2's /metrics lacks {line}:\n{metrics}"
+        );
+    }
     let states = haproxy.states();
     for (backend, server) in [
         ("voice", "node1"),
@@ -385,6 +404,24 @@ fn haproxy_takes_a_node_out_of_a_plugins_backend_while_the_plugin_is_shed_there(
         in_window(&ready_calls),
         out_seen.saturating_sub(shed_at),
         back_seen.saturating_sub(restored_at)
+    );
+    let failures = |calls: &[CallRecord]| {
+        calls
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| {
+                format!(
+                    "{} at {:+} ms",
+                    r.status.map_or("no answer".to_owned(), |s| s.to_string()),
+                    r.started as i64 - shed_at as i64
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "fleet: failed calls through the readiness check, by status and start relative to the shed decision: {}",
+        failures(&ready_calls)
     );
     println!(
         "fleet: plain TCP check (same inter, fall, rise): {tcp_failed} of {} calls failed ({} while voice was off on node 2); node 2 never taken out",
