@@ -288,6 +288,18 @@ fn encode(text: &str) -> String {
     out
 }
 
+/// Whether this machine lets a test make memory cgroups of its own (root, a writable cgroup file
+/// system): `Err` says why not.
+pub fn cgroups_writable() -> Result<(), String> {
+    MemoryCgroup::create("ballast-e2e-probe", NODE_MEMORY).map(drop)
+}
+
+/// Says that `test` was skipped and why, on a `SKIPPED: ...` line that `cargo xtask ci` counts
+/// (written past the test harness's capture of `println!`).
+pub fn skipped(test: &str, why: &str) {
+    let _ = writeln!(std::io::stdout(), "SKIPPED: {test}: {why}");
+}
+
 /// One ballast node of a fleet on this machine: a real daemon with its own data directory and
 /// port, in a memory cgroup of its own.
 pub struct Node {

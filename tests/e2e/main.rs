@@ -3,6 +3,8 @@
 //! restart it, and check what survived.
 
 mod api_security;
+mod cgroups;
+mod check;
 mod containment;
 mod daemon;
 mod demand;

@@ -183,8 +183,8 @@ fn process_plugins_run_beside_native_ones_and_are_shed_restored_and_suspended() 
     let (status, body) = daemon.post("/plugins/indexer/call", "basil").unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"state\":\"disabled\""), "{body}");
-    // The checkpoint is written on the disk arbiter after the state change: wait for it.
-    daemon.wait_until(Duration::from_secs(30), "the indexer's checkpoint", |d| {
+    // The journal stores the checkpoint on its own thread, after the state change.
+    daemon.wait_until(Duration::from_secs(30), "the stored checkpoint", |d| {
         d.data_dir.join("checkpoints/indexer.bin").exists()
     });
 

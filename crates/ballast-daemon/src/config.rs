@@ -121,6 +121,10 @@ pub struct Config {
     /// How long shutdown waits for plugins to drain.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Run each plugin process in a cgroup of its own under the daemon's, so that the kernel
+    /// enforces its memory limit (and its CPU quota with `cpu_limit`). Where cgroups cannot be
+    /// written, the daemon says why once and polls the limits instead.
+    pub plugin_cgroups: bool,
     /// The control API.
     pub api: ApiConfig,
     /// The monitor.
@@ -145,6 +149,7 @@ impl Default for Config {
             plugin_dir: None,
             use_tier_thresholds: true,
             shutdown_timeout: Duration::from_secs(10),
+            plugin_cgroups: true,
             api: ApiConfig::default(),
             monitor: MonitorSettings::default(),
             predictor: PredictorSettings::default(),
@@ -192,15 +197,17 @@ fn example_plugins() -> Vec<PluginConfig> {
     loadwatch.priority = 35;
     loadwatch.can_suspend = true;
     loadwatch.stall_threshold = Some(Duration::from_secs(60));
+    // The shell and the `sleep` it waits on hold about 3 MiB resident (`ballast plugin check
+    // --plugin loadwatch` measures it).
     loadwatch.levels = vec![
         LevelConfig {
             name: "every-5s".to_owned(),
-            memory_mb: 2,
+            memory_mb: 4,
             gpu_memory_mb: 0,
         },
         LevelConfig {
             name: "every-30s".to_owned(),
-            memory_mb: 2,
+            memory_mb: 4,
             gpu_memory_mb: 0,
         },
     ];

@@ -461,7 +461,7 @@ impl Metrics {
         let plugin_condition = Family::<AlertLabels, Gauge>::default();
         registry.register(
             "plugin_condition",
-            "1 while a supervision condition holds (stalled, busy_stall, stuck, leak_suspected, memory_soft_limit, memory_hard_limit)",
+            "1 while a supervision condition holds (stalled, busy_stall, stuck, leak_suspected, memory_soft_limit, memory_hard_limit, and from a cgroup's events memory_high, memory_max)",
             plugin_condition.clone(),
         );
         let plugin_alerts = Family::<AlertLabels, Counter>::default();

@@ -192,6 +192,7 @@ pub async fn app_state(options: Options) -> Fixture {
         worker_program: std::env::current_exe().expect("the test binary"),
         process_sample_interval: Duration::from_millis(50),
         host_poll_interval: Duration::from_secs(3600),
+        plugin_cgroups: None,
     };
     let topology = Topology::build(Arc::clone(&config), env)
         .await

@@ -35,7 +35,7 @@ use ballast_core::plugin::{Command, PluginEventKind, PluginState};
 use ballast_core::sample::PluginUsage;
 use ballast_core::tier::Tier;
 use ballast_host::{
-    Clock, Execute, HostEvent, PluginHost, PluginHostActor, ProcessOptions,
+    Cgroups, Clock, Execute, HostEvent, PluginHost, PluginHostActor, ProcessOptions,
     Subscribe as HostSubscribe,
 };
 use ballast_monitor::{
@@ -43,6 +43,7 @@ use ballast_monitor::{
     ReportPluginUsage,
 };
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
+use ballast_process::cgroup::{CgroupRoots, CgroupTree};
 use ballast_scaler::actor::{
     AssessmentMsg, CommandMsg, DecisionMsg, GpuUsageMsg, PinMsg, PluginEventMsg, ScalerOutputs,
     SetAllowanceMsg, SetModeMsg, SetProfileMsg, WarningMsg,
@@ -86,6 +87,9 @@ pub struct Environment {
     pub process_sample_interval: Duration,
     /// How often the host polls its plugins' health and stats.
     pub host_poll_interval: Duration,
+    /// Where plugin processes get cgroups of their own (the machine's `/proc` and `/`), or
+    /// `None` for none: their memory limits are then polled.
+    pub plugin_cgroups: Option<CgroupRoots>,
 }
 
 impl Environment {
@@ -116,6 +120,7 @@ impl Environment {
                 .context("cannot find the ballast executable to run isolated plugins with")?,
             process_sample_interval: ProcessOptions::default().sample_interval,
             host_poll_interval: Duration::from_secs(5),
+            plugin_cgroups: config.plugin_cgroups.then(CgroupRoots::default),
         })
     }
 }
@@ -146,6 +151,32 @@ impl<M: Message<Result = ()> + Send + 'static> Handler<M> for Relay<M> {
 
     fn handle(&mut self, msg: M, _ctx: &mut Self::Context) {
         (self.forward)(msg);
+    }
+}
+
+/// Makes the daemon's directory of plugin cgroups (cleaning what a daemon killed before left)
+/// and says in the log what it found, or, once, why plugins run without cgroups.
+fn set_up_cgroups(roots: &CgroupRoots, sample_interval: Duration) -> Cgroups {
+    match CgroupTree::setup(roots) {
+        Ok(tree) => {
+            for dir in tree.cleaned() {
+                tracing::info!(cgroup = %dir.display(), "removed the plugin cgroups of a daemon that is no longer running");
+            }
+            let dirs: Vec<String> = tree
+                .dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            tracing::info!(version = tree.version().as_str(), dirs = %dirs.join(", "), "plugin processes run in cgroups of their own: the kernel enforces their memory limits");
+            if let Some(why) = tree.cpu_unavailable() {
+                tracing::warn!(reason = %why, "plugins get no CPU quota (cpu_limit)");
+            }
+            Cgroups::Tree(Arc::new(tree))
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "cgroups are not writable, so plugin processes run without cgroups of their own: their memory limits are polled every {} and cpu_limit is not enforced", humantime::format_duration(sample_interval));
+            Cgroups::Unavailable(reason)
+        }
     }
 }
 
@@ -186,6 +217,8 @@ pub struct Topology {
     pub pins: Addr<PinWriter>,
     /// The tier detected at start, if it could be.
     pub detected_tier: Option<Tier>,
+    /// The daemon's directory of plugin cgroups, when plugins run in cgroups of their own.
+    cgroups: Option<Arc<CgroupTree>>,
     disk: Arbiter,
 }
 
@@ -202,6 +235,7 @@ impl Topology {
             worker_program,
             process_sample_interval,
             host_poll_interval,
+            plugin_cgroups,
         } = env;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -230,10 +264,18 @@ impl Topology {
 
         // Plugins: loaded now (failures are logged, not fatal), enabled after the start-up plan.
         let plugin_configs = config.resolved_plugins();
+        let cgroups = plugin_cgroups.map_or(Cgroups::Off, |roots| {
+            set_up_cgroups(&roots, process_sample_interval)
+        });
+        let cgroup_tree = match &cgroups {
+            Cgroups::Tree(tree) => Some(Arc::clone(tree)),
+            Cgroups::Off | Cgroups::Unavailable(_) => None,
+        };
         let process_options = ProcessOptions {
             log_dir: Some(logs_dir(&data_dir)),
             worker_program,
             sample_interval: process_sample_interval,
+            cgroups,
             ..ProcessOptions::default()
         };
         let host_clock = Arc::clone(&clock);
@@ -539,6 +581,7 @@ impl Topology {
             journal,
             pins: pin_writer,
             detected_tier,
+            cgroups: cgroup_tree,
             disk,
         })
     }
@@ -578,6 +621,10 @@ impl Topology {
         .await;
         if drained.is_err() {
             tracing::warn!(timeout = %humantime::format_duration(timeout), "plugins did not drain in time");
+        }
+        // The plugins are stopped: their cgroups go, and the daemon's directory with them.
+        if let Some(tree) = &self.cgroups {
+            tree.remove();
         }
         let _ = self.telemetry.send(Flush).await;
         self.disk.stop();

@@ -97,6 +97,11 @@ pub struct PluginConfig {
     /// A process plugin's share of one CPU core at full level.
     #[serde(default)]
     pub cpu_share: f64,
+    /// Hold the plugin's process to its CPU share (`cpu_share`, or what a native plugin's file
+    /// declares) with a CPU quota on its cgroup. Only for plugins with a process of their own,
+    /// and only where the daemon can make cgroups.
+    #[serde(default)]
+    pub cpu_limit: bool,
     /// Whether a process plugin uses a GPU.
     #[serde(default)]
     pub needs_gpu: bool,
@@ -244,6 +249,7 @@ impl PluginConfig {
             protocol: Protocol::None,
             levels: Vec::new(),
             cpu_share: 0.0,
+            cpu_limit: false,
             needs_gpu: false,
             can_suspend: false,
             memory_soft_limit_mb: None,
@@ -429,6 +435,10 @@ impl PluginConfig {
                         "{who}: cpu_share must be a number at least 0, got {}",
                         self.cpu_share
                     ));
+                } else if self.cpu_limit && self.cpu_share == 0.0 {
+                    problems.push(format!(
+                        "{who}: cpu_limit holds the process to its cpu_share, which is 0: set cpu_share (in cores, e.g. 0.5)"
+                    ));
                 }
                 if let Some(key) = self
                     .env
@@ -442,6 +452,7 @@ impl PluginConfig {
         if !self.runs_in_process() {
             for (set, field) in [
                 (self.can_suspend, "can_suspend"),
+                (self.cpu_limit, "cpu_limit"),
                 (self.memory_soft_limit_mb.is_some(), "memory_soft_limit_mb"),
                 (self.memory_hard_limit_mb.is_some(), "memory_hard_limit_mb"),
                 (self.stall_threshold.is_some(), "stall_threshold"),
@@ -554,26 +565,31 @@ mod tests {
             gpu_memory_mb: 0,
         }];
         native.can_suspend = true;
+        native.cpu_limit = true;
         let problems = native.problems();
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("`command` is for process plugins"));
         assert!(problems[1].contains("declares it in its file"));
         assert!(problems[2].contains("`can_suspend` needs a process of its own"));
+        assert!(problems[3].contains("`cpu_limit` needs a process of its own"));
 
         let mut process = PluginConfig::process("x", "");
         process.memory_soft_limit_mb = Some(500);
         process.memory_hard_limit_mb = Some(100);
         process.restart.burst = 0;
+        process.cpu_limit = true;
         let problems = process.problems();
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("`command` must not be empty"));
-        assert!(problems[1].contains("must not be above memory_hard_limit_mb"));
-        assert!(problems[2].contains("restart.burst must be at least 1"));
+        assert!(problems[1].contains("cpu_limit holds the process to its cpu_share, which is 0"));
+        assert!(problems[2].contains("must not be above memory_hard_limit_mb"));
+        assert!(problems[3].contains("restart.burst must be at least 1"));
 
         let mut isolated = PluginConfig::new("faulty", "/x");
         isolated.isolation = Isolation::Process;
         isolated.can_suspend = true;
         isolated.memory_hard_limit_mb = Some(64);
+        isolated.cpu_limit = true;
         assert!(isolated.problems().is_empty(), "{:?}", isolated.problems());
     }
 

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "actor")]
 mod actor;
+pub mod check;
 mod config;
 mod elf;
 mod error;
@@ -27,6 +28,7 @@ mod queue;
 mod slot;
 mod stream;
 mod supervisor;
+mod tap;
 mod trust;
 pub mod worker;
 
@@ -42,7 +44,7 @@ pub use instance::{NativeInstance, PluginFault};
 pub use library::{
     LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
 };
-pub use process::{ProcessOptions, StandaloneProcess};
+pub use process::{Cgroups, ProcessOptions, StandaloneProcess};
 pub use slot::{EventSink, Reply};
 pub use stream::{CallIo, CallOptions, CancelHook, CancelReason, CancelToken, ChunkSink};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

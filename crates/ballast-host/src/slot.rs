@@ -23,6 +23,7 @@ use crate::library::{PluginInfo, PluginLibrary};
 use crate::live::Live;
 use crate::process::ProcessPlugin;
 use crate::stream::{CallIo, CallOptions, CancelReason, CancelToken, ChunkSink};
+use crate::tap::Tap;
 
 /// Where the host sends plugin events.
 pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;
@@ -394,6 +395,8 @@ pub(crate) enum Backend {
         library: Arc<PluginLibrary>,
         host_api: HostApiRef,
         context: &'static HostContext,
+        /// The conformance check's observation of its calls (never in the daemon).
+        tap: Option<Arc<Tap>>,
     },
     /// A process plugin, or a native plugin in a worker process.
     Process(Arc<ProcessPlugin>),
