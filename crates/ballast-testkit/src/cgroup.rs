@@ -109,16 +109,39 @@ pub fn enter_on_exec(command: &mut Command, procs: &Path) {
     }
 }
 
+/// `dir` and every cgroup under it, deepest first.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.extend(tree(&entry.path()));
+            }
+        }
+    }
+    dirs.push(dir.to_owned());
+    dirs
+}
+
 impl Drop for MemoryCgroup {
+    /// Kills what still runs in it or in a cgroup under it (a daemon makes its plugins' there),
+    /// then removes them all, deepest first.
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            for pid in self.pids() {
-                // SAFETY: kill(2) has no memory-safety preconditions; the processes in this
-                // cgroup are the test's own.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            let dirs = tree(&self.dir);
+            for dir in &dirs {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill(2) has no memory-safety preconditions; the processes in
+                    // this cgroup are the test's own.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
             }
-            if std::fs::remove_dir(&self.dir).is_ok() || Instant::now() >= deadline {
+            for dir in &dirs {
+                let _ = std::fs::remove_dir(dir);
+            }
+            if !self.dir.exists() || Instant::now() >= deadline {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
