@@ -625,14 +625,17 @@ fn pure_cores() -> Result<()> {
 }
 
 /// Debian packages the test suite uses. Installed only where missing, and only as root.
-const SYSTEM_PACKAGES: [(&str, &str); 5] = [
+const SYSTEM_PACKAGES: [(&str, &str); 6] = [
     ("cc", "gcc"),
     // The Python process plugin (`plugins/python/indexer`) and its tests.
     ("python3", "python3"),
     // The closed-loop tests load the machine with real memory and CPU pressure.
     ("stress-ng", "stress-ng"),
-    // `promtool check metrics` validates the daemon's /metrics output.
+    // `promtool check metrics` validates the daemon's /metrics output, `promtool test rules`
+    // the rules of deploy/prometheus, and the fleet test runs a real Prometheus server.
     ("promtool", "prometheus"),
+    // The fleet test puts three nodes behind a real HAProxy.
+    ("haproxy", "haproxy"),
     // `systemd-analyze verify` checks config/ballast.service.
     ("systemd-analyze", "systemd"),
 ];

@@ -33,6 +33,10 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Whether the readiness endpoints (`/ready`, `/plugins/{name}/ready`) need the bearer token
+    /// like every other endpoint but `/healthz`. Off by default: load balancers and
+    /// orchestrators probe them, and they say no more than a call's refusal would.
+    pub ready_requires_token: bool,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +45,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             token_file: None,
             max_body_bytes: 1 << 20,
+            ready_requires_token: false,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod live;
 pub mod lock;
 pub mod metrics;
 pub mod pins;
+pub mod readiness;
 pub mod run;
 pub mod startup;
 pub mod state;

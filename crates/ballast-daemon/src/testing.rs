@@ -69,6 +69,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// The data directory (plugin logs go to its `logs`); a temporary one by default.
     pub data_dir: Option<PathBuf>,
+    /// `api.ready_requires_token`.
+    pub ready_requires_token: bool,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             token: None,
             max_body_bytes: 4096,
             data_dir: None,
+            ready_requires_token: false,
         }
     }
 }
@@ -159,6 +162,7 @@ impl FiguresWatch {
 fn config(options: &Options) -> Config {
     let mut config = Config::default();
     config.api.max_body_bytes = options.max_body_bytes;
+    config.api.ready_requires_token = options.ready_requires_token;
     config.plugins = options.plugins.clone();
     config.plugin_dir = Some(plugin_dir().to_owned());
     config.tier.plugins.clear();

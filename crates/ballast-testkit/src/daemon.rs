@@ -26,6 +26,9 @@ pub struct Options {
     /// A command the daemon runs under: the daemon's own command line is appended to it (e.g.
     /// `unshare -m sh -c '... && exec "$0" "$@"'`).
     pub prefix: Vec<std::ffi::OsString>,
+    /// Start it in this cgroup (the path of its `cgroup.procs` file), e.g. a
+    /// [`MemoryCgroup`](crate::cgroup::MemoryCgroup) of the test's.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl Options {
@@ -38,6 +41,7 @@ impl Options {
             nice: false,
             profile: None,
             prefix: Vec::new(),
+            cgroup_procs: None,
         }
     }
 }
@@ -123,6 +127,9 @@ impl Daemon {
             .stderr(log_file);
         if let Some(profile) = &options.profile {
             command.args(["--profile", profile]);
+        }
+        if let Some(procs) = &options.cgroup_procs {
+            crate::cgroup::enter_on_exec(&mut command, procs);
         }
         let child = command
             .spawn()
