@@ -29,6 +29,16 @@ fn example_dir() -> tempfile::TempDir {
         std::fs::copy(root.join(source), &target).unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // The indexer imports the Python SDK from beside it, as the install step lays it out.
+    let sdk = dir.path().join("indexer/ballast_plugin");
+    std::fs::create_dir_all(&sdk).unwrap();
+    for file in ["__init__.py", "py.typed"] {
+        std::fs::copy(
+            root.join("sdk/python/ballast_plugin").join(file),
+            sdk.join(file),
+        )
+        .unwrap();
+    }
     dir
 }
 
