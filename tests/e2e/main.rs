@@ -4,6 +4,7 @@
 
 mod api_security;
 mod cgroups;
+mod checkpoints;
 mod containment;
 mod daemon;
 mod demand;

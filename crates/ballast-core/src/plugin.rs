@@ -284,6 +284,10 @@ pub struct PluginStats {
     /// for those); `None` before its first call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_call_end: Option<Timestamp>,
+    /// When its latest checkpoint was taken (periodic, at a stall, at a shed or stop, or the
+    /// one restored from disk at start): a restarted instance starts from it. `None`: none yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<Timestamp>,
     /// Calls whose chunks went to the caller as the plugin sent them.
     #[serde(default)]
     pub streamed_calls: u64,

@@ -279,7 +279,12 @@ fn retire_slot(
             tracing::warn!(plugin = %name, %fault, "plugin drain failed; stopping it anyway");
         }
         match instance.checkpoint(left) {
-            Ok(Some(blob)) if !blob.is_empty() => *checkpoint = Some(blob),
+            Ok(Some(blob)) if !blob.is_empty() => {
+                *checkpoint = Some(blob);
+                slot.shared
+                    .checkpoint_at
+                    .store(slot.shared.now().as_millis().max(1), Ordering::Relaxed);
+            }
             Ok(_) => {}
             Err(fault) => {
                 tracing::warn!(plugin = %name, %fault, "plugin checkpoint failed; its state will not carry over")

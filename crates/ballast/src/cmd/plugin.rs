@@ -380,6 +380,14 @@ fn show(p: &PluginView) -> String {
     if let Some(error) = &p.last_error {
         let _ = writeln!(out, "last error   {error}");
     }
+    let _ = writeln!(
+        out,
+        "checkpoint   {}",
+        s.last_checkpoint.map_or_else(
+            || "none yet".to_owned(),
+            |at| format!("latest taken {}", ago(at, now))
+        )
+    );
     if let Some(usage) = &s.process {
         let _ = writeln!(
             out,
