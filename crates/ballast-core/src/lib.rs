@@ -25,7 +25,7 @@ pub use plugin::{
 pub use policy::{ThresholdProfile, Thresholds};
 pub use resource::{Resource, UnknownResource};
 pub use sample::{
-    CpuReading, DiskReading, GpuMemoryHolder, GpuMemoryUnattributed, GpuProcess, GpuReading,
+    CpuQuota, CpuReading, DiskReading, GpuMemoryHolder, GpuMemoryUnattributed, GpuProcess, GpuReading,
     MemoryReading, MemoryScope, Metric, PluginUsage, ProcessReading, PsiLine, PsiReading,
     PsiReadings, Sample,
 };

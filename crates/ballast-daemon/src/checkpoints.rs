@@ -180,3 +180,71 @@ impl<T: TriggerSource> TriggerSource for StallTee<T> {
         Box::new(inner).start(Box::new(TeeSink { sink, checkpointer }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::store::checkpoint_path;
+    use crate::testing::{Options, app_state, plugin};
+
+    /// Waits (bounded) until `test` holds.
+    async fn wait_for(what: &str, test: impl Fn() -> bool) {
+        for _ in 0..4000 {
+            if test() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{what} never happened");
+    }
+
+    #[actix_web::test]
+    async fn a_memory_stall_checkpoints_the_running_plugins_and_stores_it() {
+        let mut voice = plugin("voice", 10);
+        // Far off: only the stall can take this checkpoint.
+        voice.checkpoint_interval = Some(Duration::from_secs(3600));
+        let fixture = app_state(Options {
+            plugins: vec![voice, plugin("stubs", 100)],
+            ..Options::default()
+        })
+        .await;
+        for _ in 0..2 {
+            let answer = fixture
+                .host
+                .send(ballast_host::Call {
+                    plugin: "voice".into(),
+                    request: b"hello".to_vec(),
+                    options: None,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(String::from_utf8_lossy(&answer).contains("hello"));
+        }
+        assert_eq!(
+            fixture.plugin_host.checkpoint_taken_at("voice").unwrap(),
+            None
+        );
+
+        let path = checkpoint_path(&fixture.topology.data_dir, "voice");
+
+        // A minute later, memory stalls: voice is checkpointed at once and stored; stubs, with
+        // no interval, is not.
+        fixture.advance_clock(Duration::from_secs(60));
+        fixture.fire_trigger();
+        wait_for("voice's stall checkpoint on disk", || path.exists()).await;
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(stored["calls_served"], 2, "{stored}");
+        let taken = fixture.plugin_host.checkpoint_taken_at("voice").unwrap();
+        assert!(taken.is_some());
+        let status = fixture.plugin_host.status("voice").unwrap();
+        assert_eq!(status.stats.last_checkpoint, taken);
+        assert!(status.state.name() == "enabled", "still running");
+        assert!(
+            !checkpoint_path(&fixture.topology.data_dir, "stubs").exists(),
+            "stubs has no checkpoint_interval"
+        );
+    }
+}

@@ -41,8 +41,8 @@ use ballast_host::{
     Subscribe as HostSubscribe,
 };
 use ballast_monitor::{
-    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PsiTrigger,
-    ReportPluginUsage,
+    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PressureFiles,
+    PsiTrigger, ReportPluginUsage,
 };
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
 use ballast_process::cgroup::{CgroupRoots, CgroupTree};
@@ -109,8 +109,10 @@ impl Environment {
         if let Some(library) = &config.monitor.nvml_library {
             monitor.nvml = NvmlSource::Path(library.clone());
         }
+        // Armed on the memory pressure file the monitor reads: the daemon's v2 cgroup's when it
+        // runs in one, else the host's.
         let trigger = if config.monitor.psi_trigger {
-            Trigger::Psi(monitor.proc_root.join("pressure/memory"))
+            Trigger::Psi(PressureFiles::discover(&monitor.proc_root, &monitor.sys_root).memory)
         } else {
             Trigger::None
         };
