@@ -529,6 +529,9 @@ pub struct ProcessStatus {
 /// A plugin process's own cgroup: the limits the kernel enforces on it and what it reports.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CgroupStatus {
+    /// Its own memory pressure (v2 `memory.pressure`), while it is read; none on v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_pressure: Option<crate::sample::PsiReading>,
     /// `v1` or `v2`.
     pub version: String,
     /// Its directory (on v1, the one in the memory hierarchy).

@@ -597,6 +597,16 @@ fn kernel_line(cgroup: &ballast_core::CgroupStatus) -> String {
     if let Some(throttled) = cgroup.cpu_throttled_seconds.filter(|t| *t > 0.0) {
         parts.push(format!("throttled {throttled:.1}s"));
     }
+    if let Some(psi) = cgroup.memory_pressure.filter(|_| cgroup.live) {
+        let full = psi
+            .full
+            .map(|f| format!(", full {:.2}%", f.avg10))
+            .unwrap_or_default();
+        parts.push(format!(
+            "memory pressure some {:.2}%{full} (10 s)",
+            psi.some.avg10
+        ));
+    }
     let e = &cgroup.events;
     parts.push(format!(
         "events: {} high, {} at the limit, {} oom, {} oom kills",
