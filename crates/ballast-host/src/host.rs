@@ -723,7 +723,12 @@ impl PluginHost {
     /// When the plugin's latest checkpoint was taken, if it has one.
     pub fn checkpoint_taken_at(&self, name: &str) -> Result<Option<Timestamp>, HostError> {
         Ok(
-            match self.slot(name)?.shared.checkpoint_at.load(Ordering::Relaxed) {
+            match self
+                .slot(name)?
+                .shared
+                .checkpoint_at
+                .load(Ordering::Relaxed)
+            {
                 0 => None,
                 ms => Some(Timestamp::from_millis(ms)),
             },

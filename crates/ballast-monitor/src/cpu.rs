@@ -70,8 +70,9 @@ impl CpuSampler {
                 self.last_utilization = Some((busy as f64 / total as f64).clamp(0.0, 1.0));
             }
         }
-        let not_ready =
-            SampleError::NotReady("CPU utilization needs two readings; the next sample will have it");
+        let not_ready = SampleError::NotReady(
+            "CPU utilization needs two readings; the next sample will have it",
+        );
         let quota = self.sample_cgroup(&times)?;
         let utilization = match &quota {
             Some(_) => self.last_cgroup_utilization.ok_or(not_ready)?,
@@ -108,7 +109,10 @@ impl CpuSampler {
                 self.last_cgroup_utilization = Some((used / (elapsed_us * cores)).clamp(0.0, 1.0));
             }
         }
-        if self.previous_cgroup.is_none_or(|(_, total)| total != times.total) {
+        if self
+            .previous_cgroup
+            .is_none_or(|(_, total)| total != times.total)
+        {
             self.previous_cgroup = Some((usage_us, times.total));
         }
         Ok(Some(CpuQuota {

@@ -94,9 +94,9 @@ fn discover_in(entries: &[CgroupEntry], cgroup_root: &Path) -> Option<CpuCgroup>
         for mount in V1_CPU_MOUNTS {
             if let Some(dir) = find_dir(&cgroup_root.join(mount), &entry.path, "cpu.cfs_quota_us") {
                 let usage = entries.iter().find(|e| has(e, "cpuacct")).and_then(|acct| {
-                    V1_CPUACCT_MOUNTS.iter().find_map(|m| {
-                        find_dir(&cgroup_root.join(m), &acct.path, "cpuacct.usage")
-                    })
+                    V1_CPUACCT_MOUNTS
+                        .iter()
+                        .find_map(|m| find_dir(&cgroup_root.join(m), &acct.path, "cpuacct.usage"))
                 });
                 return Some(CpuCgroup {
                     scope: MemoryScope::CgroupV1 {

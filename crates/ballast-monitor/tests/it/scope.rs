@@ -8,8 +8,7 @@ use proptest::prelude::*;
 
 use crate::machine::FakeMachine;
 
-const CGROUP_MEMORY_PRESSURE: &str =
-    "some avg10=42.00 avg60=10.00 avg300=2.00 total=77\nfull avg10=30.00 avg60=8.00 avg300=1.00 total=55\n";
+const CGROUP_MEMORY_PRESSURE: &str = "some avg10=42.00 avg60=10.00 avg300=2.00 total=77\nfull avg10=30.00 avg60=8.00 avg300=1.00 total=55\n";
 
 /// Writes a v2 cgroup directory `dir` with pressure files (cpu 3.00, memory 42.00, io 7.00).
 fn v2_cgroup(machine: &FakeMachine, dir: &str) {
@@ -41,7 +40,10 @@ fn a_v2_cgroups_pressure_files_are_read_and_named() {
     };
     let files = monitor.pressure_files().clone();
     assert_eq!(files.scope, scope);
-    assert_eq!(files.memory, machine.path(&format!("{dir}/memory.pressure")));
+    assert_eq!(
+        files.memory,
+        machine.path(&format!("{dir}/memory.pressure"))
+    );
     let psi = monitor.sample_psi();
     assert_eq!(psi.scope, scope);
     assert_eq!(psi.memory.value().unwrap().some.avg10, 42.0);
@@ -125,7 +127,10 @@ fn cpu_utilization_is_relative_to_a_v2_quota() {
     let machine = FakeMachine::new();
     machine.write("proc/self/cgroup", "0::/app\n");
     machine.write("sys/fs/cgroup/app/cpu.max", "100000 100000\n");
-    machine.write("sys/fs/cgroup/app/cpu.stat", "usage_usec 5000\nuser_usec 1\n");
+    machine.write(
+        "sys/fs/cgroup/app/cpu.stat",
+        "usage_usec 5000\nuser_usec 1\n",
+    );
     let mut monitor = Monitor::new(machine.config());
     // Half the host busy (2 of 2 cores' jiffies: 200 busy of 400), and the cgroup used half its
     // one-core quota over the same time.
@@ -140,7 +145,12 @@ fn cpu_utilization_is_relative_to_a_v2_quota() {
     assert!((cpu.utilization - 0.5).abs() < 1e-3, "{cpu:?}");
     let quota = cpu.quota.as_ref().unwrap();
     assert_eq!(quota.cores, 1.0);
-    assert_eq!(quota.scope, MemoryScope::CgroupV2 { path: "/app".into() });
+    assert_eq!(
+        quota.scope,
+        MemoryScope::CgroupV2 {
+            path: "/app".into()
+        }
+    );
 
     // Busier than its quota allows (a burst): clamped to 1.
     machine.set_cpu_ticks(300 + 100, 1400 + 400);
@@ -189,7 +199,11 @@ fn cpu_utilization_is_relative_to_a_v1_cfs_quota() {
     // A counter that cannot be read makes CPU unavailable, saying which file.
     machine.write(&format!("{dir}/cpuacct.usage"), "lots\n");
     machine.set_cpu_ticks(150 + 50, 1400 + 400);
-    let reason = monitor.sample_cpu().unavailable_reason().unwrap().to_owned();
+    let reason = monitor
+        .sample_cpu()
+        .unavailable_reason()
+        .unwrap()
+        .to_owned();
     assert!(reason.contains("cpuacct.usage"), "{reason}");
 }
 

@@ -63,7 +63,10 @@ pub fn parse_pressure(file: &str, text: &str) -> Result<PsiReading, CgroupError>
         let mut seen = 0;
         for word in words {
             let Some((key, value)) = word.split_once('=') else {
-                return Err(parse_error(file, format!("`{}` is not key=value", excerpt(word))));
+                return Err(parse_error(
+                    file,
+                    format!("`{}` is not key=value", excerpt(word)),
+                ));
             };
             let bad = || parse_error(file, format!("{key}: `{}` is not a number", excerpt(value)));
             let avg = || {

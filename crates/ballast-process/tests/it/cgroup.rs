@@ -339,12 +339,20 @@ fn pressure_files_parse_as_the_kernel_writes_them_and_fail_saying_why() {
         ("", "it has no `some` line"),
         ("some avg10=1 avg60=2 avg300=3\n", "lacks one of"),
         ("some avg10=1 avg10=2 avg300=3 total=4\n", "lacks one of"),
-        ("some avg10=x avg60=2 avg300=3 total=4\n", "avg10: `x` is not a number"),
-        ("some avg10=-1 avg60=2 avg300=3 total=4\n", "avg10: `-1` is not a number"),
+        (
+            "some avg10=x avg60=2 avg300=3 total=4\n",
+            "avg10: `x` is not a number",
+        ),
+        (
+            "some avg10=-1 avg60=2 avg300=3 total=4\n",
+            "avg10: `-1` is not a number",
+        ),
         ("most avg10=1\n", "a line starts with `most`"),
         ("some avg10\n", "`avg10` is not key=value"),
     ] {
-        let error = parse_pressure("memory.pressure", text).unwrap_err().to_string();
+        let error = parse_pressure("memory.pressure", text)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("memory.pressure"), "{error}");
         assert!(error.contains(why), "{text:?}: {error}");
     }
