@@ -578,7 +578,7 @@ impl Topology {
                         usage: gpu,
                     });
                 }
-                telemetry.do_send(Record(DaemonEvent::Sample(sample.clone())));
+                telemetry.do_send(Record(DaemonEvent::Sample(Box::new(sample.clone()))));
                 true
             });
             let sample_clock = Arc::clone(&clock);
