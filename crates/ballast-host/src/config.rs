@@ -540,6 +540,23 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_interval_reads_like_people_write_it_and_has_a_floor() {
+        let c: PluginConfig = serde_json::from_value(serde_json::json!({
+            "name": "indexer", "path": "/x", "checkpoint_interval": "10m"
+        }))
+        .unwrap();
+        assert_eq!(c.checkpoint_interval, Some(Duration::from_secs(600)));
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(PluginConfig::new("voice", "/x").checkpoint_interval, None);
+        let mut fast = PluginConfig::new("voice", "/x");
+        fast.checkpoint_interval = Some(Duration::from_millis(500));
+        assert_eq!(
+            fast.problems(),
+            ["plugin `voice`: checkpoint_interval must be at least 1s (leave it out for no periodic checkpoints)"]
+        );
+    }
+
+    #[test]
     fn every_problem_is_named() {
         let mut c = PluginConfig::new("bad name", "/x");
         c.max_concurrent_calls = 0;
