@@ -552,7 +552,9 @@ mod tests {
         fast.checkpoint_interval = Some(Duration::from_millis(500));
         assert_eq!(
             fast.problems(),
-            ["plugin `voice`: checkpoint_interval must be at least 1s (leave it out for no periodic checkpoints)"]
+            [
+                "plugin `voice`: checkpoint_interval must be at least 1s (leave it out for no periodic checkpoints)"
+            ]
         );
     }
 
