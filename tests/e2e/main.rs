@@ -5,6 +5,7 @@
 mod api_security;
 mod cgroups;
 mod check;
+mod checkpoints;
 mod containment;
 mod daemon;
 mod demand;

@@ -25,8 +25,8 @@ pub use plugin::{
 pub use policy::{ThresholdProfile, Thresholds};
 pub use resource::{Resource, UnknownResource};
 pub use sample::{
-    CpuReading, DiskReading, GpuMemoryHolder, GpuMemoryUnattributed, GpuProcess, GpuReading,
-    MemoryReading, MemoryScope, Metric, PluginUsage, ProcessReading, PsiLine, PsiReading,
-    PsiReadings, Sample,
+    CpuQuota, CpuReading, DiskReading, GpuMemoryHolder, GpuMemoryUnattributed, GpuProcess,
+    GpuReading, MemoryReading, MemoryScope, Metric, PluginUsage, ProcessReading, PsiLine,
+    PsiReading, PsiReadings, Sample,
 };
 pub use time::{Civil, Timestamp};

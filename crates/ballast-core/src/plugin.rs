@@ -284,6 +284,10 @@ pub struct PluginStats {
     /// for those); `None` before its first call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_call_end: Option<Timestamp>,
+    /// When its latest checkpoint was taken (periodic, at a stall, at a shed or stop, or the
+    /// one restored from disk at start): a restarted instance starts from it. `None`: none yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<Timestamp>,
     /// Calls whose chunks went to the caller as the plugin sent them.
     #[serde(default)]
     pub streamed_calls: u64,
@@ -525,6 +529,9 @@ pub struct ProcessStatus {
 /// A plugin process's own cgroup: the limits the kernel enforces on it and what it reports.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CgroupStatus {
+    /// Its own memory pressure (v2 `memory.pressure`), while it is read; none on v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_pressure: Option<crate::sample::PsiReading>,
     /// `v1` or `v2`.
     pub version: String,
     /// Its directory (on v1, the one in the memory hierarchy).

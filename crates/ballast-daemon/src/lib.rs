@@ -5,6 +5,7 @@
 //! reach the daemon through the wire types of `ballast-api`, never through this crate.
 
 pub mod api;
+pub mod checkpoints;
 pub mod config;
 pub mod journal;
 pub mod live;

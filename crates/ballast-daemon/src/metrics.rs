@@ -194,6 +194,8 @@ pub struct Metrics {
     process_threads: Family<PluginLabels, Gauge>,
     process_read: Family<PluginLabels, Counter>,
     process_written: Family<PluginLabels, Counter>,
+    // A plugin cgroup's own memory pressure (v2), `some` and `full` over 10 s, as fractions.
+    plugin_memory_pressure: Family<Vec<(String, String)>, GaugeF64>,
     plugin_restarts: Family<PluginLabels, Counter>,
     plugin_condition: Family<AlertLabels, Gauge>,
     plugin_alerts: Family<AlertLabels, Counter>,
@@ -419,6 +421,12 @@ impl Metrics {
             "CPU used by the plugin's process and its children, in cores",
             process_cpu_cores.clone(),
         );
+        let plugin_memory_pressure = Family::<Vec<(String, String)>, GaugeF64>::default();
+        registry.register(
+            "plugin_memory_pressure_ratio",
+            "Share of the last 10 s the tasks of the plugin's cgroup stalled waiting for memory (cgroup v2 memory.pressure avg10; kind some or full)",
+            plugin_memory_pressure.clone(),
+        );
         let process_cpu_seconds = Family::<PluginLabels, CounterF64>::default();
         registry.register_with_unit(
             "plugin_process_cpu",
@@ -592,6 +600,7 @@ impl Metrics {
             process_threads,
             process_read,
             process_written,
+            plugin_memory_pressure,
             plugin_restarts,
             plugin_condition,
             plugin_alerts,
@@ -987,6 +996,7 @@ impl Metrics {
             family.clear();
         }
         self.process_cpu_cores.clear();
+        self.plugin_memory_pressure.clear();
         self.plugin_condition.clear();
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for status in plugins {
@@ -1003,6 +1013,23 @@ impl Metrics {
                         alert: condition.as_str().to_owned(),
                     })
                     .set(1);
+            }
+            if let Some(psi) = process
+                .cgroup
+                .as_ref()
+                .filter(|c| c.live)
+                .and_then(|c| c.memory_pressure)
+            {
+                for (kind, line) in [("some", Some(psi.some)), ("full", psi.full)] {
+                    if let Some(line) = line {
+                        self.plugin_memory_pressure
+                            .get_or_create(&vec![
+                                ("plugin".to_owned(), status.name.clone()),
+                                ("kind".to_owned(), kind.to_owned()),
+                            ])
+                            .set(line.avg10 / 100.0);
+                    }
+                }
             }
             let restarts = self.plugin_restarts.get_or_create(&labels);
             let count = u64::from(process.restarts);

@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ballast_host::PluginConfig;
@@ -95,6 +96,8 @@ pub struct Fixture {
     /// The machine the monitor reads.
     pub machine: FakeProc,
     trigger: ManualTriggerHandle,
+    /// How far the daemon's clock is ahead of the system's, in milliseconds.
+    clock_ahead: Arc<AtomicU64>,
     _dir: tempfile::TempDir,
 }
 
@@ -107,6 +110,17 @@ impl Deref for Fixture {
 }
 
 impl Fixture {
+    /// Moves the daemon's clock `by` ahead (the system's time plus what was added so far).
+    pub fn advance_clock(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.clock_ahead.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Fires the monitor's pressure trigger, as the kernel would when memory stalls.
+    pub fn fire_trigger(&self) {
+        assert!(self.trigger.fire(), "the monitor's trigger is not armed");
+    }
+
     /// Sets the figures of [`set_figures`], has the monitor sample through its trigger, and
     /// returns a watch that sees when that sample and its assessment reached the live view.
     fn sample_figures(&self) -> FiguresWatch {
@@ -176,8 +190,13 @@ pub async fn app_state(options: Options) -> Fixture {
     let machine = FakeProc::new(dir.path());
     let (trigger, handle) = ManualTrigger::new();
     let config = Arc::new(config(&options));
+    let clock_ahead = Arc::new(AtomicU64::new(0));
+    let system = ballast_host::system_clock();
+    let ahead = Arc::clone(&clock_ahead);
     let env = Environment {
-        clock: ballast_host::system_clock(),
+        clock: Arc::new(move || {
+            system().saturating_add(Duration::from_millis(ahead.load(Ordering::SeqCst)))
+        }),
         monitor: MonitorConfig {
             proc_root: machine.proc_root().to_owned(),
             sys_root: machine.sys_root().to_owned(),
@@ -208,6 +227,7 @@ pub async fn app_state(options: Options) -> Fixture {
         topology,
         machine,
         trigger: handle,
+        clock_ahead,
         _dir: dir,
     }
 }

@@ -10,6 +10,8 @@
 //!      +----------------------- ReportPluginUsage <------------ HostEvent <------------+
 //! every actor --Record--> TelemetryActor (live view, metrics) --Append--> Journal  [disk]
 //! override decisions, API pins --PersistPins--> PinWriter (pins.json)               [disk]
+//! HostEvent (states), PSI trigger, emergency --> Checkpointer --TakeCheckpoint--> PluginHostActor
+//!                                                 +--SaveCheckpoint--> Journal            [disk]
 //! ```
 //!
 //! Where each actor runs: the control loop (monitor, predictor, scaler, the host actor, the
@@ -30,7 +32,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use anyhow::{Context as _, Result};
 use ballast_core::Sample;
-use ballast_core::decision::{DecisionKind, Mode};
+use ballast_core::decision::{DecisionKind, Mode, Rule};
 use ballast_core::plugin::{Command, PluginEventKind, PluginState};
 use ballast_core::sample::PluginUsage;
 use ballast_core::tier::Tier;
@@ -39,8 +41,8 @@ use ballast_host::{
     Subscribe as HostSubscribe,
 };
 use ballast_monitor::{
-    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PsiTrigger,
-    ReportPluginUsage,
+    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PressureFiles,
+    PsiTrigger, ReportPluginUsage,
 };
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
 use ballast_process::cgroup::{CgroupRoots, CgroupTree};
@@ -51,6 +53,7 @@ use ballast_scaler::actor::{
 use ballast_scaler::{Scaler, ScalerActor};
 use ballast_tier::{CurrentTier, SubscribeTier, TierActor};
 
+use crate::checkpoints::{Checkpointer, PluginStateMsg, Stall, StallTee};
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::live::{DaemonEvent, LiveView};
@@ -106,8 +109,10 @@ impl Environment {
         if let Some(library) = &config.monitor.nvml_library {
             monitor.nvml = NvmlSource::Path(library.clone());
         }
+        // Armed on the memory pressure file the monitor reads: the daemon's v2 cgroup's when it
+        // runs in one, else the host's.
         let trigger = if config.monitor.psi_trigger {
-            Trigger::Psi(monitor.proc_root.join("pressure/memory"))
+            Trigger::Psi(PressureFiles::discover(&monitor.proc_root, &monitor.sys_root).memory)
         } else {
             Trigger::None
         };
@@ -264,6 +269,10 @@ impl Topology {
 
         // Plugins: loaded now (failures are logged, not fatal), enabled after the start-up plan.
         let plugin_configs = config.resolved_plugins();
+        let checkpoint_intervals: Vec<(String, Duration)> = plugin_configs
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.checkpoint_interval?)))
+            .collect();
         let cgroups = plugin_cgroups.map_or(Cgroups::Off, |roots| {
             set_up_cgroups(&roots, process_sample_interval)
         });
@@ -310,6 +319,13 @@ impl Topology {
             .context("cannot open the telemetry logs")?;
             Journal::start_in_arbiter(&disk.handle(), move |_| journal)
         };
+        let checkpointer = Checkpointer::new(
+            checkpoint_intervals,
+            Arc::clone(&clock),
+            host.clone(),
+            journal.clone(),
+        )
+        .start();
         let telemetry = TelemetryActor::new(
             Arc::clone(&live),
             Arc::clone(&metrics),
@@ -371,7 +387,12 @@ impl Topology {
             let decisions = {
                 let telemetry = telemetry.clone();
                 let pin_writer = pin_writer.clone();
+                let checkpointer = checkpointer.clone();
                 Relay::start(move |DecisionMsg(decision): DecisionMsg| {
+                    // An emergency is a memory stall: what keeps running is checkpointed.
+                    if decision.rule == Rule::Emergency {
+                        checkpointer.do_send(Stall { by: "emergency" });
+                    }
                     // A pin that ran out (or any override) changes what pins.json must hold.
                     if decision.kind == DecisionKind::Override {
                         pin_writer.do_send(PersistPins);
@@ -453,7 +474,15 @@ impl Topology {
             let telemetry = telemetry.clone();
             let monitor = monitor_address.clone();
             let journal = journal.clone();
+            let checkpointer = checkpointer.clone();
             let relay = Relay::start(move |HostEvent(event): HostEvent| {
+                if let PluginEventKind::StateChanged { to, .. } = &event.kind {
+                    checkpointer.do_send(PluginStateMsg {
+                        plugin: event.plugin.clone(),
+                        to: to.clone(),
+                        at: event.at,
+                    });
+                }
                 match &event.kind {
                     PluginEventKind::Stats(stats) => {
                         monitor.do_send(ReportPluginUsage(PluginUsage {
@@ -549,7 +578,7 @@ impl Topology {
                         usage: gpu,
                     });
                 }
-                telemetry.do_send(Record(DaemonEvent::Sample(sample.clone())));
+                telemetry.do_send(Record(DaemonEvent::Sample(Box::new(sample.clone()))));
                 true
             });
             let sample_clock = Arc::clone(&clock);
@@ -559,8 +588,14 @@ impl Topology {
                 .with_subscriber(subscriber);
             let actor = match trigger {
                 Trigger::None => actor.with_trigger(NoTrigger),
-                Trigger::Psi(path) => actor.with_trigger(PsiTrigger::memory(path)),
-                Trigger::Manual(manual) => actor.with_trigger(manual),
+                Trigger::Psi(path) => actor.with_trigger(StallTee {
+                    inner: PsiTrigger::memory(path),
+                    checkpointer: checkpointer.clone(),
+                }),
+                Trigger::Manual(manual) => actor.with_trigger(StallTee {
+                    inner: manual,
+                    checkpointer: checkpointer.clone(),
+                }),
             };
             monitor_context.run(actor);
         }

@@ -184,6 +184,11 @@ pub struct PluginConfig {
     /// How many calls may wait for the plugin to load; more get "busy" (429) at once.
     #[serde(default = "default_wake_queue")]
     pub wake_queue: u32,
+    /// Take a checkpoint of the running plugin this often (`10m`), and one when memory stalls,
+    /// so that a restart after a crash, a kernel kill or a daemon restart comes back from it.
+    /// Unset (the default): checkpoints only when the plugin is shed, unloaded or stopped.
+    #[serde(default, with = "humantime_serde")]
+    pub checkpoint_interval: Option<Duration>,
 }
 
 fn default_true() -> bool {
@@ -276,6 +281,7 @@ impl PluginConfig {
             keep_alive: None,
             load_timeout: default_load_timeout(),
             wake_queue: default_wake_queue(),
+            checkpoint_interval: None,
         }
     }
 
@@ -339,6 +345,15 @@ impl PluginConfig {
         if self.keep_alive.is_some_and(|k| k.is_zero()) {
             problems.push(format!(
                 "{who}: keep_alive must be longer than zero (leave it out to never unload the plugin for idleness)"
+            ));
+        }
+        if self
+            .checkpoint_interval
+            .is_some_and(|i| i < crate::checkpoint::MIN_INTERVAL)
+        {
+            problems.push(format!(
+                "{who}: checkpoint_interval must be at least {}s (leave it out for no periodic checkpoints)",
+                crate::checkpoint::MIN_INTERVAL.as_secs()
             ));
         }
         if self.load_timeout.is_zero() || self.load_timeout > Duration::from_secs(3600) {
@@ -522,6 +537,25 @@ mod tests {
         assert_eq!(c.max_concurrent_calls, 4);
         assert!(c.enabled);
         assert!(c.problems().is_empty(), "{:?}", c.problems());
+    }
+
+    #[test]
+    fn a_checkpoint_interval_reads_like_people_write_it_and_has_a_floor() {
+        let c: PluginConfig = serde_json::from_value(serde_json::json!({
+            "name": "indexer", "path": "/x", "checkpoint_interval": "10m"
+        }))
+        .unwrap();
+        assert_eq!(c.checkpoint_interval, Some(Duration::from_secs(600)));
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(PluginConfig::new("voice", "/x").checkpoint_interval, None);
+        let mut fast = PluginConfig::new("voice", "/x");
+        fast.checkpoint_interval = Some(Duration::from_millis(500));
+        assert_eq!(
+            fast.problems(),
+            [
+                "plugin `voice`: checkpoint_interval must be at least 1s (leave it out for no periodic checkpoints)"
+            ]
+        );
     }
 
     #[test]

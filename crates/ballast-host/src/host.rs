@@ -7,7 +7,7 @@
 //! reason and since when.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -267,6 +267,7 @@ impl PluginHost {
             last_call_end: AtomicU64::new(0),
             cancels: Mutex::new(std::collections::HashMap::new()),
             next_ticket: AtomicU64::new(0),
+            checkpoint_at: AtomicU64::new(0),
         });
         let (jobs, receiver) = crate::queue::queue::<Job>();
         for i in 0..config.max_concurrent_calls {
@@ -771,6 +772,62 @@ impl PluginHost {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = blob;
         Ok(())
+    }
+
+    /// When the plugin's latest checkpoint was taken, if it has one.
+    pub fn checkpoint_taken_at(&self, name: &str) -> Result<Option<Timestamp>, HostError> {
+        Ok(
+            match self
+                .slot(name)?
+                .shared
+                .checkpoint_at
+                .load(Ordering::Relaxed)
+            {
+                0 => None,
+                ms => Some(Timestamp::from_millis(ms)),
+            },
+        )
+    }
+
+    /// Says when the checkpoint set by [`Self::set_checkpoint`] was taken (e.g. its file's
+    /// modification time), for the plugin's stats.
+    pub fn set_checkpoint_taken_at(&self, name: &str, at: Timestamp) -> Result<(), HostError> {
+        self.slot(name)?
+            .shared
+            .checkpoint_at
+            .store(at.as_millis().max(1), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Asks the running instance for its checkpoint without stopping it, and keeps it as the one
+    /// the next instance starts from (after a crash, a kernel kill, a shed or a restart). Runs
+    /// under the lifecycle lock, so it never overlaps a drain or a restart; a native plugin's
+    /// calls are held for the time it takes. `Ok(None)` when the plugin does not run (or is
+    /// suspended) or had nothing to hand over; `Ok(Some(at))` when a checkpoint taken at `at`
+    /// is now kept (call [`Self::checkpoint`] to read it).
+    pub fn take_checkpoint(&self, name: &str) -> Result<Option<Timestamp>, HostError> {
+        let slot = self.slot(name)?;
+        let mut kept = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, instance) = slot.shared.snapshot();
+        let (PluginState::Enabled { .. }, Some(instance)) = (state, instance) else {
+            return Ok(None);
+        };
+        match instance.checkpoint(slot.config.drain_timeout) {
+            Ok(Some(blob)) if !blob.is_empty() => {
+                let at = slot.shared.now();
+                *kept = Some(blob);
+                slot.shared
+                    .checkpoint_at
+                    .store(at.as_millis().max(1), Ordering::Relaxed);
+                Ok(Some(at))
+            }
+            Ok(_) => Ok(None),
+            Err(fault) => Err(HostError::Plugin {
+                plugin: name.to_owned(),
+                operation: "checkpoint",
+                fault,
+            }),
+        }
     }
 
     /// Disables every plugin (for shutdown), lowest priority first.

@@ -14,6 +14,7 @@
 #[cfg(feature = "actor")]
 mod actor;
 pub mod check;
+pub mod checkpoint;
 mod config;
 mod elf;
 mod error;
@@ -33,7 +34,9 @@ mod trust;
 pub mod worker;
 
 #[cfg(feature = "actor")]
-pub use actor::{Call, CallWhenReady, Execute, HostEvent, PluginHostActor, Subscribe};
+pub use actor::{
+    Call, CallWhenReady, Execute, HostEvent, PluginHostActor, Subscribe, TakeCheckpoint,
+};
 pub use ballast_core::plugin::{ProcessStatus, ProgressStatus};
 pub use config::{Isolation, LevelConfig, PluginConfig, PluginKind, Protocol};
 pub use elf::{ElfProblem, check_shared_object};

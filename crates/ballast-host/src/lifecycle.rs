@@ -338,6 +338,9 @@ fn retire_slot(
             Ok(Some(blob)) if !blob.is_empty() => {
                 let size = blob.len();
                 *checkpoint = Some(blob);
+                slot.shared
+                    .checkpoint_at
+                    .store(slot.shared.now().as_millis().max(1), Ordering::Relaxed);
                 Ok(Some(size))
             }
             Ok(_) => Ok(None),

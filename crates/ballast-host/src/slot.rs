@@ -219,6 +219,8 @@ pub(crate) struct Shared {
     pub(crate) cancels: Mutex<HashMap<u64, CancelToken>>,
     /// The next ticket.
     pub(crate) next_ticket: AtomicU64,
+    /// When the latest checkpoint was taken, in milliseconds since the epoch (0: none).
+    pub(crate) checkpoint_at: AtomicU64,
 }
 
 impl Shared {
@@ -559,6 +561,10 @@ impl Slot {
             first_chunk_p50_us: quantile(&s.first_chunk_us, 0.50),
             first_chunk_p95_us: quantile(&s.first_chunk_us, 0.95),
             last_call_end: match self.shared.last_call_end.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(Timestamp::from_millis(ms)),
+            },
+            last_checkpoint: match self.shared.checkpoint_at.load(Ordering::Relaxed) {
                 0 => None,
                 ms => Some(Timestamp::from_millis(ms)),
             },

@@ -1,16 +1,16 @@
 //! What the kernel reports about a plugin's cgroup: pure parsers of its files (v2
-//! `memory.events`, `cpu.stat`; v1 `memory.failcnt`, `memory.oom_control`, `cpuacct.usage`), and
+//! `memory.events`, `cpu.stat`, `memory.pressure`; v1 `memory.failcnt`, `memory.oom_control`, `cpuacct.usage`), and
 //! [`EventTracker`], a sans-IO state machine that turns successive readings into alerts and, once
 //! the process has exited, says whether the kernel killed it at its limit.
 
 use ballast_core::format::bytes;
-use ballast_core::{MemoryEventCounts, PluginAlert};
+use ballast_core::{MemoryEventCounts, PluginAlert, PsiLine, PsiReading};
 
 use super::CgroupError;
 use super::layout::Version;
 
 /// One reading of a plugin's cgroup. A figure whose file is missing or unreadable is `None`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Reading {
     /// The memory event counters (v1: `oom` is 0, see `under_oom`).
     pub events: MemoryEventCounts,
@@ -24,6 +24,9 @@ pub struct Reading {
     pub cpu_usage_ns: Option<u64>,
     /// Time held back by the CPU quota, in nanoseconds.
     pub cpu_throttled_ns: Option<u64>,
+    /// Its own memory pressure (v2 `memory.pressure`; v1 has none): how long its tasks stalled
+    /// waiting for memory, reclaim at its `memory.high` included.
+    pub memory_pressure: Option<PsiReading>,
 }
 
 fn parse_error(file: &str, problem: String) -> CgroupError {
@@ -31,6 +34,72 @@ fn parse_error(file: &str, problem: String) -> CgroupError {
         file: file.to_owned(),
         problem,
     }
+}
+
+/// Parses a pressure file (`memory.pressure`): a `some` line and, where the kernel writes one,
+/// a `full` line, each `avg10=.. avg60=.. avg300=.. total=..`.
+pub fn parse_pressure(file: &str, text: &str) -> Result<PsiReading, CgroupError> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let slot = match words.next() {
+            Some("some") => &mut some,
+            Some("full") => &mut full,
+            Some(other) => {
+                return Err(parse_error(
+                    file,
+                    format!("a line starts with `{}`, not some or full", excerpt(other)),
+                ));
+            }
+            None => continue,
+        };
+        let mut line = PsiLine {
+            avg10: f64::NAN,
+            avg60: f64::NAN,
+            avg300: f64::NAN,
+            total_us: 0,
+        };
+        let mut seen = 0;
+        for word in words {
+            let Some((key, value)) = word.split_once('=') else {
+                return Err(parse_error(
+                    file,
+                    format!("`{}` is not key=value", excerpt(word)),
+                ));
+            };
+            let bad = || parse_error(file, format!("{key}: `{}` is not a number", excerpt(value)));
+            let avg = || {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(bad)
+            };
+            match key {
+                "avg10" => line.avg10 = avg()?,
+                "avg60" => line.avg60 = avg()?,
+                "avg300" => line.avg300 = avg()?,
+                "total" => line.total_us = value.parse().map_err(|_| bad())?,
+                _ => continue,
+            }
+            seen |= match key {
+                "avg10" => 1,
+                "avg60" => 2,
+                "avg300" => 4,
+                _ => 8,
+            };
+        }
+        if seen != 15 {
+            return Err(parse_error(
+                file,
+                "a line lacks one of avg10, avg60, avg300, total".to_owned(),
+            ));
+        }
+        *slot = Some(line);
+    }
+    let some = some.ok_or_else(|| parse_error(file, "it has no `some` line".to_owned()))?;
+    Ok(PsiReading { some, full })
 }
 
 /// Parses a file holding one number (`memory.current`, `memory.failcnt`, `cpuacct.usage`...).

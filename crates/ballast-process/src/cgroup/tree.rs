@@ -22,6 +22,7 @@ use ballast_core::{CgroupStatus, MemoryEventCounts};
 use super::CgroupError;
 use super::events::{
     Reading, keyed, parse_cpu_stat, parse_memory_events, parse_number, parse_oom_control,
+    parse_pressure,
 };
 use super::layout::{Layout, Version, choose, discover, parse_mountinfo, parse_proc_cgroup};
 use super::limits::{Controller, Limits, settings};
@@ -677,6 +678,8 @@ impl PluginCgroup {
                 }
                 reading.memory_current = number("memory.current");
                 reading.memory_peak = number("memory.peak");
+                reading.memory_pressure = read(memory, "memory.pressure")
+                    .and_then(|t| parse_pressure("memory.pressure", &t).ok());
                 if let Some((usage, throttled)) =
                     read(memory, "cpu.stat").and_then(|t| parse_cpu_stat(Version::V2, &t).ok())
                 {
@@ -731,6 +734,7 @@ impl PluginCgroup {
             cpu_seconds: seconds(reading.cpu_usage_ns),
             cpu_throttled_seconds: seconds(reading.cpu_throttled_ns),
             events: counts,
+            memory_pressure: reading.memory_pressure,
         }
     }
 }

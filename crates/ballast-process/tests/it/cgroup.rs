@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ballast_core::{MemoryEventCounts, PluginAlert, Timestamp};
 use ballast_process::cgroup::events::{
-    keyed, parse_cpu_stat, parse_memory_events, parse_number, parse_oom_control,
+    keyed, parse_cpu_stat, parse_memory_events, parse_number, parse_oom_control, parse_pressure,
 };
 use ballast_process::cgroup::layout::{discover, parse_mountinfo, parse_proc_cgroup};
 use ballast_process::cgroup::stale::Owner;
@@ -141,6 +141,17 @@ fn a_v2_fixture_tree_gets_the_daemons_directory_and_a_plugins_limits() {
         &plugin.join("cpu.stat"),
         "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\nnr_periods 10\nnr_throttled 4\nthrottled_usec 250000\n",
     );
+    write(
+        &plugin.join("memory.pressure"),
+        "some avg10=12.50 avg60=3.00 avg300=0.75 total=987654\nfull avg10=6.25 avg60=1.50 avg300=0.25 total=123456\n",
+    );
+    let pressure = cgroup.read().memory_pressure.expect("its memory pressure");
+    assert_eq!(pressure.some.avg10, 12.5);
+    assert_eq!(pressure.some.total_us, 987_654);
+    assert_eq!(pressure.full.unwrap().avg300, 0.25);
+    let status = cgroup.status(&cgroup.read(), MemoryEventCounts::default(), None, true);
+    assert_eq!(status.memory_pressure, Some(pressure));
+    std::fs::remove_file(plugin.join("memory.pressure")).unwrap();
     assert_eq!(
         cgroup.read(),
         Reading {
@@ -155,6 +166,7 @@ fn a_v2_fixture_tree_gets_the_daemons_directory_and_a_plugins_limits() {
             memory_peak: Some(200 << 20),
             cpu_usage_ns: Some(1_500_000_000),
             cpu_throttled_ns: Some(250_000_000),
+            memory_pressure: None,
         }
     );
 }
@@ -314,6 +326,38 @@ fn a_tree_that_cannot_be_written_says_where_and_why_and_leaves_nothing() {
     );
 }
 
+#[test]
+fn pressure_files_parse_as_the_kernel_writes_them_and_fail_saying_why() {
+    let reading = parse_pressure(
+        "memory.pressure",
+        "some avg10=0.00 avg60=1.25 avg300=0.10 total=42\n",
+    )
+    .unwrap();
+    assert_eq!(reading.some.avg60, 1.25);
+    assert_eq!(reading.full, None);
+    for (text, why) in [
+        ("", "it has no `some` line"),
+        ("some avg10=1 avg60=2 avg300=3\n", "lacks one of"),
+        ("some avg10=1 avg10=2 avg300=3 total=4\n", "lacks one of"),
+        (
+            "some avg10=x avg60=2 avg300=3 total=4\n",
+            "avg10: `x` is not a number",
+        ),
+        (
+            "some avg10=-1 avg60=2 avg300=3 total=4\n",
+            "avg10: `-1` is not a number",
+        ),
+        ("most avg10=1\n", "a line starts with `most`"),
+        ("some avg10\n", "`avg10` is not key=value"),
+    ] {
+        let error = parse_pressure("memory.pressure", text)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("memory.pressure"), "{error}");
+        assert!(error.contains(why), "{text:?}: {error}");
+    }
+}
+
 proptest! {
     /// No text in a cgroup or proc file panics a reader.
     #[test]
@@ -323,6 +367,7 @@ proptest! {
         let _ = parse_cpu_stat(Version::V1, &text);
         let _ = parse_cpu_stat(Version::V2, &text);
         let _ = parse_number("memory.current", &text);
+        let _ = parse_pressure("memory.pressure", &text);
         let _ = keyed("cpu.stat", &text, "usage_usec");
         let _ = parse_proc_cgroup(&text);
         if let Ok(mounts) = parse_mountinfo(&text) {

@@ -393,6 +393,14 @@ fn show(p: &PluginView) -> String {
     if let Some(error) = &p.last_error {
         let _ = writeln!(out, "last error   {error}");
     }
+    let _ = writeln!(
+        out,
+        "checkpoint   {}",
+        s.last_checkpoint.map_or_else(
+            || "none yet".to_owned(),
+            |at| format!("latest taken {}", ago(at, now))
+        )
+    );
     if let Some(usage) = &s.process {
         let _ = writeln!(
             out,
@@ -601,6 +609,16 @@ fn kernel_line(cgroup: &ballast_core::CgroupStatus) -> String {
     }
     if let Some(throttled) = cgroup.cpu_throttled_seconds.filter(|t| *t > 0.0) {
         parts.push(format!("throttled {throttled:.1}s"));
+    }
+    if let Some(psi) = cgroup.memory_pressure.filter(|_| cgroup.live) {
+        let full = psi
+            .full
+            .map(|f| format!(", full {:.2}%", f.avg10))
+            .unwrap_or_default();
+        parts.push(format!(
+            "memory pressure some {:.2}%{full} (10 s)",
+            psi.some.avg10
+        ));
     }
     let e = &cgroup.events;
     parts.push(format!(
