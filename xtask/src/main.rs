@@ -526,7 +526,98 @@ fn plugin_templates(root: &Path) -> Result<()> {
             .current_dir(&python)
             .env_remove("PYTHONPATH")
             .env("PYTHONDONTWRITEBYTECODE", "1"),
-    )
+    )?;
+    // Last, what the author's guide ends with: each project's own `ballast.toml` under a daemon.
+    let rust_dir = template_target.join("debug");
+    for (name, dir, plugin_dir) in [
+        ("hello-rust", &rust, Some(rust_dir.as_path())),
+        ("hello-c", &c, None),
+        ("hello-python", &python, None),
+    ] {
+        template_runs(&ballast, name, dir, plugin_dir)?;
+    }
+    Ok(())
+}
+
+/// Runs `ballast run --config ballast.toml` in a generated project's directory, on a free port
+/// (and, for the Rust project, with its library where this build put it), calls the plugin
+/// with the CLI until it answers its greeting (the daemon may still be enabling it), and stops
+/// the daemon with SIGTERM.
+fn template_runs(ballast: &Path, name: &str, dir: &Path, plugin_dir: Option<&Path>) -> Result<()> {
+    let what = format!("{name} answers under `ballast run --config ballast.toml`");
+    eprintln!("==> {what}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("no free port")?;
+    let api = format!("http://127.0.0.1:{port}");
+    let log_path = dir.join("ballast-run.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut run = Command::new(ballast);
+    run.args(["run", "--config", "ballast.toml", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir)
+        .env_remove("BALLAST_CONFIG")
+        .env_remove("PYTHONPATH")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(log.try_clone().context("cannot share the log file")?)
+        .stderr(log);
+    if let Some(plugin_dir) = plugin_dir {
+        run.env("BALLAST_PLUGIN_DIR", plugin_dir);
+    }
+    let mut daemon = run
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = String::new();
+    let answered = loop {
+        if let Ok(Some(status)) = daemon.try_wait() {
+            last = format!("the daemon exited ({status})");
+            break false;
+        }
+        let out = Command::new(ballast)
+            .args(["plugin", name, "call", "world"])
+            .env("BALLAST_API", &api)
+            .output()
+            .with_context(|| format!("cannot run the CLI for: {what}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && stdout.contains("hello, world!") {
+            break true;
+        }
+        last = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let stop_deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let stopped = loop {
+        match daemon.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < stop_deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            _ => {
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                break None;
+            }
+        }
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if !answered {
+        bail!("failed: {what}: the last call said: {last}\nthe daemon's log:\n{log}");
+    }
+    match stopped {
+        Some(status) if status.success() => Ok(()),
+        other => bail!(
+            "failed: {what}: the daemon did not stop cleanly on SIGTERM ({other:?}); its log:\n{log}"
+        ),
+    }
 }
 
 /// Runs the Python template's `plugin.py` as ballast would, on the copy of the SDK beside it

@@ -64,8 +64,8 @@ fn read(path: &Path, column: Option<&str>) -> Trace {
         column: column.map(str::to_owned),
         ..TraceOptions::default()
     };
-    let reader = std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let reader =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     read_trace(&path.display().to_string(), reader, &options)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -238,7 +238,10 @@ fn a_random_walk_falls_back_to_persistence() {
         .iter()
         .fold(f64::INFINITY, |a, b| a.min(*b))
         / evaluation.mae_persistence;
-    assert!(best_alone > 1.0, "a model beats persistence: {evaluation:?}");
+    assert!(
+        best_alone > 1.0,
+        "a model beats persistence: {evaluation:?}"
+    );
     assert!(ratio <= 1.0, "{evaluation:?}");
     // Persistence holds about half of the forecast or more, on average over the walk once the
     // errors are known (on noise around a level, where the models win, it keeps a tenth).
