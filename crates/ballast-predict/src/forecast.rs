@@ -1,5 +1,5 @@
-//! Forecasting one series: several candidate models scored online by their own recent error, the
-//! best of them mixed with persistence by how both did lately.
+//! Forecasting one series: several candidate models, scored online by their own recent error and
+//! blended by it.
 //!
 //! A [`SeriesPredictor`] is fed one value per step (a bucket in the daemon, a row of a trace in
 //! `ballast forecast evaluate`) and forecasts the value `horizon` steps ahead. It keeps a dozen
@@ -7,26 +7,17 @@
 //! running median, the window mean, a damped trend, two direct `horizon`-ahead regressions on
 //! lagged values solved with smartcore's SVD, and an optional seasonal model). Every forecast
 //! each model makes is remembered until its target step arrives, then scored; each model carries
-//! an exponentially weighted mean absolute error (MAE) of those scores. The model with the
-//! lowest recent error is chosen (or the few best, blended by inverse squared error, with
-//! [`ForecastConfig::blend_top`]), and the published forecast mixes it with persistence by how
-//! the two have done recently: the closer the chosen model's recent error comes to persistence's,
-//! the more the forecast falls back toward "next = last", half-way at parity and all the way once
-//! the model is clearly worse ([`ForecastConfig::persistence_sharpness`]). Its confidence comes
-//! from the published forecast's own measured recent error, never from a constant.
+//! an exponentially weighted mean absolute error (MAE) of those scores. The published forecast
+//! blends the few models with the lowest recent error, weighted by inverse squared error, and its
+//! confidence comes from the blend's own measured recent error, never from a constant.
 //!
-//! Why several models: on the real traces in `../shared/traces` a straight line extrapolated
-//! over the window is worse than "next = last", and which simple model wins differs from series
-//! to series (medians on spiky EC2 CPU, the seasonal model and regressions on the daily Azure
-//! pattern, persistence-like models on smooth cluster averages). Scoring them online on the
-//! series itself picks the right one without configuration. Why persistence gets the last word:
-//! on a series close to a random walk (the Google cluster's assigned memory, a short and noisy
-//! network series) every model is a little worse than persistence, and following whichever was
-//! best lately made the forecast up to 2 % worse than doing nothing clever. Mixed with
-//! persistence by their recent errors, the published forecast beats persistence on every shared
-//! trace, and on the mean too, since two forecasts whose misses differ partly cancel out. The
-//! regressions keep exponentially weighted normal equations, updated in `O(features^2)` per step
-//! and solved every [`ForecastConfig::refit_every`] steps, so a long memory costs nothing.
+//! Why a blend: on the real traces in `../shared/traces` a straight line extrapolated over the
+//! window is worse than "next = last", and which simple model wins differs from series to series
+//! (medians on spiky EC2 CPU, the seasonal model and regressions on the daily Azure pattern,
+//! persistence-like models on smooth cluster averages). Scoring them online on the series itself
+//! picks the right one without configuration. The regressions keep exponentially weighted normal
+//! equations, updated in `O(features^2)` per step and solved every
+//! [`ForecastConfig::refit_every`] steps, so a long memory costs nothing.
 
 use std::collections::VecDeque;
 
@@ -121,17 +112,10 @@ pub struct ForecastConfig {
     pub refit_every: usize,
     /// Values in the running median.
     pub median_len: usize,
-    /// Half-life, in scored forecasts, of each model's recent error (and of the published
-    /// forecast's, which sets the confidence).
+    /// Half-life, in scored forecasts, of each model's recent error.
     pub error_half_life: f64,
-    /// How many of the best models are blended (1, the default, picks the best alone: on the
-    /// shared traces blending more of them followed the noise of the rankings).
+    /// How many of the best models are blended (1 picks the best alone).
     pub blend_top: usize,
-    /// How sharply the published forecast falls back to persistence as the chosen model's recent
-    /// error nears persistence's: persistence's weight is `1 / (1 + exp(s * (p - m) / p))` for
-    /// recent errors `m` (the model) and `p` (persistence), so a half each at parity, 12 % when
-    /// the model's error is 20 % lower, 88 % when it is 20 % higher (with `s` = 10).
-    pub persistence_sharpness: f64,
     /// The season's length in steps (e.g. one day), enabling the seasonal model; `None`: none.
     pub season: Option<usize>,
     /// How many past seasons the seasonal model averages (history kept: this many seasons).
@@ -150,9 +134,8 @@ impl Default for ForecastConfig {
             fit_memory: 1000,
             refit_every: 64,
             median_len: 9,
-            error_half_life: 200.0,
-            blend_top: 1,
-            persistence_sharpness: 10.0,
+            error_half_life: 40.0,
+            blend_top: 3,
             season: None,
             season_cycles: 7,
             confidence_scale: 0.25,
@@ -184,9 +167,6 @@ impl ForecastConfig {
         if !(self.confidence_scale.is_finite() && self.confidence_scale > 0.0) {
             problems.push("confidence_scale must be a positive number".to_owned());
         }
-        if !(self.persistence_sharpness.is_finite() && self.persistence_sharpness >= 0.0) {
-            problems.push("persistence_sharpness must be a number of at least 0".to_owned());
-        }
         if self.season == Some(0) {
             problems.push("season must be at least 1 step when set".to_owned());
         }
@@ -199,18 +179,14 @@ impl ForecastConfig {
 pub struct PointForecast {
     /// The forecast value.
     pub value: f64,
-    /// How much to trust it, in `0..=1`, from the published forecast's measured recent error.
+    /// How much to trust it, in `0..=1`, from the blend's measured recent error.
     pub confidence: f64,
-    /// The models blended, best first, with their weights (summing to 1); persistence, mixed in
-    /// by [`ForecastConfig::persistence_sharpness`], is among them with its share.
+    /// The models blended, best first, with their weights (summing to 1).
     pub models: Vec<(Model, f64)>,
     /// Whether this is the fallback used before `min_points` values were seen.
     pub fallback: bool,
-    /// The published forecast's recent MAE, once any of its forecasts has been scored.
+    /// The blend's recent MAE, once any of its forecasts has been scored.
     pub recent_mae: Option<f64>,
-    /// Persistence's share of the published forecast, in `0..=1`: how far it fell back toward
-    /// "next = last" because the chosen models did no better lately (0 for the fallback).
-    pub persistence_weight: f64,
 }
 
 impl PointForecast {
@@ -349,18 +325,6 @@ struct Row {
     deltas: [f64; N_FEATURES],
 }
 
-/// A forecast made at one step, waiting for the value of its target step to be scored.
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    target: u64,
-    /// Each model's forecast.
-    forecasts: [f64; N_MODELS],
-    /// The chosen models' blend, before persistence was mixed in.
-    blend: f64,
-    /// What was published.
-    published: f64,
-}
-
 /// Forecasts one series `horizon` steps ahead, blending candidate models by their recent error.
 ///
 /// Feed it with [`SeriesPredictor::push`] (one value per step, in order) or
@@ -379,14 +343,11 @@ pub struct SeriesPredictor {
     /// Holt's level and slope.
     holt: (f64, f64),
     window_sum: f64,
-    /// Forecasts waiting for their target.
-    pending: VecDeque<Pending>,
+    /// Forecasts waiting for their target: (target step, each model's forecast, the blend's).
+    pending: VecDeque<(u64, [f64; N_MODELS], f64)>,
     /// Each model's recent MAE (`None` until scored once).
     errors: [Option<f64>; N_MODELS],
-    /// The recent MAE of the chosen models' blend, before persistence is mixed in.
     blend_error: Option<f64>,
-    /// The recent MAE of the published forecast.
-    published_error: Option<f64>,
     scored: u64,
     level_fit: Option<Linear>,
     delta_fit: Option<Linear>,
@@ -419,7 +380,6 @@ impl SeriesPredictor {
             pending: VecDeque::with_capacity(config.horizon + 1),
             errors: [None; N_MODELS],
             blend_error: None,
-            published_error: None,
             scored: 0,
             level_fit: None,
             delta_fit: None,
@@ -481,14 +441,9 @@ impl SeriesPredictor {
         self.update_state(step, value);
         self.seen += 1;
         let forecasts = self.model_forecasts();
-        let (blend, forecast) = self.blend(&forecasts);
+        let forecast = self.blend(&forecasts);
         let target = step.saturating_add(self.config.horizon as u64);
-        self.pending.push_back(Pending {
-            target,
-            forecasts,
-            blend,
-            published: forecast.value,
-        });
+        self.pending.push_back((target, forecasts, forecast.value));
         if self.pending.len() > self.config.horizon + 1 {
             self.pending.pop_front();
         }
@@ -499,24 +454,18 @@ impl SeriesPredictor {
     /// to a gap and are dropped.
     fn score(&mut self, step: u64, value: f64) {
         let decay = 1.0 - 0.5_f64.powf(1.0 / self.config.error_half_life);
-        while let Some(pending) = self.pending.front().copied() {
-            if pending.target > step {
+        while let Some(&(target, forecasts, blend)) = self.pending.front() {
+            if target > step {
                 break;
             }
             self.pending.pop_front();
-            if pending.target < step {
+            if target < step {
                 continue;
             }
-            for (error, forecast) in self.errors.iter_mut().zip(pending.forecasts) {
+            for (error, forecast) in self.errors.iter_mut().zip(forecasts) {
                 *error = Some(track_error(*error, (forecast - value).abs(), decay));
             }
-            let miss = |forecast: f64| (forecast - value).abs();
-            self.blend_error = Some(track_error(self.blend_error, miss(pending.blend), decay));
-            self.published_error = Some(track_error(
-                self.published_error,
-                miss(pending.published),
-                decay,
-            ));
+            self.blend_error = Some(track_error(self.blend_error, (blend - value).abs(), decay));
             self.scored += 1;
         }
     }
@@ -720,18 +669,15 @@ impl SeriesPredictor {
         *median
     }
 
-    /// The chosen models' blend (before persistence is mixed in) and the published forecast.
-    fn blend(&self, forecasts: &[f64; N_MODELS]) -> (f64, PointForecast) {
+    fn blend(&self, forecasts: &[f64; N_MODELS]) -> PointForecast {
         if self.seen < self.config.min_points as u64 || self.errors[0].is_none() {
-            let forecast = PointForecast {
+            return PointForecast {
                 value: forecasts[1],
                 confidence: self.confidence().min(0.25),
                 models: vec![(Model::EmaFast, 1.0)],
                 fallback: true,
-                recent_mae: self.published_error,
-                persistence_weight: 0.0,
+                recent_mae: self.blend_error,
             };
-            return (forecasts[1], forecast);
         }
         // Ranked on the stack: this runs at every step.
         let mut candidates = [(0_usize, 0.0_f64); N_MODELS];
@@ -758,59 +704,27 @@ impl SeriesPredictor {
         }
         let weights = &weights[..ranked.len()];
         let total: f64 = weights.iter().sum();
-        let blend: f64 = ranked
+        let value = ranked
             .iter()
             .zip(weights)
             .map(|((i, _), w)| forecasts[*i] * (w / total))
             .sum();
-        let share = self.persistence_share();
-        let persistence = forecasts[0];
-        let mut value = persistence + (1.0 - share) * (blend - persistence);
-        if !value.is_finite() {
-            value = persistence;
-        }
-        let mut models: Vec<(Model, f64)> = ranked
-            .iter()
-            .zip(weights)
-            .map(|((i, _), w)| (Model::ALL[*i], w / total * (1.0 - share)))
-            .collect();
-        match models.iter_mut().find(|(m, _)| *m == Model::Persistence) {
-            Some((_, weight)) => *weight += share,
-            None => models.push((Model::Persistence, share)),
-        }
-        let forecast = PointForecast {
+        PointForecast {
             value,
             confidence: self.confidence(),
-            models,
+            models: ranked
+                .iter()
+                .zip(weights)
+                .map(|((i, _), w)| (Model::ALL[*i], w / total))
+                .collect(),
             fallback: false,
-            recent_mae: self.published_error,
-            persistence_weight: share,
-        };
-        (blend, forecast)
+            recent_mae: self.blend_error,
+        }
     }
 
-    /// Persistence's share of the published forecast: `1 / (1 + exp(s * (p - m) / p))` for the
-    /// recent errors of the chosen models' blend (`m`) and of persistence (`p`). Before the
-    /// blend has been scored, and where persistence has been exact (a flat series), persistence
-    /// is trusted as far as the blend has not beaten it.
-    fn persistence_share(&self) -> f64 {
-        let (Some(model), Some(persistence)) = (self.blend_error, self.errors[0]) else {
-            return 0.5;
-        };
-        if persistence.is_nan() || persistence <= 0.0 {
-            return if model > 0.0 { 1.0 } else { 0.5 };
-        }
-        let x = self.config.persistence_sharpness * (persistence - model) / persistence;
-        if x.is_nan() {
-            return 0.5;
-        }
-        1.0 / (1.0 + x.clamp(-50.0, 50.0).exp())
-    }
-
-    /// `1 - recent MAE / scale` of the published forecast, discounted while few forecasts have
-    /// been scored.
+    /// `1 - recent MAE / scale`, discounted while few forecasts have been scored.
     fn confidence(&self) -> f64 {
-        let Some(error) = self.published_error else {
+        let Some(error) = self.blend_error else {
             return 0.0;
         };
         let skill = (1.0 - error / self.config.confidence_scale).clamp(0.0, 1.0);
@@ -873,8 +787,8 @@ pub fn evaluate(values: &[f64], config: &ForecastConfig) -> Evaluation {
         }
         error += (forecast.value - actual).abs();
         error_persistence += (value - actual).abs();
-        if let Some(pending) = predictor.pending.back() {
-            for (sum, f) in by_model.iter_mut().zip(pending.forecasts) {
+        if let Some(&(_, forecasts, _)) = predictor.pending.back() {
+            for (sum, f) in by_model.iter_mut().zip(forecasts) {
                 *sum += (f - actual).abs();
             }
         }

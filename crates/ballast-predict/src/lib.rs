@@ -10,10 +10,8 @@
 //!
 //! The main design choice is in [`forecast`]: a straight line extrapolated over the window is
 //! worse than "next = last" on real telemetry, so no single model is trusted. Several cheap
-//! candidates forecast every step, each is scored when its target arrives, and the one with the
-//! lowest recent error is mixed with persistence by how the two have done lately, so that the
-//! published forecast falls back toward "next = last" wherever the models do not beat it; the
-//! confidence is the published forecast's measured error.
+//! candidates forecast every step, each is scored when its target arrives, and the forecast
+//! blends the few with the lowest recent error; the confidence is that blend's measured error.
 
 #[cfg(feature = "actor")]
 pub mod actor;
