@@ -591,9 +591,7 @@ fn template_runs(ballast: &Path, name: &str, dir: &Path, plugin_dir: Option<&Pat
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     };
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
+    terminate(daemon.id());
     let stop_deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let stopped = loop {
         match daemon.try_wait() {
@@ -716,8 +714,10 @@ fn pure_cores() -> Result<()> {
 }
 
 /// Debian packages the test suite uses. Installed only where missing, and only as root.
-const SYSTEM_PACKAGES: [(&str, &str); 6] = [
+const SYSTEM_PACKAGES: [(&str, &str); 7] = [
     ("cc", "gcc"),
+    // The C plugin template is built with its own Makefile, as its author would.
+    ("make", "make"),
     // The Python process plugin (`plugins/python/indexer`) and its tests.
     ("python3", "python3"),
     // The closed-loop tests load the machine with real memory and CPU pressure.
@@ -753,6 +753,17 @@ fn install_system_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Sends SIGTERM to `pid` (a daemon this task started), without a `kill` program, which a
+/// minimal machine may lack.
+fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
 }
 
 fn on_path(program: &str) -> bool {
@@ -1119,10 +1130,7 @@ fn idle(root: &Path, seconds: u64) -> Result<()> {
     let cpu = (ticks_after - ticks_before) as f64 / hz / elapsed;
     let plugins: u64 = 4 + 4 + 4 + 1 + 1;
     let rss_without_plugins = rss.saturating_sub(plugins << 20);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    terminate(pid);
     let _ = child.wait();
     println!("idle daemon over {elapsed:.0} s, 1 s sampling, 5 example plugins enabled:");
     println!("  cpu  {:.3}% of one core (goal < 0.2%)", cpu * 100.0);
