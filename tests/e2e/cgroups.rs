@@ -17,10 +17,6 @@ use ballast_process::cgroup::layout::{discover, parse_mountinfo, parse_proc_cgro
 use crate::support;
 use crate::support::{Daemon, Options, ballast};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Grows by 4 MiB every `pause` seconds, each byte written, up to 160 MiB, then holds it.
 fn grower(pause: &str) -> String {
     format!(
@@ -31,31 +27,9 @@ fn grower(pause: &str) -> String {
 /// Thresholds above anything this machine reaches and no restore for ten minutes (only the
 /// operator and the host change states), and the plugins under test.
 fn config(notes: &Path, grower_pause: &str) -> String {
-    let root = workspace_root();
+    let root = ballast_testkit::plugins::workspace_root();
     format!(
-        r#"
-[default]
-use_tier_thresholds = false
-shutdown_timeout = "20s"
-
-[default.monitor]
-interval = "200ms"
-resources = ["memory"]
-
-[default.scaler]
-mode = "enforce"
-cooldown = "1s"
-stabilization = "10m"
-
-[default.scaler.thresholds.default]
-shed = 0.99
-restore = 0.98
-
-[default.scaler.thresholds.memory]
-shed = 0.99
-restore = 0.98
-emergency = 0.995
-
+        r#"{header}
 [[default.plugins]]
 name = "grower"
 kind = "process"
@@ -92,6 +66,7 @@ priority = 30
 memory_hard_limit_mb = 256
 config = {{ workload = {{ working_set_mb = [4], cpu_duty = 0.0 }} }}
 "#,
+        header = support::quiet_machine("10m"),
         root = root.display(),
         notes = notes.display(),
         grower = grower(grower_pause),

@@ -7,28 +7,8 @@ use std::time::Duration;
 use crate::support;
 use crate::support::{Daemon, ballast};
 
-/// Thresholds nothing reaches; `voice` isolated in a worker process, checkpointed every second.
-const CONFIG: &str = r#"
-[default]
-use_tier_thresholds = false
-shutdown_timeout = "20s"
-
-[default.monitor]
-interval = "200ms"
-resources = ["memory"]
-
-[default.scaler]
-mode = "enforce"
-
-[default.scaler.thresholds.default]
-shed = 0.99
-restore = 0.98
-
-[default.scaler.thresholds.memory]
-shed = 0.99
-restore = 0.98
-emergency = 0.995
-
+/// After `support::quiet_machine`: `voice` isolated in a worker process, checkpointed every second.
+const PLUGINS: &str = r#"
 [[default.plugins]]
 name = "voice"
 path = "libvoice.so"
@@ -84,7 +64,7 @@ fn worker_pid(daemon: &Daemon) -> Option<u64> {
 #[test]
 fn a_plugin_killed_after_a_periodic_checkpoint_comes_back_from_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = support::start(dir.path(), CONFIG);
+    let mut daemon = support::start(dir.path(), &(support::quiet_machine("1s") + PLUGINS));
     daemon.wait_until(Duration::from_secs(60), "voice to be enabled", |d| {
         worker_pid(d).is_some()
     });
