@@ -75,10 +75,18 @@ fn a_plugin_killed_after_a_periodic_checkpoint_comes_back_from_it() {
     }
     let after_calls = now_ms();
     wait_checkpoint_after(&mut daemon, after_calls);
+    // The journal writes it on the disk arbiter, after the host has taken it.
     let stored = daemon.data_dir.join("checkpoints/voice.bin");
-    let on_disk: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
-    assert_eq!(on_disk["calls_served"], 3, "{on_disk}");
+    daemon.wait_until(
+        Duration::from_secs(30),
+        "the periodic checkpoint stored with the three calls",
+        |_| {
+            std::fs::read(&stored)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .is_some_and(|on_disk| on_disk["calls_served"] == 3)
+        },
+    );
     let show = plugin_show(&daemon);
     assert!(show.contains("\ncheckpoint   latest taken "), "{show}");
 
