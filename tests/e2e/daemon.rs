@@ -6,31 +6,9 @@ use std::time::Duration;
 use crate::support;
 use crate::support::{Daemon, ballast};
 
-/// A config whose thresholds sit above anything this machine reaches, so that only the operator's
-/// actions change plugin states, with fast timings so that restores happen within the test.
-const CONFIG: &str = r#"
-[default]
-use_tier_thresholds = false
-shutdown_timeout = "20s"
-
-[default.monitor]
-interval = "200ms"
-resources = ["memory"]
-
-[default.scaler]
-mode = "enforce"
-cooldown = "1s"
-stabilization = "1s"
-
-[default.scaler.thresholds.default]
-shed = 0.99
-restore = 0.98
-
-[default.scaler.thresholds.memory]
-shed = 0.99
-restore = 0.98
-emergency = 0.995
-
+/// The plugins of these tests, after `support::quiet_machine`: only the operator's actions change
+/// their states, with timings fast enough for restores to happen within the test.
+const PLUGINS: &str = r#"
 [[default.plugins]]
 name = "voice"
 path = "libvoice.so"
@@ -85,7 +63,7 @@ fn wait_state(daemon: &mut Daemon, plugin: &str, wanted: &str) {
 #[test]
 fn the_daemon_serves_sheds_on_command_survives_a_crash_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = support::start(dir.path(), CONFIG);
+    let mut daemon = support::start(dir.path(), &(support::quiet_machine("1s") + PLUGINS));
     for plugin in ["voice", "android", "discord", "clock", "stubs"] {
         wait_state(&mut daemon, plugin, "enabled");
     }

@@ -3,12 +3,18 @@
 //! restart it, and check what survived.
 
 mod api_security;
+mod cgroups;
+mod check;
+mod checkpoints;
 mod containment;
 mod daemon;
 mod demand;
 mod endpoints;
+mod engines;
+mod fleet;
 mod inspect;
 mod process;
+mod prometheus;
 mod report;
 mod stream;
 mod support;

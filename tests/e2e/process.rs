@@ -3,45 +3,19 @@
 //! in /proc) and resumed from the CLI, their logs through the API and the CLI; and a native
 //! plugin isolated in a worker that segfaults without taking the daemon down.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support;
 use crate::support::{Daemon, ballast};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Thresholds above anything this machine reaches (only the operator changes states), fast
 /// timings, and: a native plugin, the Python indexer, the shell load logger, the faulty plugin
 /// isolated in a worker, and the essential stubs.
 fn config(notes: &Path) -> String {
-    let root = workspace_root();
+    let root = ballast_testkit::plugins::workspace_root();
     format!(
-        r#"
-[default]
-use_tier_thresholds = false
-shutdown_timeout = "20s"
-
-[default.monitor]
-interval = "200ms"
-resources = ["memory"]
-
-[default.scaler]
-mode = "enforce"
-cooldown = "1s"
-stabilization = "1s"
-
-[default.scaler.thresholds.default]
-shed = 0.99
-restore = 0.98
-
-[default.scaler.thresholds.memory]
-shed = 0.99
-restore = 0.98
-emergency = 0.995
-
+        r#"{header}
 [[default.plugins]]
 name = "voice"
 path = "libvoice.so"
@@ -80,6 +54,7 @@ priority = 100
 essential = true
 config = {{ workload = {{ working_set_mb = [2], cpu_duty = 0.0 }} }}
 "#,
+        header = support::quiet_machine("1s"),
         root = root.display(),
         notes = notes.display(),
     )
@@ -183,7 +158,10 @@ fn process_plugins_run_beside_native_ones_and_are_shed_restored_and_suspended() 
     let (status, body) = daemon.post("/plugins/indexer/call", "basil").unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"state\":\"disabled\""), "{body}");
-    assert!(daemon.data_dir.join("checkpoints/indexer.bin").exists());
+    // The journal stores the checkpoint on its own thread, after the state change.
+    daemon.wait_until(Duration::from_secs(30), "the stored checkpoint", |d| {
+        d.data_dir.join("checkpoints/indexer.bin").exists()
+    });
 
     // Restored by the scaler once released: a new process that continues from the checkpoint.
     cli(&daemon, &["plugin", "indexer", "release"]);

@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Run everything CI runs: formatting, lints, docs, header check, plugin builds and all tests.
+    /// Run everything CI runs: formatting, lints, docs, header check, plugin builds, the
+    /// conformance check of every example plugin (`ballast plugin check`) and all tests.
     Ci,
     /// Build the example plugins and run ballast on its built-in default config with them.
     Run {
@@ -234,7 +235,8 @@ impl std::ops::AddAssign for Counts {
 }
 
 /// Runs a `cargo test` command, passing its output through, and adds up its `test result` lines
-/// (an ignored test counts as skipped).
+/// (an ignored test counts as skipped, and so does a test that passed after printing a
+/// `SKIPPED: ...` line because the machine cannot run it, e.g. real cgroups without root).
 fn tests(what: &str, command: &mut Command) -> Result<Counts> {
     use std::io::BufRead;
     eprintln!("==> {what}");
@@ -243,10 +245,14 @@ fn tests(what: &str, command: &mut Command) -> Result<Counts> {
         .spawn()
         .with_context(|| format!("cannot start: {what}"))?;
     let mut counts = Counts::default();
+    let mut printed_skips = 0;
     if let Some(stdout) = child.stdout.take() {
         for line in std::io::BufReader::new(stdout).lines() {
             let line = line.with_context(|| format!("cannot read the output of {what}"))?;
             println!("{line}");
+            if line.starts_with("SKIPPED: ") {
+                printed_skips += 1;
+            }
             if let Some(rest) = line.strip_prefix("test result: ") {
                 let count = |label: &str| {
                     rest.split(';')
@@ -267,6 +273,8 @@ fn tests(what: &str, command: &mut Command) -> Result<Counts> {
             }
         }
     }
+    counts.passed = counts.passed.saturating_sub(printed_skips);
+    counts.skipped += printed_skips;
     let status = child
         .wait()
         .with_context(|| format!("cannot wait for: {what}"))?;
@@ -274,6 +282,79 @@ fn tests(what: &str, command: &mut Command) -> Result<Counts> {
         bail!("failed: {what} ({status})");
     }
     Ok(counts)
+}
+
+/// Runs the Python SDK's tests (`sdk/python/tests`, the standard library's unittest),
+/// passing their output through, and counts them from unittest's closing lines.
+fn python_tests(root: &Path) -> Result<Counts> {
+    use std::io::BufRead;
+    let what = "python3 -m unittest (sdk/python)";
+    eprintln!("==> {what}");
+    let mut child = Command::new("python3")
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "sdk/python/tests",
+            "-t",
+            "sdk/python",
+        ])
+        .current_dir(root)
+        // No byte-code caches in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    let mut summary = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.with_context(|| format!("cannot read the output of {what}"))?;
+            eprintln!("{line}");
+            if line.starts_with("Ran ") || line.starts_with("OK") || line.starts_with("FAILED") {
+                summary.push(line);
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for: {what}"))?;
+    let counts = unittest_counts(&summary)
+        .with_context(|| format!("{what} printed no summary: {summary:?}"))?;
+    if !status.success() {
+        bail!(
+            "failed: {what} ({status}): {} failed of {}",
+            counts.failed,
+            counts.passed + counts.failed + counts.skipped
+        );
+    }
+    Ok(counts)
+}
+
+/// The counts in unittest's closing lines: `Ran N tests in Ts`, then `OK` or `FAILED`, each
+/// with details in parentheses (`failures=`, `errors=`, `skipped=`, `expected failures=`,
+/// `unexpected successes=`).
+fn unittest_counts(lines: &[String]) -> Option<Counts> {
+    let ran: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())?;
+    let verdict = lines
+        .iter()
+        .find(|l| l.starts_with("OK") || l.starts_with("FAILED"))?;
+    let detail = |label: &str| -> u64 {
+        verdict
+            .split(['(', ')', ','])
+            .filter_map(|part| part.trim().strip_prefix(label)?.strip_prefix('='))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    };
+    let failed = detail("failures") + detail("errors") + detail("unexpected successes");
+    let skipped = detail("skipped");
+    Some(Counts {
+        passed: ran.saturating_sub(failed + skipped),
+        failed,
+        skipped,
+    })
 }
 
 /// The real traces the tests replay, beside the checkout.
@@ -319,8 +400,10 @@ fn ci(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     build_plugins(root, false)?;
+    check_plugins(root)?;
     plugin_templates(root)?;
-    let mut counts = tests(
+    let mut counts = python_tests(root)?;
+    counts += tests(
         "cargo test",
         cargo().args(["test", "--workspace", "--all-targets"]),
     )?;
@@ -336,9 +419,10 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the Rust and C plugin templates with `ballast plugin new` into a temporary directory
-/// outside the workspace, as an author would, builds them, runs their own tests and loads the
-/// libraries with `ballast plugin inspect`. The Rust project builds into `target/templates`, so
+/// Writes the Rust, C and Python plugin templates with `ballast plugin new` into a temporary
+/// directory outside the workspace, as an author would, builds them, runs their own tests and
+/// loads the libraries with `ballast plugin inspect`; the Python one answers a call on the SDK
+/// copy it was written with. The Rust project builds into `target/templates`, so
 /// that a second run reuses its dependencies, and with the workspace's lock file, so that it
 /// builds the versions CI builds and needs no registry look-up.
 fn plugin_templates(root: &Path) -> Result<()> {
@@ -359,7 +443,8 @@ fn plugin_templates(root: &Path) -> Result<()> {
     }
     let rust = scratch.path().join("hello-rust");
     let c = scratch.path().join("hello-c");
-    for (lang, dir) in [("rust", &rust), ("c", &c)] {
+    let python = scratch.path().join("hello-python");
+    for (lang, dir) in [("rust", &rust), ("c", &c), ("python", &python)] {
         step(
             &format!("ballast plugin new --lang {lang} into {}", dir.display()),
             Command::new(&ballast)
@@ -417,11 +502,171 @@ fn plugin_templates(root: &Path) -> Result<()> {
                 .arg(library)
                 .stdout(std::process::Stdio::null()),
         )?;
-        // The conformance check goes here once `ballast plugin check` exists: run it on
-        // `library` (and on the Python template's plugin), so that every template passes the
-        // whole plugin contract as generated.
+        step(
+            &format!("ballast plugin check {}", library.display()),
+            Command::new(&ballast)
+                .args(["plugin", "check"])
+                .arg(library),
+        )?;
+    }
+    python_template_answers(&python)?;
+    // The Python plugin as its own `ballast.toml` describes it (levels, process, protocol), run
+    // from its directory on the SDK copy beside it, nothing of the workspace on its path.
+    step(
+        "ballast plugin check of the Python template, as its ballast.toml describes it",
+        Command::new(&ballast)
+            .args([
+                "plugin",
+                "check",
+                "--plugin",
+                "hello-python",
+                "--config",
+                "ballast.toml",
+            ])
+            .current_dir(&python)
+            .env_remove("PYTHONPATH")
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    )?;
+    // Last, what the author's guide ends with: each project's own `ballast.toml` under a daemon.
+    let rust_dir = template_target.join("debug");
+    for (name, dir, plugin_dir) in [
+        ("hello-rust", &rust, Some(rust_dir.as_path())),
+        ("hello-c", &c, None),
+        ("hello-python", &python, None),
+    ] {
+        template_runs(&ballast, name, dir, plugin_dir)?;
     }
     Ok(())
+}
+
+/// Runs `ballast run --config ballast.toml` in a generated project's directory, on a free port
+/// (and, for the Rust project, with its library where this build put it), calls the plugin
+/// with the CLI until it answers its greeting (the daemon may still be enabling it), and stops
+/// the daemon with SIGTERM.
+fn template_runs(ballast: &Path, name: &str, dir: &Path, plugin_dir: Option<&Path>) -> Result<()> {
+    let what = format!("{name} answers under `ballast run --config ballast.toml`");
+    eprintln!("==> {what}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("no free port")?;
+    let api = format!("http://127.0.0.1:{port}");
+    let log_path = dir.join("ballast-run.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut run = Command::new(ballast);
+    run.args(["run", "--config", "ballast.toml", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir)
+        .env_remove("BALLAST_CONFIG")
+        .env_remove("PYTHONPATH")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(log.try_clone().context("cannot share the log file")?)
+        .stderr(log);
+    if let Some(plugin_dir) = plugin_dir {
+        run.env("BALLAST_PLUGIN_DIR", plugin_dir);
+    }
+    let mut daemon = run
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = String::new();
+    let answered = loop {
+        if let Ok(Some(status)) = daemon.try_wait() {
+            last = format!("the daemon exited ({status})");
+            break false;
+        }
+        let out = Command::new(ballast)
+            .args(["plugin", name, "call", "world"])
+            .env("BALLAST_API", &api)
+            .output()
+            .with_context(|| format!("cannot run the CLI for: {what}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && stdout.contains("hello, world!") {
+            break true;
+        }
+        last = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    terminate(daemon.id());
+    let stop_deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let stopped = loop {
+        match daemon.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < stop_deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            _ => {
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                break None;
+            }
+        }
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if !answered {
+        bail!("failed: {what}: the last call said: {last}\nthe daemon's log:\n{log}");
+    }
+    match stopped {
+        Some(status) if status.success() => Ok(()),
+        other => bail!(
+            "failed: {what}: the daemon did not stop cleanly on SIGTERM ({other:?}); its log:\n{log}"
+        ),
+    }
+}
+
+/// Runs the Python template's `plugin.py` as ballast would, on the copy of the SDK beside it
+/// (nothing from the workspace on its path): init, a call and a drain on its stdin; its answer
+/// must be the greeting, and it must exit at the end of its input.
+fn python_template_answers(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let what = format!("the Python template answers a call ({})", dir.display());
+    eprintln!("==> {what}");
+    let mut child = Command::new("python3")
+        .arg("plugin.py")
+        .current_dir(dir)
+        .env_remove("PYTHONPATH")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    // The call's data is "world"; the drain answers once the call has.
+    let host_says = concat!(
+        r#"{"type":"init","name":"hello-python","level":0,"config":{}}"#,
+        "\n",
+        r#"{"type":"call","id":1,"data":"d29ybGQ="}"#,
+        "\n",
+        r#"{"type":"drain","id":2,"deadline_ms":10000}"#,
+        "\n",
+    );
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(host_says.as_bytes())
+            .with_context(|| format!("cannot write to: {what}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("cannot wait for: {what}"))?;
+    if !output.status.success() {
+        bail!("failed: {what} ({})", output.status);
+    }
+    let answer = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| message["id"] == 1);
+    // "hello, world! (call 1, level 0)" in base64.
+    let greeting = "aGVsbG8sIHdvcmxkISAoY2FsbCAxLCBsZXZlbCAwKQ==";
+    match answer {
+        Some(message) if message["type"] == "response" && message["data"] == greeting => Ok(()),
+        other => bail!(
+            "failed: {what}: call 1 was answered with {other:?}; its whole output: {}",
+            String::from_utf8_lossy(&output.stdout)
+        ),
+    }
 }
 
 /// The crates whose actor is a cargo feature: without it, nothing of actix or tokio may be in
@@ -469,14 +714,19 @@ fn pure_cores() -> Result<()> {
 }
 
 /// Debian packages the test suite uses. Installed only where missing, and only as root.
-const SYSTEM_PACKAGES: [(&str, &str); 5] = [
+const SYSTEM_PACKAGES: [(&str, &str); 7] = [
     ("cc", "gcc"),
+    // The C plugin template is built with its own Makefile, as its author would.
+    ("make", "make"),
     // The Python process plugin (`plugins/python/indexer`) and its tests.
     ("python3", "python3"),
     // The closed-loop tests load the machine with real memory and CPU pressure.
     ("stress-ng", "stress-ng"),
-    // `promtool check metrics` validates the daemon's /metrics output.
+    // `promtool check metrics` validates the daemon's /metrics output, `promtool test rules`
+    // the rules of deploy/prometheus, and the fleet test runs a real Prometheus server.
     ("promtool", "prometheus"),
+    // The fleet test puts three nodes behind a real HAProxy.
+    ("haproxy", "haproxy"),
     // `systemd-analyze verify` checks config/ballast.service.
     ("systemd-analyze", "systemd"),
 ];
@@ -503,6 +753,17 @@ fn install_system_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Sends SIGTERM to `pid` (a daemon this task started), without a `kill` program, which a
+/// minimal machine may lack.
+fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
 }
 
 fn on_path(program: &str) -> bool {
@@ -556,9 +817,96 @@ fn build_plugins(root: &Path, release: bool) -> Result<()> {
     Ok(())
 }
 
+/// The request each example plugin's conformance check streams: one that streams several
+/// chunks over some time, so that the check can cancel it midway. A plugin not listed streams
+/// `ping`.
+const STREAM_REQUESTS: [(&str, &str); 7] = [
+    ("voice", "stream:20:8:5"),
+    ("android", "stream:20:8:5"),
+    ("discord", "stream:20:8:5"),
+    ("stubs", "stream:20:8:5"),
+    ("faulty", "stream 20 5"),
+    ("clock", "tick:20:5"),
+    ("indexer", "ping"),
+];
+
+/// Runs `ballast plugin check` on every example plugin just built: each plugin of the default
+/// config as that config describes it, and the faulty test plugin as a file. Every plugin is
+/// checked; the step fails naming those that did not pass.
+fn check_plugins(root: &Path) -> Result<()> {
+    step("build ballast", cargo().args(["build", "-p", "ballast"]))?;
+    let dir = target_dir(root).join("debug");
+    let ballast = dir.join("ballast");
+    let run = |args: &[&str]| {
+        let mut command = Command::new(&ballast);
+        command
+            .args(args)
+            .env("BALLAST_PLUGIN_DIR", &dir)
+            .env_remove("BALLAST_CONFIG")
+            .env_remove("BALLAST_PROFILE");
+        command
+    };
+    let config = run(&["config", "show", "--json"])
+        .output()
+        .context("cannot run ballast config show")?;
+    if !config.status.success() {
+        bail!(
+            "ballast config show failed: {}",
+            String::from_utf8_lossy(&config.stderr)
+        );
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&config.stdout).context("ballast config show --json")?;
+    let names: Vec<String> = config["plugins"]
+        .as_array()
+        .context("the default config lists no plugins")?
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    let stream = |name: &str| {
+        STREAM_REQUESTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("ping", |(_, request)| request)
+    };
+    let mut failed = Vec::new();
+    for name in &names {
+        let mut command = run(&[
+            "plugin",
+            "check",
+            "--plugin",
+            name,
+            "--stream-request",
+            stream(name),
+        ]);
+        if step(
+            &format!("ballast plugin check --plugin {name}"),
+            &mut command,
+        )
+        .is_err()
+        {
+            failed.push(name.clone());
+        }
+    }
+    let faulty = dir.join("libfaulty.so");
+    let mut command = run(&["plugin", "check", "--stream-request", stream("faulty")]);
+    command.arg(&faulty);
+    if step("ballast plugin check libfaulty.so", &mut command).is_err() {
+        failed.push("faulty".to_owned());
+    }
+    if !failed.is_empty() {
+        bail!(
+            "ballast plugin check failed for {} (its table above names the steps)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Copies the process plugins written in scripting languages (`plugins/python/NAME/`,
 /// `plugins/shell/NAME/`) next to the built ones, as `NAME/...`, where the default config
-/// looks for them.
+/// looks for them. Links are followed, so a Python plugin's `ballast_plugin` (a link to the
+/// SDK in `sdk/python`) is installed as a copy of the SDK beside its script.
 fn install_script_plugins(root: &Path, out: &Path) -> Result<()> {
     for language in ["python", "shell"] {
         let Ok(entries) = std::fs::read_dir(root.join("plugins").join(language)) else {
@@ -570,30 +918,37 @@ fn install_script_plugins(root: &Path, out: &Path) -> Result<()> {
                 continue;
             }
             let target = out.join(entry.file_name());
-            std::fs::create_dir_all(&target)
-                .with_context(|| format!("cannot create {}", target.display()))?;
-            for file in std::fs::read_dir(&source)
-                .with_context(|| format!("cannot read {}", source.display()))?
-                .flatten()
-            {
-                if file.path().is_file() {
-                    // std::fs::copy keeps the permissions, so scripts stay executable.
-                    std::fs::copy(file.path(), target.join(file.file_name())).with_context(
-                        || {
-                            format!(
-                                "cannot copy {} to {}",
-                                file.path().display(),
-                                target.display()
-                            )
-                        },
-                    )?;
-                }
-            }
+            copy_tree(&source, &target)?;
             eprintln!(
                 "==> installed {} into {}",
                 source.display(),
                 target.display()
             );
+        }
+    }
+    Ok(())
+}
+
+/// Copies the files and folders under `source` into `target` (created if missing), following
+/// links and leaving out Python's byte-code caches.
+fn copy_tree(source: &Path, target: &Path) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    for entry in std::fs::read_dir(source)
+        .with_context(|| format!("cannot read {}", source.display()))?
+        .flatten()
+    {
+        let path = entry.path();
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        if path.is_dir() {
+            copy_tree(&path, &target.join(entry.file_name()))?;
+        } else if path.is_file() {
+            // std::fs::copy keeps the permissions, so scripts stay executable.
+            std::fs::copy(&path, target.join(entry.file_name())).with_context(|| {
+                format!("cannot copy {} to {}", path.display(), target.display())
+            })?;
         }
     }
     Ok(())
@@ -775,10 +1130,7 @@ fn idle(root: &Path, seconds: u64) -> Result<()> {
     let cpu = (ticks_after - ticks_before) as f64 / hz / elapsed;
     let plugins: u64 = 4 + 4 + 4 + 1 + 1;
     let rss_without_plugins = rss.saturating_sub(plugins << 20);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    terminate(pid);
     let _ = child.wait();
     println!("idle daemon over {elapsed:.0} s, 1 s sampling, 5 example plugins enabled:");
     println!("  cpu  {:.3}% of one core (goal < 0.2%)", cpu * 100.0);
@@ -790,4 +1142,79 @@ fn idle(root: &Path, seconds: u64) -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(lines: &[&str]) -> Option<(u64, u64, u64)> {
+        let lines: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        unittest_counts(&lines).map(|c| (c.passed, c.failed, c.skipped))
+    }
+
+    #[test]
+    fn unittest_summaries_are_counted() {
+        assert_eq!(counts(&["Ran 49 tests in 1.995s", "OK"]), Some((49, 0, 0)));
+        assert_eq!(
+            counts(&[
+                "Ran 10 tests in 0.1s",
+                "OK (skipped=3, expected failures=1)"
+            ]),
+            Some((7, 0, 3))
+        );
+        assert_eq!(
+            counts(&[
+                "Ran 12 tests in 2s",
+                "FAILED (failures=2, errors=1, skipped=1)"
+            ]),
+            Some((8, 3, 1))
+        );
+        assert_eq!(
+            counts(&["Ran 4 tests in 2s", "FAILED (unexpected successes=1)"]),
+            Some((3, 1, 0))
+        );
+        assert_eq!(counts(&["Ran 1 test in 0.001s", "OK"]), Some((1, 0, 0)));
+        assert_eq!(counts(&["OK"]), None, "no count");
+        assert_eq!(counts(&["Ran 3 tests in 1s"]), None, "no verdict");
+    }
+
+    #[test]
+    fn script_plugins_are_copied_with_their_links_followed_and_no_caches() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let sdk = root.join("sdk/python/ballast_plugin");
+        std::fs::create_dir_all(sdk.join("__pycache__")).unwrap();
+        std::fs::write(sdk.join("__init__.py"), "sdk").unwrap();
+        std::fs::write(sdk.join("__pycache__/x.pyc"), "cache").unwrap();
+        let plugin = root.join("plugins/python/notes");
+        std::fs::create_dir_all(&plugin).unwrap();
+        std::fs::write(plugin.join("notes.py"), "script").unwrap();
+        std::fs::set_permissions(
+            plugin.join("notes.py"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        symlink(
+            "../../../sdk/python/ballast_plugin",
+            plugin.join("ballast_plugin"),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        install_script_plugins(&root, &out).unwrap();
+        let installed = out.join("notes");
+        let mode = std::fs::metadata(installed.join("notes.py"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "still executable");
+        let sdk_copy = installed.join("ballast_plugin");
+        assert!(!sdk_copy.is_symlink(), "a copy, not a link");
+        assert_eq!(
+            std::fs::read_to_string(sdk_copy.join("__init__.py")).unwrap(),
+            "sdk"
+        );
+        assert!(!sdk_copy.join("__pycache__").exists());
+    }
 }

@@ -18,14 +18,15 @@ pub mod time;
 
 pub use assessment::{Anomaly, Assessment, Forecast, ResourceAssessment, TrendStats};
 pub use plugin::{
-    Command, Level, LevelHints, PluginAlert, PluginEvent, PluginEventKind, PluginSpec, PluginState,
-    PluginStats, ProcessStatus, ProcessUsage, ProgressStatus, ResourceHints, StartMode,
+    CgroupStatus, Command, Level, LevelHints, MemoryEventCounts, PluginAlert, PluginEvent,
+    PluginEventKind, PluginSpec, PluginState, PluginStats, ProcessStatus, ProcessUsage,
+    ProgressStatus, ResourceHints, StartMode,
 };
 pub use policy::{ThresholdProfile, Thresholds};
 pub use resource::{Resource, UnknownResource};
 pub use sample::{
-    CpuReading, DiskReading, GpuMemoryHolder, GpuMemoryUnattributed, GpuProcess, GpuReading,
-    MemoryReading, MemoryScope, Metric, PluginUsage, ProcessReading, PsiLine, PsiReading,
-    PsiReadings, Sample,
+    CpuQuota, CpuReading, DiskReading, GpuMemoryHolder, GpuMemoryUnattributed, GpuProcess,
+    GpuReading, MemoryReading, MemoryScope, Metric, PluginUsage, ProcessReading, PsiLine,
+    PsiReading, PsiReadings, Sample,
 };
 pub use time::{Civil, Timestamp};

@@ -284,6 +284,10 @@ pub struct PluginStats {
     /// for those); `None` before its first call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_call_end: Option<Timestamp>,
+    /// When its latest checkpoint was taken (periodic, at a stall, at a shed or stop, or the
+    /// one restored from disk at start): a restarted instance starts from it. `None`: none yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<Timestamp>,
     /// Calls whose chunks went to the caller as the plugin sent them.
     #[serde(default)]
     pub streamed_calls: u64,
@@ -372,11 +376,22 @@ pub enum PluginAlert {
     MemorySoftLimit,
     /// Its memory reached the hard limit: the host sheds it.
     MemoryHardLimit,
+    /// The kernel throttled it at its cgroup's throttling point (cgroup v2 `memory.high`, set to
+    /// the level's declared need), reclaiming its memory before the limit.
+    MemoryHigh,
+    /// Its cgroup reached the kernel's memory limit (v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`): the kernel reclaimed its memory to stay under it.
+    MemoryMax,
+    /// Its cgroup ran out of memory at the limit: reclaim could not keep it under (v2 `oom`, v1
+    /// `under_oom`).
+    MemoryOom,
+    /// The kernel's OOM killer killed a process of its cgroup at the limit.
+    MemoryOomKill,
 }
 
 impl PluginAlert {
     /// Every alert, in a fixed order.
-    pub const ALL: [PluginAlert; 7] = [
+    pub const ALL: [PluginAlert; 11] = [
         PluginAlert::Stalled,
         PluginAlert::BusyStall,
         PluginAlert::Active,
@@ -384,6 +399,10 @@ impl PluginAlert {
         PluginAlert::LeakSuspected,
         PluginAlert::MemorySoftLimit,
         PluginAlert::MemoryHardLimit,
+        PluginAlert::MemoryHigh,
+        PluginAlert::MemoryMax,
+        PluginAlert::MemoryOom,
+        PluginAlert::MemoryOomKill,
     ];
 
     /// The name as events and metrics spell it: stalled, busy_stall, active, ...
@@ -396,6 +415,10 @@ impl PluginAlert {
             PluginAlert::LeakSuspected => "leak_suspected",
             PluginAlert::MemorySoftLimit => "memory_soft_limit",
             PluginAlert::MemoryHardLimit => "memory_hard_limit",
+            PluginAlert::MemoryHigh => "memory_high",
+            PluginAlert::MemoryMax => "memory_max",
+            PluginAlert::MemoryOom => "memory_oom",
+            PluginAlert::MemoryOomKill => "memory_oom_kill",
         }
     }
 }
@@ -494,6 +517,57 @@ pub struct ProcessStatus {
     pub stopped: bool,
     /// Its log file.
     pub log_file: Option<std::path::PathBuf>,
+    /// The cgroup its current (or last) process runs in, with the limits the kernel enforces and
+    /// what the kernel reports; `None` when it runs in none.
+    #[serde(default)]
+    pub cgroup: Option<CgroupStatus>,
+    /// Why it runs in no cgroup of its own, so that its memory limits are enforced by polling.
+    #[serde(default)]
+    pub cgroup_unavailable: Option<String>,
+}
+
+/// A plugin process's own cgroup: the limits the kernel enforces on it and what it reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupStatus {
+    /// Its own memory pressure (v2 `memory.pressure`), while it is read; none on v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_pressure: Option<crate::sample::PsiReading>,
+    /// `v1` or `v2`.
+    pub version: String,
+    /// Its directory (on v1, the one in the memory hierarchy).
+    pub path: std::path::PathBuf,
+    /// Whether it still exists (it is removed once its process has exited).
+    pub live: bool,
+    /// The memory limit the kernel enforces (v2 `memory.max`, v1 `memory.limit_in_bytes`).
+    pub memory_max_bytes: Option<u64>,
+    /// Where the kernel starts reclaiming (v2 `memory.high`, throttling; v1
+    /// `memory.soft_limit_in_bytes`, reclaimed first under pressure): the level's declared need.
+    pub memory_high_bytes: Option<u64>,
+    /// The CPU quota, in cores (v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`).
+    pub cpu_quota_cores: Option<f64>,
+    /// Memory charged to it now (v2 `memory.current`, v1 `memory.usage_in_bytes`).
+    pub memory_current_bytes: Option<u64>,
+    /// The most memory ever charged to it (v2 `memory.peak`, v1 `memory.max_usage_in_bytes`).
+    pub memory_peak_bytes: Option<u64>,
+    /// CPU time its processes used, in seconds (v2 `cpu.stat`, v1 `cpuacct.usage`).
+    pub cpu_seconds: Option<f64>,
+    /// Time the CPU quota held it back, in seconds (`cpu.stat`).
+    pub cpu_throttled_seconds: Option<f64>,
+    /// Its memory events so far.
+    pub events: MemoryEventCounts,
+}
+
+/// How often the kernel reported each memory event of a cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryEventCounts {
+    /// Throttled at `memory.high` (v2 only).
+    pub high: u64,
+    /// Reached the limit (v2 `max`, v1 `memory.failcnt`).
+    pub max: u64,
+    /// Out of memory at the limit (v2 `oom`; v1 counts each time `under_oom` was seen).
+    pub oom: u64,
+    /// Processes the OOM killer killed (`oom_kill`).
+    pub oom_kill: u64,
 }
 
 #[cfg(test)]

@@ -59,11 +59,12 @@ impl<T> Metric<T> {
     }
 }
 
-/// What the memory figures are relative to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What the memory figures (and the pressure files, and a CPU quota) are relative to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MemoryScope {
-    /// The whole host (`/proc/meminfo`).
+    /// The whole host (`/proc/meminfo`, `/proc/pressure/*`).
+    #[default]
     Host,
     /// A cgroup v1 memory controller limit (`memory.limit_in_bytes`).
     CgroupV1 {
@@ -113,6 +114,19 @@ pub struct CpuReading {
     pub load_average: [f64; 3],
     /// Logical cores.
     pub cores: u32,
+    /// The CPU quota of the daemon's cgroup, when it has one: `utilization` is then the cgroup's
+    /// use relative to the quota, not the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<CpuQuota>,
+}
+
+/// A cgroup's CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuQuota {
+    /// The quota in cores (`150000 100000` is 1.5).
+    pub cores: f64,
+    /// The cgroup it belongs to.
+    pub scope: MemoryScope,
 }
 
 /// One line of a PSI file (`some` or `full`).
@@ -140,12 +154,16 @@ pub struct PsiReading {
 /// The three PSI files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PsiReadings {
-    /// `/proc/pressure/cpu`.
+    /// `/proc/pressure/cpu`, or the cgroup's `cpu.pressure`.
     pub cpu: Metric<PsiReading>,
-    /// `/proc/pressure/memory`.
+    /// `/proc/pressure/memory`, or the cgroup's `memory.pressure`.
     pub memory: Metric<PsiReading>,
-    /// `/proc/pressure/io`.
+    /// `/proc/pressure/io`, or the cgroup's `io.pressure`.
     pub io: Metric<PsiReading>,
+    /// Whose pressure it is: the host's, or the daemon's cgroup's (v2 only: v1 has no
+    /// per-cgroup pressure).
+    #[serde(default)]
+    pub scope: MemoryScope,
 }
 
 /// One GPU.
@@ -328,6 +346,7 @@ impl Sample {
                 cpu: Metric::unavailable(reason),
                 memory: Metric::unavailable(reason),
                 io: Metric::unavailable(reason),
+                scope: MemoryScope::Host,
             },
             gpus: Metric::unavailable(reason),
             disks: Vec::new(),

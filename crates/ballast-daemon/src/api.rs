@@ -4,14 +4,16 @@
 //! Every endpoint answers JSON (except a call's answer, the event stream and the metrics), and
 //! every error is `{"error": "<kind>", "message": "<sentence>"}` with more fields where they help
 //! (a degraded plugin names its state, reason and since when). When a token is configured, every
-//! endpoint but `/healthz` requires `Authorization: Bearer <token>`. No endpoint loads a plugin
-//! from a path: the plugins are the ones the config names.
+//! endpoint but `/healthz` and the readiness checks (`/ready`, `/plugins/{name}/ready`, unless
+//! `api.ready_requires_token`) requires `Authorization: Bearer <token>`. No endpoint loads a
+//! plugin from a path: the plugins are the ones the config names.
 
 mod calls;
 mod errors;
 mod events;
 mod handlers;
 mod logs;
+mod ready;
 pub mod requests;
 mod views;
 
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpServer, ResponseError, web};
 use anyhow::Context as _;
@@ -91,6 +93,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ApiError::bad_request(format!("invalid path: {error}")).into()
     }))
     .service(resource("/healthz", web::get().to(handlers::healthz)))
+    // Readiness checks: outside the token scope; they check the token themselves when
+    // `api.ready_requires_token` asks for it.
+    .service(
+        web::resource("/ready")
+            .route(web::get().to(ready::ready))
+            .route(web::head().to(ready::ready))
+            .default_service(web::to(handlers::method_not_allowed)),
+    )
+    .service(
+        web::resource("/plugins/{name}/ready")
+            .route(web::get().to(ready::plugin_ready))
+            .route(web::head().to(ready::plugin_ready))
+            .default_service(web::to(handlers::method_not_allowed)),
+    )
     .service(
         web::scope("")
             .wrap(from_fn(require_token))
@@ -143,29 +159,32 @@ async fn require_token(
         .error_response();
         return Ok(req.into_response(response).map_into_right_body());
     };
-    if let Some(token) = state.token.clone() {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
-        let message = match presented {
-            None => Some("this endpoint requires `Authorization: Bearer <token>`"),
-            Some(presented) if !constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
-                Some("the bearer token is not the one configured")
-            }
-            Some(_) => None,
-        };
-        if let Some(message) = message {
-            tracing::warn!(path = %req.path(), peer = ?req.peer_addr(), "refused an API request without a valid token");
-            let response = ApiError::unauthorized(message).error_response();
-            return Ok(req.into_response(response).map_into_right_body());
-        }
+    if let Some(message) = token_refusal(state, req.headers()) {
+        tracing::warn!(path = %req.path(), peer = ?req.peer_addr(), "refused an API request without a valid token");
+        let response = ApiError::unauthorized(message).error_response();
+        return Ok(req.into_response(response).map_into_right_body());
     }
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// Why a request with `headers` is refused for want of the configured bearer token, or `None`
+/// when it may go on (it presents the token, or none is configured).
+fn token_refusal(state: &AppState, headers: &HeaderMap) -> Option<&'static str> {
+    let token = state.token.as_ref()?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        None => Some("this endpoint requires `Authorization: Bearer <token>`"),
+        Some(presented) if !constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
+            Some("the bearer token is not the one configured")
+        }
+        Some(_) => None,
+    }
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -33,6 +33,10 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Whether the readiness endpoints (`/ready`, `/plugins/{name}/ready`) need the bearer token
+    /// like every other endpoint but `/healthz`. Off by default: load balancers and
+    /// orchestrators probe them, and they say no more than a call's refusal would.
+    pub ready_requires_token: bool,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +45,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             token_file: None,
             max_body_bytes: 1 << 20,
+            ready_requires_token: false,
         }
     }
 }
@@ -116,6 +121,10 @@ pub struct Config {
     /// How long shutdown waits for plugins to drain.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Run each plugin process in a cgroup of its own under the daemon's, so that the kernel
+    /// enforces its memory limit (and its CPU quota with `cpu_limit`). Where cgroups cannot be
+    /// written, the daemon says why once and polls the limits instead.
+    pub plugin_cgroups: bool,
     /// The control API.
     pub api: ApiConfig,
     /// The monitor.
@@ -140,6 +149,7 @@ impl Default for Config {
             plugin_dir: None,
             use_tier_thresholds: true,
             shutdown_timeout: Duration::from_secs(10),
+            plugin_cgroups: true,
             api: ApiConfig::default(),
             monitor: MonitorSettings::default(),
             predictor: PredictorSettings::default(),
@@ -176,7 +186,9 @@ fn example_plugins() -> Vec<PluginConfig> {
         },
         LevelConfig {
             name: "keywords".to_owned(),
-            memory_mb: 16,
+            // What Python and the SDK hold before any index: 15 MiB with their bytecode cached,
+            // 17.5 MiB when the interpreter compiles them at start (`ballast plugin check`).
+            memory_mb: 24,
             gpu_memory_mb: 0,
         },
     ];
@@ -187,15 +199,17 @@ fn example_plugins() -> Vec<PluginConfig> {
     loadwatch.priority = 35;
     loadwatch.can_suspend = true;
     loadwatch.stall_threshold = Some(Duration::from_secs(60));
+    // The shell and the `sleep` it waits on hold about 3 MiB resident (`ballast plugin check
+    // --plugin loadwatch` measures it).
     loadwatch.levels = vec![
         LevelConfig {
             name: "every-5s".to_owned(),
-            memory_mb: 2,
+            memory_mb: 4,
             gpu_memory_mb: 0,
         },
         LevelConfig {
             name: "every-30s".to_owned(),
-            memory_mb: 2,
+            memory_mb: 4,
             gpu_memory_mb: 0,
         },
     ];

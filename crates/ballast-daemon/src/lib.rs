@@ -5,12 +5,14 @@
 //! reach the daemon through the wire types of `ballast-api`, never through this crate.
 
 pub mod api;
+pub mod checkpoints;
 pub mod config;
 pub mod journal;
 pub mod live;
 pub mod lock;
 pub mod metrics;
 pub mod pins;
+pub mod readiness;
 pub mod run;
 pub mod startup;
 pub mod state;

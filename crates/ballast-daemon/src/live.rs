@@ -19,8 +19,8 @@ pub const RECENT_DECISIONS: usize = 1000;
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DaemonEvent {
-    /// A new sample.
-    Sample(Sample),
+    /// A new sample (boxed: it is by far the largest event).
+    Sample(Box<Sample>),
     /// A new assessment.
     Assessment(Assessment),
     /// A scaler decision.
@@ -80,7 +80,7 @@ impl LiveView {
     pub fn publish(&self, event: DaemonEvent) {
         match &event {
             DaemonEvent::Sample(s) => {
-                *self.sample.write().unwrap_or_else(|p| p.into_inner()) = Some(s.clone())
+                *self.sample.write().unwrap_or_else(|p| p.into_inner()) = Some(Sample::clone(s))
             }
             DaemonEvent::Assessment(a) => {
                 *self.assessment.write().unwrap_or_else(|p| p.into_inner()) = Some(a.clone());
@@ -195,10 +195,10 @@ mod tests {
     fn published_events_update_the_view_and_reach_subscribers() {
         let live = LiveView::new(Timestamp::ZERO, Mode::Enforce);
         let mut rx = live.subscribe();
-        live.publish(DaemonEvent::Sample(Sample::unavailable(
+        live.publish(DaemonEvent::Sample(Box::new(Sample::unavailable(
             Timestamp::from_secs(1),
             "test",
-        )));
+        ))));
         assert_eq!(live.sample().unwrap().at, Timestamp::from_secs(1));
         assert!(matches!(rx.try_recv(), Ok(DaemonEvent::Sample(_))));
     }

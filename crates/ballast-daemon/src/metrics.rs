@@ -50,6 +50,19 @@ const PLUGIN_STATES: [&str; 8] = [
 const MODES: [Mode; 3] = [Mode::Observe, Mode::Advise, Mode::Enforce];
 
 type GaugeF64 = Gauge<f64, AtomicU64>;
+
+/// What the scaler says, for the metrics that come from it: readiness, shed, flaps and the
+/// thresholds in force. Empty when the scaler did not answer (those metrics then have no
+/// series rather than wrong ones).
+#[derive(Clone, Debug, Default)]
+pub struct ScalerFigures {
+    /// The scaler's view of every plugin.
+    pub plugins: Vec<ballast_scaler::PluginStatus>,
+    /// Whether it made its first decisions, and what a call to each plugin would meet.
+    pub readiness: Option<ballast_scaler::actor::Readiness>,
+    /// The thresholds of each resource it acts on.
+    pub thresholds: Vec<(Resource, ballast_core::Thresholds)>,
+}
 type CounterF64 = Counter<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -159,6 +172,14 @@ pub struct Metrics {
     plugin_concurrency_limit: Family<PluginLabels, Gauge>,
     plugin_live_bytes: Family<PluginLabels, Gauge>,
     plugin_peak_bytes: Family<PluginLabels, Gauge>,
+    // Per plugin, set at render time from the scaler's view.
+    plugin_ready: Family<PluginLabels, Gauge>,
+    plugin_shed: Family<PluginLabels, Gauge>,
+    plugin_flaps: Family<PluginLabels, Gauge>,
+    // Per resource the scaler acts on.
+    shed_threshold: Family<ResourceLabels, GaugeF64>,
+    restore_threshold: Family<ResourceLabels, GaugeF64>,
+    emergency_threshold: Family<ResourceLabels, GaugeF64>,
     // GPU memory charged to each plugin, and to no plugin, from the latest sample.
     plugin_gpu_memory: Family<PluginLabels, Gauge>,
     // Without labels, and no series at all while no GPU reports the figure (never a fake zero).
@@ -173,6 +194,8 @@ pub struct Metrics {
     process_threads: Family<PluginLabels, Gauge>,
     process_read: Family<PluginLabels, Counter>,
     process_written: Family<PluginLabels, Counter>,
+    // A plugin cgroup's own memory pressure (v2), `some` and `full` over 10 s, as fractions.
+    plugin_memory_pressure: Family<Vec<(String, String)>, GaugeF64>,
     plugin_restarts: Family<PluginLabels, Counter>,
     plugin_condition: Family<AlertLabels, Gauge>,
     plugin_alerts: Family<AlertLabels, Counter>,
@@ -188,6 +211,8 @@ pub struct Metrics {
     tier: Family<TierLabels, Gauge>,
     tier_rank: Gauge,
     start_time: GaugeF64,
+    ready: Gauge,
+    last_sample_time: Family<Vec<(String, String)>, GaugeF64>,
 }
 
 impl Default for Metrics {
@@ -321,6 +346,42 @@ impl Metrics {
             "Highest live bytes the plugin reached",
             plugin_peak_bytes.clone(),
         );
+        let plugin_ready = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_ready",
+            "1 while the plugin takes calls (GET /plugins/{name}/ready answers 200): enabled, or idle with a call able to wake it",
+            plugin_ready.clone(),
+        );
+        let plugin_shed = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_shed",
+            "1 while the scaler holds the plugin off for pressure (or to make room) until the machine is calm; idle, pinned off and failed plugins are not shed",
+            plugin_shed.clone(),
+        );
+        let plugin_flaps = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_flaps",
+            "Times in a row the plugin was shed again soon after a restore; each doubles its wait before the next restore",
+            plugin_flaps.clone(),
+        );
+        let shed_threshold = Family::<ResourceLabels, GaugeF64>::default();
+        registry.register(
+            "resource_shed_threshold_ratio",
+            "The threshold at which the scaler sheds for the resource (0 to 1), for each resource it acts on",
+            shed_threshold.clone(),
+        );
+        let restore_threshold = Family::<ResourceLabels, GaugeF64>::default();
+        registry.register(
+            "resource_restore_threshold_ratio",
+            "The threshold the resource must stay below for plugins to be restored (0 to 1)",
+            restore_threshold.clone(),
+        );
+        let emergency_threshold = Family::<ResourceLabels, GaugeF64>::default();
+        registry.register(
+            "resource_emergency_threshold_ratio",
+            "The threshold at which every non-essential plugin is shed at once (0 to 1); absent where the resource has none",
+            emergency_threshold.clone(),
+        );
         let plugin_gpu_memory = Family::<PluginLabels, Gauge>::default();
         registry.register_with_unit(
             "plugin_gpu_memory",
@@ -359,6 +420,12 @@ impl Metrics {
             "plugin_process_cpu_cores_ratio",
             "CPU used by the plugin's process and its children, in cores",
             process_cpu_cores.clone(),
+        );
+        let plugin_memory_pressure = Family::<Vec<(String, String)>, GaugeF64>::default();
+        registry.register(
+            "plugin_memory_pressure_ratio",
+            "Share of the last 10 s the tasks of the plugin's cgroup stalled waiting for memory (cgroup v2 memory.pressure avg10; kind some or full)",
+            plugin_memory_pressure.clone(),
         );
         let process_cpu_seconds = Family::<PluginLabels, CounterF64>::default();
         registry.register_with_unit(
@@ -402,7 +469,7 @@ impl Metrics {
         let plugin_condition = Family::<AlertLabels, Gauge>::default();
         registry.register(
             "plugin_condition",
-            "1 while a supervision condition holds (stalled, busy_stall, stuck, leak_suspected, memory_soft_limit, memory_hard_limit)",
+            "1 while a supervision condition holds (stalled, busy_stall, stuck, leak_suspected, memory_soft_limit, memory_hard_limit, and from a cgroup's events memory_high, memory_max)",
             plugin_condition.clone(),
         );
         let plugin_alerts = Family::<AlertLabels, Counter>::default();
@@ -480,6 +547,19 @@ impl Metrics {
             Unit::Seconds,
             start_time.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 once the daemon has made its first decisions (GET /ready answers 200), 0 before (or while its scaler does not answer)",
+            ready.clone(),
+        );
+        let last_sample_time = Family::<Vec<(String, String)>, GaugeF64>::default();
+        registry.register_with_unit(
+            "last_sample_time",
+            "When the latest sample of the machine was taken, since the Unix epoch; absent before the first",
+            Unit::Seconds,
+            last_sample_time.clone(),
+        );
         Metrics {
             registry,
             render_lock: Mutex::new(()),
@@ -503,6 +583,12 @@ impl Metrics {
             plugin_concurrency_limit,
             plugin_live_bytes,
             plugin_peak_bytes,
+            plugin_ready,
+            plugin_shed,
+            plugin_flaps,
+            shed_threshold,
+            restore_threshold,
+            emergency_threshold,
             plugin_gpu_memory,
             gpu_memory_other,
             gpu_memory_in_process,
@@ -514,6 +600,7 @@ impl Metrics {
             process_threads,
             process_read,
             process_written,
+            plugin_memory_pressure,
             plugin_restarts,
             plugin_condition,
             plugin_alerts,
@@ -527,6 +614,8 @@ impl Metrics {
             tier,
             tier_rank,
             start_time,
+            ready,
+            last_sample_time,
         }
     }
 
@@ -601,13 +690,19 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    /// Sets the snapshot figures from `live` and `plugins` and encodes every metric as
-    /// OpenMetrics text (ending in `# EOF`).
-    pub fn render(&self, live: &LiveView, plugins: &[ballast_host::PluginStatus]) -> String {
+    /// Sets the snapshot figures from `live`, the host's `plugins` and the `scaler`'s figures, and
+    /// encodes every metric as OpenMetrics text (ending in `# EOF`).
+    pub fn render(
+        &self,
+        live: &LiveView,
+        plugins: &[ballast_host::PluginStatus],
+        scaler: &ScalerFigures,
+    ) -> String {
         let _guard = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.set_resources(live);
         self.set_gpu_memory(live);
         self.set_plugins(plugins);
+        self.set_scaler(plugins, scaler);
         for mode in MODES {
             self.mode
                 .get_or_create(&ModeLabels {
@@ -683,7 +778,11 @@ impl Metrics {
         let resource = |r: Resource| ResourceLabels {
             resource: r.as_str().to_owned(),
         };
+        self.last_sample_time.clear();
         if let Some(sample) = live.sample() {
+            self.last_sample_time
+                .get_or_create(&Vec::new())
+                .set(sample.at.as_secs_f64());
             for r in Resource::ALL {
                 if let Some(value) = sample.utilization(r).filter(|v| v.is_finite()) {
                     self.utilization.get_or_create(&resource(r)).set(value);
@@ -821,6 +920,70 @@ fn grow(counter: &Counter, value: u64) {
 }
 
 impl Metrics {
+    /// The figures that come from the scaler: readiness (the same function as the readiness
+    /// endpoints), shed, flaps, thresholds; and when the latest sample was taken.
+    fn set_scaler(&self, plugins: &[ballast_host::PluginStatus], scaler: &ScalerFigures) {
+        for family in [&self.plugin_ready, &self.plugin_shed, &self.plugin_flaps] {
+            family.clear();
+        }
+        for family in [
+            &self.shed_threshold,
+            &self.restore_threshold,
+            &self.emergency_threshold,
+        ] {
+            family.clear();
+        }
+        self.ready.set(i64::from(
+            scaler
+                .readiness
+                .as_ref()
+                .is_some_and(|r| r.assessed_at.is_some()),
+        ));
+        if let Some(readiness) = &scaler.readiness {
+            for status in plugins {
+                let wake = readiness
+                    .plugins
+                    .iter()
+                    .find(|(name, _)| *name == status.name)
+                    .map(|(_, check)| check);
+                let ready =
+                    crate::readiness::plugin(status.into(), readiness.assessed_at, wake).is_ok();
+                self.plugin_ready
+                    .get_or_create(&PluginLabels {
+                        plugin: status.name.clone(),
+                    })
+                    .set(i64::from(ready));
+            }
+        }
+        for status in &scaler.plugins {
+            let labels = PluginLabels {
+                plugin: status.name.clone(),
+            };
+            self.plugin_shed
+                .get_or_create(&labels)
+                .set(i64::from(status.shed));
+            self.plugin_flaps
+                .get_or_create(&labels)
+                .set(i64::from(status.flaps));
+        }
+        for (resource, thresholds) in &scaler.thresholds {
+            let labels = ResourceLabels {
+                resource: resource.as_str().to_owned(),
+            };
+            self.shed_threshold
+                .get_or_create(&labels)
+                .set(thresholds.shed);
+            self.restore_threshold
+                .get_or_create(&labels)
+                .set(thresholds.restore);
+            if let Some(emergency) = thresholds.emergency {
+                self.emergency_threshold
+                    .get_or_create(&labels)
+                    .set(emergency);
+            }
+        }
+    }
+
     /// The figures of plugins that run in a process: set while the process runs, absent when
     /// none does; totals only grow.
     fn set_processes(&self, plugins: &[ballast_host::PluginStatus]) {
@@ -833,6 +996,7 @@ impl Metrics {
             family.clear();
         }
         self.process_cpu_cores.clear();
+        self.plugin_memory_pressure.clear();
         self.plugin_condition.clear();
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for status in plugins {
@@ -849,6 +1013,23 @@ impl Metrics {
                         alert: condition.as_str().to_owned(),
                     })
                     .set(1);
+            }
+            if let Some(psi) = process
+                .cgroup
+                .as_ref()
+                .filter(|c| c.live)
+                .and_then(|c| c.memory_pressure)
+            {
+                for (kind, line) in [("some", Some(psi.some)), ("full", psi.full)] {
+                    if let Some(line) = line {
+                        self.plugin_memory_pressure
+                            .get_or_create(&vec![
+                                ("plugin".to_owned(), status.name.clone()),
+                                ("kind".to_owned(), kind.to_owned()),
+                            ])
+                            .set(line.avg10 / 100.0);
+                    }
+                }
             }
             let restarts = self.plugin_restarts.get_or_create(&labels);
             let count = u64::from(process.restarts);

@@ -35,6 +35,13 @@ pub fn restore_checkpoints(host: &PluginHost, data_dir: &Path) {
         if let Ok(blob) = std::fs::read(&path) {
             tracing::info!(plugin = %name, bytes = blob.len(), "restoring the plugin's checkpoint");
             let _ = host.set_checkpoint(&name, Some(blob));
+            // When it was taken: the file was written then.
+            if let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+                let _ = host.set_checkpoint_taken_at(
+                    &name,
+                    ballast_core::Timestamp::from_system_time(modified),
+                );
+            }
         }
     }
 }

@@ -60,7 +60,7 @@ impl TelemetryActor {
                 self.samples_seen += 1;
                 (self.samples_seen - 1)
                     .is_multiple_of(u64::from(self.sample_every))
-                    .then(|| TelemetryRecord::Sample(Box::new(s.clone())))
+                    .then(|| TelemetryRecord::Sample(s.clone()))
             }
             DaemonEvent::Plugin(e) => Some(TelemetryRecord::Plugin(e.clone())),
             DaemonEvent::Decision(d) => Some(TelemetryRecord::Decision(d.clone())),

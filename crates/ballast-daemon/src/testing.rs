@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ballast_host::PluginConfig;
@@ -69,6 +70,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// The data directory (plugin logs go to its `logs`); a temporary one by default.
     pub data_dir: Option<PathBuf>,
+    /// `api.ready_requires_token`.
+    pub ready_requires_token: bool,
 }
 
 impl Default for Options {
@@ -78,6 +81,7 @@ impl Default for Options {
             token: None,
             max_body_bytes: 4096,
             data_dir: None,
+            ready_requires_token: false,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Fixture {
     /// The machine the monitor reads.
     pub machine: FakeProc,
     trigger: ManualTriggerHandle,
+    /// How far the daemon's clock is ahead of the system's, in milliseconds.
+    clock_ahead: Arc<AtomicU64>,
     _dir: tempfile::TempDir,
 }
 
@@ -104,6 +110,17 @@ impl Deref for Fixture {
 }
 
 impl Fixture {
+    /// Moves the daemon's clock `by` ahead (the system's time plus what was added so far).
+    pub fn advance_clock(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.clock_ahead.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Fires the monitor's pressure trigger, as the kernel would when memory stalls.
+    pub fn fire_trigger(&self) {
+        assert!(self.trigger.fire(), "the monitor's trigger is not armed");
+    }
+
     /// Sets the figures of [`set_figures`], has the monitor sample through its trigger, and
     /// returns a watch that sees when that sample and its assessment reached the live view.
     fn sample_figures(&self) -> FiguresWatch {
@@ -159,6 +176,7 @@ impl FiguresWatch {
 fn config(options: &Options) -> Config {
     let mut config = Config::default();
     config.api.max_body_bytes = options.max_body_bytes;
+    config.api.ready_requires_token = options.ready_requires_token;
     config.plugins = options.plugins.clone();
     config.plugin_dir = Some(plugin_dir().to_owned());
     config.tier.plugins.clear();
@@ -172,8 +190,13 @@ pub async fn app_state(options: Options) -> Fixture {
     let machine = FakeProc::new(dir.path());
     let (trigger, handle) = ManualTrigger::new();
     let config = Arc::new(config(&options));
+    let clock_ahead = Arc::new(AtomicU64::new(0));
+    let system = ballast_host::system_clock();
+    let ahead = Arc::clone(&clock_ahead);
     let env = Environment {
-        clock: ballast_host::system_clock(),
+        clock: Arc::new(move || {
+            system().saturating_add(Duration::from_millis(ahead.load(Ordering::SeqCst)))
+        }),
         monitor: MonitorConfig {
             proc_root: machine.proc_root().to_owned(),
             sys_root: machine.sys_root().to_owned(),
@@ -188,6 +211,7 @@ pub async fn app_state(options: Options) -> Fixture {
         worker_program: std::env::current_exe().expect("the test binary"),
         process_sample_interval: Duration::from_millis(50),
         host_poll_interval: Duration::from_secs(3600),
+        plugin_cgroups: None,
     };
     let topology = Topology::build(Arc::clone(&config), env)
         .await
@@ -203,6 +227,7 @@ pub async fn app_state(options: Options) -> Fixture {
         topology,
         machine,
         trigger: handle,
+        clock_ahead,
         _dir: dir,
     }
 }

@@ -10,6 +10,8 @@
 //!      +----------------------- ReportPluginUsage <------------ HostEvent <------------+
 //! every actor --Record--> TelemetryActor (live view, metrics) --Append--> Journal  [disk]
 //! override decisions, API pins --PersistPins--> PinWriter (pins.json)               [disk]
+//! HostEvent (states), PSI trigger, emergency --> Checkpointer --TakeCheckpoint--> PluginHostActor
+//!                                                 +--SaveCheckpoint--> Journal            [disk]
 //! ```
 //!
 //! Where each actor runs: the control loop (monitor, predictor, scaler, the host actor, the
@@ -30,19 +32,20 @@ use std::time::Duration;
 use actix::prelude::*;
 use anyhow::{Context as _, Result};
 use ballast_core::Sample;
-use ballast_core::decision::{DecisionKind, Mode};
+use ballast_core::decision::{DecisionKind, Mode, Rule};
 use ballast_core::plugin::{Command, PluginEventKind, PluginState};
 use ballast_core::sample::PluginUsage;
 use ballast_core::tier::Tier;
 use ballast_host::{
-    Clock, Execute, HostEvent, PluginHost, PluginHostActor, ProcessOptions,
+    Cgroups, Clock, Execute, HostEvent, PluginHost, PluginHostActor, ProcessOptions,
     Subscribe as HostSubscribe,
 };
 use ballast_monitor::{
-    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PsiTrigger,
-    ReportPluginUsage,
+    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PressureFiles,
+    PsiTrigger, ReportPluginUsage,
 };
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
+use ballast_process::cgroup::{CgroupRoots, CgroupTree};
 use ballast_scaler::actor::{
     AssessmentMsg, CommandMsg, DecisionMsg, GpuUsageMsg, PinMsg, PluginEventMsg, ScalerOutputs,
     SetAllowanceMsg, SetModeMsg, SetProfileMsg, WarningMsg,
@@ -50,6 +53,7 @@ use ballast_scaler::actor::{
 use ballast_scaler::{Scaler, ScalerActor};
 use ballast_tier::{CurrentTier, SubscribeTier, TierActor};
 
+use crate::checkpoints::{Checkpointer, PluginStateMsg, Stall, StallTee};
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::live::{DaemonEvent, LiveView};
@@ -86,6 +90,9 @@ pub struct Environment {
     pub process_sample_interval: Duration,
     /// How often the host polls its plugins' health and stats.
     pub host_poll_interval: Duration,
+    /// Where plugin processes get cgroups of their own (the machine's `/proc` and `/`), or
+    /// `None` for none: their memory limits are then polled.
+    pub plugin_cgroups: Option<CgroupRoots>,
 }
 
 impl Environment {
@@ -102,8 +109,10 @@ impl Environment {
         if let Some(library) = &config.monitor.nvml_library {
             monitor.nvml = NvmlSource::Path(library.clone());
         }
+        // Armed on the memory pressure file the monitor reads: the daemon's v2 cgroup's when it
+        // runs in one, else the host's.
         let trigger = if config.monitor.psi_trigger {
-            Trigger::Psi(monitor.proc_root.join("pressure/memory"))
+            Trigger::Psi(PressureFiles::discover(&monitor.proc_root, &monitor.sys_root).memory)
         } else {
             Trigger::None
         };
@@ -116,6 +125,7 @@ impl Environment {
                 .context("cannot find the ballast executable to run isolated plugins with")?,
             process_sample_interval: ProcessOptions::default().sample_interval,
             host_poll_interval: Duration::from_secs(5),
+            plugin_cgroups: config.plugin_cgroups.then(CgroupRoots::default),
         })
     }
 }
@@ -146,6 +156,32 @@ impl<M: Message<Result = ()> + Send + 'static> Handler<M> for Relay<M> {
 
     fn handle(&mut self, msg: M, _ctx: &mut Self::Context) {
         (self.forward)(msg);
+    }
+}
+
+/// Makes the daemon's directory of plugin cgroups (cleaning what a daemon killed before left)
+/// and says in the log what it found, or, once, why plugins run without cgroups.
+fn set_up_cgroups(roots: &CgroupRoots, sample_interval: Duration) -> Cgroups {
+    match CgroupTree::setup(roots) {
+        Ok(tree) => {
+            for dir in tree.cleaned() {
+                tracing::info!(cgroup = %dir.display(), "removed the plugin cgroups of a daemon that is no longer running");
+            }
+            let dirs: Vec<String> = tree
+                .dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            tracing::info!(version = tree.version().as_str(), dirs = %dirs.join(", "), "plugin processes run in cgroups of their own: the kernel enforces their memory limits");
+            if let Some(why) = tree.cpu_unavailable() {
+                tracing::warn!(reason = %why, "plugins get no CPU quota (cpu_limit)");
+            }
+            Cgroups::Tree(Arc::new(tree))
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "cgroups are not writable, so plugin processes run without cgroups of their own: their memory limits are polled every {} and cpu_limit is not enforced", humantime::format_duration(sample_interval));
+            Cgroups::Unavailable(reason)
+        }
     }
 }
 
@@ -186,6 +222,8 @@ pub struct Topology {
     pub pins: Addr<PinWriter>,
     /// The tier detected at start, if it could be.
     pub detected_tier: Option<Tier>,
+    /// The daemon's directory of plugin cgroups, when plugins run in cgroups of their own.
+    cgroups: Option<Arc<CgroupTree>>,
     disk: Arbiter,
 }
 
@@ -202,6 +240,7 @@ impl Topology {
             worker_program,
             process_sample_interval,
             host_poll_interval,
+            plugin_cgroups,
         } = env;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -230,10 +269,22 @@ impl Topology {
 
         // Plugins: loaded now (failures are logged, not fatal), enabled after the start-up plan.
         let plugin_configs = config.resolved_plugins();
+        let checkpoint_intervals: Vec<(String, Duration)> = plugin_configs
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.checkpoint_interval?)))
+            .collect();
+        let cgroups = plugin_cgroups.map_or(Cgroups::Off, |roots| {
+            set_up_cgroups(&roots, process_sample_interval)
+        });
+        let cgroup_tree = match &cgroups {
+            Cgroups::Tree(tree) => Some(Arc::clone(tree)),
+            Cgroups::Off | Cgroups::Unavailable(_) => None,
+        };
         let process_options = ProcessOptions {
             log_dir: Some(logs_dir(&data_dir)),
             worker_program,
             sample_interval: process_sample_interval,
+            cgroups,
             ..ProcessOptions::default()
         };
         let host_clock = Arc::clone(&clock);
@@ -268,6 +319,13 @@ impl Topology {
             .context("cannot open the telemetry logs")?;
             Journal::start_in_arbiter(&disk.handle(), move |_| journal)
         };
+        let checkpointer = Checkpointer::new(
+            checkpoint_intervals,
+            Arc::clone(&clock),
+            host.clone(),
+            journal.clone(),
+        )
+        .start();
         let telemetry = TelemetryActor::new(
             Arc::clone(&live),
             Arc::clone(&metrics),
@@ -329,7 +387,12 @@ impl Topology {
             let decisions = {
                 let telemetry = telemetry.clone();
                 let pin_writer = pin_writer.clone();
+                let checkpointer = checkpointer.clone();
                 Relay::start(move |DecisionMsg(decision): DecisionMsg| {
+                    // An emergency is a memory stall: what keeps running is checkpointed.
+                    if decision.rule == Rule::Emergency {
+                        checkpointer.do_send(Stall { by: "emergency" });
+                    }
                     // A pin that ran out (or any override) changes what pins.json must hold.
                     if decision.kind == DecisionKind::Override {
                         pin_writer.do_send(PersistPins);
@@ -411,7 +474,15 @@ impl Topology {
             let telemetry = telemetry.clone();
             let monitor = monitor_address.clone();
             let journal = journal.clone();
+            let checkpointer = checkpointer.clone();
             let relay = Relay::start(move |HostEvent(event): HostEvent| {
+                if let PluginEventKind::StateChanged { to, .. } = &event.kind {
+                    checkpointer.do_send(PluginStateMsg {
+                        plugin: event.plugin.clone(),
+                        to: to.clone(),
+                        at: event.at,
+                    });
+                }
                 match &event.kind {
                     PluginEventKind::Stats(stats) => {
                         monitor.do_send(ReportPluginUsage(PluginUsage {
@@ -507,7 +578,7 @@ impl Topology {
                         usage: gpu,
                     });
                 }
-                telemetry.do_send(Record(DaemonEvent::Sample(sample.clone())));
+                telemetry.do_send(Record(DaemonEvent::Sample(Box::new(sample.clone()))));
                 true
             });
             let sample_clock = Arc::clone(&clock);
@@ -517,8 +588,14 @@ impl Topology {
                 .with_subscriber(subscriber);
             let actor = match trigger {
                 Trigger::None => actor.with_trigger(NoTrigger),
-                Trigger::Psi(path) => actor.with_trigger(PsiTrigger::memory(path)),
-                Trigger::Manual(manual) => actor.with_trigger(manual),
+                Trigger::Psi(path) => actor.with_trigger(StallTee {
+                    inner: PsiTrigger::memory(path),
+                    checkpointer: checkpointer.clone(),
+                }),
+                Trigger::Manual(manual) => actor.with_trigger(StallTee {
+                    inner: manual,
+                    checkpointer: checkpointer.clone(),
+                }),
             };
             monitor_context.run(actor);
         }
@@ -539,6 +616,7 @@ impl Topology {
             journal,
             pins: pin_writer,
             detected_tier,
+            cgroups: cgroup_tree,
             disk,
         })
     }
@@ -578,6 +656,10 @@ impl Topology {
         .await;
         if drained.is_err() {
             tracing::warn!(timeout = %humantime::format_duration(timeout), "plugins did not drain in time");
+        }
+        // The plugins are stopped: their cgroups go, and the daemon's directory with them.
+        if let Some(tree) = &self.cgroups {
+            tree.remove();
         }
         let _ = self.telemetry.send(Flush).await;
         self.disk.stop();

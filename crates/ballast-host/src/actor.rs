@@ -35,6 +35,13 @@ pub struct Subscribe(pub Recipient<HostEvent>);
 #[rtype(result = "Result<(), HostError>")]
 pub struct Execute(pub Command);
 
+/// Take a checkpoint of a running plugin without stopping it ([`PluginHost::take_checkpoint`]),
+/// on its lifecycle thread, after the commands queued before it; the reply is when the kept
+/// checkpoint was taken, or `None` when there was none to take.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<ballast_core::Timestamp>, HostError>")]
+pub struct TakeCheckpoint(pub String);
+
 /// Call a plugin. The answer comes within the call's deadline (its options' `deadline`, capped
 /// by the plugin's `call_timeout`), or [`CallError::Timeout`] does and the call is cancelled for
 /// the plugin; a call cancelled through its options' token answers [`CallError::Cancelled`] at
@@ -212,6 +219,16 @@ impl Handler<Execute> for PluginHostActor {
                 Ok(())
             }
         })
+    }
+}
+
+impl Handler<TakeCheckpoint> for PluginHostActor {
+    type Result = ResponseFuture<Result<Option<ballast_core::Timestamp>, HostError>>;
+
+    fn handle(&mut self, msg: TakeCheckpoint, _ctx: &mut Self::Context) -> Self::Result {
+        let plugin = msg.0;
+        let name = plugin.clone();
+        self.on_lifecycle(&name, move |host| host.take_checkpoint(&plugin))
     }
 }
 

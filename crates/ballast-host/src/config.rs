@@ -97,6 +97,11 @@ pub struct PluginConfig {
     /// A process plugin's share of one CPU core at full level.
     #[serde(default)]
     pub cpu_share: f64,
+    /// Hold the plugin's process to its CPU share (`cpu_share`, or what a native plugin's file
+    /// declares) with a CPU quota on its cgroup. Only for plugins with a process of their own,
+    /// and only where the daemon can make cgroups.
+    #[serde(default)]
+    pub cpu_limit: bool,
     /// Whether a process plugin uses a GPU.
     #[serde(default)]
     pub needs_gpu: bool,
@@ -179,6 +184,11 @@ pub struct PluginConfig {
     /// How many calls may wait for the plugin to load; more get "busy" (429) at once.
     #[serde(default = "default_wake_queue")]
     pub wake_queue: u32,
+    /// Take a checkpoint of the running plugin this often (`10m`), and one when memory stalls,
+    /// so that a restart after a crash, a kernel kill or a daemon restart comes back from it.
+    /// Unset (the default): checkpoints only when the plugin is shed, unloaded or stopped.
+    #[serde(default, with = "humantime_serde")]
+    pub checkpoint_interval: Option<Duration>,
 }
 
 fn default_true() -> bool {
@@ -244,6 +254,7 @@ impl PluginConfig {
             protocol: Protocol::None,
             levels: Vec::new(),
             cpu_share: 0.0,
+            cpu_limit: false,
             needs_gpu: false,
             can_suspend: false,
             memory_soft_limit_mb: None,
@@ -270,6 +281,7 @@ impl PluginConfig {
             keep_alive: None,
             load_timeout: default_load_timeout(),
             wake_queue: default_wake_queue(),
+            checkpoint_interval: None,
         }
     }
 
@@ -333,6 +345,15 @@ impl PluginConfig {
         if self.keep_alive.is_some_and(|k| k.is_zero()) {
             problems.push(format!(
                 "{who}: keep_alive must be longer than zero (leave it out to never unload the plugin for idleness)"
+            ));
+        }
+        if self
+            .checkpoint_interval
+            .is_some_and(|i| i < crate::checkpoint::MIN_INTERVAL)
+        {
+            problems.push(format!(
+                "{who}: checkpoint_interval must be at least {}s (leave it out for no periodic checkpoints)",
+                crate::checkpoint::MIN_INTERVAL.as_secs()
             ));
         }
         if self.load_timeout.is_zero() || self.load_timeout > Duration::from_secs(3600) {
@@ -429,6 +450,10 @@ impl PluginConfig {
                         "{who}: cpu_share must be a number at least 0, got {}",
                         self.cpu_share
                     ));
+                } else if self.cpu_limit && self.cpu_share == 0.0 {
+                    problems.push(format!(
+                        "{who}: cpu_limit holds the process to its cpu_share, which is 0: set cpu_share (in cores, e.g. 0.5)"
+                    ));
                 }
                 if let Some(key) = self
                     .env
@@ -442,6 +467,7 @@ impl PluginConfig {
         if !self.runs_in_process() {
             for (set, field) in [
                 (self.can_suspend, "can_suspend"),
+                (self.cpu_limit, "cpu_limit"),
                 (self.memory_soft_limit_mb.is_some(), "memory_soft_limit_mb"),
                 (self.memory_hard_limit_mb.is_some(), "memory_hard_limit_mb"),
                 (self.stall_threshold.is_some(), "stall_threshold"),
@@ -514,6 +540,25 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_interval_reads_like_people_write_it_and_has_a_floor() {
+        let c: PluginConfig = serde_json::from_value(serde_json::json!({
+            "name": "indexer", "path": "/x", "checkpoint_interval": "10m"
+        }))
+        .unwrap();
+        assert_eq!(c.checkpoint_interval, Some(Duration::from_secs(600)));
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(PluginConfig::new("voice", "/x").checkpoint_interval, None);
+        let mut fast = PluginConfig::new("voice", "/x");
+        fast.checkpoint_interval = Some(Duration::from_millis(500));
+        assert_eq!(
+            fast.problems(),
+            [
+                "plugin `voice`: checkpoint_interval must be at least 1s (leave it out for no periodic checkpoints)"
+            ]
+        );
+    }
+
+    #[test]
     fn every_problem_is_named() {
         let mut c = PluginConfig::new("bad name", "/x");
         c.max_concurrent_calls = 0;
@@ -554,26 +599,31 @@ mod tests {
             gpu_memory_mb: 0,
         }];
         native.can_suspend = true;
+        native.cpu_limit = true;
         let problems = native.problems();
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("`command` is for process plugins"));
         assert!(problems[1].contains("declares it in its file"));
         assert!(problems[2].contains("`can_suspend` needs a process of its own"));
+        assert!(problems[3].contains("`cpu_limit` needs a process of its own"));
 
         let mut process = PluginConfig::process("x", "");
         process.memory_soft_limit_mb = Some(500);
         process.memory_hard_limit_mb = Some(100);
         process.restart.burst = 0;
+        process.cpu_limit = true;
         let problems = process.problems();
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("`command` must not be empty"));
-        assert!(problems[1].contains("must not be above memory_hard_limit_mb"));
-        assert!(problems[2].contains("restart.burst must be at least 1"));
+        assert!(problems[1].contains("cpu_limit holds the process to its cpu_share, which is 0"));
+        assert!(problems[2].contains("must not be above memory_hard_limit_mb"));
+        assert!(problems[3].contains("restart.burst must be at least 1"));
 
         let mut isolated = PluginConfig::new("faulty", "/x");
         isolated.isolation = Isolation::Process;
         isolated.can_suspend = true;
         isolated.memory_hard_limit_mb = Some(64);
+        isolated.cpu_limit = true;
         assert!(isolated.problems().is_empty(), "{:?}", isolated.problems());
     }
 

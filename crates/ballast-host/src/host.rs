@@ -7,7 +7,7 @@
 //! reason and since when.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,13 +24,15 @@ use crate::error::{CallError, HostError};
 use crate::host_api::{Clock, StateReport, leak_host_api, system_clock};
 use crate::library::{LoadError, PluginInfo, PluginLibrary};
 use crate::lifecycle::{
-    change_level, check_level, disable_slot, enable_slot, fail, unload_slot, worker,
+    change_level, check_level, disable_slot, disable_slot_reporting, enable_slot, fail,
+    unload_slot, worker,
 };
 use crate::process::{ProcessOptions, ProcessPlugin, SupervisorMsg};
 use crate::slot::{
     Backend, CallStats, Current, EventSink, Job, Permits, Reply, Shared, Slot, Submitted, Waiting,
 };
 use crate::stream::CallOptions;
+use crate::tap::Tap;
 
 /// The state of a plugin as the API reports it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -69,6 +71,9 @@ pub struct PluginHost {
     clock: Clock,
     events: EventSink,
     options: ProcessOptions,
+    /// The conformance check's observation points, given to every plugin it loads (never set in
+    /// the daemon).
+    tap: Option<Arc<Tap>>,
 }
 
 impl Default for PluginHost {
@@ -91,6 +96,20 @@ impl PluginHost {
             clock,
             events,
             options,
+            tap: None,
+        }
+    }
+
+    /// A host whose plugins the conformance check observes through `tap`.
+    pub(crate) fn tapped(
+        clock: Clock,
+        events: EventSink,
+        options: ProcessOptions,
+        tap: Arc<Tap>,
+    ) -> PluginHost {
+        PluginHost {
+            tap: Some(tap),
+            ..PluginHost::with_options(clock, events, options)
         }
     }
 
@@ -154,6 +173,7 @@ impl PluginHost {
             library: Arc::new(library),
             host_api,
             context,
+            tap: self.tap.clone(),
         };
         self.insert(config, backend).map(|_| info)
     }
@@ -201,6 +221,7 @@ impl PluginHost {
             self.options.clone(),
             Arc::clone(&self.clock),
             supervisor_tx,
+            self.tap.clone(),
         )
         .map_err(|fault| HostError::Plugin {
             plugin: config.name.clone(),
@@ -246,6 +267,7 @@ impl PluginHost {
             last_call_end: AtomicU64::new(0),
             cancels: Mutex::new(std::collections::HashMap::new()),
             next_ticket: AtomicU64::new(0),
+            checkpoint_at: AtomicU64::new(0),
         });
         let (jobs, receiver) = crate::queue::queue::<Job>();
         for i in 0..config.max_concurrent_calls {
@@ -353,6 +375,39 @@ impl PluginHost {
     /// A process is stopped with SIGTERM, then SIGKILL after its `stop_timeout`.
     pub fn disable(&self, name: &str, reason: &str) -> Result<(), HostError> {
         disable_slot(&*self.slot(name)?, reason)
+    }
+
+    /// [`PluginHost::disable`], with what each step of the retirement did and how long it took
+    /// (for the conformance check).
+    pub(crate) fn disable_reporting(
+        &self,
+        name: &str,
+        reason: &str,
+    ) -> Result<crate::lifecycle::Retired, HostError> {
+        disable_slot_reporting(&*self.slot(name)?, reason, false)
+    }
+
+    /// The generation of the plugin's running process (1 for its first), for a plugin that
+    /// runs in one.
+    pub(crate) fn process_generation(&self, name: &str) -> Option<u64> {
+        let slot = self.slot(name).ok()?;
+        let (_, instance) = slot.shared.snapshot();
+        instance.and_then(|i| i.process().map(|p| p.generation()))
+    }
+
+    /// Writes `line` as it is to the plugin's running process (the conformance check's unknown
+    /// message); the generation of the process it went to.
+    pub(crate) fn send_unknown(&self, name: &str, line: &str) -> Result<u64, String> {
+        let slot = self.slot(name).map_err(|e| e.to_string())?;
+        let (_, instance) = slot.shared.snapshot();
+        let instance = instance.ok_or_else(|| "it has no running process".to_owned())?;
+        let process = instance
+            .process()
+            .ok_or_else(|| "it has no process of its own".to_owned())?;
+        process
+            .send_unknown(line)
+            .map_err(|e| format!("cannot write to its stdin: {e}"))?;
+        Ok(process.generation())
     }
 
     /// Stops routing calls to the plugin while keeping its instance (and memory): cheap to bring
@@ -717,6 +772,62 @@ impl PluginHost {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = blob;
         Ok(())
+    }
+
+    /// When the plugin's latest checkpoint was taken, if it has one.
+    pub fn checkpoint_taken_at(&self, name: &str) -> Result<Option<Timestamp>, HostError> {
+        Ok(
+            match self
+                .slot(name)?
+                .shared
+                .checkpoint_at
+                .load(Ordering::Relaxed)
+            {
+                0 => None,
+                ms => Some(Timestamp::from_millis(ms)),
+            },
+        )
+    }
+
+    /// Says when the checkpoint set by [`Self::set_checkpoint`] was taken (e.g. its file's
+    /// modification time), for the plugin's stats.
+    pub fn set_checkpoint_taken_at(&self, name: &str, at: Timestamp) -> Result<(), HostError> {
+        self.slot(name)?
+            .shared
+            .checkpoint_at
+            .store(at.as_millis().max(1), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Asks the running instance for its checkpoint without stopping it, and keeps it as the one
+    /// the next instance starts from (after a crash, a kernel kill, a shed or a restart). Runs
+    /// under the lifecycle lock, so it never overlaps a drain or a restart; a native plugin's
+    /// calls are held for the time it takes. `Ok(None)` when the plugin does not run (or is
+    /// suspended) or had nothing to hand over; `Ok(Some(at))` when a checkpoint taken at `at`
+    /// is now kept (call [`Self::checkpoint`] to read it).
+    pub fn take_checkpoint(&self, name: &str) -> Result<Option<Timestamp>, HostError> {
+        let slot = self.slot(name)?;
+        let mut kept = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, instance) = slot.shared.snapshot();
+        let (PluginState::Enabled { .. }, Some(instance)) = (state, instance) else {
+            return Ok(None);
+        };
+        match instance.checkpoint(slot.config.drain_timeout) {
+            Ok(Some(blob)) if !blob.is_empty() => {
+                let at = slot.shared.now();
+                *kept = Some(blob);
+                slot.shared
+                    .checkpoint_at
+                    .store(at.as_millis().max(1), Ordering::Relaxed);
+                Ok(Some(at))
+            }
+            Ok(_) => Ok(None),
+            Err(fault) => Err(HostError::Plugin {
+                plugin: name.to_owned(),
+                operation: "checkpoint",
+                fault,
+            }),
+        }
     }
 
     /// Disables every plugin (for shutdown), lowest priority first.

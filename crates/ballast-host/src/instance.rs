@@ -28,6 +28,7 @@ use ballast_abi::{
 use crate::host_api::{Clock, leak_host_api};
 use crate::library::PluginLibrary;
 use crate::stream::{CallIo, CancelReason};
+use crate::tap::Tap;
 
 /// Room for a plugin's error message.
 const MESSAGE_CAPACITY: usize = 4096;
@@ -134,6 +135,8 @@ pub(crate) struct Instance {
     /// Serializes calls of plugins that are not thread-safe.
     serial: Option<Mutex<()>>,
     stopped: AtomicBool,
+    /// Counts the calls inside the plugin at once, for the conformance check.
+    tap: Option<Arc<Tap>>,
 }
 
 // SAFETY: the instance pointer is only used through the plugin's vtable under the locking rules
@@ -143,12 +146,14 @@ unsafe impl Send for Instance {}
 unsafe impl Sync for Instance {}
 
 impl Instance {
-    /// Calls `create` with the config JSON and the last checkpoint.
+    /// Calls `create` with the config JSON and the last checkpoint; `tap` (the check's) counts
+    /// the calls inside it at once.
     pub(crate) fn create(
         library: Arc<PluginLibrary>,
         host_api: &'static BallastHostApi,
         config_json: &[u8],
         checkpoint: &[u8],
+        tap: Option<Arc<Tap>>,
     ) -> Result<Instance, PluginFault> {
         let Some(create) = library.vtable().create else {
             return Err(PluginFault::host("plugin has no create function"));
@@ -179,6 +184,7 @@ impl Instance {
             gate: RwLock::new(()),
             serial,
             stopped: AtomicBool::new(false),
+            tap,
         })
     }
 
@@ -299,6 +305,7 @@ impl Instance {
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
         let deadline_ms = io.deadline().map_or(0, |at| at.as_millis().max(1));
+        let _inside = self.tap.as_ref().map(|t| t.enter());
         let io_ptr: *mut CallIo = &mut *io;
         let ctx = BallastCallContext {
             struct_size: size_of::<BallastCallContext>() as u32,
@@ -350,6 +357,7 @@ impl Instance {
             .serial
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+        let _inside = self.tap.as_ref().map(|t| t.enter());
         let mut message = Message::new();
         let mut out = BallastBuffer::EMPTY;
         // SAFETY: a validated vtable function on this live instance; calls run concurrently only
@@ -540,7 +548,7 @@ impl NativeInstance {
         clock: Clock,
     ) -> Result<NativeInstance, PluginFault> {
         let (host_api, _) = leak_host_api(&library.info().name, clock, Arc::new(|_| {}));
-        let instance = Instance::create(library, host_api.0, config_json, &[])?;
+        let instance = Instance::create(library, host_api.0, config_json, &[], None)?;
         instance.start(Duration::from_secs(30))?;
         Ok(NativeInstance { instance })
     }

@@ -13,6 +13,8 @@
 
 #[cfg(feature = "actor")]
 mod actor;
+pub mod check;
+pub mod checkpoint;
 mod config;
 mod elf;
 mod error;
@@ -27,11 +29,14 @@ mod queue;
 mod slot;
 mod stream;
 mod supervisor;
+mod tap;
 mod trust;
 pub mod worker;
 
 #[cfg(feature = "actor")]
-pub use actor::{Call, CallWhenReady, Execute, HostEvent, PluginHostActor, Subscribe};
+pub use actor::{
+    Call, CallWhenReady, Execute, HostEvent, PluginHostActor, Subscribe, TakeCheckpoint,
+};
 pub use ballast_core::plugin::{ProcessStatus, ProgressStatus};
 pub use config::{Isolation, LevelConfig, PluginConfig, PluginKind, Protocol};
 pub use elf::{ElfProblem, check_shared_object};
@@ -42,7 +47,7 @@ pub use instance::{NativeInstance, PluginFault};
 pub use library::{
     LevelInfo, LoadError, PluginInfo, PluginLibrary, sha256_file, validate_descriptor,
 };
-pub use process::{ProcessOptions, StandaloneProcess};
+pub use process::{Cgroups, ProcessOptions, StandaloneProcess};
 pub use slot::{EventSink, Reply};
 pub use stream::{CallIo, CallOptions, CancelHook, CancelReason, CancelToken, ChunkSink};
 pub use trust::{FileTrust, Problem as TrustProblem, UntrustedPath};

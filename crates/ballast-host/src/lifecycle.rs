@@ -62,11 +62,21 @@ pub(crate) fn start_instance(
     let blob = checkpoint.take().unwrap_or_default();
     let created = match &slot.backend {
         Backend::Native {
-            library, host_api, ..
+            library,
+            host_api,
+            tap,
+            ..
         } => {
             let config_json =
                 serde_json::to_vec(&slot.config.config).unwrap_or_else(|_| b"{}".to_vec());
-            Instance::create(Arc::clone(library), host_api.0, &config_json, &blob).map(Live::Native)
+            Instance::create(
+                Arc::clone(library),
+                host_api.0,
+                &config_json,
+                &blob,
+                tap.clone(),
+            )
+            .map(Live::Native)
         }
         Backend::Process(plugin) => plugin.create(level.0, &blob, supervised).map(Live::Process),
     };
@@ -181,6 +191,15 @@ pub(crate) fn disable_slot(slot: &Slot, reason: &str) -> Result<(), HostError> {
 
 /// [`disable_slot`], on the host's own initiative when `by_host`.
 pub(crate) fn disable_slot_as(slot: &Slot, reason: &str, by_host: bool) -> Result<(), HostError> {
+    disable_slot_reporting(slot, reason, by_host).map(|_| ())
+}
+
+/// [`disable_slot_as`], with what each step of the retirement did (for the conformance check).
+pub(crate) fn disable_slot_reporting(
+    slot: &Slot,
+    reason: &str,
+    by_host: bool,
+) -> Result<Retired, HostError> {
     let result = retire_slot(slot, reason, by_host, PluginState::Disabled, None);
     slot.settle_waiting();
     result
@@ -195,7 +214,32 @@ pub(crate) fn unload_slot(
 ) -> Result<(), HostError> {
     let result = retire_slot(slot, reason, false, PluginState::Idle, Some(idle_since));
     slot.settle_waiting();
-    result
+    result.map(|_| ())
+}
+
+/// What one retirement (drain, checkpoint, stop) did, step by step, with how long each took.
+/// The daemon logs the failures; the conformance check reports them.
+#[derive(Debug, Default)]
+pub(crate) struct Retired {
+    /// Whether there was a running instance to retire.
+    pub(crate) had_instance: bool,
+    /// Calls admitted and not answered when the drain began.
+    pub(crate) in_flight_at_start: u32,
+    /// How long it waited for them.
+    pub(crate) waited_for_calls: Duration,
+    /// Calls cut at the drain deadline.
+    pub(crate) cut: usize,
+    /// Calls still running after the deadline (and the cut's grace): the instance was then
+    /// neither drained nor stopped, and is destroyed when they return.
+    pub(crate) in_flight_left: u32,
+    /// The deadline handed to the plugin's drain, how long the drain took, and its result.
+    pub(crate) drain: Option<(Duration, Duration, Result<(), PluginFault>)>,
+    /// How long the checkpoint took, and its result (its size; the blob is kept in the slot).
+    pub(crate) checkpoint: Option<(Duration, Result<Option<usize>, PluginFault>)>,
+    /// How long the stop took, and its result.
+    pub(crate) stop: Option<(Duration, Result<(), PluginFault>)>,
+    /// How long the destroy took (when this retirement dropped the last reference).
+    pub(crate) destroy: Option<Duration>,
 }
 
 /// Drains, checkpoints, stops and destroys the running instance, ending in `to`. With
@@ -206,8 +250,9 @@ fn retire_slot(
     by_host: bool,
     to: PluginState,
     idle_since: Option<Timestamp>,
-) -> Result<(), HostError> {
+) -> Result<Retired, HostError> {
     let name = slot.config.name.as_str();
+    let mut retired = Retired::default();
     let mut checkpoint = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(since) = idle_since {
         let in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
@@ -247,13 +292,16 @@ fn retire_slot(
         {
             slot.shared.transition_as(to, reason, None, by_host);
         }
-        return Ok(());
+        return Ok(retired);
     };
+    retired.had_instance = true;
     // The figures on departure (see `change_level`).
     publish_stats(slot);
     slot.shared
         .transition(PluginState::Draining, reason, Some(Arc::clone(&instance)));
-    let deadline = Instant::now() + slot.config.drain_timeout;
+    let began = Instant::now();
+    retired.in_flight_at_start = slot.shared.outstanding.load(Ordering::SeqCst);
+    let deadline = began + slot.config.drain_timeout;
     while slot.shared.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -262,6 +310,7 @@ fn retire_slot(
         // Streams and calls with a deadline are cut now, each told why; a plugin that looks at
         // its context stops, and one that does not is no longer waited for by its caller.
         let cut = slot.shared.cancel_all(CancelReason::Shed);
+        retired.cut = cut;
         if cut > 0 {
             tracing::info!(plugin = %name, cut, "calls cut at the drain deadline");
             let grace = Instant::now() + CUT_GRACE;
@@ -271,28 +320,50 @@ fn retire_slot(
             in_flight = slot.shared.outstanding.load(Ordering::SeqCst);
         }
     }
+    retired.waited_for_calls = began.elapsed();
+    retired.in_flight_left = in_flight;
     let left = deadline.saturating_duration_since(Instant::now());
     if in_flight > 0 {
         tracing::warn!(plugin = %name, in_flight, "calls still running after the drain deadline; the instance is destroyed when they return");
     } else {
-        if let Err(fault) = instance.drain(left) {
+        let started = Instant::now();
+        let drained = instance.drain(left);
+        if let Err(fault) = &drained {
             tracing::warn!(plugin = %name, %fault, "plugin drain failed; stopping it anyway");
         }
-        match instance.checkpoint(left) {
-            Ok(Some(blob)) if !blob.is_empty() => *checkpoint = Some(blob),
-            Ok(_) => {}
-            Err(fault) => {
-                tracing::warn!(plugin = %name, %fault, "plugin checkpoint failed; its state will not carry over")
+        retired.drain = Some((left, started.elapsed(), drained));
+        let started = Instant::now();
+        let blob = instance.checkpoint(left);
+        let size = match blob {
+            Ok(Some(blob)) if !blob.is_empty() => {
+                let size = blob.len();
+                *checkpoint = Some(blob);
+                slot.shared
+                    .checkpoint_at
+                    .store(slot.shared.now().as_millis().max(1), Ordering::Relaxed);
+                Ok(Some(size))
             }
-        }
-        if let Err(fault) = instance.stop(left) {
+            Ok(_) => Ok(None),
+            Err(fault) => {
+                tracing::warn!(plugin = %name, %fault, "plugin checkpoint failed; its state will not carry over");
+                Err(fault)
+            }
+        };
+        retired.checkpoint = Some((started.elapsed(), size));
+        let started = Instant::now();
+        let stopped = instance.stop(left);
+        if let Err(fault) = &stopped {
             tracing::warn!(plugin = %name, %fault, "plugin stop failed");
         }
+        retired.stop = Some((started.elapsed(), stopped));
     }
     slot.shared.transition_as(to, reason, None, by_host);
     // Dropping the last reference (here, or in the last call still running) destroys it.
-    drop(instance);
-    Ok(())
+    let started = Instant::now();
+    if Arc::into_inner(instance).is_some() {
+        retired.destroy = Some(started.elapsed());
+    }
+    Ok(retired)
 }
 
 /// A worker thread: takes jobs, waits for a permit, runs the call, replies.

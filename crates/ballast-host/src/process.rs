@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 
 use ballast_abi::{BALLAST_STATUS_CANCELLED, BALLAST_STATUS_ERROR, BALLAST_STATUS_UNSUPPORTED};
 use ballast_core::Timestamp;
+use ballast_core::plugin::CgroupStatus;
 use ballast_core::plugin::{PluginAlert, ProcessStatus, ProcessUsage, ProgressStatus};
+use ballast_process::cgroup::{CgroupTree, Limits, PluginCgroup};
 use ballast_process::protocol::Described;
 use ballast_process::{
-    Child, ChildEvent, HostMessage, LogFile, PROTOCOL_VERSION, PluginMessage, Progress,
-    RestartTracker, Rotation, Spawn, Stream,
+    CgroupJoinError, Child, ChildEvent, HostMessage, LogFile, PROTOCOL_VERSION, PluginMessage,
+    Progress, RestartTracker, Rotation, Spawn, Stream,
 };
 use nix::sys::signal::Signal;
 
@@ -33,6 +35,7 @@ use crate::host_api::Clock;
 use crate::instance::PluginFault;
 use crate::library::{LevelInfo, PluginInfo};
 use crate::stream::{CallIo, CancelReason, CancelToken};
+use crate::tap::{Observed, Tap};
 use crate::trust::FileTrust;
 
 /// Options the host gives every plugin that runs in a process.
@@ -46,6 +49,8 @@ pub struct ProcessOptions {
     pub worker_program: PathBuf,
     /// How often a process tree is measured.
     pub sample_interval: Duration,
+    /// Whether each process runs in a cgroup of its own.
+    pub cgroups: Cgroups,
 }
 
 impl Default for ProcessOptions {
@@ -55,8 +60,22 @@ impl Default for ProcessOptions {
             log_rotation: Rotation::default(),
             worker_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ballast")),
             sample_interval: Duration::from_secs(2),
+            cgroups: Cgroups::Off,
         }
     }
+}
+
+/// Whether the processes of plugins run in cgroups of their own, where the kernel enforces
+/// their memory limit, throttling point and CPU quota.
+#[derive(Clone, Debug, Default)]
+pub enum Cgroups {
+    /// They do not, and nobody asked: memory limits are polled.
+    #[default]
+    Off,
+    /// They cannot (why, for the status): memory limits are polled.
+    Unavailable(String),
+    /// Each process gets a cgroup in this tree.
+    Tree(Arc<CgroupTree>),
 }
 
 /// What the supervisor learns, shown in the status.
@@ -76,6 +95,12 @@ pub(crate) struct Supervision {
     pub(crate) pid: Option<u32>,
     pub(crate) gauges: BTreeMap<String, f64>,
     pub(crate) tracker: RestartTracker,
+    /// The cgroup of the process of a generation, set before that process starts.
+    pub(crate) cgroup: Option<(u64, Arc<PluginCgroup>)>,
+    /// What its current or last cgroup looked like at the last reading.
+    pub(crate) cgroup_status: Option<CgroupStatus>,
+    /// Why its processes run in no cgroup of their own, when cgroups are wanted.
+    pub(crate) cgroup_unavailable: Option<String>,
 }
 
 /// A message for a plugin's supervisor thread.
@@ -105,6 +130,8 @@ pub(crate) struct ProcessPlugin {
     pub(crate) supervision: Mutex<Supervision>,
     /// The checkpoint the last process started with: a restart after a crash starts from it.
     last_checkpoint: Mutex<Option<Vec<u8>>>,
+    /// The conformance check's record of the protocol (never in the daemon).
+    tap: Option<Arc<Tap>>,
 }
 
 impl std::fmt::Debug for ProcessPlugin {
@@ -157,6 +184,7 @@ fn spawn_of(config: &PluginConfig, options: &ProcessOptions) -> Spawn {
             args: config.args.iter().map(OsString::from).collect(),
             env: Vec::new(),
             working_dir: config.working_dir.clone(),
+            cgroups: Vec::new(),
         },
         PluginKind::Native => {
             let heartbeat = config
@@ -181,6 +209,7 @@ fn spawn_of(config: &PluginConfig, options: &ProcessOptions) -> Spawn {
                 args,
                 env: Vec::new(),
                 working_dir: None,
+                cgroups: Vec::new(),
             }
         }
     }
@@ -254,7 +283,13 @@ fn process_info(config: &PluginConfig) -> PluginInfo {
 
 /// The info of an isolated native plugin, from its worker's `hello`.
 fn described_info(config: &PluginConfig, version: Option<String>, d: &Described) -> PluginInfo {
-    const KNOWN: [&str; 4] = ["thread_safe_calls", "checkpoint", "drain", "alloc_stats"];
+    const KNOWN: [&str; 5] = [
+        "thread_safe_calls",
+        "checkpoint",
+        "drain",
+        "alloc_stats",
+        "streaming",
+    ];
     PluginInfo {
         name: config.name.clone(),
         version: version.unwrap_or_default(),
@@ -448,6 +483,8 @@ struct Launched {
     pending: Arc<Pending>,
     version: Option<String>,
     describe: Option<Box<Described>>,
+    /// The cgroup it runs in.
+    cgroup: Option<Arc<PluginCgroup>>,
 }
 
 impl ProcessPlugin {
@@ -458,6 +495,7 @@ impl ProcessPlugin {
         options: ProcessOptions,
         clock: Clock,
         supervisor: crossbeam_channel::Sender<SupervisorMsg>,
+        tap: Option<Arc<Tap>>,
     ) -> Result<ProcessPlugin, PluginFault> {
         let isolated = config.kind == PluginKind::Native && config.isolation == Isolation::Process;
         let protocol = isolated || config.protocol == Protocol::JsonLines;
@@ -467,6 +505,10 @@ impl ProcessPlugin {
                 options.log_rotation,
             ))
         });
+        let cgroup_unavailable = match &options.cgroups {
+            Cgroups::Unavailable(why) => Some(why.clone()),
+            Cgroups::Off | Cgroups::Tree(_) => None,
+        };
         let mut plugin = ProcessPlugin {
             spawn: spawn_of(&config, &options),
             protocol,
@@ -478,6 +520,7 @@ impl ProcessPlugin {
             supervisor,
             generation: AtomicU64::new(0),
             last_checkpoint: Mutex::new(None),
+            tap,
             supervision: Mutex::new(Supervision {
                 usage: None,
                 peak_rss: 0,
@@ -491,6 +534,9 @@ impl ProcessPlugin {
                 pid: None,
                 gauges: BTreeMap::new(),
                 tracker: RestartTracker::new(config.restart.clone()),
+                cgroup: None,
+                cgroup_status: None,
+                cgroup_unavailable,
             }),
             config,
         };
@@ -541,6 +587,56 @@ impl ProcessPlugin {
             }),
             stopped,
             log_file: self.log.as_ref().map(|l| l.path().to_owned()),
+            cgroup: s.cgroup_status.clone(),
+            cgroup_unavailable: s.cgroup_unavailable.clone(),
+        }
+    }
+
+    /// The limits its cgroup has at `level`: its hard limit, the level's declared need as the
+    /// throttling point, its CPU share as a quota when its config asks for one.
+    pub(crate) fn cgroup_limits(&self, level: u32) -> Limits {
+        let need = self
+            .info
+            .levels
+            .get(level as usize)
+            .map_or(0, |l| l.memory_preferred_bytes.max(l.memory_min_bytes));
+        Limits::for_plugin(
+            self.config.memory_hard_limit_mb.map(|mb| mb << 20),
+            need,
+            self.config.cpu_limit.then_some(self.info.cpu_share),
+        )
+    }
+
+    /// Its processes run without a cgroup of their own from now on: says why, once.
+    fn cgroup_failed(&self, why: &str) {
+        let mut s = self.supervision.lock().unwrap_or_else(|p| p.into_inner());
+        if s.cgroup_unavailable.is_none() {
+            tracing::warn!(plugin = %self.config.name, reason = %why, "plugin runs without a cgroup of its own: its memory limit is polled and no CPU quota is set");
+            self.note(&format!("no cgroup of its own: {why}"));
+        }
+        s.cgroup_unavailable = Some(why.to_owned());
+    }
+
+    /// A new cgroup for a process at `level`, where cgroups are in use and work for it.
+    fn new_cgroup(&self, level: u32) -> Option<Arc<PluginCgroup>> {
+        let Cgroups::Tree(tree) = &self.options.cgroups else {
+            return None;
+        };
+        if self
+            .supervision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cgroup_unavailable
+            .is_some()
+        {
+            return None;
+        }
+        match tree.create(&self.config.name, &self.cgroup_limits(level)) {
+            Ok(cgroup) => Some(Arc::new(cgroup)),
+            Err(error) => {
+                self.cgroup_failed(&error.to_string());
+                None
+            }
         }
     }
 
@@ -561,10 +657,31 @@ impl ProcessPlugin {
         describe: bool,
     ) -> Result<Launched, PluginFault> {
         let pending: Arc<Pending> = Arc::default();
+        let generation = forward.as_ref().map(|(g, _)| *g);
         let (startup_tx, startup_rx) = crossbeam_channel::bounded::<Startup>(2);
         let sink_pending = Arc::clone(&pending);
         let name = self.config.name.clone();
+        let tap = self.tap.clone();
+        let tapped = forward.as_ref().map_or(0, |(generation, _)| *generation);
         let events: ballast_process::EventSink = Arc::new(move |event: ChildEvent| {
+            if let Some(tap) = &tap {
+                match &event {
+                    ChildEvent::Message(message) => {
+                        tap.record(tapped, Observed::Message(message.clone()))
+                    }
+                    ChildEvent::BadLine { error, excerpt, .. } => tap.record(
+                        tapped,
+                        Observed::BadLine {
+                            error: error.clone(),
+                            excerpt: excerpt.clone(),
+                        },
+                    ),
+                    ChildEvent::Exited(exit) => {
+                        tap.record(tapped, Observed::Exited { exit: *exit })
+                    }
+                    ChildEvent::Output { .. } => {}
+                }
+            }
             let event = match event {
                 ChildEvent::Message(PluginMessage::Chunk { id, data }) => {
                     sink_pending.chunk(&name, id, data);
@@ -660,25 +777,63 @@ impl ProcessPlugin {
                 .check(&program)
                 .map_err(|e| fault(format!("refusing to start {}: {e}", program.display())))?;
         }
-        let child = ballast_process::spawn(
+        let mut cgroup = self.new_cgroup(level);
+        if let Some(cgroup) = &cgroup {
+            spawn.cgroups = cgroup.procs_files();
+            if let Some(generation) = generation {
+                let mut s = self.supervision.lock().unwrap_or_else(|p| p.into_inner());
+                s.cgroup = Some((generation, Arc::clone(cgroup)));
+            }
+        }
+        let spawned = ballast_process::spawn(
             &spawn,
             self.protocol,
             self.log.clone(),
             Arc::clone(&self.clock),
-            events,
-        )
-        .map_err(|e| fault(format!("cannot start {}: {e}", spawn.program.display())))?;
-        self.note(&format!(
-            "started {} as pid {} at level {level}",
-            spawn.program.display(),
-            child.pid()
-        ));
+            Arc::clone(&events),
+        );
+        let spawned = match spawned {
+            Err(error) if CgroupJoinError::of(&error).is_some() => {
+                // It could not join its cgroup: it starts without one.
+                self.cgroup_failed(&error.to_string());
+                cgroup = None;
+                spawn.cgroups.clear();
+                self.supervision
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .cgroup = None;
+                ballast_process::spawn(
+                    &spawn,
+                    self.protocol,
+                    self.log.clone(),
+                    Arc::clone(&self.clock),
+                    events,
+                )
+            }
+            other => other,
+        };
+        let child =
+            spawned.map_err(|e| fault(format!("cannot start {}: {e}", spawn.program.display())))?;
+        match &cgroup {
+            Some(cgroup) => self.note(&format!(
+                "started {} as pid {} at level {level} in cgroup {}",
+                spawn.program.display(),
+                child.pid(),
+                cgroup.dir().display()
+            )),
+            None => self.note(&format!(
+                "started {} as pid {} at level {level}",
+                spawn.program.display(),
+                child.pid()
+            )),
+        }
         if !self.protocol {
             return Ok(Launched {
                 child,
                 pending,
                 version: None,
                 describe: None,
+                cgroup,
             });
         }
         let init = HostMessage::Init {
@@ -725,6 +880,7 @@ impl ProcessPlugin {
                     pending,
                     version,
                     describe,
+                    cgroup,
                 })
             }
             Ok(Startup::Exited(exit)) => {
@@ -775,12 +931,20 @@ impl ProcessPlugin {
             }
         };
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let launched = self.launch(
-            level,
-            Some(&checkpoint),
-            Some((generation, self.supervisor.clone())),
-            false,
-        )?;
+        let launched = self
+            .launch(
+                level,
+                Some(&checkpoint),
+                Some((generation, self.supervisor.clone())),
+                false,
+            )
+            .inspect_err(|_| {
+                // The process is gone: so goes its cgroup.
+                let mut s = self.supervision.lock().unwrap_or_else(|p| p.into_inner());
+                if s.cgroup.as_ref().is_some_and(|(g, _)| *g == generation) {
+                    s.cgroup = None;
+                }
+            })?;
         {
             let mut s = self.supervision.lock().unwrap_or_else(|p| p.into_inner());
             s.pid = Some(launched.child.pid());
@@ -796,6 +960,7 @@ impl ProcessPlugin {
             plugin: Arc::clone(self),
             generation,
             child: launched.child,
+            cgroup: launched.cgroup,
             pending: launched.pending,
             next_id: AtomicU64::new(1),
             level: AtomicU32::new(level),
@@ -811,6 +976,8 @@ pub(crate) struct ProcessInstance {
     plugin: Arc<ProcessPlugin>,
     generation: u64,
     child: Child,
+    /// The cgroup it runs in (removed once the last holder drops it, after the process exits).
+    cgroup: Option<Arc<PluginCgroup>>,
     pending: Arc<Pending>,
     next_id: AtomicU64,
     level: AtomicU32,
@@ -861,12 +1028,13 @@ impl ProcessInstance {
     /// Sends a lifecycle request (set_level, drain, checkpoint) and waits for its answer.
     fn request(
         &self,
-        what: &str,
+        what: &'static str,
         timeout: Duration,
         message: impl FnOnce(u64) -> HostMessage,
     ) -> Result<Option<Vec<u8>>, PluginFault> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (_, events) = self.pending.register(id).map_err(fault)?;
+        self.tap(Observed::Request { id, kind: what });
         if let Err(error) = self.child.send(&message(id)) {
             self.pending.forget(id);
             return Err(fault(format!("cannot send the {what} request: {error}")));
@@ -918,6 +1086,7 @@ impl ProcessInstance {
                 .deadline_instant()
                 .map(|at| millis(at.saturating_duration_since(Instant::now()))),
         };
+        self.tap(Observed::Request { id, kind: "call" });
         if let Err(error) = self.child.send(&message) {
             self.pending.forget(id);
             return Err(CallEnd::Fault(fault(format!(
@@ -968,6 +1137,7 @@ impl ProcessInstance {
 
     /// Tells the plugin to stop working on the call `id`.
     fn send_cancel(&self, id: u64) {
+        self.tap(Observed::Cancel { id });
         if let Err(error) = self.child.send(&HostMessage::Cancel { id }) {
             tracing::debug!(plugin = %self.plugin.config.name, id, %error, "cannot send cancel");
         }
@@ -985,9 +1155,30 @@ impl ProcessInstance {
                 message: "it speaks no protocol, so its level changes by a restart".to_owned(),
             });
         }
+        // The throttling point moves with the level: raised before the plugin grows into the
+        // new level, lowered once it has shrunk out of the old one.
+        let limits = self.plugin.cgroup_limits(level);
+        let raise = self.cgroup.as_ref().is_some_and(|c| {
+            limits.memory_high.unwrap_or(u64::MAX) >= c.limits().memory_high.unwrap_or(u64::MAX)
+        });
+        if raise {
+            self.retarget(&limits);
+        }
         self.request("set_level", wait, |id| HostMessage::SetLevel { id, level })?;
         self.level.store(level, Ordering::SeqCst);
+        if !raise {
+            self.retarget(&limits);
+        }
         Ok(())
+    }
+
+    /// Puts `limits` in force on its cgroup; a failure is logged (the old limits stay).
+    fn retarget(&self, limits: &Limits) {
+        if let Some(cgroup) = &self.cgroup
+            && let Err(error) = cgroup.apply(limits)
+        {
+            tracing::warn!(plugin = %self.plugin.config.name, %error, "cannot move the plugin's cgroup limits to its new level");
+        }
     }
 
     /// Asks a protocol plugin to drain within `deadline`.
@@ -1056,10 +1247,38 @@ impl ProcessInstance {
         }
     }
 
-    /// Stops the process: end of stdin, SIGTERM, SIGKILL after `stop_timeout`.
+    /// Records a protocol event of this process for the conformance check, if it watches.
+    fn tap(&self, line: Observed) {
+        if let Some(tap) = &self.plugin.tap {
+            tap.record(self.generation, line);
+        }
+    }
+
+    /// Writes a line the host's protocol does not know (the conformance check's unknown
+    /// message) to the process's stdin.
+    pub(crate) fn send_unknown(&self, line: &str) -> std::io::Result<()> {
+        self.tap(Observed::Raw);
+        self.child.send_line(line)
+    }
+
+    /// Stops the process: end of stdin, SIGTERM, SIGKILL after `stop_timeout`. Under the
+    /// conformance check, a process that speaks the protocol first gets the check's grace to
+    /// exit on the end of its stdin alone.
     pub(crate) fn stop(&self) -> Result<(), PluginFault> {
         self.stopping.store(true, Ordering::SeqCst);
+        if let Some(grace) = self.plugin.tap.as_ref().and_then(|t| t.eof_grace)
+            && self.plugin.protocol
+            && self.child.exit().is_none()
+        {
+            let closed = Instant::now();
+            self.child.close_stdin();
+            let exited = self.child.wait_timeout(grace);
+            self.tap(Observed::EndOfInput {
+                exited_after: exited.map(|_| closed.elapsed()),
+            });
+        }
         let (exit, killed) = self.child.stop(self.plugin.config.stop_timeout);
+        self.tap(Observed::Stopped { exit, killed });
         // Whatever it was in (over a memory limit, stalled), it is not any more.
         self.plugin
             .supervision
@@ -1129,6 +1348,7 @@ impl StandaloneProcess {
             options,
             crate::host_api::system_clock(),
             supervisor,
+            None,
         )?);
         let instance = plugin.create(0, &[], false)?;
         Ok(StandaloneProcess { instance })

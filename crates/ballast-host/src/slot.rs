@@ -23,6 +23,7 @@ use crate::library::{PluginInfo, PluginLibrary};
 use crate::live::Live;
 use crate::process::ProcessPlugin;
 use crate::stream::{CallIo, CallOptions, CancelReason, CancelToken, ChunkSink};
+use crate::tap::Tap;
 
 /// Where the host sends plugin events.
 pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;
@@ -218,6 +219,8 @@ pub(crate) struct Shared {
     pub(crate) cancels: Mutex<HashMap<u64, CancelToken>>,
     /// The next ticket.
     pub(crate) next_ticket: AtomicU64,
+    /// When the latest checkpoint was taken, in milliseconds since the epoch (0: none).
+    pub(crate) checkpoint_at: AtomicU64,
 }
 
 impl Shared {
@@ -394,6 +397,8 @@ pub(crate) enum Backend {
         library: Arc<PluginLibrary>,
         host_api: HostApiRef,
         context: &'static HostContext,
+        /// The conformance check's observation of its calls (never in the daemon).
+        tap: Option<Arc<Tap>>,
     },
     /// A process plugin, or a native plugin in a worker process.
     Process(Arc<ProcessPlugin>),
@@ -556,6 +561,10 @@ impl Slot {
             first_chunk_p50_us: quantile(&s.first_chunk_us, 0.50),
             first_chunk_p95_us: quantile(&s.first_chunk_us, 0.95),
             last_call_end: match self.shared.last_call_end.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(Timestamp::from_millis(ms)),
+            },
+            last_checkpoint: match self.shared.checkpoint_at.load(Ordering::Relaxed) {
                 0 => None,
                 ms => Some(Timestamp::from_millis(ms)),
             },

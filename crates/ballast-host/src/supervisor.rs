@@ -2,7 +2,10 @@
 //! measures its process tree, runs the detectors, raises alerts, and acts: restarts a process
 //! that exited on its own (with the restart policy's back-off, or marks the plugin failed at
 //! the start limit), sheds a plugin over its hard memory limit, restarts a stalled one when so
-//! configured, and fails one that reports itself unhealthy.
+//! configured, and fails one that reports itself unhealthy. Where the process runs in a cgroup
+//! of its own, the kernel enforces its hard memory limit instead of the polling: the supervisor
+//! reads the cgroup's memory events with each measurement and once the process has exited,
+//! raises them as alerts, and sheds a plugin whose process the kernel killed at its limit.
 //!
 //! Its timeline is monotonic (the host clock at start plus `Instant` time since), so the
 //! detectors and the back-off are unaffected by wall-clock jumps; events carry the host clock.
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ballast_core::Timestamp;
 use ballast_core::plugin::{PluginAlert, PluginEventKind, PluginState};
+use ballast_process::cgroup::{EventTracker, PluginCgroup, Reading};
 use ballast_process::procfs::ticks_per_second;
 use ballast_process::{
     ChildEvent, DetectorConfig, Detectors, Exit, HealthStatus, PluginMessage, ProcReader,
@@ -25,11 +29,21 @@ use crate::slot::Slot;
 /// Gauges a plugin may create.
 const MAX_GAUGES: usize = 256;
 
+/// The cgroup of the process being watched, and what its events said so far.
+struct CgroupWatch {
+    generation: u64,
+    cgroup: Arc<PluginCgroup>,
+    tracker: EventTracker,
+}
+
 struct Supervisor {
     slot: Weak<Slot>,
     plugin: Arc<ProcessPlugin>,
     origin: (Instant, Timestamp),
     detectors: Option<(u64, Detectors)>,
+    cgroup: Option<CgroupWatch>,
+    /// Alerts from the cgroup's events, not yet raised.
+    cgroup_alerts: Vec<(PluginAlert, String)>,
     meter: UsageMeter,
     reader: ProcReader,
     next_sample: Instant,
@@ -51,6 +65,8 @@ pub(crate) fn supervise(
         plugin,
         origin,
         detectors: None,
+        cgroup: None,
+        cgroup_alerts: Vec::new(),
         meter: UsageMeter::new(ticks_per_second()),
         reader: ProcReader::default(),
         next_sample: Instant::now(),
@@ -97,14 +113,19 @@ impl Supervisor {
         wake
     }
 
-    fn detector_config(&self) -> DetectorConfig {
+    /// The detectors' settings; `kernel_limit` when the kernel enforces the hard limit, which
+    /// is then not polled.
+    fn detector_config(&self, kernel_limit: bool) -> DetectorConfig {
         let c = &self.plugin.config;
         DetectorConfig {
             stall_threshold: c.effective_stall_threshold(),
             busy_cpu: c.busy_cpu,
             stuck_threshold: Some(c.stuck_threshold),
             memory_soft_limit: c.memory_soft_limit_mb.map(|mb| mb << 20),
-            memory_hard_limit: c.memory_hard_limit_mb.map(|mb| mb << 20),
+            memory_hard_limit: c
+                .memory_hard_limit_mb
+                .filter(|_| !kernel_limit)
+                .map(|mb| mb << 20),
             leak: c.leak.clone(),
         }
     }
@@ -151,7 +172,26 @@ impl Supervisor {
     fn begin(&mut self, generation: u64, now: Timestamp) {
         let newer = self.current_generation().is_none_or(|g| generation > g);
         if newer && generation > self.last_exited {
-            self.detectors = Some((generation, Detectors::new(self.detector_config(), now)));
+            // Its cgroup was made before it started.
+            let cgroup = self
+                .lock()
+                .cgroup
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, c)| Arc::clone(c));
+            self.cgroup = cgroup.map(|cgroup| CgroupWatch {
+                generation,
+                tracker: EventTracker::new(cgroup.limits()),
+                cgroup,
+            });
+            let kernel_limit = self
+                .cgroup
+                .as_ref()
+                .is_some_and(|w| w.cgroup.limits().memory_max.is_some());
+            self.detectors = Some((
+                generation,
+                Detectors::new(self.detector_config(kernel_limit), now),
+            ));
             self.next_sample = Instant::now();
         }
     }
@@ -253,10 +293,50 @@ impl Supervisor {
         self.alerts(slot);
     }
 
+    /// Reads the watched cgroup: its events become alerts, its figures the status.
+    fn read_cgroup(&mut self, generation: u64, live: bool) -> Option<Reading> {
+        if self
+            .cgroup
+            .as_ref()
+            .is_none_or(|w| w.generation != generation)
+        {
+            // A process that exited before it was watched still has its cgroup to read.
+            let cgroup = self
+                .lock()
+                .cgroup
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, c)| Arc::clone(c))?;
+            self.cgroup = Some(CgroupWatch {
+                generation,
+                tracker: EventTracker::new(cgroup.limits()),
+                cgroup,
+            });
+        }
+        let watch = self
+            .cgroup
+            .as_mut()
+            .filter(|w| w.generation == generation)?;
+        let mut reading = watch.cgroup.read();
+        if !live {
+            // What is charged to a cgroup whose process is gone says nothing of the process.
+            reading.memory_current = None;
+        }
+        watch.tracker.set_limits(watch.cgroup.limits());
+        self.cgroup_alerts.extend(watch.tracker.observe(&reading));
+        let status =
+            watch
+                .cgroup
+                .status(&reading, watch.tracker.counts(), watch.tracker.peak(), live);
+        self.lock().cgroup_status = Some(status);
+        Some(reading)
+    }
+
     fn sample(&mut self, slot: &Arc<Slot>) {
         let Some(generation) = self.current_generation() else {
             return;
         };
+        self.read_cgroup(generation, true);
         let Some(pid) = slot.shared.snapshot().1.and_then(|l| {
             l.process()
                 .filter(|p| p.generation() == generation)
@@ -284,8 +364,24 @@ impl Supervisor {
     /// The process is gone (or going): nothing of it is watched any more, and no condition of
     /// it holds (a plugin shed for its hard limit is no longer over it).
     fn stop_detecting(&mut self) {
+        let generation = self
+            .current_generation()
+            .or(self.cgroup.as_ref().map(|w| w.generation));
         self.detectors = None;
-        self.lock().conditions.clear();
+        self.cgroup = None;
+        self.cgroup_alerts.clear();
+        let mut s = self.lock();
+        s.conditions.clear();
+        // Its cgroup goes once the instance lets go of it too (a newer process's stays).
+        if s.cgroup
+            .as_ref()
+            .is_some_and(|(g, _)| Some(*g) == generation)
+        {
+            s.cgroup = None;
+            if let Some(status) = &mut s.cgroup_status {
+                status.live = false;
+            }
+        }
     }
 
     /// Sends the detectors' alerts and acts on the hard limit and on stalls.
@@ -294,13 +390,18 @@ impl Supervisor {
             return;
         };
         let generation = *generation;
-        let mut raised = Vec::new();
+        let mut raised = std::mem::take(&mut self.cgroup_alerts);
         while let Some(alert) = detectors.poll_alert() {
             raised.push(alert);
         }
         // A process on its way out is in no condition any more.
         let conditions = if Self::current(slot, generation).is_some() {
-            detectors.conditions()
+            let mut conditions = detectors.conditions();
+            if let Some(watch) = self.cgroup.as_ref().filter(|w| w.generation == generation) {
+                conditions.extend(watch.tracker.conditions());
+                conditions.sort();
+            }
+            conditions
         } else {
             Vec::new()
         };
@@ -325,6 +426,16 @@ impl Supervisor {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Raises the alerts of the cgroup's events that are waiting (at an exit, whether or not
+    /// the detectors still run).
+    fn raise_cgroup_alerts(&mut self, slot: &Arc<Slot>) {
+        for (alert, message) in std::mem::take(&mut self.cgroup_alerts) {
+            tracing::warn!(plugin = %self.plugin.config.name, alert = %alert, %message, "plugin alert");
+            self.plugin.note(&format!("{alert}: {message}"));
+            slot.shared.emit(PluginEventKind::Alert { alert, message });
         }
     }
 
@@ -379,7 +490,21 @@ impl Supervisor {
     /// policy.
     fn exited(&mut self, slot: &Arc<Slot>, generation: u64, exit: Exit) {
         self.last_exited = self.last_exited.max(generation);
-        if self.current_generation() == Some(generation) {
+        // What its cgroup says now that it is gone: the events since the last reading, and
+        // whether the kernel killed it at its limit.
+        let killed_by_kernel = self.read_cgroup(generation, false).is_some().then(|| {
+            let sigkill = matches!(exit, Exit::Signal { signal, .. } if signal == libc::SIGKILL);
+            self.cgroup
+                .as_mut()
+                .and_then(|w| w.tracker.kill_reason(None, sigkill))
+        });
+        let killed_by_kernel = killed_by_kernel.flatten();
+        self.raise_cgroup_alerts(slot);
+        let watched = self
+            .cgroup
+            .as_ref()
+            .is_some_and(|w| w.generation == generation);
+        if self.current_generation() == Some(generation) || watched {
             self.stop_detecting();
         }
         let _lifecycle = slot.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
@@ -387,6 +512,17 @@ impl Supervisor {
             return;
         };
         let started = instance.process().map(|p| p.started());
+        if let Some(reason) = killed_by_kernel {
+            // As at a hard limit the host polls for: shed, for the scaler to bring it back.
+            self.lock().last_exit = Some(format!("{exit}: {reason}"));
+            tracing::warn!(plugin = %self.plugin.config.name, %reason, "plugin process killed at its memory limit");
+            self.plugin.note(&reason);
+            if matches!(state, PluginState::Enabled { .. } | PluginState::Suspended) {
+                slot.shared
+                    .transition_by_host(PluginState::Disabled, &reason);
+            }
+            return;
+        }
         let why = format!("its process {}", exit.sentence());
         self.lock().last_exit = Some(exit.to_string());
         match state {

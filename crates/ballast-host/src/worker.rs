@@ -147,8 +147,14 @@ pub fn run(
     let (host_api, _context) = leak_host_api(&library.info().name, system_clock(), reports);
     let config_json = serde_json::to_vec(&config).unwrap_or_else(|_| b"{}".to_vec());
     let wait = Duration::from_secs(30);
-    let instance = Instance::create(Arc::clone(&library), host_api.0, &config_json, &checkpoint)
-        .map_err(|f| format!("create failed: {f}"))?;
+    let instance = Instance::create(
+        Arc::clone(&library),
+        host_api.0,
+        &config_json,
+        &checkpoint,
+        None,
+    )
+    .map_err(|f| format!("create failed: {f}"))?;
     instance
         .start(wait)
         .map_err(|f| format!("start failed: {f}"))?;

@@ -1004,6 +1004,7 @@ mod tests {
             utilization: 0.25,
             load_average: [0.0; 3],
             cores: 2,
+            quota: None,
         });
         let line = serde_json::to_string(&sample).unwrap();
         let record = serde_json::to_string(&ballast_core::telemetry::TelemetryRecord::Sample(

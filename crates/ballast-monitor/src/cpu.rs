@@ -1,20 +1,27 @@
-//! The CPU sampler (`/proc/stat`, `/proc/loadavg`) and the daemon's own process figures
-//! (`/proc/self/stat`).
+//! The CPU sampler (`/proc/stat`, `/proc/loadavg`, and the daemon's cgroup's CPU quota and use
+//! when it has a quota) and the daemon's own process figures (`/proc/self/stat`).
 
 use std::path::Path;
 
-use ballast_core::{CpuReading, ProcessReading, Timestamp};
+use ballast_core::{CpuQuota, CpuReading, ProcessReading, Timestamp};
 
+use crate::cpu_limit::CpuCgroup;
 use crate::parse::{CpuTimes, parse_loadavg, parse_proc_stat, parse_self_stat};
 use crate::source::{SampleError, Source};
 
-/// Host CPU: utilization between two readings of `/proc/stat`, load averages and core count.
+/// CPU: utilization between two readings of `/proc/stat`, load averages and core count; in a
+/// cgroup with a CPU quota, the utilization is the cgroup's use relative to its quota.
 #[derive(Debug)]
 pub struct CpuSampler {
     stat: Source,
     loadavg: Source,
     previous: Option<CpuTimes>,
     last_utilization: Option<f64>,
+    cgroup: Option<CpuCgroup>,
+    /// The cgroup's CPU time (µs) and the host's total jiffies at the previous reading.
+    previous_cgroup: Option<(u64, u64)>,
+    last_cgroup_utilization: Option<f64>,
+    ticks_per_second: u64,
 }
 
 impl CpuSampler {
@@ -25,7 +32,24 @@ impl CpuSampler {
             loadavg: Source::under(proc_root, "loadavg"),
             previous: None,
             last_utilization: None,
+            cgroup: None,
+            previous_cgroup: None,
+            last_cgroup_utilization: None,
+            ticks_per_second: sysconf(libc::_SC_CLK_TCK, 100),
         }
+    }
+
+    /// Measures utilization against the CPU quota of the cgroup `<proc_root>/self/cgroup`
+    /// names, under `<sys_root>/fs/cgroup`, when it has one. Without cgroup information (or
+    /// when it cannot be read) the figures stay the host's.
+    pub fn with_cgroup(mut self, proc_root: &Path, sys_root: &Path) -> Self {
+        match CpuCgroup::discover(proc_root, sys_root) {
+            Ok(cgroup) => self.cgroup = cgroup,
+            Err(error) => {
+                tracing::debug!(%error, "no cgroup CPU information: CPU figures are the host's")
+            }
+        }
+        self
     }
 
     /// The number of logical cores, read now.
@@ -46,14 +70,55 @@ impl CpuSampler {
                 self.last_utilization = Some((busy as f64 / total as f64).clamp(0.0, 1.0));
             }
         }
-        let utilization = self.last_utilization.ok_or(SampleError::NotReady(
+        let not_ready = SampleError::NotReady(
             "CPU utilization needs two readings; the next sample will have it",
-        ))?;
+        );
+        let quota = self.sample_cgroup(&times)?;
+        let utilization = match &quota {
+            Some(_) => self.last_cgroup_utilization.ok_or(not_ready)?,
+            None => self.last_utilization.ok_or(not_ready)?,
+        };
         Ok(CpuReading {
             utilization,
             load_average,
             cores: times.cores,
+            quota,
         })
+    }
+
+    /// The cgroup's quota, when it has one and its use is counted, and its utilization of the
+    /// quota since the previous reading (into `last_cgroup_utilization`). The time between the
+    /// readings is the host's total jiffies over its cores, so no clock is read.
+    fn sample_cgroup(&mut self, times: &CpuTimes) -> Result<Option<CpuQuota>, SampleError> {
+        let Some(cgroup) = &mut self.cgroup else {
+            return Ok(None);
+        };
+        let Some(cores) = cgroup.quota_cores()? else {
+            self.previous_cgroup = None;
+            return Ok(None);
+        };
+        let Some(usage_us) = cgroup.usage_us()? else {
+            return Ok(None);
+        };
+        if let Some((previous_us, previous_total)) = self.previous_cgroup {
+            let jiffies = times.total.saturating_sub(previous_total);
+            let per_core = u64::from(times.cores.max(1)) * self.ticks_per_second;
+            let elapsed_us = jiffies as f64 * 1e6 / per_core as f64;
+            if elapsed_us > 0.0 {
+                let used = usage_us.saturating_sub(previous_us) as f64;
+                self.last_cgroup_utilization = Some((used / (elapsed_us * cores)).clamp(0.0, 1.0));
+            }
+        }
+        if self
+            .previous_cgroup
+            .is_none_or(|(_, total)| total != times.total)
+        {
+            self.previous_cgroup = Some((usage_us, times.total));
+        }
+        Ok(Some(CpuQuota {
+            cores,
+            scope: cgroup.scope().clone(),
+        }))
     }
 }
 

@@ -32,6 +32,7 @@ mod gpu;
 mod memory;
 mod monitor;
 pub mod parse;
+mod pressure;
 mod reasons;
 mod source;
 #[cfg(feature = "actor")]
@@ -45,6 +46,7 @@ pub use disk::DiskSampler;
 pub use gpu::{DEFAULT_NVML_LIBRARY, GpuSampler, NVML_RETRY_SAMPLES, NvmlSource};
 pub use memory::{MemoryOutcome, MemorySampler};
 pub use monitor::{Monitor, MonitorConfig};
+pub use pressure::PressureFiles;
 pub use source::SampleError;
 #[cfg(feature = "actor")]
 pub use trigger::{

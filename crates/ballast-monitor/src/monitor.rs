@@ -15,6 +15,7 @@ use crate::disk::DiskSampler;
 use crate::gpu::{GpuSampler, NvmlSource};
 use crate::memory::MemorySampler;
 use crate::parse::parse_psi;
+use crate::pressure::PressureFiles;
 use crate::reasons::Reasons;
 use crate::source::{SampleError, Source};
 
@@ -85,6 +86,7 @@ pub struct Monitor {
     memory: MemorySampler,
     cpu: CpuSampler,
     psi: [PsiSource; 3],
+    pressure: PressureFiles,
     disks: DiskSampler,
     gpu: GpuSampler,
     process: ProcessSampler,
@@ -98,23 +100,25 @@ impl Monitor {
     /// unavailable in each sample. NVML is loaded here, once.
     pub fn new(config: MonitorConfig) -> Self {
         let proc = config.proc_root.as_path();
+        let pressure = PressureFiles::discover(proc, &config.sys_root);
         let mut monitor = Monitor {
             memory: MemorySampler::new(proc, &config.sys_root),
-            cpu: CpuSampler::new(proc),
+            cpu: CpuSampler::new(proc).with_cgroup(proc, &config.sys_root),
             psi: [
                 PsiSource {
                     key: "psi.cpu",
-                    source: Source::under(proc, "pressure/cpu"),
+                    source: Source::new(pressure.cpu.clone()),
                 },
                 PsiSource {
                     key: "psi.memory",
-                    source: Source::under(proc, "pressure/memory"),
+                    source: Source::new(pressure.memory.clone()),
                 },
                 PsiSource {
                     key: "psi.io",
-                    source: Source::under(proc, "pressure/io"),
+                    source: Source::new(pressure.io.clone()),
                 },
             ],
+            pressure,
             disks: DiskSampler::new(&config.disk_paths),
             gpu: GpuSampler::new(&config.nvml),
             process: ProcessSampler::new(proc),
@@ -126,6 +130,12 @@ impl Monitor {
         // The first CPU reading is the baseline the next sample's utilization is measured from.
         let _ = monitor.cpu.sample();
         monitor
+    }
+
+    /// The pressure files it reads and whose they are (the PSI trigger is armed on the same
+    /// memory file).
+    pub fn pressure_files(&self) -> &PressureFiles {
+        &self.pressure
     }
 
     /// The configuration it was built from.
@@ -214,6 +224,7 @@ impl Monitor {
             cpu: cpu.read(),
             memory: memory.read(),
             io: io.read(),
+            scope: self.pressure.scope.clone(),
         };
         for (source, metric) in self
             .psi

@@ -21,6 +21,7 @@ use ballast_core::Timestamp;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use crate::cgroup::tree::{JoinReport, join_now};
 use crate::exit::Exit;
 use crate::logfile::{LogFile, Stream};
 use crate::protocol::{
@@ -42,6 +43,30 @@ pub struct Spawn {
     pub env: Vec<(OsString, OsString)>,
     /// The directory it starts in (the daemon's when `None`).
     pub working_dir: Option<PathBuf>,
+    /// The `cgroup.procs` files of the cgroups it joins between fork and exec (see
+    /// [`crate::cgroup`]), so that nothing it runs is outside them. A failure to join fails the
+    /// spawn with a [`CgroupJoinError`].
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// The process could not join its cgroup: writing its `cgroup.procs` failed. A spawn fails with
+/// it inside an [`std::io::Error`] of kind `Other` (see [`CgroupJoinError::of`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot join the cgroup: cannot write {}: {error}", path.display())]
+pub struct CgroupJoinError {
+    /// The `cgroup.procs` file.
+    pub path: PathBuf,
+    /// Why.
+    pub error: std::io::Error,
+}
+
+impl CgroupJoinError {
+    /// The join error inside a spawn's error, if that is what it is.
+    pub fn of(error: &std::io::Error) -> Option<&CgroupJoinError> {
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<CgroupJoinError>())
+    }
 }
 
 /// Something the child did.
@@ -141,8 +166,16 @@ pub fn spawn(
         command.current_dir(dir);
     }
     let parent = std::process::id();
-    // SAFETY: the closure runs in the child between fork and exec and calls only prctl, getppid
-    // and _exit, which are async-signal-safe.
+    let cgroups = crate::cgroup::tree::procs_paths(&spawn.cgroups)?;
+    let report = if cgroups.is_empty() {
+        None
+    } else {
+        Some(JoinReport::new()?)
+    };
+    let report_fd = report.as_ref().map_or(-1, JoinReport::write_fd);
+    // SAFETY: the closure runs in the child between fork and exec and calls only prctl, getppid,
+    // _exit, open, write and close (on memory prepared before the fork), which are
+    // async-signal-safe.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -151,6 +184,10 @@ pub fn spawn(
             // The daemon died between fork and prctl: do not outlive it.
             if libc::getppid() as u32 != parent {
                 libc::_exit(1);
+            }
+            if let Err((index, errno)) = join_now(&cgroups) {
+                JoinReport::report(report_fd, index, errno);
+                return Err(std::io::Error::from_raw_os_error(errno));
             }
             Ok(())
         });
@@ -164,9 +201,24 @@ pub fn spawn(
         .unwrap_or_else(|p| p.into_inner())
         .send(job)
         .map_err(|_| std::io::Error::other("the plugin spawner thread is not running"))?;
-    let mut child = rx
+    let spawned = rx
         .recv()
-        .map_err(|_| std::io::Error::other("the plugin spawner thread stopped"))??;
+        .map_err(|_| std::io::Error::other("the plugin spawner thread stopped"))?;
+    // The spawn returned: the child has exec'd or failed, so what it recorded is there.
+    if let Some((index, errno)) = report.and_then(JoinReport::take) {
+        let path = spawn.cgroups.get(index).cloned().unwrap_or_default();
+        if let Ok(mut child) = spawned {
+            // Cannot happen (the child returns an error after recording one), but never leave
+            // a process behind.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        return Err(std::io::Error::other(CgroupJoinError {
+            path,
+            error: std::io::Error::from_raw_os_error(errno),
+        }));
+    }
+    let mut child = spawned?;
     let pid = child.id();
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
@@ -371,6 +423,22 @@ impl Child {
         let mut stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         match stdin.as_mut() {
             Some(pipe) => pipe.write_all(&line).and_then(|()| pipe.flush()),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "its stdin is closed",
+            )),
+        }
+    }
+
+    /// Writes one line of text (a newline is added) to its stdin, as it is: for a message the
+    /// host's protocol has no type for, such as the conformance check's unknown message.
+    pub fn send_line(&self, line: &str) -> std::io::Result<()> {
+        let mut stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        match stdin.as_mut() {
+            Some(pipe) => pipe
+                .write_all(line.as_bytes())
+                .and_then(|()| pipe.write_all(b"\n"))
+                .and_then(|()| pipe.flush()),
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "its stdin is closed",

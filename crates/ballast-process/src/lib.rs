@@ -9,8 +9,13 @@
 //!   take `now` as an argument, tested on virtual time.
 //! * [`procfs`]: what a process and its descendants use (RSS, VSZ, CPU, file descriptors,
 //!   threads, disk IO), as pure parsers of `/proc` text plus a thin reader.
-//! * [`child`] and [`logfile`]: the IO shell: spawning in a process group, reading stdout and
-//!   stderr on threads into per-plugin rotated log files, signals, stop with a grace period.
+//! * [`cgroup`]: a cgroup per plugin process, so that the kernel enforces its memory limit,
+//!   throttling point and CPU quota: which files to write for a layout and limits, the parsers of
+//!   what the kernel reports (memory events, peak, CPU) and the alerts they make, the clean-up
+//!   of a dead daemon's cgroups, as pure functions, and a thin IO shell under an injectable root.
+//! * [`child`] and [`logfile`]: the IO shell: spawning in a process group (and in the process's
+//!   cgroup, joined before exec), reading stdout and stderr on threads into per-plugin rotated
+//!   log files, signals, stop with a grace period.
 //!
 //! `ballast-host` builds process plugins (and native plugins isolated in a worker process) on
 //! these parts.
@@ -85,6 +90,7 @@
 //! malformed `chunk` or `response`, or the start of a line over the limit), that request fails
 //! with the reason; the process and its other requests go on.
 
+pub mod cgroup;
 pub mod child;
 pub mod detect;
 pub mod exit;
@@ -94,7 +100,7 @@ pub mod procfs;
 pub mod protocol;
 pub mod restart;
 
-pub use child::{Child, ChildEvent, Clock, EventSink, Spawn, spawn};
+pub use child::{CgroupJoinError, Child, ChildEvent, Clock, EventSink, Spawn, spawn};
 pub use detect::{DetectorConfig, Detectors, Progress};
 pub use exit::{Exit, signal_name};
 pub use leak::{LeakConfig, LeakDetector, LeakFinding};

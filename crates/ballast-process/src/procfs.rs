@@ -57,6 +57,9 @@ pub struct Stat {
     pub vsize: u64,
     /// Resident memory, in pages.
     pub rss_pages: u64,
+    /// When it started, in clock ticks since boot: with the pid, it names one process for the
+    /// life of the machine.
+    pub start_ticks: u64,
 }
 
 /// Parses `/proc/PID/stat`. The command name (in parentheses) may contain spaces and
@@ -103,6 +106,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         cutime: number(13, "cutime")?,
         cstime: number(14, "cstime")?,
         threads: u32::try_from(number(17, "num_threads")?).unwrap_or(u32::MAX),
+        start_ticks: number(19, "starttime")?,
         vsize: number(20, "vsize")?,
         rss_pages: number(21, "rss")?,
     })
@@ -391,6 +395,7 @@ mod tests {
                 threads: 3,
                 vsize: 52_428_800,
                 rss_pages: 2560,
+                start_ticks: 123_456,
             }
         );
         let stopped = STAT.replace(") S ", ") T ");

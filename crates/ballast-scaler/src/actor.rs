@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use ballast_core::decision::{Decision, Mode};
-use ballast_core::{Assessment, Command, PluginEvent, ThresholdProfile, Timestamp};
+use ballast_core::{
+    Assessment, Command, Level, PluginEvent, Resource, ThresholdProfile, Thresholds, Timestamp,
+};
 
 use crate::error::ScalerError;
 use crate::scaler::{PinTarget, PluginStatus, Preflight, Scaler, WakeError, WakeGrant};
@@ -108,6 +110,27 @@ pub struct SetModeMsg(pub Mode);
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "Vec<PluginStatus>")]
 pub struct GetPluginsMsg;
+
+/// Asks what readiness checks need: whether the scaler has made its first decisions, and what
+/// a call to each plugin would meet ([`Scaler::wake_check`]). Changes nothing.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "Readiness")]
+pub struct ReadinessMsg;
+
+/// The answer to [`ReadinessMsg`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Readiness {
+    /// When the latest assessment was taken in; `None` before the first decision round.
+    pub assessed_at: Option<Timestamp>,
+    /// Per plugin, in shed order: the level a call would be served at (woken if it must), or
+    /// why it would be refused at once.
+    pub plugins: Vec<(String, Result<Level, WakeError>)>,
+}
+
+/// Asks for the thresholds in force for each resource the scaler acts on.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "Vec<(Resource, Thresholds)>")]
+pub struct GetThresholdsMsg;
 
 /// Where the actor sends what the scaler produces.
 #[derive(Clone)]
@@ -299,6 +322,34 @@ impl Handler<GpuUsageMsg> for ScalerActor {
     fn handle(&mut self, msg: GpuUsageMsg, _ctx: &mut Context<Self>) {
         let now = self.observe_time(msg.at);
         self.scaler.handle_gpu_usage(now, &msg.usage);
+    }
+}
+
+impl Handler<ReadinessMsg> for ScalerActor {
+    type Result = MessageResult<ReadinessMsg>;
+
+    fn handle(&mut self, _msg: ReadinessMsg, _ctx: &mut Context<Self>) -> Self::Result {
+        let plugins = self
+            .scaler
+            .plugins()
+            .into_iter()
+            .map(|p| {
+                let check = self.scaler.wake_check(&p.name);
+                (p.name, check)
+            })
+            .collect();
+        MessageResult(Readiness {
+            assessed_at: self.scaler.assessed_at(),
+            plugins,
+        })
+    }
+}
+
+impl Handler<GetThresholdsMsg> for ScalerActor {
+    type Result = MessageResult<GetThresholdsMsg>;
+
+    fn handle(&mut self, _msg: GetThresholdsMsg, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.scaler.thresholds())
     }
 }
 

@@ -133,6 +133,10 @@ pub struct PluginStatus {
     /// Since when it has had no call, for a plugin with a `keep_alive`.
     #[serde(default)]
     pub idle_since: Option<Timestamp>,
+    /// Whether the policy holds it off below where it belongs (shed for pressure, or taken down
+    /// to make room): not idle, not pinned, not failed, and the calm brings it back.
+    #[serde(default)]
+    pub shed: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -647,7 +651,28 @@ impl Scaler {
                 idle: s.idle,
                 measured_gpu_memory: s.measured_gpu.map(|(_, bytes)| bytes),
                 idle_since: s.keep_alive.and(s.idle_since),
+                shed: matches!(s.placement, Placement::Off { .. }) && !s.failed && s.below_target(),
             })
+            .collect()
+    }
+
+    /// When the scaler took in its latest assessment: `None` until its first decision round,
+    /// which is when a daemon counts as ready.
+    pub fn assessed_at(&self) -> Option<Timestamp> {
+        self.assessed_at
+    }
+
+    /// The thresholds in force for each resource the scaler acts on.
+    pub fn thresholds(&self) -> Vec<(Resource, Thresholds)> {
+        Resource::ALL
+            .into_iter()
+            .filter(|r| {
+                self.config
+                    .acted_on
+                    .as_ref()
+                    .is_none_or(|acted_on| acted_on.contains(r))
+            })
+            .map(|r| (r, self.thresholds[resource_index(r)]))
             .collect()
     }
 

@@ -10,6 +10,14 @@ use ballast_abi::{
     BallastHostApi, BallastStr,
 };
 
+/// Set once a test host (the `testing` module) exists in this process: the panic hook then
+/// passes panics on to the hook it replaced, so a failing test still prints its message. It
+/// lives here, beside the hook that reads it, so that the host module does not depend on the
+/// test host built on it.
+#[cfg(feature = "testing")]
+pub(crate) static TEST_HOST_ACTIVE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The host's functions, as handed to `create`. Cheap to clone, usable from any thread.
 #[derive(Clone, Copy)]
 pub struct Host {
@@ -108,7 +116,7 @@ pub(crate) fn install(host: &Host, plugin_name: &'static str) {
                 host.log(BALLAST_LOG_ERROR, plugin_name, &format!("panic: {info}"));
             }
             #[cfg(feature = "testing")]
-            if crate::testing::ACTIVE.load(Ordering::SeqCst) {
+            if TEST_HOST_ACTIVE.load(Ordering::SeqCst) {
                 previous(info);
             }
         }));

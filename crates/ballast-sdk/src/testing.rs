@@ -149,10 +149,6 @@ use ballast_abi::{
 use crate::export::Descriptor;
 use crate::{AllocStats, Health, Plugin};
 
-/// Set once a [`TestHost`] exists in this process: the SDK's panic hook then passes panics on
-/// to the hook it replaced, so a failing test still prints its message.
-pub(crate) static ACTIVE: AtomicBool = AtomicBool::new(false);
-
 /// The most a plugin may write into a message buffer: the daemon's size.
 const MESSAGE_CAPACITY: usize = 4096;
 
@@ -452,7 +448,7 @@ impl<P: Plugin> TestHost<P> {
     /// or has characters other than letters, digits, `-` and `_`; no level or more than 16; a
     /// version or level name too long; a level that needs more memory than it prefers.
     pub fn try_new() -> Result<TestHost<P>, Failure> {
-        ACTIVE.store(true, Ordering::SeqCst);
+        crate::host::TEST_HOST_ACTIVE.store(true, Ordering::SeqCst);
         let descriptor = Descriptor::new::<P>(counting_allocator_installed());
         // SAFETY: the descriptor and everything it points to live as long as `descriptor`; the
         // vtable's functions are the SDK's own, for the life of the process.

@@ -1,6 +1,6 @@
 //! A real `ballast run` for a test or a measurement: started on a config in a directory of its
 //! own, on a free loopback port, talked to over HTTP, and always stopped (killed when dropped,
-//! also when a test panics).
+//! also when a test panics, and the plugin cgroups it leaves behind removed).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,12 @@ pub struct Options {
     pub nice: bool,
     /// The profile of the config file.
     pub profile: Option<String>,
+    /// A command the daemon runs under: the daemon's own command line is appended to it (e.g.
+    /// `unshare -m sh -c '... && exec "$0" "$@"'`).
+    pub prefix: Vec<std::ffi::OsString>,
+    /// Start it in this cgroup (the path of its `cgroup.procs` file), e.g. a
+    /// [`MemoryCgroup`](crate::cgroup::MemoryCgroup) of the test's.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl Options {
@@ -34,6 +40,8 @@ impl Options {
             log_filter: "info".to_owned(),
             nice: false,
             profile: None,
+            prefix: Vec::new(),
+            cgroup_procs: None,
         }
     }
 }
@@ -98,6 +106,10 @@ impl Daemon {
             let mut nice = Command::new("nice");
             nice.args(["-n", "19"]).arg(&options.binary);
             nice
+        } else if let Some((program, args)) = options.prefix.split_first() {
+            let mut prefixed = Command::new(program);
+            prefixed.args(args).arg(&options.binary);
+            prefixed
         } else {
             Command::new(&options.binary)
         };
@@ -115,6 +127,9 @@ impl Daemon {
             .stderr(log_file);
         if let Some(profile) = &options.profile {
             command.args(["--profile", profile]);
+        }
+        if let Some(procs) = &options.cgroup_procs {
+            crate::cgroup::enter_on_exec(&mut command, procs);
         }
         let child = command
             .spawn()
@@ -323,7 +338,14 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Kills the daemon and removes the plugin cgroups it can no longer remove itself (a daemon
+    /// started next in the same cgroup would, but there may be none).
     fn drop(&mut self) {
-        self.kill();
+        if self.child.is_some() {
+            self.kill();
+            let _ = ballast_process::cgroup::remove_stale(
+                &ballast_process::cgroup::CgroupRoots::default(),
+            );
+        }
     }
 }

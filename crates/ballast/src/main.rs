@@ -47,9 +47,21 @@ enum Command {
     Worker(cmd::worker::WorkerArgs),
 }
 
+impl Command {
+    /// Whether the command's own output says all there is, so that the host's logs would only
+    /// repeat it.
+    fn reports_everything(&self) -> bool {
+        matches!(self, Command::Plugin(args) if args.is_check())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cmd::init_logging();
+    if cli.command.reports_everything() {
+        cmd::init_logging_at("error");
+    } else {
+        cmd::init_logging();
+    }
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(args),
         Command::Config(args) => cmd::config::run(args),

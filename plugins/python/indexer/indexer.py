@@ -1,72 +1,46 @@
 #!/usr/bin/env python3
 """indexer: a ballast process plugin that lets the assistant search the user's notes.
 
-It indexes the text files under `notes_dir` (Markdown and plain text by default) and answers
-searches. It speaks ballast's JSON-lines control protocol on stdin/stdout (see the ballast-process
-crate docs) and needs nothing beyond the Python standard library:
+It indexes the text files under `notes_dir` (Markdown and plain text by default, or the
+`extensions` given) and answers searches. It is written on the `ballast_plugin` SDK
+(sdk/python in the ballast repository; installed beside this script), which speaks ballast's
+JSON-lines control protocol, and needs nothing beyond the Python standard library:
 
-* init / hello: reads its config, level and checkpoint, then says hello.
-* heartbeat: every `heartbeat_s` seconds from a thread.
-* progress: phases `scanning` and `indexing` with a percent while it (re)builds the index.
+* start: continues from the checkpoint its previous instance left, then builds its index in
+  the background, reporting progress (phases `scanning` and `indexing` with a percent) and, once
+  built, the gauges `documents` and `terms`.
 * set_level: 0 = full index (words and word pairs, whole files); 1 = keywords only (the first
-  4 KiB of each file, single words): a fraction of the memory. The index is rebuilt in place.
-* drain: stops indexing and answers once nothing is running (or its deadline has passed).
+  4 KiB of each file, single words): a fraction of the memory. The index is rebuilt in place
+  while searches go on with the old one.
+* drain: stops indexing (the SDK has waited for the searches in flight).
 * checkpoint: hands over its counters and recent queries, which the next instance continues.
 * call: the request is a query (text, or JSON {"query": ..., "limit": N}). The answer is JSON
-  lines, streamed: one `chunk` per result as it is found, best first ({"file", "score",
-  "first_line", "line": the first line of the file with a word of the query}), then a
-  `response` whose data is a summary line ({"plugin", "level", "query", "found", "documents",
-  "complete", "queries", "stopped"}). A caller that does not stream gets the lines joined.
+  lines, streamed: one chunk per result as it is found, best first ({"file", "score",
+  "first_line", "line": the first line of the file with a word of the query}), then a last part
+  that is a summary line ({"plugin", "level", "query", "found", "documents", "complete",
+  "queries", "stopped"}). A caller that does not stream gets the lines joined.
 * cancel: stops that call's search at once; nothing more is sent for it.
-* deadline_ms: a call stops searching when its deadline passes, and its summary says
-  "stopped": "deadline" (it is null when the search ran to the end).
+* deadline: a search stops when its deadline passes, and its summary says "stopped":
+  "deadline" (it is null when the search ran to the end).
 
-Calls run on threads of their own, so a `cancel` is read while a search runs.
-
-Anything it wants logged goes in `log` messages; stdout carries only protocol lines.
+Searches run at once on the SDK's call threads (the plugin is thread-safe: a search reads an
+index that is swapped whole, and the counters are under a lock). Heartbeats come from the SDK,
+every `heartbeat_s` seconds of the config (5 by default), and its log lines go to ballast
+through the logging module.
 """
 
-import base64
-import concurrent.futures
 import json
+import logging
 import os
 import re
-import sys
 import threading
 import time
 
+import ballast_plugin
+from ballast_plugin import CallContext, PluginError
+
 WORD = re.compile(r"[a-z0-9]{2,}")
-OUT = threading.Lock()
-
-
-def send(message):
-    line = json.dumps(message, separators=(",", ":"))
-    with OUT:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-
-def log(message, level="info"):
-    send({"type": "log", "level": level, "message": message})
-
-
-class Call:
-    """One call in flight: cancelled by the host's `cancel`, or stopped by its deadline."""
-
-    def __init__(self, request, deadline_ms):
-        self.id = request
-        self.cancelled = threading.Event()
-        self.deadline = None
-        if deadline_ms is not None:
-            self.deadline = time.monotonic() + max(0, float(deadline_ms)) / 1000.0
-
-    def stopped(self):
-        """Why the call must stop ("cancelled" or "deadline"), or None."""
-        if self.cancelled.is_set():
-            return "cancelled"
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return "deadline"
-        return None
+log = logging.getLogger("indexer")
 
 
 class Index:
@@ -118,37 +92,65 @@ class Index:
         return ""
 
 
-class Indexer:
+class Indexer(ballast_plugin.Plugin):
+    version = "1.1.0"
+    thread_safe = True
+
     def __init__(self):
-        self.config = {}
-        self.level = 0
+        super().__init__()
         self.index = Index(0)
         self.complete = False
         self.queries = 0
         self.recent = []
-        self.stop = threading.Event()
-        self.builder = None
         self.counters = threading.Lock()
+        self.stop_building = threading.Event()
+        self.builder = None
 
-    def restore(self, checkpoint):
-        if not checkpoint:
-            return
-        try:
-            state = json.loads(base64.b64decode(checkpoint))
-            self.queries = int(state.get("queries", 0))
-            self.recent = list(state.get("recent", []))[-20:]
-            log("continuing from a checkpoint: %d queries answered before" % self.queries)
-        except (ValueError, TypeError) as error:
-            log("ignoring an unreadable checkpoint: %s" % error, "warn")
+    # Lifecycle: the SDK runs these one at a time.
 
-    def checkpoint(self):
-        state = {"queries": self.queries, "recent": self.recent[-20:]}
-        return base64.b64encode(json.dumps(state).encode()).decode()
+    def on_restore(self, checkpoint):
+        state = json.loads(checkpoint)
+        self.queries = int(state.get("queries", 0))
+        self.recent = [str(query) for query in state.get("recent", [])][-20:]
+        log.info("continuing from a checkpoint: %d queries answered before", self.queries)
+
+    def on_start(self):
+        self.rebuild(self.level)
+
+    def on_set_level(self, level):
+        self.rebuild(level)
+
+    def on_drain(self, timeout):
+        self.stop_indexing(timeout)
+
+    def on_stop(self):
+        self.stop_indexing(0)
+
+    def on_checkpoint(self):
+        with self.counters:
+            state = {"queries": self.queries, "recent": self.recent[-20:]}
+        return json.dumps(state).encode()
+
+    # The index, built off the lifecycle's thread and swapped in whole.
+
+    def rebuild(self, level):
+        self.stop_indexing(None)
+        self.stop_building = threading.Event()
+        self.complete = False
+        self.builder = threading.Thread(
+            target=self.build, args=(level, self.stop_building), name="indexer-build", daemon=True
+        )
+        self.builder.start()
+
+    def stop_indexing(self, timeout):
+        self.stop_building.set()
+        if self.builder is not None:
+            self.builder.join(timeout)
 
     def files(self):
         root = os.path.expanduser(self.config.get("notes_dir", "~/notes"))
         if not os.path.isdir(root):
-            log("notes_dir %s is not a directory: nothing to index" % root, "warn")
+            log.warning("notes_dir %s is not a directory: nothing to index", root)
             return []
         extensions = tuple(self.config.get("extensions", [".md", ".txt"]))
         skip = {".git", "target", "node_modules", "__pycache__"}
@@ -160,19 +162,9 @@ class Indexer:
                     found.append(os.path.join(directory, name))
         return found
 
-    def rebuild(self):
-        """Builds a new index at the current level off the main thread, then swaps it in."""
-        if self.builder is not None:
-            self.stop.set()
-            self.builder.join()
-        self.stop = threading.Event()
-        self.complete = False
-        self.builder = threading.Thread(target=self.build, args=(self.level, self.stop), daemon=True)
-        self.builder.start()
-
     def build(self, level, stop):
         started = time.monotonic()
-        send({"type": "progress", "phase": "scanning", "percent": 0})
+        self.progress(0, "scanning")
         files = self.files()
         index = Index(level)
         for n, path in enumerate(files, 1):
@@ -182,27 +174,35 @@ class Indexer:
                 with open(path, encoding="utf-8", errors="replace") as handle:
                     index.add(path, handle.read(1 << 20))
             except OSError as error:
-                log("cannot read %s: %s" % (path, error), "warn")
+                log.warning("cannot read %s: %s", path, error)
             if n % 50 == 0 or n == len(files):
-                send({"type": "progress", "phase": "indexing", "percent": round(100.0 * n / len(files), 1)})
+                self.progress(round(100.0 * n / len(files), 1), "indexing")
         self.index = index
         self.complete = True
         if not files:
-            send({"type": "progress", "phase": "indexing", "percent": 100})
-        send({"type": "gauge", "name": "documents", "value": index.documents})
-        send({"type": "gauge", "name": "terms", "value": len(index.postings)})
-        log("indexed %d files at level %d in %.2fs (%d terms)"
-            % (index.documents, level, time.monotonic() - started, len(index.postings)))
+            self.progress(100, "indexing")
+        self.gauge("documents", index.documents)
+        self.gauge("terms", len(index.postings))
+        log.info(
+            "indexed %d files at level %d in %.2fs (%d terms)",
+            index.documents,
+            level,
+            time.monotonic() - started,
+            len(index.postings),
+        )
 
-    def call(self, call, data):
-        """Runs a search, streaming a chunk per result; the summary, or None once cancelled."""
-        text = data.decode("utf-8", errors="replace").strip()
+    # Searches.
+
+    def on_call(self, request, ctx: CallContext):
+        """Streams a chunk per result; the summary is the last part. Once the host cancels the
+        call, `ctx.send` raises and the search ends with nothing more sent."""
+        text = request.decode("utf-8", errors="replace").strip()
         limit = 5
         if text.startswith("{"):
-            request = json.loads(text)
-            text, limit = str(request.get("query", "")), int(request.get("limit", 5))
+            query = json.loads(text)
+            text, limit = str(query.get("query", "")), int(query.get("limit", 5))
         if not text:
-            raise ValueError("empty query: send text, or {\"query\": \"...\"}")
+            raise PluginError('empty query: send text, or {"query": "..."}')
         with self.counters:
             self.queries += 1
             self.recent = (self.recent + [text])[-20:]
@@ -210,7 +210,7 @@ class Indexer:
         index = self.index
         words = WORD.findall(text.lower())
         found = 0
-        stopped = call.stopped()
+        stopped = "deadline" if ctx.expired() else None
         for path, score in index.rank(words, max(1, min(limit, 50))):
             if stopped:
                 break
@@ -220,17 +220,15 @@ class Indexer:
                 "first_line": index.first_lines.get(path, ""),
                 "line": index.matching_line(path, words),
             }
-            # A result found after the call was stopped is not sent.
-            stopped = call.stopped()
-            if stopped:
+            # A result found after the deadline is not sent, nor one found after a cancel:
+            # `send` raises Cancelled then.
+            if ctx.expired():
+                stopped = "deadline"
                 break
-            line = json.dumps(result) + "\n"
-            send({"type": "chunk", "id": call.id, "data": base64.b64encode(line.encode()).decode()})
+            ctx.send(json.dumps(result) + "\n")
             found += 1
-        if stopped == "cancelled" or call.cancelled.is_set():
-            return None
         summary = {
-            "plugin": "indexer",
+            "plugin": self.name,
             "level": self.level,
             "query": text,
             "found": found,
@@ -239,108 +237,8 @@ class Indexer:
             "queries": queries,
             "stopped": stopped,
         }
-        return (json.dumps(summary) + "\n").encode()
-
-
-class Calls:
-    """The calls in flight, by id, each run on a pooled thread so that the reading thread stays
-    free to read a `cancel` (a pool, because starting a thread per call costs more than a call)."""
-
-    def __init__(self, indexer):
-        self.indexer = indexer
-        self.lock = threading.Lock()
-        self.running = {}
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="call")
-
-    def start(self, request, data, deadline_ms):
-        call = Call(request, deadline_ms)
-        with self.lock:
-            self.running[request] = (call, self.pool.submit(self.serve, call, data))
-
-    def serve(self, call, data):
-        try:
-            answer = self.indexer.call(call, data)
-            if answer is not None:
-                send({"type": "response", "id": call.id, "data": base64.b64encode(answer).decode()})
-        except Exception as error:  # an error answers the call; it never ends the plugin
-            if not call.cancelled.is_set():
-                send({"type": "error", "id": call.id, "message": "%s: %s" % (type(error).__name__, error)})
-        finally:
-            with self.lock:
-                self.running.pop(call.id, None)
-
-    def cancel(self, request):
-        with self.lock:
-            entry = self.running.get(request)
-        if entry is not None:
-            entry[0].cancelled.set()
-
-    def wait(self, seconds):
-        """Waits at most `seconds` for the calls in flight to end."""
-        end = time.monotonic() + seconds
-        with self.lock:
-            futures = [future for _, future in self.running.values()]
-        concurrent.futures.wait(futures, timeout=max(0.0, end - time.monotonic()))
-
-
-def heartbeat(every):
-    while True:
-        time.sleep(every)
-        send({"type": "heartbeat"})
-
-
-def main():
-    indexer = Indexer()
-    calls = Calls(indexer)
-    started = False
-    for line in sys.stdin:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            log("ignoring a line that is not JSON", "warn")
-            continue
-        kind = message.get("type")
-        request = message.get("id")
-        try:
-            if kind == "init":
-                indexer.config = message.get("config") or {}
-                indexer.level = int(message.get("level", 0))
-                indexer.restore(message.get("checkpoint"))
-                send({"type": "hello", "name": message.get("name", "indexer"), "version": "1.1.0", "protocol": 1})
-                if not started:
-                    started = True
-                    every = float(indexer.config.get("heartbeat_s", 5))
-                    threading.Thread(target=heartbeat, args=(every,), daemon=True).start()
-                indexer.rebuild()
-            elif kind == "call":
-                calls.start(request, base64.b64decode(message["data"]), message.get("deadline_ms"))
-            elif kind == "cancel":
-                # Nothing answers a cancel.
-                calls.cancel(request)
-                continue
-            elif kind == "set_level":
-                indexer.level = int(message["level"])
-                indexer.rebuild()
-                send({"type": "response", "id": request})
-            elif kind == "drain":
-                indexer.stop.set()
-                deadline = time.monotonic() + message.get("deadline_ms", 5000) / 1000.0
-                if indexer.builder is not None:
-                    indexer.builder.join(timeout=deadline - time.monotonic())
-                calls.wait(deadline - time.monotonic())
-                send({"type": "response", "id": request})
-            elif kind == "checkpoint":
-                send({"type": "response", "id": request, "data": indexer.checkpoint()})
-            elif request is not None:
-                send({"type": "error", "id": request, "message": "unknown request type %r" % kind})
-        except Exception as error:  # an error answers the request; it never ends the plugin
-            if request is not None:
-                send({"type": "error", "id": request, "message": "%s: %s" % (type(error).__name__, error)})
-            else:
-                log("%s failed: %s" % (kind, error), "error")
-    # End of stdin: the host asks us to exit.
-    indexer.stop.set()
+        return json.dumps(summary) + "\n"
 
 
 if __name__ == "__main__":
-    main()
+    ballast_plugin.run(Indexer)

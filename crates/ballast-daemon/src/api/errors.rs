@@ -72,6 +72,11 @@ impl ApiError {
         &self.body
     }
 
+    /// The JSON body, to add fields to.
+    pub fn body_mut(&mut self) -> &mut Value {
+        &mut self.body
+    }
+
     /// The kind of error, as the `error` field spells it.
     pub fn kind(&self) -> &str {
         self.body["error"].as_str().unwrap_or("error")

@@ -9,7 +9,9 @@ use ballast_core::Level;
 use ballast_core::plugin::Command;
 use ballast_host::Execute;
 use ballast_scaler::PinTarget;
-use ballast_scaler::actor::{GetPluginsMsg, PinMsg, PreflightMsg, ReleaseMsg};
+use ballast_scaler::actor::{
+    GetPluginsMsg, GetThresholdsMsg, PinMsg, PreflightMsg, ReadinessMsg, ReleaseMsg,
+};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,7 +24,8 @@ use ballast_api::views::{
 use super::views;
 use crate::live::RECENT_DECISIONS;
 use crate::metrics::{
-    OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, openmetrics_to_prometheus_text,
+    OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, ScalerFigures,
+    openmetrics_to_prometheus_text,
 };
 use crate::state::AppState;
 
@@ -57,6 +60,8 @@ pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiErr
     let allowed = if req.path().starts_with("/plugins/")
         && req.path().matches('/').count() == 3
         && !req.path().ends_with("/logs")
+        && !req.path().ends_with("/ready")
+        && !req.path().ends_with("/preflight")
     {
         "POST"
     } else {
@@ -432,8 +437,19 @@ pub async fn decisions(
 /// `GET /metrics`: OpenMetrics text, or the classic Prometheus text format (0.0.4, what
 /// `promtool check metrics` reads) when the client accepts `text/plain` and not OpenMetrics.
 pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let scaler = ScalerFigures {
+        plugins: scaler_plugins(&state).await,
+        readiness: state.scaler.send(ReadinessMsg).await.ok(),
+        thresholds: state
+            .scaler
+            .send(GetThresholdsMsg)
+            .await
+            .unwrap_or_default(),
+    };
+    // The host's status after the scaler's: a plugin the scaler just woke reads as enabled
+    // rather than as idle with a stale answer.
     let plugins = state.plugin_host.statuses();
-    let text = state.metrics.render(&state.live, &plugins);
+    let text = state.metrics.render(&state.live, &plugins, &scaler);
     let accept = req
         .headers()
         .get(header::ACCEPT)

@@ -951,3 +951,189 @@ async fn preflight_answers_what_fits_without_changing_anything() {
         assert_eq!(body["error"], error, "{uri}: {body}");
     }
 }
+
+/// `method` on `path` without a token.
+macro_rules! probe {
+    ($app:expr, $method:expr, $path:expr) => {
+        test::call_service(
+            $app,
+            test::TestRequest::default()
+                .method($method)
+                .uri($path)
+                .to_request(),
+        )
+    };
+}
+
+#[actix_web::test]
+async fn readiness_says_200_while_a_plugin_takes_calls_and_503_with_the_call_paths_answer_when_not()
+{
+    let mut clock = ballast_host::PluginConfig::new("clock", crate::testing::plugin_dir());
+    clock.start = ballast_core::StartMode::OnDemand;
+    clock.priority = 40;
+    let state = app_state(Options {
+        plugins: vec![plugin("voice", 10), plugin("stubs", 100), clock],
+        ..Options::default()
+    })
+    .await;
+    publish_figures(&state).await;
+    let app = service!(state).await;
+
+    let (status, daemon) = json_of(probe!(&app, Method::GET, "/ready").await).await;
+    assert_eq!(status, StatusCode::OK, "{daemon}");
+    assert_eq!(daemon["status"], "ready");
+    assert!(daemon["assessed_at"].as_u64().unwrap() > 0);
+    assert_eq!(
+        daemon["plugins_ready"],
+        serde_json::json!(["clock", "stubs", "voice"])
+    );
+
+    let (status, voice) = json_of(probe!(&app, Method::GET, "/plugins/voice/ready").await).await;
+    assert_eq!(status, StatusCode::OK, "{voice}");
+    assert_eq!(voice["plugin"], "voice");
+    assert_eq!(voice["state"], "enabled");
+    assert_eq!(voice["level"], 0);
+    // HEAD answers the same status without a body, for checks that send HEAD.
+    let head = probe!(&app, Method::HEAD, "/plugins/voice/ready").await;
+    assert_eq!(head.status(), StatusCode::OK);
+    // An idle on-demand plugin is ready: a call would wake it.
+    let (status, idle) = json_of(probe!(&app, Method::GET, "/plugins/clock/ready").await).await;
+    assert_eq!(status, StatusCode::OK, "{idle}");
+    assert_eq!(idle["state"], "idle");
+    assert_eq!(
+        state.plugin_host.status("clock").unwrap().state.name(),
+        "idle"
+    );
+    // Unknown names are 404, other methods 405.
+    let (status, unknown) = json_of(probe!(&app, Method::GET, "/plugins/nobody/ready").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown["error"], "unknown_plugin");
+    let (status, wrong) = json_of(probe!(&app, Method::POST, "/plugins/voice/ready").await).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        wrong["message"].as_str().unwrap().ends_with("use GET"),
+        "{wrong}"
+    );
+
+    // Off: 503 with the very body a call gets.
+    let _ = test::call_service(&app, post("/plugins/voice/disable", "").to_request()).await;
+    wait_for_state(&state, "voice", "disabled").await;
+    let (status, not_ready) =
+        json_of(probe!(&app, Method::GET, "/plugins/voice/ready").await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{not_ready}");
+    let (call_status, refused) =
+        json_of(test::call_service(&app, post("/plugins/voice/call", "hi").to_request()).await)
+            .await;
+    assert_eq!(call_status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(not_ready, refused);
+    assert_eq!(not_ready["state"], "disabled");
+    assert!(
+        not_ready["reason"]
+            .as_str()
+            .unwrap()
+            .contains("operator pinned it off"),
+        "{not_ready}"
+    );
+    let head = probe!(&app, Method::HEAD, "/plugins/voice/ready").await;
+    assert_eq!(head.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The daemon stays ready; voice is no longer among its ready plugins.
+    let (status, daemon) = json_of(probe!(&app, Method::GET, "/ready").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        daemon["plugins_ready"],
+        serde_json::json!(["clock", "stubs"])
+    );
+
+    // Suspended: not ready either, with its reason.
+    let _ = test::call_service(&app, post("/plugins/stubs/suspend", "").to_request()).await;
+    wait_for_state(&state, "stubs", "suspended").await;
+    let (status, suspended) =
+        json_of(probe!(&app, Method::GET, "/plugins/stubs/ready").await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(suspended["state"], "suspended");
+    assert_eq!(suspended["reason"], "operator suspended it through the API");
+
+    // The metric says the same as the endpoints.
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/metrics")
+            .insert_header((header::ACCEPT, "text/plain"))
+            .to_request(),
+    )
+    .await;
+    let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
+    for line in [
+        r#"ballast_plugin_ready{plugin="voice"} 0"#,
+        r#"ballast_plugin_ready{plugin="stubs"} 0"#,
+        r#"ballast_plugin_ready{plugin="clock"} 1"#,
+        // Pinned off is not shed: the calm would not bring it back.
+        r#"ballast_plugin_shed{plugin="voice"} 0"#,
+        r#"ballast_plugin_flaps{plugin="voice"} 0"#,
+        "ballast_ready 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    // The thresholds in force, as the scaler has them (the tier's profile here).
+    let thresholds = state
+        .scaler
+        .send(ballast_scaler::actor::GetThresholdsMsg)
+        .await
+        .unwrap();
+    let (_, memory) = thresholds
+        .iter()
+        .find(|(r, _)| *r == ballast_core::Resource::Memory)
+        .unwrap();
+    for line in [
+        format!(
+            r#"ballast_resource_shed_threshold_ratio{{resource="memory"}} {:?}"#,
+            memory.shed
+        ),
+        format!(
+            r#"ballast_resource_restore_threshold_ratio{{resource="memory"}} {:?}"#,
+            memory.restore
+        ),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.contains("ballast_last_sample_time_seconds "), "{text}");
+}
+
+#[actix_web::test]
+async fn readiness_needs_no_token_unless_configured() {
+    for requires in [false, true] {
+        let state = app_state(Options {
+            token: Some("correct-horse".into()),
+            ready_requires_token: requires,
+            ..Options::default()
+        })
+        .await;
+        publish_figures(&state).await;
+        let app = service!(state).await;
+        for path in ["/ready", "/plugins/voice/ready"] {
+            let response = probe!(&app, Method::GET, path).await;
+            let expected = if requires {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(
+                response.status(),
+                expected,
+                "{path}, token required: {requires}"
+            );
+            let with_token = test::call_service(
+                &app,
+                test::TestRequest::get()
+                    .uri(path)
+                    .insert_header((header::AUTHORIZATION, "Bearer correct-horse"))
+                    .to_request(),
+            )
+            .await;
+            assert_eq!(with_token.status(), StatusCode::OK, "{path}");
+        }
+        // Everything else still needs it.
+        let response = probe!(&app, Method::GET, "/status").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+}

@@ -40,7 +40,7 @@ fn events_count_decisions_warnings_and_transitions() {
         },
     }));
     let live = LiveView::new(Timestamp::from_secs(1), Mode::Observe);
-    let text = metrics.render(&live, &[]);
+    let text = metrics.render(&live, &[], &super::ScalerFigures::default());
     for expected in [
         r#"ballast_decisions_total{kind="shed",action="disable",rule="high_pressure",applied="true"} 2"#,
         r#"ballast_warnings_total{rule="soft_limit"} 1"#,

@@ -4,6 +4,7 @@
 #[cfg(feature = "actor")]
 mod actor;
 mod calls;
+mod check;
 mod demand;
 mod lifecycle;
 mod load;

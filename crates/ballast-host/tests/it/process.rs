@@ -2,8 +2,11 @@
 //! failure at the start limit; a stall and its end; SIGSTOP/SIGCONT seen in /proc/PID/stat; a
 //! hard memory limit that sheds; the Python example speaking the whole protocol, streaming its
 //! results and stopping a cancelled or late search; a plugin without the protocol restarted for
-//! a level change. Every wait is bounded, and dropping the
-//! host kills every child it started, also when a test fails.
+//! a level change; and, where this machine lets the tests write cgroups, each process in a cgroup
+//! of its own: killed by the kernel at its limit and shed with that reason, its throttling point
+//! moved by a level change, its cgroup removed when it stops (elsewhere those tests print
+//! `SKIPPED: ...`). Every wait is bounded, and dropping the host kills every child it started,
+//! also when a test fails.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,8 +15,10 @@ use std::time::{Duration, Instant};
 use ballast_core::Level;
 use ballast_core::plugin::{PluginAlert, PluginEvent, PluginEventKind, PluginState};
 use ballast_host::{
-    CallError, LevelConfig, PluginConfig, PluginHost, ProcessOptions, Protocol, system_clock,
+    CallError, Cgroups, LevelConfig, PluginConfig, PluginHost, ProcessOptions, Protocol,
+    system_clock,
 };
+use ballast_process::cgroup::{CgroupRoots, CgroupTree};
 use ballast_process::{ProcReader, RestartPolicy, Rotation};
 
 fn workspace_root() -> PathBuf {
@@ -70,6 +75,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(Cgroups::Off)
+}
+
+fn fixture_with(cgroups: Cgroups) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
     let sink = Arc::clone(&recorder);
@@ -83,6 +92,7 @@ fn fixture() -> Fixture {
             log_dir: Some(dir.path().join("logs")),
             log_rotation: Rotation::default(),
             sample_interval: Duration::from_millis(50),
+            cgroups,
             ..ProcessOptions::default()
         },
     );
@@ -692,4 +702,219 @@ fn a_program_others_may_write_is_refused_before_it_runs() {
     f.host.enable("writable", Level::FULL, "test").unwrap();
     let pid = pid_of(&f.host, "writable");
     assert!(process_state(pid).is_some());
+}
+
+// -- Each process in a cgroup of its own, where this machine lets the tests make cgroups. --
+
+/// One host with real cgroups at a time: every cgroup tree of this process has the same name.
+static REAL_CGROUPS: Mutex<()> = Mutex::new(());
+
+/// A host whose processes run in cgroups of their own (dropped before the tree), or `None`
+/// after printing why the test is skipped.
+struct CgroupFixture {
+    f: Fixture,
+    tree: Arc<CgroupTree>,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for CgroupFixture {
+    /// As the daemon does when it exits: whatever the test left is killed and its cgroups go,
+    /// before the next test makes its own.
+    fn drop(&mut self) {
+        self.f.host.disable_all("test over");
+        self.tree.remove();
+    }
+}
+
+fn cgroup_fixture(test: &str) -> Option<CgroupFixture> {
+    let one = REAL_CGROUPS.lock().unwrap_or_else(|p| p.into_inner());
+    match CgroupTree::setup(&CgroupRoots::default()) {
+        Ok(tree) => {
+            let tree = Arc::new(tree);
+            Some(CgroupFixture {
+                f: fixture_with(Cgroups::Tree(Arc::clone(&tree))),
+                tree,
+                _one: one,
+            })
+        }
+        Err(reason) => {
+            // Past the test harness's capture, so that the skip shows in `cargo test`.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stdout(),
+                "SKIPPED: {test}: cgroups are not writable here: {reason}"
+            );
+            None
+        }
+    }
+}
+
+/// The cgroup status of the plugin, once its first reading is in.
+fn cgroup_status(host: &PluginHost, name: &str) -> ballast_core::CgroupStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(cgroup) = host.status(name).unwrap().process.and_then(|p| p.cgroup) {
+            return cgroup;
+        }
+        assert!(Instant::now() < deadline, "no cgroup status for {name}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_gone(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} is still there",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn in_a_cgroup_a_fast_grower_is_killed_by_the_kernel_and_shed_with_that_reason() {
+    let Some(c) = cgroup_fixture("a fast grower under the host") else {
+        return;
+    };
+    // 4 MiB every 10 ms: 400 MiB/s, far faster than any polling sees.
+    let mut config = PluginConfig::process("grower", "python3");
+    config.args = vec![
+        "-c".into(),
+        "import time\na = []\nwhile True:\n    a.append(b'x' * (4 << 20))\n    time.sleep(0.01)"
+            .into(),
+    ];
+    config.memory_hard_limit_mb = Some(64);
+    c.f.host.load(config).unwrap();
+    c.f.host.enable("grower", Level::FULL, "test").unwrap();
+    let pid = pid_of(&c.f.host, "grower");
+    let cgroup = cgroup_status(&c.f.host, "grower");
+    let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let relative = cgroup
+        .path
+        .components()
+        .skip(4 + usize::from(cgroup.version == "v1"))
+        .collect::<PathBuf>();
+    assert!(
+        line.contains(&format!("{}\n", Path::new("/").join(&relative).display())),
+        "{line} does not name {}",
+        cgroup.path.display()
+    );
+    let events = c.f.recorder.wait_for("the kernel's kill", |e| {
+        states(e).last().is_some_and(|s| s == "disabled")
+    });
+    let status = c.f.host.status("grower").unwrap();
+    assert_eq!(
+        status.reason,
+        "killed by the kernel at its memory limit 64 MiB"
+    );
+    let raised = alerts(&events);
+    assert!(raised.contains(&PluginAlert::MemoryOomKill), "{raised:?}");
+    // The kernel enforced the limit: the host's polling did not.
+    assert!(
+        !raised.contains(&PluginAlert::MemoryHardLimit),
+        "{raised:?}"
+    );
+    let process = status.process.unwrap();
+    assert!(
+        process
+            .last_exit
+            .as_deref()
+            .is_some_and(|e| e.ends_with("killed by the kernel at its memory limit 64 MiB")),
+        "{:?}",
+        process.last_exit
+    );
+    let cgroup = process.cgroup.expect("its last cgroup");
+    assert!(!cgroup.live);
+    let peak = cgroup.memory_peak_bytes.expect("a peak");
+    println!(
+        "grower under the host: limit 64 MiB, peak {:.1} MiB, {} times at the limit, {} oom kills",
+        peak as f64 / 1048576.0,
+        cgroup.events.max,
+        cgroup.events.oom_kill
+    );
+    assert!(peak <= 64 << 20, "peak {peak}");
+    assert_eq!(cgroup.events.oom_kill, 1);
+    wait_gone(&cgroup.path);
+}
+
+#[test]
+fn in_a_cgroup_a_level_change_moves_the_throttling_point() {
+    let Some(c) = cgroup_fixture("a level change under the host") else {
+        return;
+    };
+    let notes = c.f.dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    let mut config = indexer(&notes);
+    config.memory_hard_limit_mb = Some(256);
+    c.f.host.load(config).unwrap();
+    c.f.host.enable("indexer", Level::FULL, "test").unwrap();
+    let cgroup = cgroup_status(&c.f.host, "indexer");
+    assert_eq!(cgroup.memory_max_bytes, Some(256 << 20));
+    assert_eq!(cgroup.memory_high_bytes, Some(32 << 20));
+    let (throttle, limit) = if cgroup.version == "v1" {
+        ("memory.soft_limit_in_bytes", "memory.limit_in_bytes")
+    } else {
+        ("memory.high", "memory.max")
+    };
+    let file = |name: &str| {
+        std::fs::read_to_string(cgroup.path.join(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(file(throttle), (32u64 << 20).to_string());
+    assert_eq!(file(limit), (256u64 << 20).to_string());
+    c.f.host.set_level("indexer", Level(1), "memory").unwrap();
+    assert_eq!(file(throttle), (16u64 << 20).to_string());
+    c.f.host.set_level("indexer", Level::FULL, "calm").unwrap();
+    assert_eq!(file(throttle), (32u64 << 20).to_string());
+    assert_eq!(file(limit), (256u64 << 20).to_string());
+    c.f.host.disable("indexer", "test").unwrap();
+    wait_gone(&cgroup.path);
+}
+
+#[test]
+fn in_a_cgroup_a_cpu_limited_plugin_gets_its_share_as_a_quota_and_its_cgroup_goes_when_it_stops() {
+    let Some(c) = cgroup_fixture("a CPU quota under the host") else {
+        return;
+    };
+    let mut config = shell("spinner", "while :; do :; done");
+    config.cpu_share = 0.25;
+    config.cpu_limit = true;
+    c.f.host.load(config).unwrap();
+    c.f.host.enable("spinner", Level::FULL, "test").unwrap();
+    let cgroup = cgroup_status(&c.f.host, "spinner");
+    match c.tree.cpu_unavailable() {
+        Some(why) => println!("no CPU quota here: {why}"),
+        None => assert_eq!(cgroup.cpu_quota_cores, Some(0.25)),
+    }
+    assert_eq!(cgroup.memory_max_bytes, None);
+    c.f.host.disable("spinner", "test").unwrap();
+    wait_gone(&cgroup.path);
+    let dirs: Vec<PathBuf> = c.tree.dirs().iter().map(|d| d.to_path_buf()).collect();
+    // What the daemon does as it exits, its plugins stopped.
+    c.tree.remove();
+    for dir in dirs {
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+}
+
+#[test]
+fn without_cgroups_the_status_says_why_and_the_host_polls_the_limit() {
+    let f = fixture_with(Cgroups::Unavailable(
+        "cannot create /sys/fs/cgroup/memory/ballast-1-2: Read-only file system (os error 30)"
+            .to_owned(),
+    ));
+    f.host.load(shell("plain", "exec sleep 60")).unwrap();
+    f.host.enable("plain", Level::FULL, "test").unwrap();
+    let process = f.host.status("plain").unwrap().process.unwrap();
+    assert_eq!(process.cgroup, None);
+    assert_eq!(
+        process.cgroup_unavailable.as_deref(),
+        Some(
+            "cannot create /sys/fs/cgroup/memory/ballast-1-2: Read-only file system (os error 30)"
+        )
+    );
 }

@@ -10,3 +10,4 @@ mod machine;
 mod monitor;
 mod nvml;
 mod props;
+mod scope;

@@ -16,6 +16,7 @@ fn cpu_sample(seconds: u64, utilization: f64) -> Sample {
         utilization,
         load_average: [0.0; 3],
         cores: 4,
+        quota: None,
     });
     sample
 }

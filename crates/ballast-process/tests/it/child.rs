@@ -44,6 +44,7 @@ fn start(script: &str, protocol: bool, log: Option<Arc<LogFile>>) -> (Child, Arc
             args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hi".into())],
             working_dir: None,
+            cgroups: Vec::new(),
         },
         protocol,
         log,

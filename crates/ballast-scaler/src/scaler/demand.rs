@@ -273,6 +273,44 @@ impl Scaler {
                 made_room: Vec::new(),
             });
         }
+        match self.wake_plan(index) {
+            Ok((level, plan)) => Ok(self.apply_wake(now, index, level, plan)),
+            Err(WakeError::NoRoom(no_room)) => {
+                self.record(
+                    now,
+                    DecisionKind::Warn,
+                    Action::None,
+                    Some(index),
+                    Rule::NoRoom,
+                    self.views[resource_index(no_room.resource)].clone(),
+                    None,
+                    no_room.to_string(),
+                );
+                Err(WakeError::NoRoom(no_room))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// What a call to `plugin` would meet now, without changing anything: `Ok` with the level it
+    /// runs at, or would be woken at (with room made if it must), or why a call would be refused
+    /// at once (shed for pressure, pinned off, failed, not allowed here, no room). This is what a
+    /// load balancer's readiness check asks of an idle plugin: a call would wake it.
+    pub fn wake_check(&self, plugin: &str) -> Result<Level, WakeError> {
+        let index = self
+            .slot_index(plugin)
+            .map_err(|_| WakeError::UnknownPlugin(plugin.to_owned()))?;
+        if let Placement::On { level } = self.slots[index].placement {
+            return Ok(level);
+        }
+        self.wake_plan(index).map(|(level, _)| level)
+    }
+
+    /// The level an off plugin would be woken at and the room to make for it, or why it cannot
+    /// be woken.
+    fn wake_plan(&self, index: usize) -> Result<(Level, Plan), WakeError> {
+        let slot = &self.slots[index];
+        let plugin = slot.spec.name.as_str();
         if !slot.idle {
             let why = if slot.failed {
                 "it failed".to_owned()
@@ -304,32 +342,23 @@ impl Scaler {
         let mut first_shortfall = None;
         for level in (best.0..slot.n_levels).map(Level) {
             match self.plan(index, level) {
-                Ok(plan) => return Ok(self.apply_wake(now, index, level, plan)),
+                Ok(plan) => return Ok((level, plan)),
                 Err(no_room) => {
                     first_shortfall.get_or_insert(no_room);
                 }
             }
         }
-        let no_room = first_shortfall.unwrap_or_else(|| NoRoom {
-            plugin: plugin.to_owned(),
-            level: best,
-            resource: Resource::Memory,
-            need: 0.0,
-            free: 0.0,
-            held_below: 0.0,
-            machine: self.config.machine,
-        });
-        self.record(
-            now,
-            DecisionKind::Warn,
-            Action::None,
-            Some(index),
-            Rule::NoRoom,
-            self.views[resource_index(no_room.resource)].clone(),
-            None,
-            no_room.to_string(),
-        );
-        Err(WakeError::NoRoom(no_room))
+        Err(WakeError::NoRoom(first_shortfall.unwrap_or_else(|| {
+            NoRoom {
+                plugin: plugin.to_owned(),
+                level: best,
+                resource: Resource::Memory,
+                need: 0.0,
+                free: 0.0,
+                held_below: 0.0,
+                machine: self.config.machine,
+            }
+        })))
     }
 
     /// Whether `plugin` would fit at `level` (its fullest allowed when `None`) now, what it

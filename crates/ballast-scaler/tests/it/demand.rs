@@ -548,3 +548,96 @@ fn preflight_says_what_a_wake_would_take_down_and_changes_nothing() {
     assert_eq!(h.decisions.len(), before, "a pre-flight decides nothing");
     assert!(matches!(placement(&h, "vision"), Placement::On { .. }));
 }
+
+#[test]
+fn wake_check_answers_what_a_call_would_meet_and_changes_nothing() {
+    // Fits at once: voice would be woken at its fullest level.
+    let mut h = Harness::new(
+        Scaler::new(
+            machine(),
+            vec![
+                on_demand(gpu("voice", 30, &[24, 12])),
+                gpu("vision", 20, &[4]),
+                gpu("tts", 10, &[2]),
+            ],
+        )
+        .unwrap(),
+    );
+    for plugin in ["vision", "tts"] {
+        enabled(&mut h, 0, plugin);
+        activity(&mut h, 0, plugin, 0, None);
+    }
+    h.feed(&gpu_at(1, 0.3));
+    assert_eq!(h.scaler.wake_check("voice"), Ok(level(0)));
+    // A running plugin is served at its level.
+    assert_eq!(h.scaler.wake_check("vision"), Ok(level(0)));
+    assert!(matches!(
+        h.scaler.wake_check("nobody"),
+        Err(WakeError::UnknownPlugin(_))
+    ));
+
+    // 3.2 GiB free and 6 GiB below it: not even its small model fits, and the check says so
+    // without recording a refusal or taking anything down.
+    h.feed(&gpu_at(2, 0.76));
+    let decisions_before = h.decisions.len();
+    let Err(WakeError::NoRoom(no_room)) = h.scaler.wake_check("voice") else {
+        panic!("voice would wake: {}", h.timeline());
+    };
+    assert_eq!(no_room.plugin, "voice");
+    assert_eq!(h.decisions.len(), decisions_before);
+    assert_eq!(h.command_lines(), "");
+    assert!(matches!(placement(&h, "voice"), Placement::Off { .. }));
+    // The wake itself gives the same answer, and records it.
+    assert_eq!(
+        wake(&mut h, 3, "voice"),
+        Err(WakeError::NoRoom(no_room.clone()))
+    );
+    assert_eq!(h.decisions.last().unwrap().rule, Rule::NoRoom);
+}
+
+#[test]
+fn a_plugin_shed_for_pressure_is_shed_and_not_ready_an_idle_one_is_neither() {
+    let mut h = Harness::new(scaler(vec![
+        on_demand(spec("clock", 40, 1)),
+        spec("discord", 10, 1),
+        essential("stubs", 100),
+    ]));
+    assert_eq!(h.scaler.assessed_at(), None);
+    h.memory(0, 10, 1, 0.5);
+    assert_eq!(h.scaler.assessed_at(), Some(Timestamp::from_secs(9)));
+    h.memory(10, 20, 1, 0.9);
+    let status = |h: &Harness, name: &str| {
+        h.scaler
+            .plugins()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap()
+    };
+    assert!(status(&h, "discord").shed);
+    assert!(matches!(
+        h.scaler.wake_check("discord"),
+        Err(WakeError::NotIdle { .. })
+    ));
+    // Idle is not shed, and a call would wake it if it fits (it declares nothing).
+    assert!(!status(&h, "clock").shed);
+    assert!(status(&h, "clock").idle);
+    assert_eq!(h.scaler.wake_check("clock"), Ok(level(0)));
+    assert!(!status(&h, "stubs").shed);
+    // Pinned off by the operator: off, but not shed.
+    h.scaler
+        .pin(
+            Timestamp::from_secs(21),
+            "stubs",
+            ballast_scaler::PinTarget::Off,
+            None,
+        )
+        .unwrap();
+    h.drain();
+    assert!(!status(&h, "stubs").shed);
+    let thresholds = h.scaler.thresholds();
+    let memory = thresholds
+        .iter()
+        .find(|(r, _)| *r == Resource::Memory)
+        .unwrap();
+    assert_eq!(memory.1.shed, 0.80);
+}

@@ -1,5 +1,6 @@
 //! `ballast plugin`: tools for plugin authors (`new` writes a plugin project, `inspect` loads a
-//! file and prints its descriptor) and the operator's actions on a running daemon's plugin (`ballast plugin NAME
+//! file and prints its descriptor, `check` runs a plugin through its contract) and the
+//! operator's actions on a running daemon's plugin (`ballast plugin NAME
 //! enable|disable|release|suspend|resume|level N|show|logs`), which are clients of the control
 //! API.
 
@@ -61,9 +62,20 @@ enum PluginCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// Run a plugin through its whole contract as the daemon would (load, create, levels,
+    /// calls, streaming, drain, checkpoint, memory, and for a process the protocol itself) and
+    /// report each step with its timing; exits 0 only if everything holds.
+    Check(crate::cmd::check::CheckArgs),
     /// A plugin's name followed by an action (see below).
     #[command(external_subcommand)]
     Action(Vec<String>),
+}
+
+impl PluginArgs {
+    /// Whether this is `ballast plugin check`.
+    pub fn is_check(&self) -> bool {
+        matches!(self.command, PluginCommand::Check(_))
+    }
 }
 
 /// `ballast plugin NAME ACTION`, parsed from what follows `ballast plugin`.
@@ -170,6 +182,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PluginCommand::Check(args) => crate::cmd::check::run(args, &mut io::stdout().lock()),
         PluginCommand::Action(args) => match run_action(args, &mut io::stdout().lock()) {
             Ok(code) => Ok(code),
             Err(error) => match error.downcast::<clap::Error>() {
@@ -380,6 +393,14 @@ fn show(p: &PluginView) -> String {
     if let Some(error) = &p.last_error {
         let _ = writeln!(out, "last error   {error}");
     }
+    let _ = writeln!(
+        out,
+        "checkpoint   {}",
+        s.last_checkpoint.map_or_else(
+            || "none yet".to_owned(),
+            |at| format!("latest taken {}", ago(at, now))
+        )
+    );
     if let Some(usage) = &s.process {
         let _ = writeln!(
             out,
@@ -415,6 +436,15 @@ fn show(p: &PluginView) -> String {
             supervision.push_str(", stopped (SIGSTOP)");
         }
         let _ = writeln!(out, "supervision  {supervision}");
+        if let Some(cgroup) = &process.cgroup {
+            let _ = writeln!(out, "cgroup       {}", cgroup_line(cgroup));
+            let _ = writeln!(out, "kernel       {}", kernel_line(cgroup));
+        } else if let Some(why) = &process.cgroup_unavailable {
+            let _ = writeln!(
+                out,
+                "cgroup       none (memory limits polled, no CPU quota): {why}"
+            );
+        }
         if !process.conditions.is_empty() {
             let conditions: Vec<&str> = process.conditions.iter().map(|c| c.as_str()).collect();
             let _ = writeln!(out, "conditions   {}", conditions.join(", "));
@@ -536,4 +566,64 @@ fn render(info: &PluginInfo) -> String {
         let _ = writeln!(out, "{line}");
     }
     out
+}
+
+/// A plugin's cgroup and the limits the kernel enforces on it, on one line.
+fn cgroup_line(cgroup: &ballast_core::CgroupStatus) -> String {
+    let mut line = format!("{} {}", cgroup.version, cgroup.path.display());
+    if !cgroup.live {
+        line.push_str(" (removed)");
+    }
+    let mut limits = Vec::new();
+    if let Some(max) = cgroup.memory_max_bytes {
+        limits.push(format!("memory limit {}", bytes(max)));
+    }
+    if let Some(high) = cgroup.memory_high_bytes {
+        let what = if cgroup.version == "v1" {
+            "reclaimed first above"
+        } else {
+            "throttled above"
+        };
+        limits.push(format!("{what} {}", bytes(high)));
+    }
+    if let Some(cores) = cgroup.cpu_quota_cores {
+        limits.push(format!("cpu quota {cores:.2} cores"));
+    }
+    if limits.is_empty() {
+        limits.push("no limits".to_owned());
+    }
+    format!("{line}: {}", limits.join(", "))
+}
+
+/// What the kernel reports of a plugin's cgroup, on one line.
+fn kernel_line(cgroup: &ballast_core::CgroupStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(peak) = cgroup.memory_peak_bytes {
+        parts.push(format!("memory peak {}", bytes(peak)));
+    }
+    if let Some(now) = cgroup.memory_current_bytes.filter(|_| cgroup.live) {
+        parts.push(format!("now {}", bytes(now)));
+    }
+    if let Some(cpu) = cgroup.cpu_seconds {
+        parts.push(format!("cpu {cpu:.1}s"));
+    }
+    if let Some(throttled) = cgroup.cpu_throttled_seconds.filter(|t| *t > 0.0) {
+        parts.push(format!("throttled {throttled:.1}s"));
+    }
+    if let Some(psi) = cgroup.memory_pressure.filter(|_| cgroup.live) {
+        let full = psi
+            .full
+            .map(|f| format!(", full {:.2}%", f.avg10))
+            .unwrap_or_default();
+        parts.push(format!(
+            "memory pressure some {:.2}%{full} (10 s)",
+            psi.some.avg10
+        ));
+    }
+    let e = &cgroup.events;
+    parts.push(format!(
+        "events: {} high, {} at the limit, {} oom, {} oom kills",
+        e.high, e.max, e.oom, e.oom_kill
+    ));
+    parts.join(", ")
 }

@@ -319,11 +319,7 @@ pub fn render(sample: &Sample, annotations: &Annotations) -> String {
     memory.row(["", "total", "used", "available", "use", "scope"]);
     match &sample.memory {
         Metric::Available { value: m } => {
-            let scope = match &m.scope {
-                ballast_core::MemoryScope::Host => "host".to_owned(),
-                ballast_core::MemoryScope::CgroupV1 { path } => format!("cgroup v1 {path}"),
-                ballast_core::MemoryScope::CgroupV2 { path } => format!("cgroup v2 {path}"),
-            };
+            let scope = scope_text(&m.scope);
             memory.row([
                 "memory".to_owned(),
                 bytes(m.total_bytes),
@@ -350,8 +346,8 @@ pub fn render(sample: &Sample, annotations: &Annotations) -> String {
     out.push_str(&memory.render());
     out.push('\n');
 
-    let mut cpu = Table::new().right_aligned(&[false, true, true, true, true, true]);
-    cpu.row(["", "cores", "busy", "load 1m", "5m", "15m"]);
+    let mut cpu = Table::new().right_aligned(&[false, true, true, true, true, true, false]);
+    cpu.row(["", "cores", "busy", "load 1m", "5m", "15m", "scope"]);
     match &sample.cpu {
         Metric::Available { value: c } => cpu.row([
             "cpu".to_owned(),
@@ -360,13 +356,17 @@ pub fn render(sample: &Sample, annotations: &Annotations) -> String {
             format!("{:.2}", c.load_average[0]),
             format!("{:.2}", c.load_average[1]),
             format!("{:.2}", c.load_average[2]),
+            c.quota.as_ref().map_or_else(
+                || "host".to_owned(),
+                |q| format!("of a {:.2}-core quota, {}", q.cores, scope_text(&q.scope)),
+            ),
         ]),
         Metric::Unavailable { reason } => cpu.row(["cpu".to_owned(), unavailable(reason)]),
     }
     out.push_str(&cpu.render());
     out.push('\n');
 
-    let mut psi = Table::new().right_aligned(&[false, true, true, true, true, true, true]);
+    let mut psi = Table::new().right_aligned(&[false, true, true, true, true, true, true, false]);
     psi.row([
         "pressure",
         "some avg10",
@@ -375,13 +375,18 @@ pub fn render(sample: &Sample, annotations: &Annotations) -> String {
         "full avg10",
         "avg60",
         "avg300",
+        "scope",
     ]);
     for (name, metric) in [
         ("cpu", &sample.psi.cpu),
         ("memory", &sample.psi.memory),
         ("io", &sample.psi.io),
     ] {
-        psi.row(psi_row(name, metric));
+        let mut row = psi_row(name, metric);
+        if metric.value().is_some() {
+            row.push(scope_text(&sample.psi.scope));
+        }
+        psi.row(row);
     }
     out.push_str(&psi.render());
     out.push('\n');
@@ -521,6 +526,15 @@ fn render_gpu_processes(gpus: &[ballast_core::GpuReading], annotations: &Annotat
         out.push_str(&format!("plugins  - ({reason})\n"));
     }
     out
+}
+
+/// Whose figures they are: `host`, `cgroup v1 /path` or `cgroup v2 /path`.
+fn scope_text(scope: &ballast_core::MemoryScope) -> String {
+    match scope {
+        ballast_core::MemoryScope::Host => "host".to_owned(),
+        ballast_core::MemoryScope::CgroupV1 { path } => format!("cgroup v1 {path}"),
+        ballast_core::MemoryScope::CgroupV2 { path } => format!("cgroup v2 {path}"),
+    }
 }
 
 fn psi_row(name: &str, metric: &Metric<PsiReading>) -> Vec<String> {

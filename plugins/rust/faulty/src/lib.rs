@@ -1,9 +1,19 @@
-//! A plugin that fails on demand, for testing how the host contains plugin failures.
+//! A plugin that fails on demand, for testing how the host contains plugin failures and what
+//! `ballast plugin check` finds.
 //!
 //! Its config chooses where it misbehaves: `{"panic_in": "call"}` panics in every call,
 //! `{"fail_in": "create"}` returns an error from create, `{"call_sleep_ms": 500}` makes calls
 //! slow, `{"unhealthy": true}` fails its health check, `{"drain_whole_deadline": true}` takes the
-//! whole drain deadline to drain. Requests `panic` and `fail` misbehave once;
+//! whole drain deadline to drain. Breaches of its contract, one each: `{"hold_mb": 8}` holds
+//! that much memory at every level, more than it declares (1 MiB, then 1 KiB);
+//! `{"racy_calls": true}` declares thread-safe calls (as every SDK plugin does) but a call that
+//! finds another inside fails, as shared state would be corrupted; `{"drain_overrun_ms": 300}`
+//! drains for its whole deadline and that much more; `{"forget_checkpoint": true}` ignores the
+//! checkpoint it is created with; `{"ignore_cancel": true}` goes on streaming after its call is
+//! cancelled. Its checkpoint is its generation and the calls it served, `"GENERATION CALLS"`.
+//!
+//! The request `stream N MS` streams `N` chunks (`0\n`, `1\n`, ...) `MS` milliseconds apart,
+//! stopping when the call is cancelled. Requests `panic` and `fail` misbehave once;
 //! `segfault` and `abort` crash the whole process, which only a plugin isolated in a worker
 //! process (`isolation = "process"`) survives. The request `arm <function>` makes the next run of
 //! that function (create, start, set_level, drain, stop, checkpoint, health, destroy, call) panic
@@ -11,10 +21,10 @@
 //! in a running daemon; `fired` answers how many armed panics have fired.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ballast_sdk::{
-    CreateContext, Health, LevelInfo, Plugin, PluginError, PluginInfo, export_plugin,
+    CallContext, CreateContext, Health, LevelInfo, Plugin, PluginError, PluginInfo, export_plugin,
 };
 use serde::Deserialize;
 
@@ -26,6 +36,11 @@ struct Faults {
     call_sleep_ms: u64,
     unhealthy: bool,
     drain_whole_deadline: bool,
+    hold_mb: u64,
+    racy_calls: bool,
+    drain_overrun_ms: u64,
+    forget_checkpoint: bool,
+    ignore_cancel: bool,
 }
 
 /// The functions `arm` can make panic, by bit.
@@ -48,6 +63,9 @@ static ARMED: AtomicU32 = AtomicU32::new(0);
 /// How many armed panics have fired in this process (the request `fired` answers it).
 static FIRED: AtomicU64 = AtomicU64::new(0);
 
+/// Calls inside the plugin now, for `racy_calls`.
+static INSIDE: AtomicU32 = AtomicU32::new(0);
+
 fn bit(function: &str) -> Option<u32> {
     ARMABLE.iter().position(|f| *f == function).map(|i| 1 << i)
 }
@@ -66,6 +84,10 @@ fn fire_if_armed(function: &str) {
 pub struct Faulty {
     faults: Faults,
     generation: u64,
+    /// Calls served, across the instances its checkpoints connect.
+    calls: AtomicU64,
+    /// What `hold_mb` holds, every page touched.
+    _held: Vec<u8>,
 }
 
 impl Faulty {
@@ -99,12 +121,23 @@ impl Plugin for Faulty {
         fire_if_armed("create");
         let faults: Faults = serde_json::from_str(ctx.config_json())
             .map_err(|e| PluginError::invalid(format!("faulty: bad config: {e}")))?;
-        let generation = std::str::from_utf8(ctx.checkpoint())
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        let plugin = Faulty { faults, generation };
+        let checkpoint = if faults.forget_checkpoint {
+            ""
+        } else {
+            std::str::from_utf8(ctx.checkpoint()).unwrap_or("")
+        };
+        let mut fields = checkpoint
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        let generation = fields.next().unwrap_or(0) + 1;
+        let calls = fields.next().unwrap_or(0);
+        let held = vec![1u8; usize::try_from(faults.hold_mb << 20).unwrap_or(0)];
+        let plugin = Faulty {
+            faults,
+            generation,
+            calls: AtomicU64::new(calls),
+            _held: held,
+        };
         plugin.maybe_fail("create")?;
         Ok(plugin)
     }
@@ -119,8 +152,8 @@ impl Plugin for Faulty {
 
     fn drain(&mut self, deadline: Duration) -> Result<(), PluginError> {
         self.maybe_fail("drain")?;
-        if self.faults.drain_whole_deadline {
-            std::thread::sleep(deadline);
+        if self.faults.drain_whole_deadline || self.faults.drain_overrun_ms > 0 {
+            std::thread::sleep(deadline + Duration::from_millis(self.faults.drain_overrun_ms));
         }
         Ok(())
     }
@@ -131,6 +164,17 @@ impl Plugin for Faulty {
 
     fn call(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {
         self.maybe_fail("call")?;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.faults.racy_calls {
+            let others = INSIDE.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+            if others > 0 {
+                return Err(PluginError::new(
+                    "faulty: another call ran at the same time and corrupted this one's state",
+                ));
+            }
+        }
         match request {
             b"panic" => panic!("faulty: panic requested by the caller"),
             b"fail" => return Err(PluginError::new("faulty: failure requested by the caller")),
@@ -166,6 +210,40 @@ impl Plugin for Faulty {
         Ok(format!("generation {}", self.generation).into_bytes())
     }
 
+    fn call_stream(
+        &self,
+        request: &[u8],
+        ctx: &mut CallContext<'_>,
+    ) -> Result<Vec<u8>, PluginError> {
+        let text = String::from_utf8_lossy(request);
+        let Some(spec) = text.strip_prefix("stream ") else {
+            return self.call(request);
+        };
+        let mut fields = spec.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(n)), Some(Ok(ms))) = (fields.next(), fields.next()) else {
+            return Err(PluginError::invalid(
+                "faulty: write a stream request `stream N MS`",
+            ));
+        };
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        for i in 0..n {
+            if i > 0 {
+                let until = Instant::now() + Duration::from_millis(ms);
+                while Instant::now() < until {
+                    if ctx.is_cancelled() && !self.faults.ignore_cancel {
+                        return Err(PluginError::cancelled("faulty: stream cancelled"));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let sent = ctx.send(format!("{i}\n").as_bytes());
+            if sent.is_err() && !self.faults.ignore_cancel {
+                return Err(PluginError::cancelled("faulty: stream cancelled"));
+            }
+        }
+        Ok(format!("streamed {n}").into_bytes())
+    }
+
     fn health(&self) -> Health {
         fire_if_armed("health");
         if self.faults.panic_in.as_deref() == Some("health") {
@@ -180,7 +258,8 @@ impl Plugin for Faulty {
 
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, PluginError> {
         self.maybe_fail("checkpoint")?;
-        Ok(Some(self.generation.to_string().into_bytes()))
+        let calls = self.calls.load(Ordering::SeqCst);
+        Ok(Some(format!("{} {calls}", self.generation).into_bytes()))
     }
 }
 

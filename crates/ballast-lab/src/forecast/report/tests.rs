@@ -92,6 +92,7 @@ fn cpu(at: u64, utilization: f64) -> TelemetryRecord {
         utilization,
         load_average: [0.0; 3],
         cores: 2,
+        quota: None,
     });
     TelemetryRecord::Sample(Box::new(sample))
 }
