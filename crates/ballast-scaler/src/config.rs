@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// min_confidence = 0.6      # a forecast counts only at or above this confidence
 /// cooldown = "30s"          # wait after each shed step
 /// stabilization = "5m"      # calm time before each restore step
-/// stabilization_floor = "1m" # the wait when the confident forecast stays calm (default: a fifth)
+/// stabilization_floor = "30s" # the wait when the confident forecast stays calm (default: a tenth)
 /// flap_backoff_max = "1h"   # cap of a flapping plugin's doubled stabilization
 /// soft_margin = 0.10        # soft limit = shed - soft_margin (never under restore), unless soft_limits names one
 /// prefer_suspend = true     # suspend a can_suspend plugin instead of disabling it, for CPU, GPU and IO
@@ -63,7 +63,7 @@ pub struct ScalerConfig {
     /// (at least `min_confidence`) and, with the plugin's need added, stays under the restore
     /// threshold (the restore would leave the machine calm over the forecast's horizon), the
     /// restore waits only this long of calm instead of the whole stabilization period. `None`:
-    /// a fifth of the stabilization period in force. Equal to the stabilization, it turns early
+    /// a tenth of the stabilization period in force. Equal to the stabilization, it turns early
     /// restores off. A plugin that flapped waits its whole back-off regardless.
     #[serde(
         default,
@@ -205,10 +205,10 @@ pub const DEFAULT_MIN_CALLS: u64 = 20;
 impl ScalerConfig {
     /// The shortest wait before a restore step under `stabilization` (the tier's, which may
     /// differ from this config's): [`ScalerConfig::stabilization_floor`], never longer than the
-    /// stabilization, or a fifth of it.
+    /// stabilization, or a tenth of it.
     pub fn floor_of(&self, stabilization: Duration) -> Duration {
         self.stabilization_floor
-            .map_or(stabilization / 5, |floor| floor.min(stabilization))
+            .map_or(stabilization / 10, |floor| floor.min(stabilization))
     }
 
     /// The threshold profile this configuration describes.

@@ -29,7 +29,7 @@
 //!    the pre-flight check finds that the step's declared needs fit under every shed threshold,
 //!    now and by the confident forecast over its horizon (else `restore held: ...`). When every
 //!    resource's confident forecast, with the step's need and the forecast's recent error added,
-//!    stays under the restore threshold, the wait is only `stabilization_floor` (a fifth of the
+//!    stays under the restore threshold, the wait is only `stabilization_floor` (a tenth of the
 //!    period by default); a forecast under `min_confidence` changes nothing.
 //!    A plugin shed again within its stabilization period after a restore has flapped: its next
 //!    stabilization doubles, up to `flap_backoff_max`. That longer wait is the plugin's own

@@ -2,6 +2,10 @@
 //!
 //! Restores go one step at a time, highest priority first, once the machine as a whole has been
 //! calm for the stabilization period since the calm began or the last step, whichever is later.
+//! The calm is timed on the pressure now (the smoothed value, or the reading once it confirms a
+//! climb), every resource under its restore threshold, so that a forecast that rose and fell
+//! again does not restart it; the step itself is taken only while the pressure in force, the
+//! confident forecast included, is under the restore threshold too.
 //! A plugin that flapped (or that the host keeps taking off at its hard limit) has a back-off of
 //! its own on top: its stabilization, doubled per flap up to `flap_backoff_max`, counted from the
 //! start of the calm or its own last step, whichever is later. While that runs the plugin is
@@ -14,7 +18,7 @@
 //! forecast with the plugin's need added reaches the shed threshold within its horizon. And when
 //! every resource's forecast is confident and stays well under the restore threshold (with the
 //! need and the forecast's own recent error added), the restore waits only the stabilization
-//! floor (by default a fifth of the period) instead of the whole period. A forecast under
+//! floor (by default a tenth of the period) instead of the whole period. A forecast under
 //! `min_confidence` changes nothing: the plain stabilization rule applies, so a series the
 //! forecaster cannot predict never holds a restore.
 
@@ -423,6 +427,9 @@ pub struct Scaler {
     horizons: [Option<Duration>; N_RESOURCES],
     /// Each resource's latest forecast's recent error.
     forecast_errors: [Option<f64>; N_RESOURCES],
+    /// Per resource, the pressure without the forecast (the smoothed value, or the reading once
+    /// it confirms a climb): what the calm before a restore is judged on.
+    present: [f64; N_RESOURCES],
     soft_warned: [bool; N_RESOURCES],
     /// Slots sorted by shed order: lowest priority first, then configuration order.
     slots: Vec<Slot>,
@@ -527,6 +534,7 @@ impl Scaler {
             views: std::array::from_fn(|_| None),
             horizons: [None; N_RESOURCES],
             forecast_errors: [None; N_RESOURCES],
+            present: [0.0; N_RESOURCES],
             soft_warned: [false; N_RESOURCES],
             slots,
             now: Timestamp::ZERO,
@@ -714,10 +722,7 @@ impl Scaler {
             } else {
                 0.0
             };
-            let mut pressure = match forecast {
-                Some(f) if forecast_used => smoothed.max(f),
-                _ => smoothed,
-            };
+            let mut present = smoothed;
             // A reading over the shed threshold counts as it is once the smoothed value
             // confirms the rise (it is past the soft limit): the smoothing is there to ignore a
             // spike it keeps under the soft limit, not to hold a climb already under way for
@@ -726,8 +731,13 @@ impl Scaler {
                 && ra.value >= self.thresholds[i].shed
                 && smoothed >= self.soft_limits[i]
             {
-                pressure = pressure.max(ra.value);
+                present = present.max(ra.value);
             }
+            self.present[i] = present;
+            let pressure = match forecast {
+                Some(f) if forecast_used => present.max(f),
+                _ => present,
+            };
             self.views[i] = Some(ResourceFigures {
                 resource: ra.resource,
                 value: ra.value,
@@ -745,7 +755,7 @@ impl Scaler {
             .views
             .iter()
             .flatten()
-            .all(|v| v.pressure < v.thresholds.restore);
+            .all(|v| self.present[resource_index(v.resource)] < v.thresholds.restore);
         if all_calm {
             self.calm_since.get_or_insert(now);
         } else {
@@ -1190,6 +1200,9 @@ impl Scaler {
             Zone::Soft if cooled_down && self.config.concurrency.enabled => {
                 self.throttle_step(now, i)
             }
+            // The calm's length is judged on the pressure now (`calm_since`); the step itself
+            // also wants the pressure in force, the confident forecast included, under the
+            // restore threshold.
             Zone::Calm if self.calm_since.is_some() => self.restore_step(now),
             _ => {}
         }

@@ -652,23 +652,23 @@ fn the_example_config_on_an_ec2_cpu_trace() {
         2014-04-10 00:14:00 throttle voice (concurrency 4) [soft_limit] cpu 0.78
         2014-04-10 00:19:00 throttle android (concurrency 4) [soft_limit] cpu 0.77
         2014-04-10 18:09:00 shed voice (disable) [high_pressure] cpu 0.80
-        2014-04-15 16:39:00 warn - [soft_limit] cpu 0.72
-        2014-04-15 16:55:00 restore voice (enable at level 1) [stabilized] cpu 0.55
-        2014-04-15 17:00:00 restore voice (level 1 -> 0) [stabilized] cpu 0.54
-        2014-04-15 17:01:00 restore discord (enable at level 0) [stabilized] cpu 0.54
-        2014-04-15 17:02:00 unthrottle android (concurrency default) [stabilized] cpu 0.54
-        2014-04-15 17:03:00 unthrottle voice (concurrency default) [stabilized] cpu 0.54
+        2014-04-15 16:04:00 restore voice (enable at level 1) [stabilized] cpu 0.64
+        2014-04-15 16:14:00 warn - [soft_limit] cpu 0.71
+        2014-04-15 16:59:00 restore voice (level 1 -> 0) [stabilized] cpu 0.54
+        2014-04-15 16:59:30 restore discord (enable at level 0) [stabilized] cpu 0.54
+        2014-04-15 17:00:00 unthrottle android (concurrency default) [stabilized] cpu 0.54
+        2014-04-15 17:00:30 unthrottle voice (concurrency default) [stabilized] cpu 0.54
         2014-04-15 17:04:00 shed discord (disable) [high_pressure] cpu 0.90
         2014-04-15 17:09:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.85
         2014-04-15 17:14:00 warn - [soft_limit] cpu 0.74
         2014-04-15 17:14:00 throttle voice (concurrency 4) [soft_limit] cpu 0.74
         2014-04-15 17:19:00 throttle android (concurrency 4) [soft_limit] cpu 0.71
         2014-04-16 03:09:00 shed voice (disable) [high_pressure] cpu 0.80
-        2014-04-16 03:30:00 restore voice (enable at level 1) [stabilized] cpu 0.56
-        2014-04-16 03:34:00 restore voice (level 1 -> 0) [stabilized] cpu 0.35
-        2014-04-16 03:35:00 unthrottle android (concurrency default) [stabilized] cpu 0.35
-        2014-04-16 03:36:00 unthrottle voice (concurrency default) [stabilized] cpu 0.35
-        2014-04-16 03:41:00 restore discord (enable at level 0) [stabilized] cpu 0.30
+        2014-04-16 03:29:30 restore voice (enable at level 1) [stabilized] cpu 0.55
+        2014-04-16 03:34:00 restore voice (level 1 -> 0) [stabilized] cpu 0.33
+        2014-04-16 03:34:30 unthrottle android (concurrency default) [stabilized] cpu 0.33
+        2014-04-16 03:35:00 unthrottle voice (concurrency default) [stabilized] cpu 0.33
+        2014-04-16 03:40:00 restore discord (enable at level 0) [stabilized] cpu 0.17
         2014-04-16 14:24:00 shed discord (disable) [high_pressure] cpu 0.95
         2014-04-16 14:24:00 shed voice (level 0 -> 1) [high_pressure] cpu 0.95
         2014-04-16 14:29:00 warn - [soft_limit] cpu 0.78
@@ -676,7 +676,7 @@ fn the_example_config_on_an_ec2_cpu_trace() {
         2014-04-16 14:34:00 throttle android (concurrency 4) [soft_limit] cpu 0.77
         2014-04-22 03:29:00 warn - [soft_limit] cpu 0.72
         2014-04-23 23:09:00 shed voice (disable) [high_pressure] cpu 0.81
-        sheds 9 restores 6 flaps 1 over_high 900s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 1171140.0, "voice": 1170060.0}
+        sheds 9 restores 6 flaps 1 over_high 900s emergency 0s shed {"android": 0.0, "core": 0.0, "discord": 1170990.0, "voice": 1170000.0}
     "#]].assert_eq(&render(&report));
     expect!["peak 0.991 replayed 0.948 over 1209900s"].assert_eq(&format!(
         "peak {:.3} replayed {:.3} over {}s",
@@ -695,7 +695,7 @@ fn the_example_config_on_a_busy_ec2_cpu_trace() {
         samples 4032 over 1209300s
         sheds 213 restores 213 flaps 5 throttles 105 warnings 89
         over_high 4200s emergency 0s peak 0.999 replayed 0.995
-        shed {"android": 0.0, "core": 0.0, "discord": 131160.0, "voice": 111540.0}
+        shed {"android": 0.0, "core": 0.0, "discord": 127230.0, "voice": 109770.0}
     "#]]
     .assert_eq(&format!(
         "samples {} over {}s\nsheds {} restores {} flaps {} throttles {} warnings {}\n\
@@ -753,8 +753,8 @@ fn every_shared_trace() -> Vec<super::Inputs> {
 /// The example config and the reference policies replayed on every shared trace, as
 /// `ballast simulate --config config/simulate-example.toml --reference --trace ...` does it: the
 /// config beats the design's defaults without a forecast on all three counts at once (fewer
-/// flaps, at most half its time over the shed threshold, no more plugin time shed than it plus
-/// half a percent), and the table of the README is printed (`-- --nocapture`).
+/// flaps, at most half its time over the shed threshold, no more plugin time shed), and the
+/// table of the README is printed (`-- --nocapture`).
 #[test]
 fn the_example_config_beats_the_design_default_without_a_forecast() {
     use super::compare::{replay_one, total};
@@ -815,7 +815,7 @@ fn the_example_config_beats_the_design_default_without_a_forecast() {
         design.seconds_over_high
     );
     assert!(
-        shed(ballast) <= shed(design) * 1.005,
+        shed(ballast) <= shed(design),
         "plugin time shed: {:.1} h against {:.1} h",
         hours(shed(ballast)),
         hours(shed(design))

@@ -150,9 +150,12 @@ fn a_restore_near_the_restore_threshold_waits_the_whole_period() {
 }
 
 #[test]
-fn the_stabilization_floor_is_a_fifth_by_default_and_never_longer_than_the_period() {
+fn the_stabilization_floor_is_a_tenth_by_default_and_never_longer_than_the_period() {
     let config = ScalerConfig::default();
-    assert_eq!(config.floor_of(Duration::from_secs(300)), FLOOR);
+    assert_eq!(
+        config.floor_of(Duration::from_secs(300)),
+        Duration::from_secs(30)
+    );
     let config = ScalerConfig {
         stabilization_floor: Some(Duration::from_secs(120)),
         ..ScalerConfig::default()
@@ -364,7 +367,8 @@ proptest! {
         }
     }
 
-    /// A restore comes only after every resource was calm for the stabilization period since
+    /// A restore comes only after every resource was calm (the smoothed value under the restore
+    /// threshold, whatever the forecast) for the stabilization period since
     /// the calm began or the last step, whichever is later; or, while the confident forecast
     /// with the step's need and its own recent error stays under the restore threshold, after
     /// the floor. Never sooner.
@@ -378,12 +382,8 @@ proptest! {
         let mut last_step: Option<Timestamp> = None;
         for c in &calls {
             if let Some(s) = &c.step {
-                let pressure = if s.confidence >= MIN_CONFIDENCE {
-                    s.smoothed.max(s.forecast)
-                } else {
-                    s.smoothed
-                };
-                if pressure < RESTORE {
+                // The calm is judged on the pressure now, without the forecast.
+                if s.smoothed < RESTORE {
                     calm_since.get_or_insert(c.at);
                 } else {
                     calm_since = None;

@@ -34,8 +34,11 @@ enum Input {
 #[derive(Debug)]
 struct Record {
     at: Timestamp,
-    /// The pressures handed in, when the call was an assessment.
+    /// The pressures handed in, when the call was an assessment: the smoothed values with a
+    /// confident forecast counted.
     pressures: Option<Vec<f64>>,
+    /// The pressures now, without the forecast: what the calm before a restore is judged on.
+    present: Option<Vec<f64>>,
     /// Whether the call was one in which the scaler decides (an assessment or a timeout).
     evaluates: bool,
     before: Vec<PluginStatus>,
@@ -103,7 +106,7 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
     let mut now = Timestamp::from_secs(1);
     let mut call = |scaler: &mut Scaler,
                     at: Timestamp,
-                    pressures: Option<Vec<f64>>,
+                    pressures: Option<(Vec<f64>, Vec<f64>)>,
                     evaluates: bool,
                     f: &mut dyn FnMut(&mut Scaler)| {
         let before = scaler.plugins();
@@ -117,9 +120,11 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
             commands.push(c);
         }
         while scaler.poll_warning().is_some() {}
+        let (pressures, present) = pressures.unzip();
         records.push(Record {
             at,
             pressures,
+            present,
             evaluates,
             before,
             after: scaler.plugins(),
@@ -143,7 +148,8 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
                 let mut a: Assessment =
                     assessment(0, &[(Resource::Memory, *memory), (Resource::Cpu, *cpu)]);
                 a.at = now;
-                let mut pressures = vec![*memory, *cpu];
+                let present = vec![*memory, *cpu];
+                let mut pressures = present.clone();
                 if let Some((f, c)) = forecast {
                     a.resources[0].forecast = Some(ballast_core::Forecast {
                         value: *f,
@@ -156,9 +162,13 @@ fn run(specs: &[PluginSpec], inputs: &[Input], mode: Mode) -> Vec<Record> {
                         pressures[0] = pressures[0].max(*f);
                     }
                 }
-                call(&mut scaler, now, Some(pressures), true, &mut |s| {
-                    s.handle_assessment(now, &a)
-                });
+                call(
+                    &mut scaler,
+                    now,
+                    Some((pressures, present)),
+                    true,
+                    &mut |s| s.handle_assessment(now, &a),
+                );
             }
             Input::Pin {
                 plugin,
@@ -216,13 +226,15 @@ enum Waiting {
 }
 
 /// The restore state before call `i` of a run, worked out from the calls alone: whether the
-/// machine as a whole has been calm for the stabilization period since the calm began or the
-/// last step, whichever is later, and where each plugin of `specs` stands.
+/// machine as a whole has been calm (the pressures now, without the forecast) for the
+/// stabilization period since the calm began or the last step, whichever is later, with the
+/// pressures in force (a confident forecast included) under the restore threshold, and where
+/// each plugin of `specs` stands.
 fn restore_view(specs: &[PluginSpec], records: &[Record], i: usize) -> (bool, Vec<Waiting>) {
     let r = &records[i];
     let mut calm_since = None;
     for earlier in records[..=i].iter().rev() {
-        let Some(p) = &earlier.pressures else {
+        let Some(p) = &earlier.present else {
             continue;
         };
         if p.iter().all(|v| *v < 0.65) {
@@ -243,7 +255,14 @@ fn restore_view(specs: &[PluginSpec], records: &[Record], i: usize) -> (bool, Ve
             .max()
             .map_or(calm_since, |t| t.max(calm_since))
     };
-    let calm = last_step(None) + STABILIZATION <= r.at;
+    // The step itself wants the pressure in force, a confident forecast included, under the
+    // restore threshold too; the latest assessment's figures are the ones in force.
+    let held = records[..=i]
+        .iter()
+        .rev()
+        .find_map(|e| e.pressures.as_ref())
+        .is_some_and(|p| p.iter().any(|v| *v >= 0.65));
+    let calm = !held && last_step(None) + STABILIZATION <= r.at;
     let waiting = specs
         .iter()
         .map(|spec| {
@@ -337,7 +356,7 @@ proptest! {
                 let window_start = d.at - STABILIZATION;
                 let mut first_calm = None;
                 for earlier in records[..=i].iter().rev() {
-                    let Some(p) = &earlier.pressures else { continue };
+                    let Some(p) = &earlier.present else { continue };
                     if p.iter().all(|v| *v < 0.65) {
                         first_calm = Some(earlier.at);
                     } else {
