@@ -1,0 +1,1 @@
+//! Tests of the fleet report from Prometheus's answers.
