@@ -616,7 +616,21 @@ pub fn fleet_inputs(answers: &Answers) -> (Inputs, BTreeMap<String, Inputs>) {
                 .or_default()
                 .extend(points.iter().copied());
         }
-        fleet.service_changes.extend(named.service_changes);
+        // Only the plugins that were out of service somewhere, so that the fleet's plugin table
+        // does not list every plugin again for every node.
+        let out: BTreeSet<&str> = named
+            .service_changes
+            .iter()
+            .filter(|c| c.before.is_some() || c.after.is_some())
+            .map(|c| c.plugin.as_str())
+            .collect();
+        fleet.service_changes.extend(
+            named
+                .service_changes
+                .iter()
+                .filter(|c| out.contains(c.plugin.as_str()))
+                .cloned(),
+        );
         fleet.sheds.extend(named.sheds);
         fleet.records += own.records;
         per_node.insert((*node).to_owned(), own);
