@@ -32,7 +32,8 @@ use ballast_core::{Resource, Timestamp};
 use serde::Serialize;
 
 use super::report::{
-    DemandReport, Inputs, OutOfService, ReportError, ServiceChange, markdown, report_from,
+    DemandReport, DispatchPosture, Inputs, OutOfService, ReportError, ServiceChange, markdown,
+    rate_text, report_from,
 };
 
 /// The most points a range query may return per series (Prometheus refuses more than 11,000).
@@ -721,22 +722,6 @@ pub fn fleet_report(
     })
 }
 
-fn rate(v: f64) -> String {
-    if v >= 100.0 {
-        let digits = (v.round() as u64).to_string();
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    } else {
-        format!("{v:.1}")
-    }
-}
-
 /// The fleet report as Markdown: the total as a node's report reads, then a table of the nodes.
 pub fn fleet_markdown(report: &FleetReport) -> String {
     let r = &report.total;
@@ -765,19 +750,16 @@ pub fn fleet_markdown(report: &FleetReport) -> String {
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             n.instance,
-            rate(nr.baseline_request_rate),
-            rate(nr.recent_request_rate),
-            rate(nr.predicted_request_rate),
+            rate_text(nr.baseline_request_rate),
+            rate_text(nr.recent_request_rate),
+            rate_text(nr.predicted_request_rate),
             nr.surge_factor
                 .map_or_else(|| "unbounded".to_owned(), |f| format!("{f:.2}")),
-            serde_json::to_value(nr.demand_level)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            serde_json::to_value(nr.dispatch_posture)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            nr.demand_level.as_str(),
+            match nr.dispatch_posture {
+                DispatchPosture::Normal => "normal",
+                DispatchPosture::Degraded => "degraded",
+            },
             nr.plugin_outages.len()
         );
     }

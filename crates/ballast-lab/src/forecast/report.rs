@@ -193,7 +193,7 @@ impl DemandLevel {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DemandLevel::Critical => "critical",
             DemandLevel::Elevated => "elevated",
@@ -1063,7 +1063,7 @@ fn round_minutes(d: Duration) -> Duration {
 }
 
 /// A rate or count for people: `1,234` above 100, `12.5` below.
-fn rate_text(rate: f64) -> String {
+pub(crate) fn rate_text(rate: f64) -> String {
     if rate >= 100.0 {
         let whole = rate.round() as u64;
         let digits = whole.to_string();
