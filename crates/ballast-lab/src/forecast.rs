@@ -138,7 +138,7 @@ fn history_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// `--end`: RFC 3339 or seconds since the epoch.
 fn parse_end(text: &str) -> anyhow::Result<Timestamp> {
     if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 && secs < 1e11 {
+        if (0.0..1e11).contains(&secs) {
             return Ok(Timestamp::from_millis((secs * 1000.0).round() as u64));
         }
         anyhow::bail!("--end must be a time: seconds since the epoch or RFC 3339, got `{text}`");

@@ -18,6 +18,16 @@ use ballast_core::{PluginEventKind, PluginState, Resource, Timestamp};
 use ballast_predict::forecast::{ForecastConfig, SeriesPredictor};
 use serde::Serialize;
 
+/// A state change as the replay reads it: when, which plugin, out of service before and after,
+/// and why.
+type Change<'a> = (
+    Timestamp,
+    &'a str,
+    Option<OutOfService>,
+    Option<OutOfService>,
+    &'a str,
+);
+
 /// A surge factor above this is `critical` demand.
 pub const CRITICAL_SURGE: f64 = 3.0;
 /// A surge factor above this is `elevated` demand, puts resources in `surge` mode and asks for
@@ -665,13 +675,7 @@ pub fn report_from(inputs: &Inputs, horizon: Duration) -> Result<DemandReport, R
         .collect();
 
     // Plugin states, replayed per plugin.
-    let mut events: Vec<(
-        Timestamp,
-        &str,
-        Option<OutOfService>,
-        Option<OutOfService>,
-        &str,
-    )> = inputs
+    let mut events: Vec<Change<'_>> = inputs
         .service_changes
         .iter()
         .map(|c| {
@@ -1264,7 +1268,7 @@ pub fn markdown(report: &DemandReport, source: &str, bad_lines: &[BadLine]) -> S
                 "- {} unreadable line{} skipped: {}",
                 bad_lines.len(),
                 if bad_lines.len() == 1 { "" } else { "s" },
-                bad_lines_text(&bad_lines, 3)
+                bad_lines_text(bad_lines, 3)
             );
         }
     }

@@ -58,10 +58,7 @@ fn answering(status: &'static str, body: &'static str) -> String {
             let mut request = Vec::new();
             let mut buffer = [0_u8; 4096];
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            loop {
-                let Ok(n) = stream.read(&mut buffer) else {
-                    break;
-                };
+            while let Ok(n) = stream.read(&mut buffer) {
                 if n == 0 {
                     break;
                 }
