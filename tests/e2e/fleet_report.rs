@@ -2,7 +2,8 @@
 //! backfilled with `promtool tsdb create-blocks-from openmetrics` from real arrivals: the Azure
 //! LLM traces in `../shared/traces/azure_llm_2023` (the test fails, naming the folder, where
 //! they are missing), split across three nodes, as the counters a node's `/metrics` serves,
-//! shifted to end two hours ago. On node 3 the `conv` plugin is shed for five minutes, and the
+//! shifted to end two hours ago; the `code` trace's calls come from the caller `coder`, the
+//! `conv` trace's from `chat`. On node 3 the `conv` plugin is shed for five minutes, and the
 //! calls that reach it meanwhile are refused. The expected figures are counted here from the
 //! trace's arrivals, not by the report's rules. Where `prometheus` or `promtool` is not
 //! installed (the Debian package `prometheus`), the test prints `SKIPPED: ...` and passes.
@@ -126,6 +127,38 @@ impl Fleet {
                 }
             }
         }
+        // By caller: each trace is one application's calls.
+        out.push_str("# TYPE ballast_caller_calls counter\n");
+        for node in 0..NODES.len() {
+            for (plugin, _) in PLUGINS {
+                for outcome in ["ok", "refused"] {
+                    let mut times: Vec<u64> = self
+                        .arrivals
+                        .iter()
+                        .filter(|a| {
+                            a.node == node
+                                && a.plugin == plugin
+                                && (outcome == "refused") == self.refused(a)
+                        })
+                        .map(|a| a.at)
+                        .collect();
+                    times.sort_unstable();
+                    for g in &grid {
+                        let n = times.partition_point(|t| t <= g);
+                        if outcome == "refused" && n == 0 {
+                            continue;
+                        }
+                        let _ = writeln!(
+                            out,
+                            "ballast_caller_calls_total{{job=\"ballast\",instance=\"{}\",caller=\"{}\",outcome=\"{outcome}\"}} {n} {}",
+                            NODES[node],
+                            caller(plugin),
+                            *g as f64 / 1000.0
+                        );
+                    }
+                }
+            }
+        }
         let shed = |node: usize, plugin: &str, g: u64| {
             node == 2 && plugin == "conv" && g >= self.outage.0 && g < self.outage.1
         };
@@ -167,6 +200,11 @@ impl Fleet {
         out.push_str("# EOF\n");
         out
     }
+}
+
+/// The application each trace's calls come from.
+fn caller(plugin: &str) -> &'static str {
+    if plugin == "code" { "coder" } else { "chat" }
 }
 
 /// The traces split across the nodes and shifted so that the last grid time is two hours ago.
@@ -373,15 +411,39 @@ fn the_fleet_report_from_a_backfilled_prometheus_matches_the_trace() {
         json["plugin_outages"][0]["plugin"], "conv on node3",
         "{json}"
     );
-    // No caller label in the metrics: no top callers, and a note that says why.
-    assert_eq!(json["top_callers"], Value::Array(vec![]));
-    assert!(
-        json["notes"]
-            .as_array()
-            .unwrap()
+    // The callers, over the fleet: chat's refused calls are its failures.
+    let recent_from = fleet.last - HORIZON_MIN * 60_000;
+    let recent_calls = |plugin: &str| {
+        fleet
+            .arrivals
             .iter()
-            .any(|n| n.as_str().unwrap().starts_with("top callers:")),
-        "{json}"
+            .filter(|a| a.plugin == plugin && a.at > recent_from && a.at <= fleet.last)
+            .count() as f64
+    };
+    let callers = json["top_callers"].as_array().unwrap();
+    assert_eq!(callers.len(), 2, "{json}");
+    assert_eq!(callers[0]["caller"], "chat");
+    assert_close(
+        "chat's recent calls",
+        &callers[0]["calls"],
+        recent_calls("conv"),
+    );
+    assert_close(
+        "chat's failure rate",
+        &callers[0]["failure_rate"],
+        refused / recent_calls("conv"),
+    );
+    assert_eq!(callers[1]["caller"], "coder");
+    assert_close(
+        "coder's recent calls",
+        &callers[1]["calls"],
+        recent_calls("code"),
+    );
+    assert_eq!(
+        json["notes"],
+        Value::Array(vec![Value::from(
+            "no ballast_resource_utilization_ratio series: resource utilization is unknown"
+        ),])
     );
 
     // A selector no series has: an error naming the URL and the query, no report.

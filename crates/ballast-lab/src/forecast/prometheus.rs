@@ -15,8 +15,9 @@
 //! * sheds: the times `ballast_plugin_shed` went from 0 to 1 (held off for pressure; a lowered
 //!   level is not counted);
 //! * resources: `ballast_resource_utilization_ratio{resource}`;
-//! * top callers: nowhere. The metrics have no caller label (caller names come from outside and
-//!   would grow the series without bound), so the report says so instead of listing any.
+//! * top callers: `ballast_caller_calls_total{caller,outcome}`, differenced the same way. The
+//!   daemon gives the first 32 callers series of their own and counts the rest as `other`;
+//!   nodes that do not serve it leave the top callers out, with a note.
 //!
 //! The answers' parsing and their translation into [`Inputs`] are pure functions; [`Prometheus`]
 //! is the HTTP shell. Every failure names the server's URL and the query: one that cannot be
@@ -351,6 +352,8 @@ pub struct Queries {
     pub shed: String,
     /// Utilization by node and resource.
     pub utilization: String,
+    /// Calls by node, caller and outcome.
+    pub callers: String,
 }
 
 impl Queries {
@@ -369,6 +372,9 @@ impl Queries {
                 "avg by ({NODE_LABEL}, resource) \
                  (ballast_resource_utilization_ratio{{{selector}}})"
             ),
+            callers: format!(
+                "sum by ({NODE_LABEL}, caller, outcome) (ballast_caller_calls_total{{{selector}}})"
+            ),
         }
     }
 }
@@ -384,6 +390,8 @@ pub struct Answers {
     pub shed: Vec<Series>,
     /// To [`Queries::utilization`].
     pub utilization: Vec<Series>,
+    /// To [`Queries::callers`].
+    pub callers: Vec<Series>,
 }
 
 /// Asks `prometheus` every query over `range`. No series for the calls is an error (the report
@@ -411,6 +419,7 @@ pub fn fetch(
         states: prometheus.query_range(&queries.states, range)?,
         shed: prometheus.query_range(&queries.shed, range)?,
         utilization: prometheus.query_range(&queries.utilization, range)?,
+        callers: prometheus.query_range(&queries.callers, range)?,
     })
 }
 
@@ -421,6 +430,7 @@ struct NodeSeries<'a> {
     states: Vec<&'a Series>,
     shed: Vec<&'a Series>,
     utilization: Vec<&'a Series>,
+    callers: Vec<&'a Series>,
 }
 
 /// The calls a counter's points count in each step: `(from, to, increase)`. A value that falls
@@ -461,6 +471,7 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         .chain(&series.states)
         .chain(&series.shed)
         .chain(&series.utilization)
+        .chain(&series.callers)
         .flat_map(|s| s.points.iter().map(|p| p.0));
     let (from, to) = all_points.fold(
         (None, None),
@@ -478,6 +489,7 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         &series.states,
         &series.shed,
         &series.utilization,
+        &series.callers,
     ]
     .iter()
     .flat_map(|v| v.iter())
@@ -520,6 +532,37 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         }
     }
     inputs.calls = tallies.into_values().collect();
+
+    // Callers: the same, per caller (`ok`, `refused`, `failed`).
+    let mut by_caller: BTreeMap<(String, Timestamp, Timestamp), CallSummary> = BTreeMap::new();
+    for s in &series.callers {
+        let caller = s.label("caller");
+        let outcome = s.label("outcome");
+        for (a, b, increase) in increases(&s.points, node_start) {
+            let n = increase.round() as u64;
+            let tally = by_caller
+                .entry((caller.to_owned(), a, b))
+                .or_insert_with(|| CallSummary {
+                    from: a,
+                    to: b,
+                    plugin: String::new(),
+                    caller: caller.to_owned(),
+                    calls: 0,
+                    failures: 0,
+                    degraded: 0,
+                    latency_total_us: 0,
+                    latency_max_us: 0,
+                });
+            tally.calls += n;
+            if outcome != "ok" {
+                tally.failures += n;
+            }
+            if outcome == "refused" {
+                tally.degraded += n;
+            }
+        }
+    }
+    inputs.caller_calls = by_caller.into_values().collect();
 
     // States: what each plugin was in at each step, and where that changed.
     let mut timelines: BTreeMap<String, BTreeMap<Timestamp, &str>> = BTreeMap::new();
@@ -600,6 +643,13 @@ pub fn fleet_inputs(answers: &Answers) -> (Inputs, BTreeMap<String, Inputs>) {
             .utilization
             .push(s);
     }
+    for s in &answers.callers {
+        nodes
+            .entry(s.label(NODE_LABEL))
+            .or_default()
+            .callers
+            .push(s);
+    }
     let mut fleet = Inputs::default();
     let mut per_node = BTreeMap::new();
     for (node, series) in &nodes {
@@ -610,6 +660,7 @@ pub fn fleet_inputs(answers: &Answers) -> (Inputs, BTreeMap<String, Inputs>) {
         fleet.from = [fleet.from, own.from].into_iter().flatten().min();
         fleet.to = [fleet.to, own.to].into_iter().flatten().max();
         fleet.calls.extend(own.calls.iter().cloned());
+        fleet.caller_calls.extend(own.caller_calls.iter().cloned());
         for (resource, points) in &own.samples {
             fleet
                 .samples
@@ -636,10 +687,13 @@ pub fn fleet_inputs(answers: &Answers) -> (Inputs, BTreeMap<String, Inputs>) {
         fleet.records += own.records;
         per_node.insert((*node).to_owned(), own);
     }
-    let callers = "top callers: the nodes' metrics have no caller label (caller names come from \
-                   outside and would make series without bound), so Prometheus cannot say who \
-                   called; a node's own logs can (--history)";
     let mut missing = Vec::new();
+    if answers.callers.is_empty() {
+        missing.push(
+            "no ballast_caller_calls_total series: top callers are unknown (the nodes' daemons \
+             may predate the metric; a node's own logs have them, --history)",
+        );
+    }
     if answers.states.is_empty() {
         missing.push("no ballast_plugin_state series: outages are unknown");
     }
@@ -651,7 +705,6 @@ pub fn fleet_inputs(answers: &Answers) -> (Inputs, BTreeMap<String, Inputs>) {
             .push("no ballast_resource_utilization_ratio series: resource utilization is unknown");
     }
     for inputs in std::iter::once(&mut fleet).chain(per_node.values_mut()) {
-        inputs.notes.push(callers.to_owned());
         inputs.notes.extend(missing.iter().map(|m| (*m).to_owned()));
     }
     (fleet, per_node)

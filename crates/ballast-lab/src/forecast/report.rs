@@ -458,8 +458,11 @@ pub struct Inputs {
     pub to: Option<Timestamp>,
     /// Call tallies, each over its interval.
     pub calls: Vec<CallSummary>,
-    /// Whether the tallies name their callers (else there are no top callers).
+    /// Whether the tallies in `calls` name their callers.
     pub callers_known: bool,
+    /// Tallies per caller kept apart from `calls` (their plugin is not read): where the source
+    /// counts calls by plugin and by caller separately.
+    pub caller_calls: Vec<CallSummary>,
     /// Utilization readings per resource, `(at, value)`.
     pub samples: BTreeMap<Resource, Vec<(Timestamp, f64)>>,
     /// Plugin state changes.
@@ -622,6 +625,12 @@ pub fn report_from(inputs: &Inputs, horizon: Duration) -> Result<DemandReport, R
         recent_total.add(c, r);
         baseline_total.add(c, base);
         if r > 0.0 && inputs.callers_known {
+            recent_by_caller.entry(&c.caller).or_default().add(c, r);
+        }
+    }
+    for c in &inputs.caller_calls {
+        let r = recent.share(ms(c.from.min(c.to)), ms(c.to));
+        if r > 0.0 {
             recent_by_caller.entry(&c.caller).or_default().add(c, r);
         }
     }

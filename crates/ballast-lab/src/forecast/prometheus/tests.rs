@@ -135,6 +135,21 @@ fn answers() -> Answers {
             &[("instance", "a"), ("resource", "memory")],
             &[(0, 0.5), (100, 0.7)],
         )],
+        // a's calls all come from `app`; b's from `-` (no name), its refused ones too.
+        callers: vec![
+            series(
+                &[("instance", "a"), ("caller", "app"), ("outcome", "ok")],
+                &a,
+            ),
+            series(
+                &[("instance", "b"), ("caller", "-"), ("outcome", "ok")],
+                &b_ok,
+            ),
+            series(
+                &[("instance", "b"), ("caller", "-"), ("outcome", "refused")],
+                &[(80, 1.0), (90, 2.0), (100, 2.0)],
+            ),
+        ],
     }
 }
 
@@ -184,12 +199,13 @@ fn nodes_and_the_total_have_their_calls_outages_and_sheds() {
     let names: Vec<&str> = total.plugins.iter().map(|p| p.plugin.as_str()).collect();
     assert_eq!(names, ["p", "p on b"]);
     assert_eq!(total.resources[0].resource, Resource::Memory);
-    assert!(total.top_callers.is_empty());
-    assert!(
-        total.notes[0].starts_with("top callers:"),
-        "{:?}",
-        total.notes
-    );
+    let callers: Vec<(&str, f64, f64)> = total
+        .top_callers
+        .iter()
+        .map(|c| (c.caller.as_str(), c.calls, c.failure_rate))
+        .collect();
+    assert_eq!(callers, [("app", 50.0, 0.0), ("-", 3.0, 2.0 / 3.0)]);
+    assert!(total.notes.is_empty(), "{:?}", total.notes);
 
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["recent_request_rate"], total.recent_request_rate);
@@ -211,6 +227,7 @@ fn missing_series_are_notes_not_zeros() {
     let mut answers = answers();
     answers.states.clear();
     answers.utilization.clear();
+    answers.callers.clear();
     let report = fleet_report(&answers, source(), Duration::from_secs(50)).unwrap();
     assert!(
         report
@@ -222,4 +239,10 @@ fn missing_series_are_notes_not_zeros() {
         report.total.notes
     );
     assert!(report.total.resources.is_empty());
+    assert!(report.total.top_callers.is_empty());
+    assert!(
+        report.total.notes[0].starts_with("no ballast_caller_calls_total series"),
+        "{:?}",
+        report.total.notes
+    );
 }
