@@ -129,7 +129,7 @@ impl Fleet {
         }
         // By caller: each trace is one application's calls.
         out.push_str("# TYPE ballast_caller_calls counter\n");
-        for node in 0..NODES.len() {
+        for (node, instance) in NODES.iter().enumerate() {
             for (plugin, _) in PLUGINS {
                 for outcome in ["ok", "refused"] {
                     let mut times: Vec<u64> = self
@@ -151,7 +151,7 @@ impl Fleet {
                         let _ = writeln!(
                             out,
                             "ballast_caller_calls_total{{job=\"ballast\",instance=\"{}\",caller=\"{}\",outcome=\"{outcome}\"}} {n} {}",
-                            NODES[node],
+                            instance,
                             caller(plugin),
                             *g as f64 / 1000.0
                         );
