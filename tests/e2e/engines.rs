@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::support::{Daemon, Options, plugin_dir};
 
 /// Whether `program` is on `PATH`.
-fn on_path(program: &str) -> bool {
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }

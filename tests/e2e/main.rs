@@ -12,6 +12,7 @@ mod demand;
 mod endpoints;
 mod engines;
 mod fleet;
+mod fleet_report;
 mod inspect;
 mod process;
 mod prometheus;

@@ -1,8 +1,9 @@
 //! Prometheus for real: the recording and alert rules of `deploy/prometheus/` pass `promtool
 //! check rules` and their own `promtool test rules` unit tests; a real Prometheus server scrapes
 //! three real nodes with those rules loaded, and a fleet query answers with all three; and every
-//! metric name the rules and the Grafana dashboard (`deploy/grafana/ballast.json`) read is one
-//! that `/metrics` serves, every recorded name one the rules define.
+//! metric name the rules, the Grafana dashboard (`deploy/grafana/ballast.json`) and
+//! `ballast forecast report --prometheus` read is one that `/metrics` serves, every recorded name
+//! one the rules define.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -402,11 +403,15 @@ fn prometheus_scrapes_the_fleet_and_the_rules_and_dashboard_read_only_served_met
         .unwrap_or_else(|e| panic!("{} is not JSON: {e}", dashboard_path.display()));
     let dashboard = dashboard_queries(&dashboard);
     assert!(dashboard.len() >= 15, "{dashboard:?}");
+    // And those of `ballast forecast report --prometheus`.
+    let report = ballast_lab::forecast::prometheus::Queries::new(r#"job="ballast""#);
+    let report = [report.calls, report.states, report.shed, report.utilization];
     let mut unknown = Vec::new();
     for (source, query) in queries
         .iter()
         .map(|q| ("rules", q))
         .chain(dashboard.iter().map(|q| ("dashboard", q)))
+        .chain(report.iter().map(|q| ("forecast report --prometheus", q)))
     {
         for name in names_in(query) {
             let known = if name.contains(':') {

@@ -1,8 +1,9 @@
 //! Prometheus metrics of the daemon, encoded with prometheus-client (no global registry).
 //!
 //! Two kinds of figures live here. Counters of things that happen (decisions by action and rule,
-//! warnings, plugin transitions, calls routed through the API with their latency histogram) are
-//! counted as the events arrive, in [`Metrics::observe`] and [`Metrics::observe_call`]. Figures
+//! warnings, plugin transitions, calls routed through the API with their latency histogram and by
+//! caller) are counted as the events arrive, in [`Metrics::observe`] and
+//! [`Metrics::observe_call`]. Figures
 //! that are a snapshot (utilization, smoothed value, forecast, PSI, plugin state and level, live
 //! bytes, the host's call counters, mode, tier) are set from the live view and the host's status
 //! at render time, in [`Metrics::render`], so they are never staler than the scrape.
@@ -107,6 +108,20 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    caller: String,
+    outcome: String,
+}
+
+/// How many callers get series of their own in `ballast_caller_calls_total`, in the order they
+/// first called; calls from the callers after them count as `caller="other"`. Caller names come
+/// from outside: without a bound they would grow the series forever.
+pub const MAX_CALLER_SERIES: usize = 32;
+
+/// The caller label of calls from callers past [`MAX_CALLER_SERIES`].
+pub const OTHER_CALLERS: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CancelLabels {
     plugin: String,
     reason: String,
@@ -201,6 +216,9 @@ pub struct Metrics {
     plugin_alerts: Family<AlertLabels, Counter>,
     // Counted as they happen.
     call_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
+    caller_calls: Family<CallerLabels, Counter>,
+    /// The callers with series of their own, at most [`MAX_CALLER_SERIES`].
+    callers: Mutex<std::collections::BTreeSet<String>>,
     first_chunk: Family<PluginLabels, Histogram, fn() -> Histogram>,
     plugin_transitions: Family<PluginStateLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
@@ -488,6 +506,14 @@ impl Metrics {
             Unit::Seconds,
             call_duration.clone(),
         );
+        let caller_calls = Family::<CallerLabels, Counter>::default();
+        registry.register(
+            "caller_calls",
+            "Calls routed through the control API by caller (the first 32 callers, the rest as \
+             `other`; `-` for none) and outcome: ok, refused (the plugin was out of service) or \
+             failed",
+            caller_calls.clone(),
+        );
         let first_chunk =
             Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 call_histogram as fn() -> Histogram,
@@ -605,6 +631,8 @@ impl Metrics {
             plugin_condition,
             plugin_alerts,
             call_duration,
+            caller_calls,
+            callers: Mutex::new(std::collections::BTreeSet::new()),
             first_chunk,
             plugin_transitions,
             decisions,
@@ -671,14 +699,44 @@ impl Metrics {
     }
 
     /// Counts one call routed through the control API: its outcome (`ok`, `degraded`, `busy`,
-    /// `timeout`, `failed`, `panicked`, `unknown`) and how long it took.
-    pub fn observe_call(&self, plugin: &str, outcome: &str, duration: std::time::Duration) {
+    /// `timeout`, `failed`, `panicked`, `unknown`) and how long it took, per plugin; and per
+    /// caller (the first [`MAX_CALLER_SERIES`] by name, the rest as [`OTHER_CALLERS`]) whether it
+    /// succeeded, was refused or failed.
+    pub fn observe_call(
+        &self,
+        plugin: &str,
+        caller: &str,
+        outcome: &str,
+        duration: std::time::Duration,
+    ) {
         self.call_duration
             .get_or_create(&CallLabels {
                 plugin: plugin.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .observe(duration.as_secs_f64());
+        let caller = {
+            let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+            if callers.contains(caller)
+                || (callers.len() < MAX_CALLER_SERIES && caller != OTHER_CALLERS)
+            {
+                callers.insert(caller.to_owned());
+                caller
+            } else {
+                OTHER_CALLERS
+            }
+        };
+        let outcome = match outcome {
+            "ok" => "ok",
+            "degraded" | "shed" => "refused",
+            _ => "failed",
+        };
+        self.caller_calls
+            .get_or_create(&CallerLabels {
+                caller: caller.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Records the time from a streamed call's arrival to its first chunk.

@@ -1,7 +1,9 @@
 //! `ballast forecast`: offline tools for the forecaster. `evaluate` measures its accuracy on a
 //! recorded trace against the persistence forecast ("next = last"); `report` reads the daemon's
-//! telemetry and decision logs and reports on demand (`report.rs`).
+//! telemetry and decision logs and reports on demand (`report.rs`), or asks a Prometheus server
+//! that scrapes a fleet (`prometheus.rs`).
 
+pub mod prometheus;
 pub mod report;
 
 use std::fmt::Write as _;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use crate::trace::{Spacing, Trace, TraceOptions, read_trace};
 use anyhow::Context as _;
+use ballast_core::Timestamp;
 use ballast_predict::forecast::{Evaluation, ForecastConfig, Model, evaluate};
 
 /// Arguments of `ballast forecast`.
@@ -35,8 +38,33 @@ enum ForecastCommand {
 struct ReportArgs {
     /// The daemon's telemetry and decision logs (`telemetry-*.jsonl`, `decisions-*.jsonl`,
     /// rotated segments in any order), or data directories whose `*.jsonl` files are read.
-    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present = "prometheus", conflicts_with = "prometheus")]
     history: Vec<PathBuf>,
+    /// Report on a fleet instead, from range queries to the Prometheus server that scrapes its
+    /// nodes (`http://host:9090`): per node (`instance`) and in total.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+    /// With --prometheus: label matchers that pick the nodes' series.
+    #[arg(
+        long,
+        value_name = "MATCHERS",
+        default_value = r#"job="ballast""#,
+        requires = "prometheus"
+    )]
+    selector: String,
+    /// With --prometheus: the end of the range (RFC 3339, e.g. 2026-12-06T03:00:00Z, or seconds
+    /// since the epoch) [default: now].
+    #[arg(long, value_name = "TIME", requires = "prometheus")]
+    end: Option<String>,
+    /// With --prometheus: how far back from --end to ask (the recent window and its baseline).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = humantime::parse_duration, requires = "prometheus")]
+    range: Duration,
+    /// With --prometheus: the queries' resolution.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration, requires = "prometheus")]
+    step: Duration,
+    /// With --prometheus: how long each query may take.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, requires = "prometheus")]
+    timeout: Duration,
     /// The recent window: the last this much of the history, compared with everything before.
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = humantime::parse_duration)]
     horizon: Duration,
@@ -107,7 +135,86 @@ fn history_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// `--end`: RFC 3339 or seconds since the epoch.
+fn parse_end(text: &str) -> anyhow::Result<Timestamp> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if (0.0..1e11).contains(&secs) {
+            return Ok(Timestamp::from_millis((secs * 1000.0).round() as u64));
+        }
+        anyhow::bail!("--end must be a time: seconds since the epoch or RFC 3339, got `{text}`");
+    }
+    let time = humantime::parse_rfc3339_weak(text).with_context(|| {
+        format!(
+            "--end must be a time: RFC 3339 (2026-12-06T03:00:00Z) or seconds since the epoch, \
+             got `{text}`"
+        )
+    })?;
+    Ok(Timestamp::from_system_time(time))
+}
+
+fn run_fleet_report(args: &ReportArgs, url: &str) -> anyhow::Result<ExitCode> {
+    use prometheus::{Prometheus, Queries, Range, Source};
+    if args.step.is_zero() {
+        anyhow::bail!("--step must be longer than zero");
+    }
+    if args.timeout.is_zero() {
+        anyhow::bail!("--timeout must be longer than zero");
+    }
+    if args.range <= args.horizon {
+        anyhow::bail!(
+            "--range ({}) must be longer than --horizon ({}): the time before the recent window \
+             is its baseline",
+            humantime::format_duration(args.range),
+            humantime::format_duration(args.horizon)
+        );
+    }
+    let points = args.range.as_secs_f64() / args.step.as_secs_f64();
+    if points > prometheus::MAX_POINTS as f64 {
+        anyhow::bail!(
+            "--range {} at --step {} is {points:.0} points per series; Prometheus answers at most \
+             {}: pass a --step of at least {}",
+            humantime::format_duration(args.range),
+            humantime::format_duration(args.step),
+            prometheus::MAX_POINTS,
+            humantime::format_duration(Duration::from_secs(
+                (args.range.as_secs() / prometheus::MAX_POINTS).max(1) + 1
+            ))
+        );
+    }
+    let end = match &args.end {
+        Some(text) => parse_end(text)?,
+        None => Timestamp::from_system_time(std::time::SystemTime::now()),
+    };
+    let range = Range {
+        start: end.saturating_sub(args.range),
+        end,
+        step: args.step,
+    };
+    let client = Prometheus::new(url, args.timeout)?;
+    let queries = Queries::new(&args.selector);
+    let answers = prometheus::fetch(&client, &queries, range)?;
+    let source = Source {
+        prometheus: url.trim_end_matches('/').to_owned(),
+        start: range.start,
+        end: range.end,
+        step_seconds: args.step.as_secs_f64(),
+        queries,
+    };
+    let report = prometheus::fleet_report(&answers, source, args.horizon).with_context(|| {
+        format!("cannot make a demand report from the series of Prometheus at {url}")
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", prometheus::fleet_markdown(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.prometheus {
+        return run_fleet_report(args, url);
+    }
     let mut history = report::History::default();
     for file in history_files(&args.history)? {
         let name = file.display().to_string();

@@ -610,7 +610,9 @@ async fn run_call(state: web::Data<AppState>, request: CallRequest) -> Outcome {
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             },
         );
-        state.metrics.observe_call(&request.name, outcome, elapsed);
+        state
+            .metrics
+            .observe_call(&request.name, &request.caller, outcome, elapsed);
     }
     if let Ok(Err(error)) = &result {
         tracing::debug!(plugin = %request.name, caller = %request.caller, %error, "call refused or failed");

@@ -731,6 +731,8 @@ async fn metrics_pass_promtool_and_cover_resources_plugins_and_decisions() {
         r#"ballast_plugin_level{plugin="stubs"} 0"#,
         r#"ballast_plugin_calls_total{plugin="voice"} 1"#,
         r#"ballast_plugin_call_duration_seconds_count{plugin="voice",outcome="degraded"} 1"#,
+        r#"ballast_caller_calls_total{caller="-",outcome="ok"} 1"#,
+        r#"ballast_caller_calls_total{caller="-",outcome="refused"} 1"#,
         r#"ballast_decisions_total{kind="override",action="disable",rule="pinned",applied="true"} 1"#,
         r#"ballast_scaler_mode{mode="enforce"} 1"#,
         "# TYPE ballast_plugin_live_bytes gauge",

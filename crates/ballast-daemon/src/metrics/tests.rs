@@ -5,7 +5,7 @@ use ballast_core::Timestamp;
 use ballast_core::decision::{Action, Decision, DecisionKind, Mode, Rule};
 use ballast_core::plugin::{PluginEvent, PluginEventKind, PluginState};
 
-use super::{Metrics, openmetrics_to_prometheus_text};
+use super::{MAX_CALLER_SERIES, Metrics, OTHER_CALLERS, openmetrics_to_prometheus_text};
 use crate::live::{DaemonEvent, LiveView};
 
 fn decision(rule: Rule, applied: bool) -> Decision {
@@ -84,4 +84,37 @@ ballast_call_duration_seconds_count 1
 ballast_ratio 0.5
 ";
     assert_eq!(openmetrics_to_prometheus_text(openmetrics), expected);
+}
+
+#[test]
+fn calls_are_counted_per_caller_with_a_bound_on_the_callers() {
+    let metrics = Metrics::new();
+    let d = std::time::Duration::from_millis(3);
+    metrics.observe_call("voice", "app", "ok", d);
+    metrics.observe_call("voice", "app", "degraded", d);
+    metrics.observe_call("android", "app", "timeout", d);
+    metrics.observe_call("voice", "-", "ok", d);
+    // Past the bound, callers count as `other` (and so does a caller named `other`).
+    for i in 0..MAX_CALLER_SERIES + 5 {
+        metrics.observe_call("voice", &format!("c{i}"), "ok", d);
+    }
+    metrics.observe_call("voice", OTHER_CALLERS, "shed", d);
+    let live = LiveView::new(Timestamp::from_secs(1), Mode::Observe);
+    let text = metrics.render(&live, &[], &super::ScalerFigures::default());
+    for expected in [
+        r#"ballast_caller_calls_total{caller="app",outcome="ok"} 1"#,
+        r#"ballast_caller_calls_total{caller="app",outcome="refused"} 1"#,
+        r#"ballast_caller_calls_total{caller="app",outcome="failed"} 1"#,
+        r#"ballast_caller_calls_total{caller="-",outcome="ok"} 1"#,
+        r#"ballast_caller_calls_total{caller="other",outcome="ok"} 7"#,
+        r#"ballast_caller_calls_total{caller="other",outcome="refused"} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let callers: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ballast_caller_calls_total{"))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert_eq!(callers.len(), MAX_CALLER_SERIES + 1, "{callers:?}");
 }

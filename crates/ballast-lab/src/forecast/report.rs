@@ -18,6 +18,16 @@ use ballast_core::{PluginEventKind, PluginState, Resource, Timestamp};
 use ballast_predict::forecast::{ForecastConfig, SeriesPredictor};
 use serde::Serialize;
 
+/// A state change as the replay reads it: when, which plugin, out of service before and after,
+/// and why.
+type Change<'a> = (
+    Timestamp,
+    &'a str,
+    Option<OutOfService>,
+    Option<OutOfService>,
+    &'a str,
+);
+
 /// A surge factor above this is `critical` demand.
 pub const CRITICAL_SURGE: f64 = 3.0;
 /// A surge factor above this is `elevated` demand, puts resources in `surge` mode and asks for
@@ -193,7 +203,7 @@ impl DemandLevel {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DemandLevel::Critical => "critical",
             DemandLevel::Elevated => "elevated",
@@ -392,20 +402,182 @@ fn ms(t: Timestamp) -> f64 {
     t.as_millis() as f64
 }
 
+/// Whether a plugin is out of service in a state, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutOfService {
+    /// Failed, or restarting after its process exited.
+    Failed,
+    /// Disabled, suspended or draining.
+    Shed,
+}
+
+impl OutOfService {
+    /// What a state means for service: `None` while the plugin takes calls (idle included: the
+    /// next call wakes it).
+    pub fn of(state: &PluginState) -> Option<OutOfService> {
+        match state {
+            PluginState::Disabled | PluginState::Suspended | PluginState::Draining => {
+                Some(OutOfService::Shed)
+            }
+            // A process that crashed and waits for its restart is out as surely as a failed one.
+            PluginState::Failed { .. } | PluginState::Restarting => Some(OutOfService::Failed),
+            PluginState::Loaded | PluginState::Enabled { .. } | PluginState::Idle => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            OutOfService::Shed => "shed",
+            OutOfService::Failed => "failed",
+        }
+    }
+}
+
+/// A plugin's move from one state to another, as far as service goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceChange {
+    /// When.
+    pub at: Timestamp,
+    /// Which plugin.
+    pub plugin: String,
+    /// Out of service before, and how (`None`: in service).
+    pub before: Option<OutOfService>,
+    /// Out of service after, and how.
+    pub after: Option<OutOfService>,
+    /// Why, as the source gives it.
+    pub reason: String,
+}
+
+/// What a report is made from, whatever the source: the daemon's logs ([`Inputs::from_history`])
+/// or a Prometheus server's series (`prometheus.rs`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    /// The start of what the source covers (`None`: nothing).
+    pub from: Option<Timestamp>,
+    /// Its end: the end of the recent window.
+    pub to: Option<Timestamp>,
+    /// Call tallies, each over its interval.
+    pub calls: Vec<CallSummary>,
+    /// Whether the tallies in `calls` name their callers.
+    pub callers_known: bool,
+    /// Tallies per caller kept apart from `calls` (their plugin is not read): where the source
+    /// counts calls by plugin and by caller separately.
+    pub caller_calls: Vec<CallSummary>,
+    /// Utilization readings per resource, `(at, value)`.
+    pub samples: BTreeMap<Resource, Vec<(Timestamp, f64)>>,
+    /// Plugin state changes.
+    pub service_changes: Vec<ServiceChange>,
+    /// Plugins that reported themselves unhealthy: when, which, the message.
+    pub unhealthy: Vec<(Timestamp, String, String)>,
+    /// Shed decisions: when, which plugin.
+    pub sheds: Vec<(Timestamp, String)>,
+    /// Records (or points) read.
+    pub records: usize,
+    /// Lines skipped as unreadable.
+    pub skipped_lines: usize,
+    /// What the source lacks, in the report's notes.
+    pub notes: Vec<String>,
+}
+
+impl Inputs {
+    /// The inputs in the daemon's telemetry and decision records.
+    pub fn from_history(history: &History) -> Inputs {
+        let records = &history.records;
+        let starts = records.iter().map(|r| match r {
+            TelemetryRecord::Calls(c) => c.from.min(c.to),
+            other => other.at(),
+        });
+        let mut inputs = Inputs {
+            from: starts.min(),
+            to: records.iter().map(TelemetryRecord::at).max(),
+            callers_known: true,
+            records: records.len(),
+            skipped_lines: history.bad_lines.len(),
+            ..Inputs::default()
+        };
+        let mut any_decision = false;
+        for record in records {
+            match record {
+                TelemetryRecord::Calls(c) => inputs.calls.push(c.clone()),
+                TelemetryRecord::Sample(sample) => {
+                    for resource in Resource::ALL {
+                        if let Some(v) = sample.utilization(resource).filter(|v| v.is_finite()) {
+                            inputs
+                                .samples
+                                .entry(resource)
+                                .or_default()
+                                .push((sample.at, v));
+                        }
+                    }
+                }
+                TelemetryRecord::Plugin(e) => match &e.kind {
+                    PluginEventKind::StateChanged {
+                        from: before,
+                        to: after,
+                        reason,
+                        ..
+                    } => inputs.service_changes.push(ServiceChange {
+                        at: e.at,
+                        plugin: e.plugin.clone(),
+                        before: OutOfService::of(before),
+                        after: OutOfService::of(after),
+                        reason: reason.clone(),
+                    }),
+                    PluginEventKind::Reported {
+                        healthy: false,
+                        message,
+                    } => inputs
+                        .unhealthy
+                        .push((e.at, e.plugin.clone(), message.clone())),
+                    _ => {}
+                },
+                TelemetryRecord::Decision(d) => {
+                    any_decision = true;
+                    if d.kind == DecisionKind::Shed
+                        && let Some(plugin) = &d.plugin
+                    {
+                        inputs.sheds.push((d.at, plugin.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if inputs.calls.is_empty() {
+            inputs.notes.push(
+                "no call tallies (`calls` records) in the history: request rates are zero; the \
+                 daemon writes them to telemetry-*.jsonl every 10 s while plugins take calls"
+                    .to_owned(),
+            );
+        }
+        if inputs.samples.is_empty() {
+            inputs
+                .notes
+                .push("no samples in the history: resource utilization is unknown".to_owned());
+        }
+        if !any_decision {
+            inputs.notes.push(
+                "no decision records in the history: shed counts are zero; pass the daemon's \
+                 decisions-*.jsonl files too"
+                    .to_owned(),
+            );
+        }
+        inputs
+    }
+}
+
 /// Makes the report from `history`, with the recent window the last `horizon` of it.
 pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandReport, ReportError> {
+    report_from(&Inputs::from_history(history), horizon)
+}
+
+/// Makes the report from `inputs`, with the recent window the last `horizon` of them.
+pub fn report_from(inputs: &Inputs, horizon: Duration) -> Result<DemandReport, ReportError> {
     if horizon.is_zero() {
         return Err(ReportError::ZeroHorizon);
     }
-    let records = &history.records;
-    let starts = records.iter().map(|r| match r {
-        TelemetryRecord::Calls(c) => c.from.min(c.to),
-        other => other.at(),
-    });
-    let (Some(from), Some(to)) = (starts.min(), records.iter().map(TelemetryRecord::at).max())
-    else {
+    let (Some(from), Some(to)) = (inputs.from, inputs.to) else {
         return Err(ReportError::NoRecords {
-            skipped: history.bad_lines.len(),
+            skipped: inputs.skipped_lines,
         });
     };
     let covered = to - from;
@@ -428,23 +600,10 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
         from: ms(from),
         to: ms(recent_from),
     };
-    let mut notes = Vec::new();
+    let mut notes = inputs.notes.clone();
 
     // Calls per plugin and caller in each window.
-    let calls: Vec<&CallSummary> = records
-        .iter()
-        .filter_map(|r| match r {
-            TelemetryRecord::Calls(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    if calls.is_empty() {
-        notes.push(
-            "no call tallies (`calls` records) in the history: request rates are zero; the \
-             daemon writes them to telemetry-*.jsonl every 10 s while plugins take calls"
-                .to_owned(),
-        );
-    }
+    let calls: Vec<&CallSummary> = inputs.calls.iter().collect();
     let mut recent_by_plugin: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut baseline_by_plugin: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut recent_by_caller: BTreeMap<&str, Tally> = BTreeMap::new();
@@ -465,6 +624,12 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
             .add(c, base);
         recent_total.add(c, r);
         baseline_total.add(c, base);
+        if r > 0.0 && inputs.callers_known {
+            recent_by_caller.entry(&c.caller).or_default().add(c, r);
+        }
+    }
+    for c in &inputs.caller_calls {
+        let r = recent.share(ms(c.from.min(c.to)), ms(c.to));
         if r > 0.0 {
             recent_by_caller.entry(&c.caller).or_default().add(c, r);
         }
@@ -486,19 +651,16 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
         .max(0.0);
 
     // Resources from the samples.
-    let mut series: BTreeMap<Resource, Vec<(f64, f64)>> = BTreeMap::new();
-    for record in records {
-        if let TelemetryRecord::Sample(sample) = record {
-            for resource in Resource::ALL {
-                if let Some(v) = sample.utilization(resource).filter(|v| v.is_finite()) {
-                    series.entry(resource).or_default().push((ms(sample.at), v));
-                }
-            }
-        }
-    }
-    if series.is_empty() {
-        notes.push("no samples in the history: resource utilization is unknown".to_owned());
-    }
+    let series: BTreeMap<Resource, Vec<(f64, f64)>> = inputs
+        .samples
+        .iter()
+        .map(|(resource, points)| {
+            (
+                *resource,
+                points.iter().map(|(at, v)| (ms(*at), *v)).collect(),
+            )
+        })
+        .collect();
     let resources = series
         .into_iter()
         .map(|(resource, mut points)| {
@@ -522,29 +684,27 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
         .collect();
 
     // Plugin states, replayed per plugin.
-    let mut events: Vec<(Timestamp, &str, &PluginState, &PluginState, &str)> = Vec::new();
+    let mut events: Vec<Change<'_>> = inputs
+        .service_changes
+        .iter()
+        .map(|c| {
+            (
+                c.at,
+                c.plugin.as_str(),
+                c.before,
+                c.after,
+                c.reason.as_str(),
+            )
+        })
+        .collect();
     let mut unhealthy: BTreeMap<&str, &str> = BTreeMap::new();
-    for record in records {
-        if let TelemetryRecord::Plugin(e) = record {
-            match &e.kind {
-                PluginEventKind::StateChanged {
-                    from: before,
-                    to: after,
-                    reason,
-                    ..
-                } => events.push((e.at, &e.plugin, before, after, reason)),
-                PluginEventKind::Reported {
-                    healthy: false,
-                    message,
-                } if recent.contains(ms(e.at)) => {
-                    unhealthy.insert(&e.plugin, message);
-                }
-                _ => {}
-            }
+    for (at, plugin, message) in &inputs.unhealthy {
+        if recent.contains(ms(*at)) {
+            unhealthy.insert(plugin, message);
         }
     }
     events.sort_by_key(|e| e.0);
-    let mut outages: BTreeMap<(&str, &'static str), PluginOutage> = BTreeMap::new();
+    let mut outages: BTreeMap<(&str, OutOfService), PluginOutage> = BTreeMap::new();
     let mut out_of_service: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     let plugins_with_events: BTreeSet<&str> = events.iter().map(|e| e.1).collect();
     for plugin in &plugins_with_events {
@@ -552,16 +712,16 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
         let mine: Vec<_> = events.iter().filter(|e| e.1 == plugin).collect();
         // The state before the first event is that event's `from`. Intervals of one state:
         // (outage kind, start, end, the reason given for entering it).
-        let mut intervals: Vec<(Option<&'static str>, f64, f64, &str)> = Vec::new();
+        let mut intervals: Vec<(Option<OutOfService>, f64, f64, &str)> = Vec::new();
         let (mut state, mut since, mut reason) = (mine[0].2, ms(from), "");
         for (at, _, _, after, why) in &mine {
-            intervals.push((outage_kind(state), since, ms(*at), reason));
-            (state, since, reason) = (after, ms(*at), why);
+            intervals.push((state, since, ms(*at), reason));
+            (state, since, reason) = (*after, ms(*at), why);
         }
-        intervals.push((outage_kind(state), since, ms(to), reason));
+        intervals.push((state, since, ms(to), reason));
         // Draining then disabled is one episode: merge neighbours of the same kind, keeping the
         // reason of the first (the cause).
-        let mut merged: Vec<(Option<&'static str>, f64, f64, &str)> = Vec::new();
+        let mut merged: Vec<(Option<OutOfService>, f64, f64, &str)> = Vec::new();
         for interval in intervals {
             match merged.last_mut() {
                 Some(last) if last.0 == interval.0 => last.2 = interval.2,
@@ -580,7 +740,7 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
             }
             let seconds = overlap.max(0.0) / 1000.0;
             let slot = out_of_service.entry(plugin).or_default();
-            if kind == "failed" {
+            if kind == OutOfService::Failed {
                 slot.1 += seconds;
             } else {
                 slot.0 += seconds;
@@ -589,7 +749,7 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
                 .entry((plugin, kind))
                 .or_insert_with(|| PluginOutage {
                     plugin: plugin.to_owned(),
-                    state: kind.to_owned(),
+                    state: kind.as_str().to_owned(),
                     episodes: 0,
                     seconds: 0.0,
                     ongoing: false,
@@ -604,24 +764,10 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
 
     // Shed decisions per plugin in the recent window.
     let mut sheds: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut any_decision = false;
-    for record in records {
-        if let TelemetryRecord::Decision(d) = record {
-            any_decision = true;
-            if d.kind == DecisionKind::Shed
-                && recent.contains(ms(d.at))
-                && let Some(plugin) = &d.plugin
-            {
-                *sheds.entry(plugin).or_default() += 1;
-            }
+    for (at, plugin) in &inputs.sheds {
+        if recent.contains(ms(*at)) {
+            *sheds.entry(plugin).or_default() += 1;
         }
-    }
-    if !any_decision {
-        notes.push(
-            "no decision records in the history: shed counts are zero; pass the daemon's \
-             decisions-*.jsonl files too"
-                .to_owned(),
-        );
     }
 
     let names: BTreeSet<&str> = recent_by_plugin
@@ -827,19 +973,9 @@ pub fn demand_report(history: &History, horizon: Duration) -> Result<DemandRepor
         top_callers,
         recommended_actions: actions,
         notes,
-        records: records.len(),
-        skipped_lines: history.bad_lines.len(),
+        records: inputs.records,
+        skipped_lines: inputs.skipped_lines,
     })
-}
-
-fn outage_kind(state: &PluginState) -> Option<&'static str> {
-    match state {
-        PluginState::Disabled | PluginState::Suspended | PluginState::Draining => Some("shed"),
-        // A process that crashed and waits for its restart is out as surely as a failed one.
-        PluginState::Failed { .. } | PluginState::Restarting => Some("failed"),
-        // Idle is not an outage: the next call wakes it.
-        PluginState::Loaded | PluginState::Enabled { .. } | PluginState::Idle => None,
-    }
 }
 
 /// How many buckets one horizon is split into for the forecasts.
@@ -940,7 +1076,7 @@ fn round_minutes(d: Duration) -> Duration {
 }
 
 /// A rate or count for people: `1,234` above 100, `12.5` below.
-fn rate_text(rate: f64) -> String {
+pub(crate) fn rate_text(rate: f64) -> String {
     if rate >= 100.0 {
         let whole = rate.round() as u64;
         let digits = whole.to_string();
@@ -978,20 +1114,26 @@ fn percent(v: Option<f64>) -> String {
 
 /// The report as Markdown, for people.
 pub fn to_markdown(report: &DemandReport, history: &History) -> String {
-    let mut out = String::new();
-    let r = report;
-    let _ = writeln!(out, "# Demand forecast report\n");
-    let covered = r.to - r.from;
-    let _ = writeln!(
-        out,
+    let covered = report.to - report.from;
+    let source = format!(
         "History: {} to {} ({}), {} records from {} file{}.",
-        r.from,
-        r.to,
+        report.from,
+        report.to,
         humantime::format_duration(round_secs(covered)),
-        r.records,
+        report.records,
         history.files.len(),
         if history.files.len() == 1 { "" } else { "s" }
     );
+    markdown(report, &source, &history.bad_lines)
+}
+
+/// The report as Markdown, with `source` (a sentence saying what it was made from) under the
+/// title and `bad_lines` named in the notes.
+pub fn markdown(report: &DemandReport, source: &str, bad_lines: &[BadLine]) -> String {
+    let mut out = String::new();
+    let r = report;
+    let _ = writeln!(out, "# Demand forecast report\n");
+    let _ = writeln!(out, "{source}");
     let horizon = Duration::from_secs_f64(r.horizon_hours * 3600.0);
     let _ = writeln!(
         out,
@@ -1124,22 +1266,18 @@ pub fn to_markdown(report: &DemandReport, history: &History) -> String {
             );
         }
     }
-    if !r.notes.is_empty() || !history.bad_lines.is_empty() {
+    if !r.notes.is_empty() || !bad_lines.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");
         for note in &r.notes {
             let _ = writeln!(out, "- {note}");
         }
-        if !history.bad_lines.is_empty() {
+        if !bad_lines.is_empty() {
             let _ = writeln!(
                 out,
                 "- {} unreadable line{} skipped: {}",
-                history.bad_lines.len(),
-                if history.bad_lines.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
-                bad_lines_text(&history.bad_lines, 3)
+                bad_lines.len(),
+                if bad_lines.len() == 1 { "" } else { "s" },
+                bad_lines_text(bad_lines, 3)
             );
         }
     }
