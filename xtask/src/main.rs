@@ -57,7 +57,9 @@ enum Task {
         seconds: u64,
     },
     /// Measure the closed loop under real pressure (stress-ng): reaction latency by path, the
-    /// daemon's overhead idle and under load, and flaps under an oscillating load.
+    /// stall path (a memory stall in a small memory cgroup, which needs root and cgroup v1 with
+    /// a v2 hierarchy beside it), the daemon's overhead idle and under load, and flaps under an
+    /// oscillating load.
     Measure {
         /// Latency rounds per path.
         #[arg(long, default_value_t = 5)]
@@ -65,6 +67,10 @@ enum Task {
         /// Seconds of the overhead and flap measurements.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Only this part: latency (thresholds crossed), stall (the PSI trigger on a memory
+        /// stall) or overhead (overhead and flaps).
+        #[arg(long, value_enum)]
+        only: Option<measure::Part>,
     },
     /// Measure the control loop under disk pressure: the largest gap between samples while
     /// stress-ng floods the data directory's disk with fsyncs and a plugin's drain takes its
@@ -152,7 +158,11 @@ fn run_task() -> Result<()> {
             package: Some(package),
         } => step("cargo bench", cargo().args(["bench", "-p", &package])),
         Task::Idle { seconds } => idle(&root, seconds),
-        Task::Measure { rounds, seconds } => {
+        Task::Measure {
+            rounds,
+            seconds,
+            only,
+        } => {
             install_system_packages()?;
             build_plugins(&root, true)?;
             step(
@@ -161,7 +171,11 @@ fn run_task() -> Result<()> {
             )?;
             measure::measure(
                 &target_dir(&root).join("release"),
-                &measure::Options { rounds, seconds },
+                &measure::Options {
+                    rounds,
+                    seconds,
+                    only,
+                },
             )
         }
         Task::MeasureDisk { seconds, binary } => {

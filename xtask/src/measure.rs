@@ -1,9 +1,11 @@
 //! `cargo xtask measure`: the closed loop measured on this machine with real pressure: reaction
-//! latency (ticks, PSI trigger, emergency), the daemon's overhead idle and under load, and flaps
-//! under a load that oscillates around the shed threshold.
+//! latency (ticks, PSI trigger, emergency), the stall path (a load that makes the kernel reclaim
+//! in a small memory cgroup, so that the PSI trigger fires for real), the daemon's overhead idle
+//! and under load, and flaps under a load that oscillates around the shed threshold.
 //!
-//! An independent reader samples `/proc/meminfo` and the daemon's RSS every 10 ms; it, not the
-//! daemon, says when pressure crossed a threshold and when the plugin's memory was released.
+//! An independent reader samples `/proc/meminfo` (or, for the stall path, the load's own
+//! `memory.pressure`) and the daemon's RSS every 10 ms; it, not the daemon, says when pressure
+//! crossed a threshold or tasks began to stall, and when the plugin's memory was released.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
@@ -21,6 +23,19 @@ pub struct Options {
     pub rounds: u32,
     /// Seconds of each overhead and flap measurement.
     pub seconds: u64,
+    /// Only this part (all of them when `None`).
+    pub only: Option<Part>,
+}
+
+/// A part of the measurement, to run alone with `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Thresholds crossed: tick rounds, PSI-trigger-on rounds and emergency rounds.
+    Latency,
+    /// A memory stall in a small memory cgroup: the PSI trigger's event to the shed decision.
+    Stall,
+    /// The daemon's overhead idle and under load, and the flaps under an oscillating load.
+    Overhead,
 }
 
 /// Milliseconds since the Unix epoch, the daemon's own time base.
@@ -167,7 +182,14 @@ impl Load {
     }
 
     fn spawn(args: &[&str]) -> Result<Load> {
-        let child = Command::new("stress-ng")
+        Load::spawn_with(args, |_| {})
+    }
+
+    /// `stress-ng` with `args`, `prepare`d first (e.g. started in a cgroup).
+    fn spawn_with(args: &[&str], prepare: impl FnOnce(&mut Command)) -> Result<Load> {
+        let mut command = Command::new("stress-ng");
+        prepare(&mut command);
+        let child = command
             .args(["--timeout", "600s", "--quiet"])
             .args(args)
             .stdin(Stdio::null())
@@ -208,6 +230,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(release: &Path, config: &str, name: &str) -> Result<Daemon> {
+        Daemon::start_in(release, config, name, None, None)
+    }
+
+    /// [`Daemon::start`] in the cgroup whose `cgroup.procs` file is `cgroup` and the cgroup v2
+    /// group whose `cgroup.procs` file is `pressure_group`.
+    fn start_in(
+        release: &Path,
+        config: &str,
+        name: &str,
+        cgroup: Option<&Path>,
+        pressure_group: Option<&Path>,
+    ) -> Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("ballast-measure-{name}-"))
             .tempdir()
@@ -217,6 +251,8 @@ impl Daemon {
         let mut options = ballast_testkit::daemon::Options::new(release.join("ballast"), release);
         // The monitor says at debug level when the PSI trigger woke it between ticks.
         options.log_filter = "info,ballast_monitor=debug".to_owned();
+        options.cgroup_procs = cgroup.map(Path::to_owned);
+        options.pressure_group_procs = pressure_group.map(Path::to_owned);
         let mut daemon = ballast_testkit::daemon::Daemon::spawn(
             &options,
             config_path,
@@ -461,6 +497,369 @@ fn summary(name: &str, rounds: &[Round]) {
     );
 }
 
+/// The memory cgroup of a stall round: room for what the plugins declare (456 MiB) under the
+/// shed threshold, so that they all start, and small enough that the load's file writes are
+/// reclaimed by the load itself all the time (memcg direct reclaim is a memory stall).
+const STALL_LIMIT: u64 = 2 << 30;
+
+/// What the stall round's load holds as anonymous memory: with the daemon and its plugins
+/// (about 100 MiB) the cgroup's working set is about 0.8 of the limit, over the shed threshold
+/// and far enough from the limit that nothing is killed; the rest of the limit is page cache
+/// that the load's writers fill and reclaim.
+const STALL_ANON: u64 = 1536 << 20;
+
+/// Milliseconds since the epoch of a daemon log line's leading RFC 3339 UTC time
+/// (`2026-12-06T03:10:11.123456Z  DEBUG ...`), or `None` if it has none.
+fn log_time_ms(line: &str) -> Option<u64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = ((days * 24 + h) * 60 + min) * 60_000 + sec * 1000 + millis;
+    u64::try_from(ms).ok()
+}
+
+/// The `some` total (microseconds) of a pressure file.
+fn stall_total(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+/// What one stall round measured: milliseconds from the load's start, `None` when it did not
+/// happen before the first shed decision.
+struct StallRound {
+    /// The reader saw the load's tasks stall.
+    stall_seen: Option<i64>,
+    /// The PSI trigger's events (the daemon's log) up to the decision; negative ones came
+    /// before the writers started.
+    events: Vec<i64>,
+    /// The first shed decision.
+    decision: i64,
+    /// Its rule.
+    rule: String,
+    /// Whether the monitor was woken outside its tick before the decision.
+    woken: bool,
+    /// The daemon's RSS showed the plugin's memory gone.
+    released: Option<i64>,
+    /// The load's stall within the round, in milliseconds of its `some` total.
+    stalled_ms: u64,
+}
+
+/// One stall round: the daemon, its plugins and a load in a memory cgroup of their own, the
+/// load's file writers reclaiming in it. Ticks an hour apart: the only sample the daemon takes
+/// during the round is the one its PSI trigger asks for.
+fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
+    let cgroup =
+        ballast_testkit::cgroup::MemoryCgroup::create("ballast-measure-stall", STALL_LIMIT)
+            .map_err(|e| anyhow::anyhow!("the stall round needs a memory cgroup: {e}"))?;
+    // The daemon in a cgroup v2 group of its own arms its trigger on that group's
+    // memory.pressure, which counts its own and the load's stalls, not those of the rest of the
+    // machine; the reader reads the load's group below it, a PSI group of its own, so that its
+    // reads every 10 ms cannot take the place of the trigger's checks.
+    let daemon_group = ballast_testkit::cgroup::PressureGroup::create("ballast-measure-stall")
+        .map_err(|e| anyhow::anyhow!("the stall round needs a cgroup v2 group: {e}"))?;
+    let group = daemon_group
+        .child("load")
+        .map_err(|e| anyhow::anyhow!("the stall round needs a cgroup v2 group: {e}"))?;
+    let files = tempfile::Builder::new()
+        .prefix("ballast-measure-stall-load-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    // Fractions of the cgroup's limit: the daemon and its plugins alone are under 0.1, the
+    // load's memory takes it to about 0.8.
+    let plan = Plan {
+        shed: 0.45,
+        restore: 0.35,
+        emergency: 0.99,
+    };
+    let voice_mb = 64;
+    let daemon = Daemon::start_in(
+        release,
+        &config(plan, "1h", true, "1h", voice_mb),
+        name,
+        Some(&cgroup.procs_file()),
+        Some(&daemon_group.procs_file()),
+    )?;
+    if !daemon
+        .daemon
+        .log()
+        .contains("memory pressure trigger armed")
+    {
+        bail!("the daemon armed no PSI trigger:\n{}", daemon.daemon.log());
+    }
+
+    daemon.wait("voice enabled", Duration::from_secs(30), |d| {
+        d.level("voice") == Some(("enabled".into(), Some(0)))
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let pressure = group.memory_pressure();
+    let readings: Arc<Mutex<Vec<(u64, u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (readings, stop, pressure) =
+            (Arc::clone(&readings), Arc::clone(&stop), pressure.clone());
+        let pid = daemon.pid();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let (Some(total), Some((_, rss))) = (stall_total(&pressure), proc_figures(pid)) {
+                    readings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((now_ms(), total, rss));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let temp = files.path().to_string_lossy().into_owned();
+    let in_cgroups = |command: &mut Command| {
+        cgroup.start_in(command);
+        group.start_in(command);
+    };
+    // The memory first, held and populated (which stalls nothing): the stall the trigger
+    // reports is then the writers', and the working set is over shed already (no tick has
+    // sampled it).
+    let mut held = Load::spawn_with(
+        &[
+            "--vm",
+            "1",
+            "--vm-bytes",
+            &format!("{}k", STALL_ANON / 1024),
+            "--vm-keep",
+            "--vm-populate",
+            "--vm-hang",
+            "0",
+        ],
+        in_cgroups,
+    )?;
+    let usage = ["memory.usage_in_bytes", "memory.current"]
+        .iter()
+        .map(|f| cgroup.dir().join(f))
+        .find(|f| f.exists())
+        .context("the memory cgroup has no usage file")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&usage)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .is_none_or(|u| u < STALL_ANON)
+    {
+        if Instant::now() >= deadline {
+            bail!("the load's memory was not populated within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = stall_total(&pressure).context("cannot read the load's memory.pressure")?;
+    let started = now_ms();
+    let mut load = Load::spawn_with(
+        &["--hdd", "2", "--hdd-bytes", "1g", "--temp-path", &temp],
+        in_cgroups,
+    )?;
+    let waited = daemon.wait("a shed decision", Duration::from_secs(30), |d| {
+        d.decisions()
+            .is_ok_and(|all| all.iter().any(|x| x["kind"] == "shed"))
+    });
+    if waited.is_ok() {
+        // Give the release time to show.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    load.stop();
+    held.stop();
+    waited?;
+    let readings = readings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let first = daemon
+        .decisions()?
+        .into_iter()
+        .find(|d| d["kind"] == "shed")
+        .context("no shed decision")?;
+    let decided = first["at"].as_u64().context("a decision without a time")?;
+    let log = daemon.daemon.log();
+    let since = |at: u64| at as i64 - started as i64;
+    let armed_on = daemon_group
+        .memory_pressure()
+        .to_string_lossy()
+        .into_owned();
+    if let Some(other) = log
+        .lines()
+        .find(|l| l.contains("PSI trigger fired") && !l.contains(&armed_on))
+    {
+        bail!("the daemon's trigger is not on {armed_on}: {other}");
+    }
+    let events: Vec<i64> = log
+        .lines()
+        .filter(|l| l.contains("PSI trigger fired"))
+        .filter_map(log_time_ms)
+        .filter(|&at| at <= decided)
+        .map(since)
+        .collect();
+    let woken = log
+        .lines()
+        .filter(|l| l.contains("woken outside the tick"))
+        .filter_map(log_time_ms)
+        .any(|at| at >= started && at <= decided);
+    let stall_seen = readings
+        .iter()
+        .find(|r| r.0 >= started && r.1 > base)
+        .map(|r| since(r.0));
+    let before = readings
+        .iter()
+        .filter(|r| r.0 <= decided)
+        .map(|r| r.2)
+        .max()
+        .unwrap_or(0);
+    let freed = (voice_mb << 20) * 3 / 4;
+    let released = readings
+        .iter()
+        .find(|r| r.0 >= decided && r.2 + freed <= before)
+        .map(|r| since(r.0));
+    let stalled_ms = readings
+        .last()
+        .map_or(0, |r| r.1.saturating_sub(base) / 1000);
+    Ok(StallRound {
+        stall_seen,
+        events,
+        decision: since(decided),
+        rule: first["rule"].as_str().unwrap_or("?").to_owned(),
+        woken,
+        released,
+        stalled_ms,
+    })
+}
+
+/// Median, max and every value of `v`, or `-` when it is empty.
+fn figures(mut v: Vec<i64>) -> String {
+    v.sort_unstable();
+    if v.is_empty() {
+        return "-".to_owned();
+    }
+    format!(
+        "median {} ms, max {} ms ({} rounds: {})",
+        v[v.len() / 2],
+        v[v.len() - 1],
+        v.len(),
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// The stall rounds, each printed as it ends, then their figures.
+fn stall(release: &Path, rounds: u32) -> Result<()> {
+    println!(
+        "\nthe stall path: the daemon, its plugins and a load in a {} MiB memory cgroup \
+         (stress-ng: {} MiB held first, then 2 writers of 1 GiB files reclaiming their page \
+         cache), thresholds shed 0.45 / restore 0.35 of the limit, ticks an hour apart, the \
+         trigger on the memory.pressure of the daemon's cgroup v2 group; times from the \
+         writers' start; the load's stall read every 10 ms from the memory.pressure of its own \
+         group below the daemon's:",
+        STALL_LIMIT >> 20,
+        STALL_ANON >> 20
+    );
+    // Without the cgroups (not root, no memory controller, no v2 hierarchy beside v1) there is
+    // nothing to measure here; the other parts still run.
+    let usable =
+        ballast_testkit::cgroup::MemoryCgroup::create("ballast-measure-probe", STALL_LIMIT)
+            .and_then(|_| {
+                ballast_testkit::cgroup::PressureGroup::create("ballast-measure-probe").map(drop)
+            });
+    if let Err(reason) = usable {
+        println!("  skipped: {reason}");
+        return Ok(());
+    }
+    let mut all = Vec::new();
+    let mut elsewhere = 0;
+    for i in 0..rounds {
+        // A round whose decision came before the writers started measured no stall of theirs
+        // (the trigger fired while the memory was populated), and is run again.
+        for attempt in 0..3 {
+            let round = stall_round(release, &format!("stall-{i}-{attempt}"))?;
+            let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
+            println!(
+                "  round {i}: stall seen at {}, trigger events at {:?} ms, first shed decision \
+                 ({}) at {} ms, memory released at {}; the load stalled {} ms in all",
+                show(round.stall_seen),
+                round.events,
+                round.rule,
+                round.decision,
+                show(round.released),
+                round.stalled_ms
+            );
+            if round.decision >= 0 {
+                all.push(round);
+                break;
+            }
+            elsewhere += 1;
+            println!("    (decided before the writers started: run again)");
+        }
+    }
+    if elsewhere > 0 {
+        println!(
+            "  {elsewhere} rounds were run again: the trigger fired before the writers started"
+        );
+    }
+    // The event that led to the decision is the last one before it.
+    let from_event: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.decision - r.events.last()?))
+        .collect();
+    let from_stall: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.decision - r.stall_seen?))
+        .collect();
+    let stall_to_event: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.stall_seen?))
+        .collect();
+    let released: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.released? - r.events.last()?))
+        .collect();
+    println!(
+        "  the trigger's event -> first shed decision   {}",
+        figures(from_event)
+    );
+    println!(
+        "  stall seen by the reader -> first shed decision  {}",
+        figures(from_stall)
+    );
+    println!(
+        "  stall seen -> the trigger's first event      {}",
+        figures(stall_to_event)
+    );
+    println!(
+        "  the trigger's event -> memory released       {}",
+        figures(released)
+    );
+    println!(
+        "  the trigger fired between the writers' start and the decision in {} of {} rounds (the monitor was woken \
+         outside its tick in {})",
+        all.iter()
+            .filter(|r| r.events.iter().any(|&e| e >= 0))
+            .count(),
+        all.len(),
+        all.iter().filter(|r| r.woken).count()
+    );
+    Ok(())
+}
+
 /// CPU share of one core and RSS of the daemon over `seconds`, while `during` runs.
 fn overhead(pid: u32, seconds: u64) -> Result<(f64, u64, u64)> {
     let (ticks_before, rss_before) = proc_figures(pid).context("cannot read the daemon")?;
@@ -488,11 +887,26 @@ pub fn measure(release: &Path, options: &Options) -> Result<()> {
         used_now()? * 100.0
     );
 
+    let part = |p: Part| options.only.is_none_or(|only| only == p);
+    if part(Part::Latency) {
+        latency(release, options.rounds)?;
+    }
+    if part(Part::Stall) {
+        stall(release, options.rounds)?;
+    }
+    if part(Part::Overhead) {
+        overhead_and_flaps(release, options.seconds)?;
+    }
+    Ok(())
+}
+
+/// The latency rounds of every path, then their figures.
+fn latency(release: &Path, rounds: u32) -> Result<()> {
     println!("\nreaction latency, memory step from 10 ms /proc/meminfo readings:");
     let mut ticks = Vec::new();
     let mut psi = Vec::new();
     let mut emergency = Vec::new();
-    for i in 0..options.rounds {
+    for i in 0..rounds {
         let shed = |p: Plan| p.shed;
         let tick = format!("tick-{i}");
         ticks.push(latency_round(
@@ -529,10 +943,17 @@ pub fn measure(release: &Path, options: &Options) -> Result<()> {
     summary("shed threshold crossed, 1 s ticks, PSI trigger off", &ticks);
     summary("shed threshold crossed, 1 s ticks, PSI trigger on", &psi);
     summary("emergency threshold crossed, 1 s ticks", &emergency);
+    Ok(())
+}
+
+/// The daemon's overhead idle and under load, and the flaps under an oscillating load.
+fn overhead_and_flaps(release: &Path, seconds: u64) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (total, _) = meminfo()?;
 
     println!(
         "\noverhead over {} s (RSS without the plugins' {PLUGINS_MIB} MiB of working sets):",
-        options.seconds
+        seconds
     );
     let base = settled_use()?;
     let plan = Plan {
@@ -547,7 +968,7 @@ pub fn measure(release: &Path, options: &Options) -> Result<()> {
     {
         let daemon = Daemon::start(release, &config(plan, "1s", true, "10s", 16), "idle")?;
         std::thread::sleep(Duration::from_secs(3));
-        let (cpu, rss, rss_max) = overhead(daemon.pid(), options.seconds)?;
+        let (cpu, rss, rss_max) = overhead(daemon.pid(), seconds)?;
         println!(
             "  idle        cpu {:.3}% of one core, rss {:.1} MiB (max {:.1} MiB)",
             cpu * 100.0,
@@ -559,7 +980,7 @@ pub fn measure(release: &Path, options: &Options) -> Result<()> {
     println!(
         "\nflaps: memory load switched on until the reading crosses shed (then 2 s more) and off \
          until it is back under (then 3 s more), for {} s, all CPUs busy, stabilization 10 s:",
-        options.seconds
+        seconds
     );
     let daemon = Daemon::start(release, &config(plan, "1s", true, "10s", 16), "noisy")?;
     std::thread::sleep(Duration::from_secs(3));
@@ -598,7 +1019,7 @@ pub fn measure(release: &Path, options: &Options) -> Result<()> {
             Ok(())
         })
     };
-    let (cpu, rss, rss_max) = overhead(pid, options.seconds)?;
+    let (cpu, rss, rss_max) = overhead(pid, seconds)?;
     stop.store(true, Ordering::Relaxed);
     match oscillator.join() {
         Ok(Ok(())) => {}
@@ -650,4 +1071,39 @@ pub fn measure(release: &Path, options: &Options) -> Result<()> {
         count("restore")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_lines_time_is_read_to_the_millisecond() {
+        assert_eq!(
+            log_time_ms(
+                "2026-12-06T03:10:11.123456Z DEBUG ballast_monitor::trigger: PSI trigger fired"
+            ),
+            Some(1_796_526_611_123)
+        );
+        assert_eq!(
+            log_time_ms("2024-02-29T23:59:59.005Z  INFO x"),
+            Some(1_709_251_199_005)
+        );
+        assert_eq!(log_time_ms("  INFO no time"), None);
+        assert_eq!(log_time_ms(""), None);
+    }
+
+    #[test]
+    fn the_some_total_is_read_from_a_pressure_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.pressure");
+        std::fs::write(
+            &path,
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n",
+        )
+        .unwrap();
+        assert_eq!(stall_total(&path), Some(1234));
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert_eq!(stall_total(&path), None);
+    }
 }

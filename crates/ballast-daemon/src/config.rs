@@ -59,8 +59,9 @@ pub struct MonitorSettings {
     pub interval: Duration,
     /// Paths whose disks are watched; the data directory is always added.
     pub disk_paths: Vec<PathBuf>,
-    /// Wake on a memory stall through a PSI trigger on /proc/pressure/memory (falls back to the
-    /// tick where the kernel does not permit it).
+    /// Wake on a memory stall through a PSI trigger (`some 150000 2000000`) on the memory
+    /// pressure file the monitor reads: the daemon's cgroup v2 group's `memory.pressure`, else
+    /// /proc/pressure/memory (falls back to the tick where the kernel does not permit it).
     pub psi_trigger: bool,
     /// The NVML library to load instead of the system's `libnvidia-ml.so.1`.
     pub nvml_library: Option<PathBuf>,

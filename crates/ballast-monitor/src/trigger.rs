@@ -122,6 +122,9 @@ fn watch(file: std::fs::File, shown: &str, sink: &dyn WakeSink) {
             return;
         }
         if poll.revents & libc::POLLPRI != 0 {
+            // Logged as the kernel's event arrives, so that its time can be told apart from
+            // the sample it causes (`cargo xtask measure` reads it).
+            tracing::debug!(file = shown, "PSI trigger fired");
             sink.wake(Wake::MemoryPressure);
         }
     }

@@ -127,24 +127,110 @@ impl Drop for MemoryCgroup {
     /// Kills what still runs in it or in a cgroup under it (a daemon makes its plugins' there),
     /// then removes them all, deepest first.
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let dirs = tree(&self.dir);
-            for dir in &dirs {
-                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill(2) has no memory-safety preconditions; the processes in
-                    // this cgroup are the test's own.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+        remove(&self.dir);
+    }
+}
+
+/// Kills what runs in `dir` or in a cgroup under it (only a test's own processes are there),
+/// then removes them all, deepest first; gives up after 10 s.
+fn remove(top: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dirs = tree(top);
+        for dir in &dirs {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) has no memory-safety preconditions; the processes in this
+                // cgroup are the test's own.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            for dir in &dirs {
-                let _ = std::fs::remove_dir(dir);
-            }
-            if !self.dir.exists() || Instant::now() >= deadline {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        for dir in &dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if !top.exists() || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cgroup v2 group of a test's own, only for the pressure of what it starts there: every v2
+/// cgroup has a `memory.pressure` of its own (a PSI group of its own, with or without the memory
+/// controller), so a load's stall can be read as often as wanted without reading the host's
+/// `/proc/pressure/memory`. (A trigger armed by a process without `CAP_SYS_RESOURCE` is checked
+/// only when the kernel's worker runs the 2 s averaging of its file, and a read of the file that
+/// comes when that averaging is due runs it instead, without the check: a reader of the same
+/// file every few milliseconds makes such a trigger miss most of its checks.) Made on the v2 hierarchy of a hybrid layout
+/// (`/sys/fs/cgroup/unified`), beside the v1 controllers, so that a process can be in it and in
+/// a v1 [`MemoryCgroup`] at once; removed when dropped.
+#[derive(Debug)]
+pub struct PressureGroup {
+    dir: PathBuf,
+}
+
+impl PressureGroup {
+    /// Creates `NAME-PID` under this process's cgroup in the v2 hierarchy of a hybrid layout.
+    /// `Err` says why it cannot (no hybrid layout, no PSI for cgroups, not permitted).
+    pub fn create(name: &str) -> Result<PressureGroup, String> {
+        let mount = Path::new("/sys/fs/cgroup/unified");
+        if !mount.join("cgroup.procs").exists() {
+            return Err(format!(
+                "no cgroup v2 hierarchy beside the v1 controllers ({} does not exist)",
+                mount.display()
+            ));
+        }
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let path = cgroups
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or("this process is in no cgroup v2 cgroup (see /proc/self/cgroup)")?;
+        let dir = mount
+            .join(path.trim_start_matches('/'))
+            .join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
+        let group = PressureGroup { dir };
+        if !group.memory_pressure().exists() {
+            return Err(format!(
+                "{} does not exist (a kernel without pressure stall information for cgroups)",
+                group.memory_pressure().display()
+            ));
+        }
+        Ok(group)
+    }
+
+    /// A group of its own under this one (`NAME`), e.g. for a load whose stall is to be read
+    /// apart from that of the daemon in this one: a stall in it counts here too, as the kernel
+    /// counts a group's stalls in every group above it.
+    pub fn child(&self, name: &str) -> Result<PressureGroup, String> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
+        Ok(PressureGroup { dir })
+    }
+
+    /// Its `cgroup.procs` file: a process that writes its pid there moves in.
+    pub fn procs_file(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// Its `memory.pressure` file.
+    pub fn memory_pressure(&self) -> PathBuf {
+        self.dir.join("memory.pressure")
+    }
+
+    /// Makes `command`'s process start in this group (as [`MemoryCgroup::start_in`]; both may
+    /// be applied to one command).
+    pub fn start_in(&self, command: &mut Command) {
+        enter_on_exec(command, &self.procs_file());
+    }
+}
+
+impl Drop for PressureGroup {
+    /// Kills what still runs in it, then removes it.
+    fn drop(&mut self) {
+        remove(&self.dir);
     }
 }

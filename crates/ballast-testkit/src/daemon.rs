@@ -29,6 +29,10 @@ pub struct Options {
     /// Start it in this cgroup (the path of its `cgroup.procs` file), e.g. a
     /// [`MemoryCgroup`](crate::cgroup::MemoryCgroup) of the test's.
     pub cgroup_procs: Option<PathBuf>,
+    /// Start it in this cgroup v2 group as well (the path of its `cgroup.procs` file), e.g. a
+    /// [`PressureGroup`](crate::cgroup::PressureGroup) beside a v1 memory cgroup: the daemon
+    /// then reads that group's pressure files and arms its PSI trigger on its `memory.pressure`.
+    pub pressure_group_procs: Option<PathBuf>,
 }
 
 impl Options {
@@ -42,6 +46,7 @@ impl Options {
             profile: None,
             prefix: Vec::new(),
             cgroup_procs: None,
+            pressure_group_procs: None,
         }
     }
 }
@@ -129,6 +134,9 @@ impl Daemon {
             command.args(["--profile", profile]);
         }
         if let Some(procs) = &options.cgroup_procs {
+            crate::cgroup::enter_on_exec(&mut command, procs);
+        }
+        if let Some(procs) = &options.pressure_group_procs {
             crate::cgroup::enter_on_exec(&mut command, procs);
         }
         let child = command

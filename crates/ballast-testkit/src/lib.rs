@@ -5,7 +5,8 @@
 //!   target directory of their own, and small C plugins compiled from source.
 //! * [`daemon`]: a real `ballast run` started on a config, talked to over HTTP, and always
 //!   stopped (killed when dropped, also when a test panics).
-//! * [`cgroup`]: a memory cgroup of a test's own, so one daemon of several can be pressed alone.
+//! * [`cgroup`]: a memory cgroup of a test's own, so one daemon of several can be pressed alone,
+//!   and a v2 group whose memory pressure is a load's own.
 //! * [`http`]: one request to the control API, without failing on an error status.
 //! * [`proc`]: a fixture `/proc` tree whose figures a test sets, for the monitor to read.
 //! * [`nvml`]: a fake NVML library compiled into a test's directory, with the devices and the
