@@ -136,7 +136,11 @@ pub fn package(root: &Path, build: Build) -> Result<PathBuf> {
         .with_context(|| format!("cannot create {}", config_dir.display()))?;
     std::fs::write(config_dir.join("ballast.toml"), packaged_config(&shipped)?)
         .with_context(|| format!("cannot write {}", config_dir.display()))?;
-    let debian = target_dir(root).join("debian");
+    // CI's package beside, not over, a release one of the same name.
+    let debian = match build {
+        Build::Release => target_dir(root).join("debian"),
+        Build::Debug => target_dir(root).join("debian/ci"),
+    };
     std::fs::create_dir_all(&debian)
         .with_context(|| format!("cannot create {}", debian.display()))?;
     let mut deb = Command::new(&cargo_deb);
@@ -144,8 +148,8 @@ pub fn package(root: &Path, build: Build) -> Result<PathBuf> {
         .arg(&debian);
     if !release {
         // cargo-deb warns that a package of a dev build is not for release, which it is not:
-        // CI installs it and throws it away.
-        deb.args(["--profile", "dev", "--fast", "--quiet"]);
+        // CI installs it and throws it away. Light compression: nobody downloads it.
+        deb.args(["--profile", "dev", "--fast"]);
     }
     eprintln!("==> cargo deb");
     let output = deb
@@ -656,7 +660,8 @@ const KUBERNETES_REQUIREMENTS: &str = "deploy/kubernetes/requirements.txt";
 
 /// Validates every manifest under `deploy/kubernetes` with kubernetes-validate against
 /// [`KUBERNETES_VERSION`] (strict: an unknown field fails), checks that the kustomization
-/// lists them all, and checks the ConfigMap's ballast config with `ballast config check`.
+/// lists them all, and checks the ConfigMap's ballast config with `ballast config check` and
+/// that its plugins are those of `config/ballast.toml`.
 pub fn kubernetes(root: &Path, ballast: &Path) -> Result<()> {
     let venv = target_dir(root).join("tools/kubernetes-validate");
     let validate = venv.join("bin/kubernetes-validate");
@@ -726,7 +731,40 @@ pub fn kubernetes(root: &Path, ballast: &Path) -> Result<()> {
                 .args(["config", "check", "--profile", "production", "--config"])
                 .arg(&config),
         ),
-    )
+    )?;
+    eprintln!("==> the ConfigMap's plugins are config/ballast.toml's");
+    let plugins = |file: &Path| -> Result<serde_json::Value> {
+        let out = clean_env(
+            Command::new(ballast)
+                .args([
+                    "config",
+                    "show",
+                    "--json",
+                    "--profile",
+                    "production",
+                    "--config",
+                ])
+                .arg(file),
+        )
+        .output()
+        .context("cannot run ballast config show")?;
+        if !out.status.success() {
+            bail!(
+                "ballast config show --config {} failed: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let config: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("ballast config show --json")?;
+        Ok(config["plugins"].clone())
+    };
+    if plugins(&config)? != plugins(&root.join("config/ballast.toml"))? {
+        bail!(
+            "the plugins of deploy/kubernetes/configmap.yaml differ from config/ballast.toml's: make them the same"
+        );
+    }
+    Ok(())
 }
 
 /// Run by the venv's Python (which has PyYAML): argv[1] is deploy/kubernetes, argv[2] where to
