@@ -397,6 +397,18 @@ fn install_and_check(deb: &Path) -> Result<()> {
         )?;
     }
     check_installed_plugins(ballast)?;
+    if Path::new("/run/systemd/system").is_dir() {
+        // Where systemd runs, the package started the unit: it must be up, and it must stop
+        // before a second daemon may take the data directory.
+        step(
+            "systemctl is-active ballast (the package started it)",
+            Command::new("systemctl").args(["is-active", "ballast"]),
+        )?;
+        step(
+            "systemctl stop ballast",
+            Command::new("systemctl").args(["stop", "ballast"]),
+        )?;
+    }
     run_as_ballast(ballast, uid, gid)?;
 
     step(
