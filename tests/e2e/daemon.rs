@@ -338,20 +338,33 @@ fn the_shipped_config_is_valid_in_every_profile() {
 }
 
 #[test]
-fn the_systemd_unit_verifies() {
-    // CI installs systemd-analyze (cargo xtask ci); elsewhere the check needs it on PATH.
+fn the_systemd_units_verify() {
+    // CI installs systemd-analyze (cargo xtask ci); elsewhere the check needs it on PATH. The
+    // unit for an install by hand and the Debian package's.
+    for (file, binary) in [
+        ("config/ballast.service", "/usr/local/bin/ballast"),
+        ("deploy/debian/ballast.service", "/usr/bin/ballast"),
+    ] {
+        verify_unit(file, binary);
+    }
+}
+
+fn verify_unit(file: &str, binary: &str) {
     let unit = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/ballast.service"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(file),
     )
     .unwrap();
     assert!(
         unit.contains("Type=notify"),
-        "the daemon notifies systemd when it is ready"
+        "{file}: the daemon notifies systemd when it is ready"
     );
+    assert!(unit.contains(&format!("ExecStart={binary} run ")), "{file}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ballast.service");
     // Point ExecStart at the binary under test so that verify can check it exists.
-    let unit = unit.replace("/usr/local/bin/ballast", env!("CARGO_BIN_EXE_ballast"));
+    let unit = unit.replace(binary, env!("CARGO_BIN_EXE_ballast"));
     std::fs::write(&path, unit).unwrap();
     let out = match std::process::Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
@@ -370,7 +383,7 @@ fn the_systemd_unit_verifies() {
     // does not fail on.
     assert!(
         out.status.success(),
-        "systemd-analyze verify failed ({}):\n{stderr}{}",
+        "{file}: systemd-analyze verify failed ({}):\n{stderr}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout)
     );
@@ -378,5 +391,8 @@ fn the_systemd_unit_verifies() {
         .lines()
         .filter(|l| l.contains("ballast.service") && !l.contains("Failed to prepare filename"))
         .collect();
-    assert!(problems.is_empty(), "systemd-analyze verify:\n{stderr}");
+    assert!(
+        problems.is_empty(),
+        "{file}: systemd-analyze verify:\n{stderr}"
+    );
 }

@@ -13,6 +13,7 @@ mod fuzz;
 mod gpu_check;
 mod hardening;
 mod measure;
+mod package;
 
 /// ballast's project automation.
 #[derive(Debug, Parser)]
@@ -25,7 +26,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Run everything CI runs: formatting, lints, docs, header check, plugin builds, the
-    /// conformance check of every example plugin (`ballast plugin check`) and all tests.
+    /// conformance check of every example plugin (`ballast plugin check`), the Debian package
+    /// (built, installed, checked and purged), the Kubernetes manifests and all tests.
     Ci,
     /// Build the example plugins and run ballast on its built-in default config with them.
     Run {
@@ -40,6 +42,19 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// Build the Debian package (release build, cargo-deb installed under target/tools at the
+    /// version it pins) into target/debian/ and check its file list.
+    Package {
+        /// CI's step instead: package the debug build and, as root where ballast is not
+        /// installed, install it, check its config and plugins, run the daemon as its user,
+        /// remove and purge it.
+        #[arg(long)]
+        install_check: bool,
+    },
+    /// Validate the Kubernetes manifests under deploy/kubernetes with kubernetes-validate
+    /// (pinned, in a virtual environment under target/tools) against a pinned Kubernetes
+    /// version, and their ConfigMap's config with `ballast config check` (a step of `ci`).
+    Kubernetes,
     /// Regenerate crates/ballast-abi/include/ballast_plugin.h from the ABI crate.
     Header {
         /// Fail if the checked-in header differs from a fresh generation instead of writing it.
@@ -151,6 +166,16 @@ fn run_task() -> Result<()> {
         Task::Ci => ci(&root),
         Task::Run { args } => run(&root, &args),
         Task::Plugins { release } => build_plugins(&root, release),
+        Task::Package {
+            install_check: false,
+        } => package::package_task(&root),
+        Task::Package {
+            install_check: true,
+        } => package::ci_package(&root),
+        Task::Kubernetes => {
+            step("build ballast", cargo().args(["build", "-p", "ballast"]))?;
+            package::kubernetes(&root, &target_dir(&root).join("debug/ballast"))
+        }
         Task::Header { check } => header(&root, check),
         Task::Templates => plugin_templates(&root),
         Task::Bench { package: None } => bench::bench(&root, &target_dir(&root)),
@@ -415,6 +440,9 @@ fn ci(root: &Path) -> Result<()> {
     )?;
     build_plugins(root, false)?;
     check_plugins(root)?;
+    // The Debian package of the build just checked: installed, run and purged.
+    package::ci_package(root)?;
+    package::kubernetes(root, &target_dir(root).join("debug/ballast"))?;
     plugin_templates(root)?;
     let mut counts = python_tests(root)?;
     counts += tests(
@@ -745,12 +773,28 @@ const SYSTEM_PACKAGES: [(&str, &str); 7] = [
     ("systemd-analyze", "systemd"),
 ];
 
+/// Python modules the test suite uses beyond python3's own, by Debian package: `venv` (with
+/// `ensurepip`) for the virtual environment kubernetes-validate is installed into.
+const PYTHON_MODULES: [(&str, &str); 1] = [("ensurepip", "python3-venv")];
+
 fn install_system_packages() -> Result<()> {
-    let missing: Vec<&str> = SYSTEM_PACKAGES
+    let python_module = |module: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let mut missing: Vec<&str> = SYSTEM_PACKAGES
         .iter()
         .filter(|(program, _)| !on_path(program))
         .map(|(_, package)| *package)
         .collect();
+    missing.extend(
+        PYTHON_MODULES
+            .iter()
+            .filter(|(module, _)| !python_module(module))
+            .map(|(_, package)| *package),
+    );
     if missing.is_empty() {
         return Ok(());
     }
