@@ -447,7 +447,8 @@ fn ci(root: &Path) -> Result<()> {
     let mut counts = python_tests(root)?;
     counts += tests(
         "cargo test",
-        cargo().args(["test", "--workspace", "--all-targets"]),
+        // Every test binary runs even when one fails, so that a failure's report is complete.
+        cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]),
     )?;
     counts += tests(
         "cargo test --doc",
