@@ -546,9 +546,14 @@ fn stall_total(path: &Path) -> Option<u64> {
 struct StallRound {
     /// The reader saw the load's tasks stall.
     stall_seen: Option<i64>,
-    /// The PSI trigger's events (the daemon's log) up to the decision; negative ones came
-    /// before the writers started.
+    /// The PSI trigger's events (the daemon's log: the kernel trigger's `PSI trigger fired` or
+    /// the poller's `PSI stall detected`) up to the decision; negative ones came before the
+    /// writers started.
     events: Vec<i64>,
+    /// Which fired: `kernel trigger` or `poller` (the daemon says which it uses at start).
+    mode: &'static str,
+    /// The reader's figures reached the trigger's threshold, 150 ms of stall within 2 s.
+    threshold_seen: Option<i64>,
     /// The first shed decision.
     decision: i64,
     /// Its rule.
@@ -696,15 +701,22 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
         .memory_pressure()
         .to_string_lossy()
         .into_owned();
-    if let Some(other) = log
-        .lines()
-        .find(|l| l.contains("PSI trigger fired") && !l.contains(&armed_on))
-    {
+    let is_event = |l: &str| l.contains("PSI trigger fired") || l.contains("PSI stall detected");
+    if let Some(other) = log.lines().find(|l| is_event(l) && !l.contains(&armed_on)) {
         bail!("the daemon's trigger is not on {armed_on}: {other}");
     }
+    let mode = if log.contains("PSI stall detected")
+        || log
+            .lines()
+            .any(|l| l.contains("polling") && l.contains(&armed_on))
+    {
+        "poller"
+    } else {
+        "kernel trigger"
+    };
     let events: Vec<i64> = log
         .lines()
-        .filter(|l| l.contains("PSI trigger fired"))
+        .filter(|l| is_event(l))
         .filter_map(log_time_ms)
         .filter(|&at| at <= decided)
         .map(since)
@@ -718,6 +730,19 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
         .iter()
         .find(|r| r.0 >= started && r.1 > base)
         .map(|r| since(r.0));
+    // The first reading whose total is 150 ms over that of the oldest reading within the 2 s
+    // before it: when the reader itself would have fired the trigger.
+    let threshold_seen = readings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.0 >= started)
+        .find(|(i, r)| {
+            readings[..*i]
+                .iter()
+                .find(|o| o.0 + 2000 >= r.0)
+                .is_some_and(|o| r.1.saturating_sub(o.1) >= 150_000)
+        })
+        .map(|(_, r)| since(r.0));
     let before = readings
         .iter()
         .filter(|r| r.0 <= decided)
@@ -735,6 +760,8 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
     Ok(StallRound {
         stall_seen,
         events,
+        mode,
+        threshold_seen,
         decision: since(decided),
         rule: first["rule"].as_str().unwrap_or("?").to_owned(),
         woken,
@@ -767,9 +794,9 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         "\nthe stall path: the daemon, its plugins and a load in a {} MiB memory cgroup \
          (stress-ng: {} MiB held first, then 2 writers of 1 GiB files reclaiming their page \
          cache), thresholds shed 0.45 / restore 0.35 of the limit, ticks an hour apart, the \
-         trigger on the memory.pressure of the daemon's cgroup v2 group; times from the \
-         writers' start; the load's stall read every 10 ms from the memory.pressure of its own \
-         group below the daemon's:",
+         trigger (the kernel's, or the poller where it is unprivileged) on the memory.pressure \
+         of the daemon's cgroup v2 group; times from the writers' start; the load's stall read \
+         every 10 ms from the memory.pressure of its own group below the daemon's:",
         STALL_LIMIT >> 20,
         STALL_ANON >> 20
     );
@@ -793,9 +820,12 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
             let round = stall_round(release, &format!("stall-{i}-{attempt}"))?;
             let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
             println!(
-                "  round {i}: stall seen at {}, trigger events at {:?} ms, first shed decision \
-                 ({}) at {} ms, memory released at {}; the load stalled {} ms in all",
+                "  round {i}: stall seen at {}, 150 ms of it within 2 s at {}, {} events at {:?} \
+                 ms, first shed decision ({}) at {} ms, memory released at {}; the load stalled \
+                 {} ms in all",
                 show(round.stall_seen),
+                show(round.threshold_seen),
+                round.mode,
                 round.events,
                 round.rule,
                 round.decision,
@@ -824,6 +854,10 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         .iter()
         .filter_map(|r| Some(r.decision - r.stall_seen?))
         .collect();
+    let from_threshold: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.decision - r.threshold_seen?))
+        .collect();
     let stall_to_event: Vec<i64> = all
         .iter()
         .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.stall_seen?))
@@ -841,6 +875,10 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         figures(from_stall)
     );
     println!(
+        "  the reader's 150 ms within 2 s -> decision   {}",
+        figures(from_threshold)
+    );
+    println!(
         "  stall seen -> the trigger's first event      {}",
         figures(stall_to_event)
     );
@@ -850,12 +888,19 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
     );
     println!(
         "  the trigger fired between the writers' start and the decision in {} of {} rounds (the monitor was woken \
-         outside its tick in {})",
+         outside its tick in {}; {})",
         all.iter()
             .filter(|r| r.events.iter().any(|&e| e >= 0))
             .count(),
         all.len(),
-        all.iter().filter(|r| r.woken).count()
+        all.iter().filter(|r| r.woken).count(),
+        {
+            let polled = all.iter().filter(|r| r.mode == "poller").count();
+            format!(
+                "the poller in {polled}, the kernel's trigger in {}",
+                all.len() - polled
+            )
+        }
     );
     Ok(())
 }
