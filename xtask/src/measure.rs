@@ -541,6 +541,23 @@ fn stall_total(path: &Path) -> Option<u64> {
         .ok()
 }
 
+/// The time of the first reading at or after `started` whose total (`(time ms, total µs)`) is
+/// 150 ms over that of the oldest reading within the 2 s before it: when a reader of that file
+/// would have fired the trigger `some 150000 2000000`.
+fn threshold_reached(readings: &[(u64, u64)], started: u64) -> Option<u64> {
+    readings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.0 >= started)
+        .find(|(i, r)| {
+            readings[..*i]
+                .iter()
+                .find(|o| o.0 + 2000 >= r.0)
+                .is_some_and(|o| r.1.saturating_sub(o.1) >= 150_000)
+        })
+        .map(|(_, r)| r.0)
+}
+
 /// What one stall round measured: milliseconds from the load's start, `None` when it did not
 /// happen before the first shed decision.
 struct StallRound {
@@ -554,6 +571,8 @@ struct StallRound {
     mode: &'static str,
     /// The reader's figures reached the trigger's threshold, 150 ms of stall within 2 s.
     threshold_seen: Option<i64>,
+    /// The same on the daemon's own file, which the reader reads where the daemon polls it.
+    daemon_threshold_seen: Option<i64>,
     /// The first shed decision.
     decision: i64,
     /// Its rule.
@@ -614,7 +633,21 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
     })?;
     std::thread::sleep(Duration::from_millis(500));
     let pressure = group.memory_pressure();
-    let readings: Arc<Mutex<Vec<(u64, u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let armed_on = daemon_group
+        .memory_pressure()
+        .to_string_lossy()
+        .into_owned();
+    // Where the daemon polls its file rather than arming the kernel's trigger, the reader reads
+    // that file too (a reader cannot make a poller miss anything), to tell the poller's delay
+    // from the difference between the two groups' figures.
+    let polled = daemon
+        .daemon
+        .log()
+        .lines()
+        .any(|l| l.contains("polling") && l.contains(&armed_on));
+    let daemon_pressure = polled.then(|| daemon_group.memory_pressure());
+    type Reading = (u64, u64, u64, Option<u64>);
+    let readings: Arc<Mutex<Vec<Reading>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (readings, stop, pressure) =
@@ -623,10 +656,13 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let (Some(total), Some((_, rss))) = (stall_total(&pressure), proc_figures(pid)) {
-                    readings
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((now_ms(), total, rss));
+                    let daemons = daemon_pressure.as_deref().and_then(stall_total);
+                    readings.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        now_ms(),
+                        total,
+                        rss,
+                        daemons,
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -697,19 +733,11 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
     let decided = first["at"].as_u64().context("a decision without a time")?;
     let log = daemon.daemon.log();
     let since = |at: u64| at as i64 - started as i64;
-    let armed_on = daemon_group
-        .memory_pressure()
-        .to_string_lossy()
-        .into_owned();
     let is_event = |l: &str| l.contains("PSI trigger fired") || l.contains("PSI stall detected");
     if let Some(other) = log.lines().find(|l| is_event(l) && !l.contains(&armed_on)) {
         bail!("the daemon's trigger is not on {armed_on}: {other}");
     }
-    let mode = if log.contains("PSI stall detected")
-        || log
-            .lines()
-            .any(|l| l.contains("polling") && l.contains(&armed_on))
-    {
+    let mode = if polled || log.contains("PSI stall detected") {
         "poller"
     } else {
         "kernel trigger"
@@ -730,19 +758,11 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
         .iter()
         .find(|r| r.0 >= started && r.1 > base)
         .map(|r| since(r.0));
-    // The first reading whose total is 150 ms over that of the oldest reading within the 2 s
-    // before it: when the reader itself would have fired the trigger.
-    let threshold_seen = readings
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.0 >= started)
-        .find(|(i, r)| {
-            readings[..*i]
-                .iter()
-                .find(|o| o.0 + 2000 >= r.0)
-                .is_some_and(|o| r.1.saturating_sub(o.1) >= 150_000)
-        })
-        .map(|(_, r)| since(r.0));
+    let load_totals: Vec<(u64, u64)> = readings.iter().map(|r| (r.0, r.1)).collect();
+    let threshold_seen = threshold_reached(&load_totals, started).map(since);
+    let daemon_totals: Vec<(u64, u64)> =
+        readings.iter().filter_map(|r| Some((r.0, r.3?))).collect();
+    let daemon_threshold_seen = threshold_reached(&daemon_totals, started).map(since);
     let before = readings
         .iter()
         .filter(|r| r.0 <= decided)
@@ -762,6 +782,7 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
         events,
         mode,
         threshold_seen,
+        daemon_threshold_seen,
         decision: since(decided),
         rule: first["rule"].as_str().unwrap_or("?").to_owned(),
         woken,
@@ -820,11 +841,12 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
             let round = stall_round(release, &format!("stall-{i}-{attempt}"))?;
             let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
             println!(
-                "  round {i}: stall seen at {}, 150 ms of it within 2 s at {}, {} events at {:?} \
-                 ms, first shed decision ({}) at {} ms, memory released at {}; the load stalled \
-                 {} ms in all",
+                "  round {i}: stall seen at {}, 150 ms of it within 2 s at {} (on the daemon's \
+                 file: {}), {} events at {:?} ms, first shed decision ({}) at {} ms, memory \
+                 released at {}; the load stalled {} ms in all",
                 show(round.stall_seen),
                 show(round.threshold_seen),
+                show(round.daemon_threshold_seen),
                 round.mode,
                 round.events,
                 round.rule,
@@ -858,6 +880,14 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         .iter()
         .filter_map(|r| Some(r.decision - r.threshold_seen?))
         .collect();
+    let daemon_threshold_to_event: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.daemon_threshold_seen?))
+        .collect();
+    let daemon_threshold_to_decision: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.decision - r.daemon_threshold_seen?))
+        .collect();
     let stall_to_event: Vec<i64> = all
         .iter()
         .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.stall_seen?))
@@ -878,6 +908,16 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         "  the reader's 150 ms within 2 s -> decision   {}",
         figures(from_threshold)
     );
+    if !daemon_threshold_to_event.is_empty() {
+        println!(
+            "  150 ms within 2 s on the daemon's file -> its first event  {}",
+            figures(daemon_threshold_to_event)
+        );
+        println!(
+            "  150 ms within 2 s on the daemon's file -> decision         {}",
+            figures(daemon_threshold_to_decision)
+        );
+    }
     println!(
         "  stall seen -> the trigger's first event      {}",
         figures(stall_to_event)

@@ -65,11 +65,12 @@ pub struct MonitorSettings {
     /// cannot be used).
     pub psi_trigger: bool,
     /// How the trigger learns of the stall: `auto` (the default) arms the kernel's trigger where
-    /// the daemon has `CAP_SYS_RESOURCE` and otherwise reads the pressure file every 100 ms and
-    /// wakes the monitor on the same stall (the kernel checks an unprivileged trigger only every
-    /// 2 s, and a reader of the same file can make it miss those checks), and also where the
-    /// kernel refuses the trigger; a duration such as `"50ms"` polls at that interval,
-    /// privileged or not; `off` arms the kernel's trigger only.
+    /// the daemon has `CAP_SYS_RESOURCE` and otherwise reads the pressure file every 100 ms
+    /// (every 10 ms while half the threshold's stall is within the window) and wakes the monitor
+    /// on the same stall (the kernel checks an unprivileged trigger only every 2 s, and a reader
+    /// of the same file can make it miss those checks), and also where the kernel refuses the
+    /// trigger; a duration such as `"50ms"` polls at that interval (a tenth of it while a stall
+    /// builds), privileged or not; `off` arms the kernel's trigger only.
     pub psi_poll_interval: PsiPollInterval,
     /// The NVML library to load instead of the system's `libnvidia-ml.so.1`.
     pub nvml_library: Option<PathBuf>,

@@ -23,6 +23,9 @@ pub struct StallDetector {
     readings: VecDeque<(u64, u64)>,
     /// When it last fired.
     fired_at: Option<u64>,
+    /// Whether the last reading found at least half the threshold's stall within the window
+    /// while it could fire.
+    building: bool,
 }
 
 impl StallDetector {
@@ -34,6 +37,7 @@ impl StallDetector {
             window_us: window_us.max(1),
             readings: VecDeque::new(),
             fired_at: None,
+            building: false,
         }
     }
 
@@ -43,6 +47,7 @@ impl StallDetector {
     /// A total that went down (the cgroup was made again) or a clock that went back starts the
     /// detector over: it fires once it has seen the threshold's stall after that.
     pub fn observe(&mut self, now_us: u64, total_us: u64) -> bool {
+        self.building = false;
         if let Some(&(at, total)) = self.readings.back()
             && (now_us < at || total_us < total)
         {
@@ -66,7 +71,16 @@ impl StallDetector {
             self.fired_at = Some(now_us);
             return true;
         }
+        self.building = rested && stalled >= self.stall_us.div_ceil(2);
         false
+    }
+
+    /// Whether a stall is building: the last reading found at least half the threshold's stall
+    /// within the window, and the detector may fire (it did not within the window before). A
+    /// poller reads more often meanwhile, so that the moment the threshold is reached is seen
+    /// sooner without reading often while nothing stalls.
+    pub fn is_building(&self) -> bool {
+        self.building
     }
 
     /// Reads the `some` total from a pressure file's `text` and observes it. A text that is not
@@ -139,6 +153,35 @@ mod tests {
         // Then tasks stall for half of each poll: 150 ms are reached on the third poll.
         let fired = run(&mut d, 3000, 60, &mut total, 50 * MS);
         assert_eq!(fired, [3200, 5200, 7200]);
+    }
+
+    #[test]
+    fn a_stall_is_building_from_half_the_threshold_until_it_fires() {
+        let mut d = StallDetector::new(150 * MS, 2000 * MS);
+        let mut building = Vec::new();
+        for (at, total) in [
+            (0, 0),
+            (100, 50),
+            (200, 75),
+            (300, 140),
+            (400, 150),
+            (500, 300),
+        ] {
+            let fired = d.observe(at * MS, total * MS);
+            building.push((fired, d.is_building()));
+        }
+        assert_eq!(
+            building,
+            [
+                (false, false),
+                (false, false),
+                (false, true),
+                (false, true),
+                (true, false),
+                // Within the window after firing: nothing to watch for.
+                (false, false),
+            ]
+        );
     }
 
     #[test]

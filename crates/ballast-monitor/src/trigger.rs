@@ -56,10 +56,11 @@ impl TriggerSource for NoTrigger {
 pub enum PsiPolling {
     /// The kernel's trigger where the process has `CAP_SYS_RESOURCE` (the kernel then checks it
     /// every tenth of its window); elsewhere, or where the kernel refuses the trigger, a poller
-    /// reading the file every `interval`. Without the privilege the kernel checks a trigger only
-    /// at its 2 s averaging, and a reader of the same file can make it miss those checks.
+    /// reading the file every `interval` (every tenth of it while a stall builds). Without the
+    /// privilege the kernel checks a trigger only at its 2 s averaging, and a reader of the same
+    /// file can make it miss those checks.
     Auto(Duration),
-    /// The poller every `interval`, privileged or not.
+    /// The poller every `interval` (every tenth of it while a stall builds), privileged or not.
     Always(Duration),
     /// The kernel's trigger only, privileged or not.
     Never,
@@ -303,23 +304,26 @@ struct Poller {
 
 impl Poller {
     fn run(mut self, sink: &dyn WakeSink) {
-        let mut next = Instant::now() + self.interval;
+        // While a stall builds (half the threshold within the window) the file is read ten
+        // times as often, so that the threshold is seen within a few milliseconds of being
+        // reached, at the cost of reads only while tasks stall.
+        let fast = (self.interval / 10).max(Duration::from_millis(1));
+        // The first reading was taken at start: the detector already has it.
+        let mut due = Instant::now() + self.interval;
         let mut said_bad = false;
         while sink.is_listening() {
             let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            }
-            // The next read on the interval's grid, skipping the ones a slow wake-up missed.
-            next += self.interval;
-            let now = Instant::now();
-            if next <= now {
-                next = now + self.interval;
+            if due > now {
+                std::thread::sleep(due - now);
             }
             let text = match read_at_start(&self.file, &mut self.buffer) {
                 Ok(text) => text,
                 Err(error) => {
-                    tracing::warn!(file = %self.shown, %error, "cannot read the pressure file to poll it; sampling on the tick only");
+                    tracing::warn!(
+                        file = %self.shown,
+                        %error,
+                        "cannot read the pressure file to poll it; sampling on the tick only"
+                    );
                     return;
                 }
             };
@@ -336,9 +340,23 @@ impl Poller {
                 Ok(false) => {}
                 Err(error) if !said_bad => {
                     said_bad = true;
-                    tracing::warn!(%error, "the pressure file is not as expected; its readings are skipped");
+                    tracing::warn!(
+                        %error,
+                        "the pressure file is not as expected; its readings are skipped"
+                    );
                 }
                 Err(_) => {}
+            }
+            // The next read on the grid, skipping the ones a slow wake-up missed.
+            let step = if self.detector.is_building() {
+                fast
+            } else {
+                self.interval
+            };
+            due += step;
+            let now = Instant::now();
+            if due <= now {
+                due = now + step;
             }
         }
     }
