@@ -1191,4 +1191,24 @@ mod tests {
         std::fs::write(&path, "garbage\n").unwrap();
         assert_eq!(stall_total(&path), None);
     }
+
+    #[test]
+    fn the_threshold_is_150_ms_of_stall_within_2_s_from_the_start() {
+        // (ms, µs): 100 ms of stall before the start, then 60 ms per 100 ms.
+        let readings = [
+            (0, 0),
+            (900, 100_000),
+            (1000, 100_000),
+            (1100, 160_000),
+            (1200, 220_000),
+        ];
+        // At 1100 the oldest reading within 2 s is the one at 0: 160 ms of stall; readings
+        // before the start do not count.
+        assert_eq!(threshold_reached(&readings, 1000), Some(1100));
+        assert_eq!(threshold_reached(&readings, 1150), Some(1200));
+        // Spread over more than 2 s: never.
+        let slow = [(0, 0), (2000, 100_000), (4000, 200_000), (6000, 300_000)];
+        assert_eq!(threshold_reached(&slow, 0), None);
+        assert_eq!(threshold_reached(&[], 0), None);
+    }
 }

@@ -156,9 +156,12 @@ impl PsiTrigger {
         let (tx, rx) = std::sync::mpsc::channel::<Box<dyn WakeSink>>();
         let spawned = std::thread::Builder::new()
             .name("ballast-psi-trigger".into())
-            .spawn(move || match rx.recv() {
-                Ok(sink) => watch(file, &shown, &*sink),
-                Err(_) => {}
+            .spawn(move || {
+                // The sink comes once the thread is known to run, so that a thread that could
+                // not be started leaves it to the poller.
+                if let Ok(sink) = rx.recv() {
+                    watch(file, &shown, &*sink);
+                }
             });
         match spawned {
             Ok(_) => {
@@ -261,7 +264,7 @@ impl PsiTrigger {
 /// `100ms`, `1s`, `1500ms`.
 fn humanize(interval: Duration) -> String {
     let ms = interval.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
