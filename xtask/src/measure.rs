@@ -1,7 +1,8 @@
 //! `cargo xtask measure`: the closed loop measured on this machine with real pressure: reaction
 //! latency (ticks, PSI trigger, emergency), the stall path (a load that makes the kernel reclaim
-//! in a small memory cgroup, so that the PSI trigger fires for real), the daemon's overhead idle
-//! and under load, and flaps under a load that oscillates around the shed threshold.
+//! in a small memory cgroup, so that the PSI trigger, or the poller that stands in for it without
+//! `CAP_SYS_RESOURCE`, fires for real), the daemon's overhead idle and under load, and flaps
+//! under a load that oscillates around the shed threshold.
 //!
 //! An independent reader samples `/proc/meminfo` (or, for the stall path, the load's own
 //! `memory.pressure`) and the daemon's RSS every 10 ms; it, not the daemon, says when pressure
