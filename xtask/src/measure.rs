@@ -1,7 +1,8 @@
 //! `cargo xtask measure`: the closed loop measured on this machine with real pressure: reaction
 //! latency (ticks, PSI trigger, emergency), the stall path (a load that makes the kernel reclaim
-//! in a small memory cgroup, so that the PSI trigger fires for real), the daemon's overhead idle
-//! and under load, and flaps under a load that oscillates around the shed threshold.
+//! in a small memory cgroup, so that the PSI trigger, or the poller that stands in for it without
+//! `CAP_SYS_RESOURCE`, fires for real), the daemon's overhead idle and under load, and flaps
+//! under a load that oscillates around the shed threshold.
 //!
 //! An independent reader samples `/proc/meminfo` (or, for the stall path, the load's own
 //! `memory.pressure`) and the daemon's RSS every 10 ms; it, not the daemon, says when pressure
@@ -541,14 +542,38 @@ fn stall_total(path: &Path) -> Option<u64> {
         .ok()
 }
 
+/// The time of the first reading at or after `started` whose total (`(time ms, total µs)`) is
+/// 150 ms over that of the oldest reading within the 2 s before it: when a reader of that file
+/// would have fired the trigger `some 150000 2000000`.
+fn threshold_reached(readings: &[(u64, u64)], started: u64) -> Option<u64> {
+    readings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.0 >= started)
+        .find(|(i, r)| {
+            readings[..*i]
+                .iter()
+                .find(|o| o.0 + 2000 >= r.0)
+                .is_some_and(|o| r.1.saturating_sub(o.1) >= 150_000)
+        })
+        .map(|(_, r)| r.0)
+}
+
 /// What one stall round measured: milliseconds from the load's start, `None` when it did not
 /// happen before the first shed decision.
 struct StallRound {
     /// The reader saw the load's tasks stall.
     stall_seen: Option<i64>,
-    /// The PSI trigger's events (the daemon's log) up to the decision; negative ones came
-    /// before the writers started.
+    /// The PSI trigger's events (the daemon's log: the kernel trigger's `PSI trigger fired` or
+    /// the poller's `PSI stall detected`) up to the decision; negative ones came before the
+    /// writers started.
     events: Vec<i64>,
+    /// Which fired: `kernel trigger` or `poller` (the daemon says which it uses at start).
+    mode: &'static str,
+    /// The reader's figures reached the trigger's threshold, 150 ms of stall within 2 s.
+    threshold_seen: Option<i64>,
+    /// The same on the daemon's own file, which the reader reads where the daemon polls it.
+    daemon_threshold_seen: Option<i64>,
     /// The first shed decision.
     decision: i64,
     /// Its rule.
@@ -609,7 +634,21 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
     })?;
     std::thread::sleep(Duration::from_millis(500));
     let pressure = group.memory_pressure();
-    let readings: Arc<Mutex<Vec<(u64, u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let armed_on = daemon_group
+        .memory_pressure()
+        .to_string_lossy()
+        .into_owned();
+    // Where the daemon polls its file rather than arming the kernel's trigger, the reader reads
+    // that file too (a reader cannot make a poller miss anything), to tell the poller's delay
+    // from the difference between the two groups' figures.
+    let polled = daemon
+        .daemon
+        .log()
+        .lines()
+        .any(|l| l.contains("polling") && l.contains(&armed_on));
+    let daemon_pressure = polled.then(|| daemon_group.memory_pressure());
+    type Reading = (u64, u64, u64, Option<u64>);
+    let readings: Arc<Mutex<Vec<Reading>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (readings, stop, pressure) =
@@ -618,10 +657,13 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let (Some(total), Some((_, rss))) = (stall_total(&pressure), proc_figures(pid)) {
-                    readings
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((now_ms(), total, rss));
+                    let daemons = daemon_pressure.as_deref().and_then(stall_total);
+                    readings.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        now_ms(),
+                        total,
+                        rss,
+                        daemons,
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -692,19 +734,18 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
     let decided = first["at"].as_u64().context("a decision without a time")?;
     let log = daemon.daemon.log();
     let since = |at: u64| at as i64 - started as i64;
-    let armed_on = daemon_group
-        .memory_pressure()
-        .to_string_lossy()
-        .into_owned();
-    if let Some(other) = log
-        .lines()
-        .find(|l| l.contains("PSI trigger fired") && !l.contains(&armed_on))
-    {
+    let is_event = |l: &str| l.contains("PSI trigger fired") || l.contains("PSI stall detected");
+    if let Some(other) = log.lines().find(|l| is_event(l) && !l.contains(&armed_on)) {
         bail!("the daemon's trigger is not on {armed_on}: {other}");
     }
+    let mode = if polled || log.contains("PSI stall detected") {
+        "poller"
+    } else {
+        "kernel trigger"
+    };
     let events: Vec<i64> = log
         .lines()
-        .filter(|l| l.contains("PSI trigger fired"))
+        .filter(|l| is_event(l))
         .filter_map(log_time_ms)
         .filter(|&at| at <= decided)
         .map(since)
@@ -718,6 +759,11 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
         .iter()
         .find(|r| r.0 >= started && r.1 > base)
         .map(|r| since(r.0));
+    let load_totals: Vec<(u64, u64)> = readings.iter().map(|r| (r.0, r.1)).collect();
+    let threshold_seen = threshold_reached(&load_totals, started).map(since);
+    let daemon_totals: Vec<(u64, u64)> =
+        readings.iter().filter_map(|r| Some((r.0, r.3?))).collect();
+    let daemon_threshold_seen = threshold_reached(&daemon_totals, started).map(since);
     let before = readings
         .iter()
         .filter(|r| r.0 <= decided)
@@ -735,6 +781,9 @@ fn stall_round(release: &Path, name: &str) -> Result<StallRound> {
     Ok(StallRound {
         stall_seen,
         events,
+        mode,
+        threshold_seen,
+        daemon_threshold_seen,
         decision: since(decided),
         rule: first["rule"].as_str().unwrap_or("?").to_owned(),
         woken,
@@ -767,9 +816,9 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         "\nthe stall path: the daemon, its plugins and a load in a {} MiB memory cgroup \
          (stress-ng: {} MiB held first, then 2 writers of 1 GiB files reclaiming their page \
          cache), thresholds shed 0.45 / restore 0.35 of the limit, ticks an hour apart, the \
-         trigger on the memory.pressure of the daemon's cgroup v2 group; times from the \
-         writers' start; the load's stall read every 10 ms from the memory.pressure of its own \
-         group below the daemon's:",
+         trigger (the kernel's, or the poller where it is unprivileged) on the memory.pressure \
+         of the daemon's cgroup v2 group; times from the writers' start; the load's stall read \
+         every 10 ms from the memory.pressure of its own group below the daemon's:",
         STALL_LIMIT >> 20,
         STALL_ANON >> 20
     );
@@ -793,9 +842,13 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
             let round = stall_round(release, &format!("stall-{i}-{attempt}"))?;
             let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
             println!(
-                "  round {i}: stall seen at {}, trigger events at {:?} ms, first shed decision \
-                 ({}) at {} ms, memory released at {}; the load stalled {} ms in all",
+                "  round {i}: stall seen at {}, 150 ms of it within 2 s at {} (on the daemon's \
+                 file: {}), {} events at {:?} ms, first shed decision ({}) at {} ms, memory \
+                 released at {}; the load stalled {} ms in all",
                 show(round.stall_seen),
+                show(round.threshold_seen),
+                show(round.daemon_threshold_seen),
+                round.mode,
                 round.events,
                 round.rule,
                 round.decision,
@@ -824,6 +877,18 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         .iter()
         .filter_map(|r| Some(r.decision - r.stall_seen?))
         .collect();
+    let from_threshold: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.decision - r.threshold_seen?))
+        .collect();
+    let daemon_threshold_to_event: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.daemon_threshold_seen?))
+        .collect();
+    let daemon_threshold_to_decision: Vec<i64> = all
+        .iter()
+        .filter_map(|r| Some(r.decision - r.daemon_threshold_seen?))
+        .collect();
     let stall_to_event: Vec<i64> = all
         .iter()
         .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.stall_seen?))
@@ -841,6 +906,20 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         figures(from_stall)
     );
     println!(
+        "  the reader's 150 ms within 2 s -> decision   {}",
+        figures(from_threshold)
+    );
+    if !daemon_threshold_to_event.is_empty() {
+        println!(
+            "  150 ms within 2 s on the daemon's file -> its first event  {}",
+            figures(daemon_threshold_to_event)
+        );
+        println!(
+            "  150 ms within 2 s on the daemon's file -> decision         {}",
+            figures(daemon_threshold_to_decision)
+        );
+    }
+    println!(
         "  stall seen -> the trigger's first event      {}",
         figures(stall_to_event)
     );
@@ -850,12 +929,19 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
     );
     println!(
         "  the trigger fired between the writers' start and the decision in {} of {} rounds (the monitor was woken \
-         outside its tick in {})",
+         outside its tick in {}; {})",
         all.iter()
             .filter(|r| r.events.iter().any(|&e| e >= 0))
             .count(),
         all.len(),
-        all.iter().filter(|r| r.woken).count()
+        all.iter().filter(|r| r.woken).count(),
+        {
+            let polled = all.iter().filter(|r| r.mode == "poller").count();
+            format!(
+                "the poller in {polled}, the kernel's trigger in {}",
+                all.len() - polled
+            )
+        }
     );
     Ok(())
 }
@@ -1105,5 +1191,25 @@ mod tests {
         assert_eq!(stall_total(&path), Some(1234));
         std::fs::write(&path, "garbage\n").unwrap();
         assert_eq!(stall_total(&path), None);
+    }
+
+    #[test]
+    fn the_threshold_is_150_ms_of_stall_within_2_s_from_the_start() {
+        // (ms, µs): 100 ms of stall before the start, then 60 ms per 100 ms.
+        let readings = [
+            (0, 0),
+            (900, 100_000),
+            (1000, 100_000),
+            (1100, 160_000),
+            (1200, 220_000),
+        ];
+        // At 1100 the oldest reading within 2 s is the one at 0: 160 ms of stall; readings
+        // before the start do not count.
+        assert_eq!(threshold_reached(&readings, 1000), Some(1100));
+        assert_eq!(threshold_reached(&readings, 1150), Some(1200));
+        // Spread over more than 2 s: never.
+        let slow = [(0, 0), (2000, 100_000), (4000, 200_000), (6000, 300_000)];
+        assert_eq!(threshold_reached(&slow, 0), None);
+        assert_eq!(threshold_reached(&[], 0), None);
     }
 }

@@ -59,10 +59,19 @@ pub struct MonitorSettings {
     pub interval: Duration,
     /// Paths whose disks are watched; the data directory is always added.
     pub disk_paths: Vec<PathBuf>,
-    /// Wake on a memory stall through a PSI trigger (`some 150000 2000000`) on the memory
-    /// pressure file the monitor reads: the daemon's cgroup v2 group's `memory.pressure`, else
-    /// /proc/pressure/memory (falls back to the tick where the kernel does not permit it).
+    /// Wake on a memory stall through a PSI trigger (`some 150000 2000000`: 150 ms of stall
+    /// within 2 s) on the memory pressure file the monitor reads: the daemon's cgroup v2 group's
+    /// `memory.pressure`, else /proc/pressure/memory (falls back to the tick where the file
+    /// cannot be used).
     pub psi_trigger: bool,
+    /// How the trigger learns of the stall: `auto` (the default) arms the kernel's trigger where
+    /// the daemon has `CAP_SYS_RESOURCE` and otherwise reads the pressure file every 100 ms
+    /// (every 10 ms while half the threshold's stall is within the window) and wakes the monitor
+    /// on the same stall (the kernel checks an unprivileged trigger only every 2 s, and a reader
+    /// of the same file can make it miss those checks), and also where the kernel refuses the
+    /// trigger; a duration such as `"50ms"` polls at that interval (a tenth of it while a stall
+    /// builds), privileged or not; `off` arms the kernel's trigger only.
+    pub psi_poll_interval: PsiPollInterval,
     /// The NVML library to load instead of the system's `libnvidia-ml.so.1`.
     pub nvml_library: Option<PathBuf>,
     /// The resources the scaler acts on; the others are still measured, logged and shown. Disk
@@ -76,11 +85,67 @@ impl Default for MonitorSettings {
             interval: Duration::from_secs(1),
             disk_paths: Vec::new(),
             psi_trigger: true,
+            psi_poll_interval: PsiPollInterval::Auto,
             nvml_library: None,
             resources: Resource::ALL
                 .into_iter()
                 .filter(|r| *r != Resource::Disk)
                 .collect(),
+        }
+    }
+}
+
+/// `monitor.psi_poll_interval`: `auto`, `off` or a duration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PsiPollInterval {
+    /// The kernel's trigger with `CAP_SYS_RESOURCE`, else polling every 100 ms.
+    #[default]
+    Auto,
+    /// The kernel's trigger only.
+    Off,
+    /// Polling at this interval, privileged or not.
+    Every(Duration),
+}
+
+impl PsiPollInterval {
+    /// What the monitor's trigger does with it.
+    pub fn polling(self) -> ballast_monitor::PsiPolling {
+        use ballast_monitor::PsiPolling;
+        match self {
+            PsiPollInterval::Auto => PsiPolling::Auto(PsiPolling::DEFAULT_INTERVAL),
+            PsiPollInterval::Off => PsiPolling::Never,
+            PsiPollInterval::Every(interval) => PsiPolling::Always(interval),
+        }
+    }
+}
+
+impl TryFrom<String> for PsiPollInterval {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.trim() {
+            "auto" => Ok(PsiPollInterval::Auto),
+            "off" => Ok(PsiPollInterval::Off),
+            other => match humantime::parse_duration(other) {
+                Ok(interval) if interval >= Duration::from_millis(1) => {
+                    Ok(PsiPollInterval::Every(interval))
+                }
+                _ => Err(format!(
+                    "psi_poll_interval: expected `auto`, `off` or a duration of at least 1ms such \
+                     as `100ms`, found `{other}`"
+                )),
+            },
+        }
+    }
+}
+
+impl From<PsiPollInterval> for String {
+    fn from(value: PsiPollInterval) -> String {
+        match value {
+            PsiPollInterval::Auto => "auto".to_owned(),
+            PsiPollInterval::Off => "off".to_owned(),
+            PsiPollInterval::Every(interval) => humantime::format_duration(interval).to_string(),
         }
     }
 }
@@ -767,6 +832,45 @@ listen = "0.0.0.0:7878"
             "{e}"
         );
         assert!(from_toml("", "mem.toml", "fast").is_err());
+    }
+
+    #[test]
+    fn psi_poll_interval_is_auto_off_or_a_duration() {
+        use ballast_monitor::PsiPolling;
+        let config = load(None, DEFAULT_PROFILE, &Overrides::default()).unwrap();
+        assert_eq!(config.monitor.psi_poll_interval, PsiPollInterval::Auto);
+        assert_eq!(
+            config.monitor.psi_poll_interval.polling(),
+            PsiPolling::Auto(Duration::from_millis(100))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [
+            ("auto", PsiPollInterval::Auto),
+            ("off", PsiPollInterval::Off),
+            ("50ms", PsiPollInterval::Every(Duration::from_millis(50))),
+        ] {
+            let file = write(
+                &dir,
+                &format!("[default.monitor]\npsi_poll_interval = \"{text}\"\n"),
+            );
+            let config = load(Some(&file), "balanced", &Overrides::default()).unwrap();
+            assert_eq!(config.monitor.psi_poll_interval, expected, "{text}");
+            assert_eq!(String::from(expected), text);
+        }
+        assert_eq!(PsiPollInterval::Off.polling(), PsiPolling::Never);
+        for bad in ["often", "0ms", ""] {
+            let file = write(
+                &dir,
+                &format!("[default.monitor]\npsi_poll_interval = \"{bad}\"\n"),
+            );
+            let e = load(Some(&file), "balanced", &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string().contains("psi_poll_interval")
+                    && e.to_string()
+                        .contains("expected `auto`, `off` or a duration"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

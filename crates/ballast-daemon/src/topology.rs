@@ -42,7 +42,7 @@ use ballast_host::{
 };
 use ballast_monitor::{
     ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PressureFiles,
-    PsiTrigger, ReportPluginUsage,
+    PsiPolling, PsiTrigger, ReportPluginUsage,
 };
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
 use ballast_process::cgroup::{CgroupRoots, CgroupTree};
@@ -67,8 +67,9 @@ use crate::telemetry::{Flush, Record, TelemetryActor};
 pub enum Trigger {
     /// Only the tick.
     None,
-    /// A PSI trigger on this pressure file (`/proc/pressure/memory`, or a cgroup's).
-    Psi(PathBuf),
+    /// A PSI trigger on this pressure file (`/proc/pressure/memory`, or a cgroup's), the
+    /// kernel's or polled.
+    Psi(PathBuf, PsiPolling),
     /// A trigger the test fires by hand.
     Manual(ManualTrigger),
 }
@@ -112,7 +113,10 @@ impl Environment {
         // Armed on the memory pressure file the monitor reads: the daemon's v2 cgroup's when it
         // runs in one, else the host's.
         let trigger = if config.monitor.psi_trigger {
-            Trigger::Psi(PressureFiles::discover(&monitor.proc_root, &monitor.sys_root).memory)
+            Trigger::Psi(
+                PressureFiles::discover(&monitor.proc_root, &monitor.sys_root).memory,
+                config.monitor.psi_poll_interval.polling(),
+            )
         } else {
             Trigger::None
         };
@@ -588,8 +592,8 @@ impl Topology {
                 .with_subscriber(subscriber);
             let actor = match trigger {
                 Trigger::None => actor.with_trigger(NoTrigger),
-                Trigger::Psi(path) => actor.with_trigger(StallTee {
-                    inner: PsiTrigger::memory(path),
+                Trigger::Psi(path, polling) => actor.with_trigger(StallTee {
+                    inner: PsiTrigger::memory(path).with_polling(polling),
                     checkpointer: checkpointer.clone(),
                 }),
                 Trigger::Manual(manual) => actor.with_trigger(StallTee {

@@ -35,6 +35,7 @@ pub mod parse;
 mod pressure;
 mod reasons;
 mod source;
+mod stall;
 #[cfg(feature = "actor")]
 mod trigger;
 
@@ -48,7 +49,9 @@ pub use memory::{MemoryOutcome, MemorySampler};
 pub use monitor::{Monitor, MonitorConfig};
 pub use pressure::PressureFiles;
 pub use source::SampleError;
+pub use stall::StallDetector;
 #[cfg(feature = "actor")]
 pub use trigger::{
-    ManualTrigger, ManualTriggerHandle, NoTrigger, PsiTrigger, TriggerSource, Wake, WakeSink,
+    ManualTrigger, ManualTriggerHandle, NoTrigger, PsiPolling, PsiTrigger, TriggerSource, Wake,
+    WakeSink,
 };

@@ -1,5 +1,6 @@
-//! Wake-ups outside the tick: a PSI memory-pressure trigger, like Android's lmkd uses, or a
-//! manual trigger for tests.
+//! Wake-ups outside the tick: a PSI memory-pressure trigger, like Android's lmkd uses (or, where
+//! the kernel would check it only every 2 s, a poller of the same file that decides as it would),
+//! or a manual trigger for tests.
 //!
 //! A trigger knows nothing of who listens: it delivers [`Wake`]s to a [`WakeSink`], which the
 //! monitor's actor implements for its own address.
@@ -7,9 +8,13 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::parse::{CAP_SYS_RESOURCE, has_capability, parse_cap_eff};
+use crate::stall::StallDetector;
 
 /// Why the monitor was woken outside its tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +49,39 @@ impl TriggerSource for NoTrigger {
     }
 }
 
-/// A PSI trigger on `/proc/pressure/memory`: the kernel wakes a thread polling for `POLLPRI`
-/// when tasks stalled on memory for `stall_us` within any `window_us`.
+/// How a [`PsiTrigger`] learns of a stall: the kernel's trigger, or a poller in user space that
+/// reads the pressure file's `some` total and decides as the trigger would
+/// ([`crate::StallDetector`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsiPolling {
+    /// The kernel's trigger where the process has `CAP_SYS_RESOURCE` (the kernel then checks it
+    /// every tenth of its window); elsewhere, or where the kernel refuses the trigger, a poller
+    /// reading the file every `interval` (every tenth of it while a stall builds). Without the
+    /// privilege the kernel checks a trigger only at its 2 s averaging, and a reader of the same
+    /// file can make it miss those checks.
+    Auto(Duration),
+    /// The poller every `interval` (every tenth of it while a stall builds), privileged or not.
+    Always(Duration),
+    /// The kernel's trigger only, privileged or not.
+    Never,
+}
+
+impl PsiPolling {
+    /// The poller's default interval: a tenth of the shortest window, as often as the kernel
+    /// checks a privileged trigger of 1 s.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+}
+
+impl Default for PsiPolling {
+    fn default() -> Self {
+        PsiPolling::Auto(Self::DEFAULT_INTERVAL)
+    }
+}
+
+/// A PSI trigger on `/proc/pressure/memory` (or a cgroup's `memory.pressure`): the kernel wakes
+/// a thread polling for `POLLPRI` when tasks stalled on memory for `stall_us` within any
+/// `window_us`, or, where the kernel would check the trigger too seldom, a thread reads the file
+/// every [`PsiPolling`] interval and wakes the monitor on the same stall.
 ///
 /// Unprivileged processes may only use windows that are whole multiples of 2 s; writing a
 /// trigger at all needs a kernel with PSI and write access to the file.
@@ -57,41 +93,275 @@ pub struct PsiTrigger {
     pub stall_us: u64,
     /// The window, in microseconds.
     pub window_us: u64,
+    /// The kernel's trigger or the poller.
+    pub polling: PsiPolling,
+    /// Where the process's capabilities are read (`/proc/self/status`).
+    pub status: PathBuf,
 }
 
 impl PsiTrigger {
     /// `some 150000 2000000` on `path`: 150 ms of stall within 2 s, the shortest window an
-    /// unprivileged process may use.
+    /// unprivileged process may use; polled where the kernel's trigger is unprivileged.
     pub fn memory(path: PathBuf) -> Self {
         PsiTrigger {
             path,
             stall_us: 150_000,
             window_us: 2_000_000,
+            polling: PsiPolling::default(),
+            status: PathBuf::from("/proc/self/status"),
         }
+    }
+
+    /// Learns of stalls as `polling` says.
+    pub fn with_polling(mut self, polling: PsiPolling) -> Self {
+        self.polling = polling;
+        self
+    }
+
+    /// Reads the process's capabilities from `status` instead of `/proc/self/status`.
+    pub fn with_status_file(mut self, status: PathBuf) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Whether the process has `CAP_SYS_RESOURCE`, or why that is not known.
+    fn privileged(&self) -> Result<bool, String> {
+        let shown = self.status.display().to_string();
+        let text = std::fs::read_to_string(&self.status)
+            .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let caps = parse_cap_eff(&shown, &text).map_err(|e| e.to_string())?;
+        Ok(has_capability(caps, CAP_SYS_RESOURCE))
+    }
+
+    /// Arms the kernel's trigger and starts the thread that waits for it.
+    fn arm(&self, sink: Box<dyn WakeSink>) -> Result<(), (String, Box<dyn WakeSink>)> {
+        let shown = self.path.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path);
+        let mut file = match file {
+            Ok(file) => file,
+            Err(e) => return Err((format!("cannot open {shown} for a PSI trigger: {e}"), sink)),
+        };
+        let trigger = format!("some {} {}\0", self.stall_us, self.window_us);
+        if let Err(e) = file.write_all(trigger.as_bytes()) {
+            let reason = format!(
+                "the kernel refused the PSI trigger `{}` on {shown}: {e}",
+                trigger.trim_end_matches('\0')
+            );
+            return Err((reason, sink));
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn WakeSink>>();
+        let spawned = std::thread::Builder::new()
+            .name("ballast-psi-trigger".into())
+            .spawn(move || {
+                // The sink comes once the thread is known to run, so that a thread that could
+                // not be started leaves it to the poller.
+                if let Ok(sink) = rx.recv() {
+                    watch(file, &shown, &*sink);
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(sink);
+                Ok(())
+            }
+            Err(e) => Err((format!("cannot start the PSI trigger thread: {e}"), sink)),
+        }
+    }
+
+    /// Starts the poller: reads the file once now (so that a file that cannot be read is said
+    /// at once) and then every `interval` on a thread of its own.
+    fn poll(&self, interval: Duration, sink: Box<dyn WakeSink>) -> Result<(), String> {
+        let shown = self.path.display().to_string();
+        let file = std::fs::File::open(&self.path)
+            .map_err(|e| format!("cannot open {shown} to poll it for stalls: {e}"))?;
+        let mut detector = StallDetector::new(self.stall_us, self.window_us);
+        let mut buffer = Vec::with_capacity(256);
+        let epoch = Instant::now();
+        let text = read_at_start(&file, &mut buffer)
+            .map_err(|e| format!("cannot read {shown} to poll it for stalls: {e}"))?;
+        detector
+            .observe_text(micros_since(epoch), &shown, text)
+            .map_err(|e| format!("cannot poll {shown} for stalls: {e}"))?;
+        let interval = interval.max(Duration::from_millis(1));
+        std::thread::Builder::new()
+            .name("ballast-psi-poll".into())
+            .spawn(move || {
+                let poller = Poller {
+                    file,
+                    shown,
+                    interval,
+                    detector,
+                    buffer,
+                    epoch,
+                };
+                poller.run(sink.as_ref());
+            })
+            .map_err(|e| format!("cannot start the PSI poll thread: {e}"))?;
+        Ok(())
     }
 }
 
 impl TriggerSource for PsiTrigger {
     fn start(self: Box<Self>, sink: Box<dyn WakeSink>) -> Result<(), String> {
         let shown = self.path.display().to_string();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&self.path)
-            .map_err(|e| format!("cannot open {shown} for a PSI trigger: {e}"))?;
-        let trigger = format!("some {} {}\0", self.stall_us, self.window_us);
-        file.write_all(trigger.as_bytes()).map_err(|e| {
-            format!(
-                "the kernel refused the PSI trigger `{}` on {shown}: {e}",
-                trigger.trim_end_matches('\0')
-            )
-        })?;
-        std::thread::Builder::new()
-            .name("ballast-psi-trigger".into())
-            .spawn(move || watch(file, &shown, sink.as_ref()))
-            .map_err(|e| format!("cannot start the PSI trigger thread: {e}"))?;
+        let (interval, why) = match self.polling {
+            PsiPolling::Never => {
+                return self.arm(sink).map_err(|(reason, _)| reason).map(|()| {
+                    tracing::info!(file = %shown, "PSI trigger armed (the kernel's; polling is off)");
+                });
+            }
+            PsiPolling::Always(interval) => (interval, "psi_poll_interval asks for it".to_owned()),
+            PsiPolling::Auto(interval) => match self.privileged() {
+                Ok(true) => match self.arm(sink) {
+                    Ok(()) => {
+                        tracing::info!(
+                            file = %shown,
+                            "PSI trigger armed (the kernel's, with CAP_SYS_RESOURCE: checked \
+                             every tenth of its window)"
+                        );
+                        return Ok(());
+                    }
+                    Err((reason, sink)) => {
+                        return self.poll_saying(interval, &reason, sink);
+                    }
+                },
+                Ok(false) => (
+                    interval,
+                    "PSI trigger unprivileged (no CAP_SYS_RESOURCE)".to_owned(),
+                ),
+                Err(reason) => (
+                    interval,
+                    format!("PSI trigger's privilege unknown ({reason})"),
+                ),
+            },
+        };
+        self.poll_saying(interval, &why, sink)
+    }
+}
+
+impl PsiTrigger {
+    /// Starts the poller and says once why, and on which file, it polls.
+    fn poll_saying(
+        &self,
+        interval: Duration,
+        why: &str,
+        sink: Box<dyn WakeSink>,
+    ) -> Result<(), String> {
+        self.poll(interval, sink)?;
+        tracing::info!(
+            "{why}: polling {} every {} instead",
+            self.path.display(),
+            humanize(interval)
+        );
         Ok(())
+    }
+}
+
+/// `100ms`, `1s`, `1500ms`.
+fn humanize(interval: Duration) -> String {
+    let ms = interval.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Microseconds since `epoch`.
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Reads `file` from its start into `buffer` (with one `pread` for a pressure file, which is
+/// under 256 bytes), as text; bytes that are not UTF-8 make text the parser rejects.
+fn read_at_start<'a>(file: &std::fs::File, buffer: &'a mut Vec<u8>) -> std::io::Result<&'a str> {
+    buffer.clear();
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = file.read_at(&mut chunk, buffer.len() as u64)?;
+        if n == 0 || buffer.len() >= 64 * 1024 {
+            break;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            break;
+        }
+    }
+    Ok(std::str::from_utf8(buffer).unwrap_or(""))
+}
+
+/// The poller's thread: reads the pressure file every `interval` and wakes the monitor as the
+/// kernel's trigger would.
+struct Poller {
+    file: std::fs::File,
+    shown: String,
+    interval: Duration,
+    detector: StallDetector,
+    buffer: Vec<u8>,
+    epoch: Instant,
+}
+
+impl Poller {
+    fn run(mut self, sink: &dyn WakeSink) {
+        // While a stall builds (half the threshold within the window) the file is read ten
+        // times as often, so that the threshold is seen within a few milliseconds of being
+        // reached, at the cost of reads only while tasks stall.
+        let fast = (self.interval / 10).max(Duration::from_millis(1));
+        // The first reading was taken at start: the detector already has it.
+        let mut due = Instant::now() + self.interval;
+        let mut said_bad = false;
+        while sink.is_listening() {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let text = match read_at_start(&self.file, &mut self.buffer) {
+                Ok(text) => text,
+                Err(error) => {
+                    tracing::warn!(
+                        file = %self.shown,
+                        %error,
+                        "cannot read the pressure file to poll it; sampling on the tick only"
+                    );
+                    return;
+                }
+            };
+            match self
+                .detector
+                .observe_text(micros_since(self.epoch), &self.shown, text)
+            {
+                Ok(true) => {
+                    // Logged as the stall is seen, like the kernel trigger's `PSI trigger fired`
+                    // (`cargo xtask measure` reads either).
+                    tracing::debug!(file = %self.shown, "PSI stall detected");
+                    sink.wake(Wake::MemoryPressure);
+                }
+                Ok(false) => {}
+                Err(error) if !said_bad => {
+                    said_bad = true;
+                    tracing::warn!(
+                        %error,
+                        "the pressure file is not as expected; its readings are skipped"
+                    );
+                }
+                Err(_) => {}
+            }
+            // The next read on the grid, skipping the ones a slow wake-up missed.
+            let step = if self.detector.is_building() {
+                fast
+            } else {
+                self.interval
+            };
+            due += step;
+            let now = Instant::now();
+            if due <= now {
+                due = now + step;
+            }
+        }
     }
 }
 
@@ -194,4 +464,97 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// Hands wake-ups to a channel until `listening` is cleared.
+    struct ChannelSink {
+        tx: Mutex<mpsc::Sender<Wake>>,
+        listening: Arc<AtomicBool>,
+    }
+
+    impl WakeSink for ChannelSink {
+        fn wake(&self, wake: Wake) {
+            let _ = lock(&self.tx).send(wake);
+        }
+
+        fn is_listening(&self) -> bool {
+            self.listening.load(Ordering::Relaxed)
+        }
+    }
+
+    fn sink() -> (Box<dyn WakeSink>, mpsc::Receiver<Wake>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel();
+        let listening = Arc::new(AtomicBool::new(true));
+        let sink = ChannelSink {
+            tx: Mutex::new(tx),
+            listening: Arc::clone(&listening),
+        };
+        (Box::new(sink), rx, listening)
+    }
+
+    fn pressure(total: u64) -> String {
+        format!(
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n\
+             full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+        )
+    }
+
+    /// Without `CAP_SYS_RESOURCE` the file is polled, and a stall of the threshold wakes the
+    /// monitor once (the next comes a window later at the earliest).
+    #[test]
+    fn an_unprivileged_trigger_polls_the_file_and_wakes_on_the_stall() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("memory.pressure");
+        let status = dir.path().join("status");
+        std::fs::write(&file, pressure(1_000)).unwrap();
+        std::fs::write(&status, "Name:\tballast\nCapEff:\t000001fffeffffff\n").unwrap();
+        let trigger = PsiTrigger::memory(file.clone())
+            .with_status_file(status)
+            .with_polling(PsiPolling::Auto(Duration::from_millis(5)));
+        let (sink, rx, listening) = sink();
+        Box::new(trigger).start(sink).unwrap();
+        // Quiet: nothing.
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+        // 200 ms of stall: one wake-up.
+        std::fs::write(&file, pressure(201_000)).unwrap();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            Wake::MemoryPressure
+        );
+        // More stall within the same window: no second one.
+        std::fs::write(&file, pressure(401_000)).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+        listening.store(false, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_poller_needs_a_file_it_can_read_as_a_pressure_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = PsiTrigger::memory(dir.path().join("missing"))
+            .with_polling(PsiPolling::Always(Duration::from_millis(5)));
+        let e = Box::new(missing).start(sink().0).unwrap_err();
+        assert!(e.contains("cannot open") && e.contains("missing"), "{e}");
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, "not a pressure file\n").unwrap();
+        let e = Box::new(
+            PsiTrigger::memory(garbage).with_polling(PsiPolling::Always(Duration::from_millis(5))),
+        )
+        .start(sink().0)
+        .unwrap_err();
+        assert!(e.contains("cannot poll") && e.contains("garbage"), "{e}");
+    }
+
+    #[test]
+    fn intervals_are_said_as_configured() {
+        assert_eq!(humanize(Duration::from_millis(100)), "100ms");
+        assert_eq!(humanize(Duration::from_secs(2)), "2s");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1500ms");
+    }
 }

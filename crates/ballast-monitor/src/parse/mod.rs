@@ -13,8 +13,8 @@ pub use cgroup::{
     parse_memory_stat_key, parse_proc_cgroup,
 };
 pub use proc::{
-    CpuTimes, Meminfo, ProcessTimes, StatIds, parse_loadavg, parse_meminfo, parse_proc_stat,
-    parse_self_stat, parse_stat_ids,
+    CAP_SYS_RESOURCE, CpuTimes, Meminfo, ProcessTimes, StatIds, has_capability, parse_cap_eff,
+    parse_loadavg, parse_meminfo, parse_proc_stat, parse_self_stat, parse_stat_ids,
 };
 pub use psi::parse_psi;
 

@@ -250,6 +250,32 @@ fn parse_u32(file: &str, field: &'static str, value: &str) -> Result<u32, ParseE
         .map_err(|_| bad_number(file, 1, field, value))
 }
 
+/// The bit of `CAP_SYS_RESOURCE` in a capability set: the privilege the kernel asks of a PSI
+/// trigger whose window is not a whole multiple of 2 s, and the one that has it check a trigger
+/// every tenth of its window rather than at its 2 s averaging.
+pub const CAP_SYS_RESOURCE: u32 = 24;
+
+/// The effective capability set (`CapEff:`, hexadecimal) of `/proc/<pid>/status`.
+pub fn parse_cap_eff(file: &str, text: &str) -> Result<u64, ParseError> {
+    if text.trim().is_empty() {
+        return Err(error(file, Problem::Empty));
+    }
+    for (index, line) in text.lines().enumerate() {
+        let Some(value) = line.strip_prefix("CapEff:") else {
+            continue;
+        };
+        let value = value.trim();
+        return u64::from_str_radix(value, 16)
+            .map_err(|_| bad_number(file, index + 1, "CapEff", value));
+    }
+    Err(error(file, Problem::Missing("CapEff")))
+}
+
+/// Whether the capability set `caps` holds capability number `cap`.
+pub fn has_capability(caps: u64, cap: u32) -> bool {
+    cap < 64 && caps & (1 << cap) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +298,35 @@ mod tests {
         assert!(e.to_string().contains("expected `pid (comm)"), "{e}");
         assert!(parse_stat_ids("42/stat", "").is_err());
         assert!(parse_stat_ids("42/stat", "x (y) S 1").is_err());
+    }
+
+    #[test]
+    fn cap_eff_is_read_in_hexadecimal() {
+        let status = "Name:\tballast\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n\
+                      CapEff:\t000001fffeffffff\nCapBnd:\t000001ffffffffff\n";
+        let caps = parse_cap_eff("status", status).unwrap();
+        assert_eq!(caps, 0x0000_01ff_feff_ffff);
+        // Root without CAP_SYS_RESOURCE, as in many containers.
+        assert!(!has_capability(caps, CAP_SYS_RESOURCE));
+        assert!(has_capability(caps, CAP_SYS_RESOURCE - 1));
+        assert!(has_capability(
+            parse_cap_eff("status", "CapEff: 0000000001000000").unwrap(),
+            CAP_SYS_RESOURCE
+        ));
+        assert!(!has_capability(u64::MAX, 64));
+    }
+
+    #[test]
+    fn cap_eff_errors_name_the_field() {
+        let e = parse_cap_eff("status", "Name: x\nCapEff:\tzz\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "status: line 2: `CapEff` is not a valid number: `zz`"
+        );
+        let e = parse_cap_eff("status", "Name: x\n").unwrap_err();
+        assert_eq!(e.to_string(), "status: missing CapEff");
+        assert!(parse_cap_eff("status", " \n").is_err());
+        assert!(parse_cap_eff("status", "CapEff: 1ffffffffffffffff").is_err());
     }
 
     #[test]

@@ -50,3 +50,37 @@ proptest! {
         prop_assert!(reading.full.is_none());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the readings (times and totals that jump, go back, overflow) or the file's text,
+    /// the stall detector never panics; with time and totals that only grow, it fires at most
+    /// once per window.
+    #[test]
+    fn the_stall_detector_never_panics_and_fires_at_most_once_per_window(
+        steps in proptest::collection::vec(
+            (prop_oneof![0u64..300_000, any::<u64>()], prop_oneof![0u64..400_000, any::<u64>()], text()),
+            0..80,
+        ),
+        stall_us in prop_oneof![0u64..300_000, any::<u64>()],
+        window_us in prop_oneof![0u64..3_000_000, any::<u64>()],
+    ) {
+        let mut wild = ballast_monitor::StallDetector::new(stall_us, window_us);
+        let mut steady = ballast_monitor::StallDetector::new(stall_us, window_us);
+        let (mut now, mut total) = (0u64, 0u64);
+        let mut fired: Vec<u64> = Vec::new();
+        for (dt, grow, text) in &steps {
+            let _ = wild.observe(*dt, *grow);
+            let _ = wild.observe_text(*dt, "f", text);
+            now = now.saturating_add(*dt);
+            total = total.saturating_add(*grow);
+            if steady.observe(now, total) {
+                fired.push(now);
+            }
+        }
+        for pair in fired.windows(2) {
+            prop_assert!(pair[1] - pair[0] >= window_us.max(1), "{fired:?}");
+        }
+    }
+}
