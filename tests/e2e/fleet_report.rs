@@ -86,6 +86,23 @@ impl Fleet {
             .count()
     }
 
+    /// A counter of one node's calls to `plugin`, refused or not, at each point of `grid`: the
+    /// calls up to and including it. A refusals' counter starts at its first refusal, as the
+    /// daemon makes an outcome's series at its first call.
+    fn counts(&self, node: usize, plugin: &str, refused: bool, grid: &[u64]) -> Vec<(u64, usize)> {
+        let mut times: Vec<u64> = self
+            .arrivals
+            .iter()
+            .filter(|a| a.node == node && a.plugin == plugin && refused == self.refused(a))
+            .map(|a| a.at)
+            .collect();
+        times.sort_unstable();
+        grid.iter()
+            .map(|&g| (g, times.partition_point(|&t| t <= g)))
+            .filter(|&(_, n)| !refused || n > 0)
+            .collect()
+    }
+
     /// The nodes' series as OpenMetrics text: each series' samples together, in time order.
     fn openmetrics(&self) -> String {
         let mut out = String::new();
@@ -100,28 +117,13 @@ impl Fleet {
         for node in 0..NODES.len() {
             for (plugin, _) in PLUGINS {
                 for outcome in ["ok", "degraded"] {
-                    let mut times: Vec<u64> = self
-                        .arrivals
-                        .iter()
-                        .filter(|a| {
-                            a.node == node
-                                && a.plugin == plugin
-                                && (outcome == "degraded") == self.refused(a)
-                        })
-                        .map(|a| a.at)
-                        .collect();
-                    times.sort_unstable();
-                    for g in &grid {
-                        let n = times.partition_point(|t| t <= g);
-                        // The daemon makes an outcome's series at its first call.
-                        if outcome == "degraded" && n == 0 {
-                            continue;
-                        }
+                    let counts = self.counts(node, plugin, outcome == "degraded", &grid);
+                    for (g, n) in counts {
                         let _ = writeln!(
                             out,
                             "ballast_plugin_call_duration_seconds_count{{{},outcome=\"{outcome}\"}} {n} {}",
                             labels(node, plugin),
-                            *g as f64 / 1000.0
+                            g as f64 / 1000.0
                         );
                     }
                 }
@@ -132,28 +134,14 @@ impl Fleet {
         for (node, instance) in NODES.iter().enumerate() {
             for (plugin, _) in PLUGINS {
                 for outcome in ["ok", "refused"] {
-                    let mut times: Vec<u64> = self
-                        .arrivals
-                        .iter()
-                        .filter(|a| {
-                            a.node == node
-                                && a.plugin == plugin
-                                && (outcome == "refused") == self.refused(a)
-                        })
-                        .map(|a| a.at)
-                        .collect();
-                    times.sort_unstable();
-                    for g in &grid {
-                        let n = times.partition_point(|t| t <= g);
-                        if outcome == "refused" && n == 0 {
-                            continue;
-                        }
+                    let counts = self.counts(node, plugin, outcome == "refused", &grid);
+                    for (g, n) in counts {
                         let _ = writeln!(
                             out,
                             "ballast_caller_calls_total{{job=\"ballast\",instance=\"{}\",caller=\"{}\",outcome=\"{outcome}\"}} {n} {}",
                             instance,
                             caller(plugin),
-                            *g as f64 / 1000.0
+                            g as f64 / 1000.0
                         );
                     }
                 }

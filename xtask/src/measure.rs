@@ -869,34 +869,16 @@ fn stall(release: &Path, rounds: u32) -> Result<()> {
         );
     }
     // The event that led to the decision is the last one before it.
-    let from_event: Vec<i64> = all
-        .iter()
-        .filter_map(|r| Some(r.decision - r.events.last()?))
-        .collect();
-    let from_stall: Vec<i64> = all
-        .iter()
-        .filter_map(|r| Some(r.decision - r.stall_seen?))
-        .collect();
-    let from_threshold: Vec<i64> = all
-        .iter()
-        .filter_map(|r| Some(r.decision - r.threshold_seen?))
-        .collect();
-    let daemon_threshold_to_event: Vec<i64> = all
-        .iter()
-        .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.daemon_threshold_seen?))
-        .collect();
-    let daemon_threshold_to_decision: Vec<i64> = all
-        .iter()
-        .filter_map(|r| Some(r.decision - r.daemon_threshold_seen?))
-        .collect();
-    let stall_to_event: Vec<i64> = all
-        .iter()
-        .filter_map(|r| Some(r.events.iter().find(|&&e| e >= 0)? - r.stall_seen?))
-        .collect();
-    let released: Vec<i64> = all
-        .iter()
-        .filter_map(|r| Some(r.released? - r.events.last()?))
-        .collect();
+    let gaps =
+        |f: &dyn Fn(&StallRound) -> Option<i64>| -> Vec<i64> { all.iter().filter_map(f).collect() };
+    let first_event = |r: &StallRound| r.events.iter().find(|&&e| e >= 0).copied();
+    let from_event = gaps(&|r| Some(r.decision - r.events.last()?));
+    let from_stall = gaps(&|r| Some(r.decision - r.stall_seen?));
+    let from_threshold = gaps(&|r| Some(r.decision - r.threshold_seen?));
+    let daemon_threshold_to_event = gaps(&|r| Some(first_event(r)? - r.daemon_threshold_seen?));
+    let daemon_threshold_to_decision = gaps(&|r| Some(r.decision - r.daemon_threshold_seen?));
+    let stall_to_event = gaps(&|r| Some(first_event(r)? - r.stall_seen?));
+    let released = gaps(&|r| Some(r.released? - r.events.last()?));
     println!(
         "  the trigger's event -> first shed decision   {}",
         figures(from_event)

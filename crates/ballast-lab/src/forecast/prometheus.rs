@@ -433,6 +433,46 @@ struct NodeSeries<'a> {
     callers: Vec<&'a Series>,
 }
 
+/// The increases of every outcome's counter in `series`, tallied per `key` (plugin and caller)
+/// and step: every outcome but `ok` is a failure, and a refusal (`degraded`, `shed`, `refused`)
+/// counts as degraded too.
+fn tally(
+    series: &[&Series],
+    node_start: Timestamp,
+    key: impl Fn(&Series) -> (String, String),
+) -> Vec<CallSummary> {
+    let mut tallies: BTreeMap<(String, String, Timestamp, Timestamp), CallSummary> =
+        BTreeMap::new();
+    for s in series {
+        let (plugin, caller) = key(s);
+        let outcome = s.label("outcome");
+        for (a, b, increase) in increases(&s.points, node_start) {
+            let n = increase.round() as u64;
+            let tally = tallies
+                .entry((plugin.clone(), caller.clone(), a, b))
+                .or_insert_with(|| CallSummary {
+                    from: a,
+                    to: b,
+                    plugin: plugin.clone(),
+                    caller: caller.clone(),
+                    calls: 0,
+                    failures: 0,
+                    degraded: 0,
+                    latency_total_us: 0,
+                    latency_max_us: 0,
+                });
+            tally.calls += n;
+            if outcome != "ok" {
+                tally.failures += n;
+            }
+            if matches!(outcome, "degraded" | "shed" | "refused") {
+                tally.degraded += n;
+            }
+        }
+    }
+    tallies.into_values().collect()
+}
+
 /// The calls a counter's points count in each step: `(from, to, increase)`. A value that falls
 /// is a restart (the counter counted from zero since); a series that first shows after
 /// `node_start` was created then, so its first value counts too.
@@ -503,66 +543,13 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         .filter_map(|s| s.points.first().map(|p| p.0))
         .min()
         .unwrap_or_default();
-    let mut tallies: BTreeMap<(String, Timestamp, Timestamp), CallSummary> = BTreeMap::new();
-    for s in &series.calls {
-        let plugin = plugin_name(s.label("plugin"));
-        let outcome = s.label("outcome");
-        for (a, b, increase) in increases(&s.points, node_start) {
-            let n = increase.round() as u64;
-            let tally = tallies
-                .entry((plugin.clone(), a, b))
-                .or_insert_with(|| CallSummary {
-                    from: a,
-                    to: b,
-                    plugin: plugin.clone(),
-                    caller: "-".to_owned(),
-                    calls: 0,
-                    failures: 0,
-                    degraded: 0,
-                    latency_total_us: 0,
-                    latency_max_us: 0,
-                });
-            tally.calls += n;
-            if outcome != "ok" {
-                tally.failures += n;
-            }
-            if matches!(outcome, "degraded" | "shed") {
-                tally.degraded += n;
-            }
-        }
-    }
-    inputs.calls = tallies.into_values().collect();
-
+    inputs.calls = tally(&series.calls, node_start, |s| {
+        (plugin_name(s.label("plugin")), "-".to_owned())
+    });
     // Callers: the same, per caller (`ok`, `refused`, `failed`).
-    let mut by_caller: BTreeMap<(String, Timestamp, Timestamp), CallSummary> = BTreeMap::new();
-    for s in &series.callers {
-        let caller = s.label("caller");
-        let outcome = s.label("outcome");
-        for (a, b, increase) in increases(&s.points, node_start) {
-            let n = increase.round() as u64;
-            let tally = by_caller
-                .entry((caller.to_owned(), a, b))
-                .or_insert_with(|| CallSummary {
-                    from: a,
-                    to: b,
-                    plugin: String::new(),
-                    caller: caller.to_owned(),
-                    calls: 0,
-                    failures: 0,
-                    degraded: 0,
-                    latency_total_us: 0,
-                    latency_max_us: 0,
-                });
-            tally.calls += n;
-            if outcome != "ok" {
-                tally.failures += n;
-            }
-            if outcome == "refused" {
-                tally.degraded += n;
-            }
-        }
-    }
-    inputs.caller_calls = by_caller.into_values().collect();
+    inputs.caller_calls = tally(&series.callers, node_start, |s| {
+        (String::new(), s.label("caller").to_owned())
+    });
 
     // States: what each plugin was in at each step, and where that changed.
     let mut timelines: BTreeMap<String, BTreeMap<Timestamp, &str>> = BTreeMap::new();
