@@ -54,6 +54,29 @@ fn wait_checkpoint_after(daemon: &mut Daemon, after_ms: u64) {
     );
 }
 
+/// Waits until the checkpoint file holds `calls` calls and was written after `after_ms`: the
+/// journal writes it on the disk arbiter, after the host has taken it, and a restarted daemon
+/// dates the checkpoint by the file's modification time.
+fn wait_stored(daemon: &mut Daemon, calls: u64, after_ms: u64) {
+    let stored = daemon.data_dir.join("checkpoints/voice.bin");
+    daemon.wait_until(
+        Duration::from_secs(30),
+        &format!("a checkpoint with {calls} calls stored after {after_ms} ms"),
+        |_| {
+            let written_after = std::fs::metadata(&stored)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .is_some_and(|t| t.as_millis() as u64 > after_ms);
+            written_after
+                && std::fs::read(&stored)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                    .is_some_and(|on_disk| on_disk["calls_served"] == calls)
+        },
+    );
+}
+
 fn worker_pid(daemon: &Daemon) -> Option<u64> {
     let v = view(daemon);
     (v["state"] == "enabled")
@@ -75,18 +98,7 @@ fn a_plugin_killed_after_a_periodic_checkpoint_comes_back_from_it() {
     }
     let after_calls = now_ms();
     wait_checkpoint_after(&mut daemon, after_calls);
-    // The journal writes it on the disk arbiter, after the host has taken it.
-    let stored = daemon.data_dir.join("checkpoints/voice.bin");
-    daemon.wait_until(
-        Duration::from_secs(30),
-        "the periodic checkpoint stored with the three calls",
-        |_| {
-            std::fs::read(&stored)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .is_some_and(|on_disk| on_disk["calls_served"] == 3)
-        },
-    );
+    wait_stored(&mut daemon, 3, after_calls);
     let show = plugin_show(&daemon);
     assert!(show.contains("\ncheckpoint   latest taken "), "{show}");
 
@@ -108,6 +120,9 @@ fn a_plugin_killed_after_a_periodic_checkpoint_comes_back_from_it() {
     // The daemon is killed with kill -9 and started again: voice comes back from the file.
     let after_call = now_ms();
     wait_checkpoint_after(&mut daemon, after_call);
+    // Killed only once the file holds it: a checkpoint the host took but the disk arbiter has
+    // not written yet is lost with the daemon, and the older file would come back.
+    wait_stored(&mut daemon, 4, after_call);
     let log = daemon.log();
     assert!(log.contains("checkpoint taken"), "{log}");
     daemon.restart();
