@@ -202,6 +202,7 @@ pub async fn app_state(options: Options) -> Fixture {
             sys_root: machine.sys_root().to_owned(),
             disk_paths: Vec::new(),
             nvml: NvmlSource::Disabled,
+            cgroup_v2_path: None,
         },
         trigger: Trigger::Manual(trigger),
         data_dir: options

@@ -41,8 +41,8 @@ use ballast_host::{
     Subscribe as HostSubscribe,
 };
 use ballast_monitor::{
-    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PressureFiles,
-    PsiPolling, PsiTrigger, ReportPluginUsage,
+    ManualTrigger, Monitor, MonitorActor, MonitorConfig, NoTrigger, NvmlSource, PsiPolling,
+    PsiTrigger, ReportPluginUsage,
 };
 use ballast_predict::{Predictor, PredictorActor, SampleMsg, SubscribeAssessments};
 use ballast_process::cgroup::{CgroupRoots, CgroupTree};
@@ -67,9 +67,9 @@ use crate::telemetry::{Flush, Record, TelemetryActor};
 pub enum Trigger {
     /// Only the tick.
     None,
-    /// A PSI trigger on this pressure file (`/proc/pressure/memory`, or a cgroup's), the
-    /// kernel's or polled.
-    Psi(PathBuf, PsiPolling),
+    /// A PSI trigger, the kernel's or polled, on the memory pressure file the monitor reads (the
+    /// daemon's v2 cgroup's when it runs in one, else the host's `/proc/pressure/memory`).
+    Psi(PsiPolling),
     /// A trigger the test fires by hand.
     Manual(ManualTrigger),
 }
@@ -110,13 +110,8 @@ impl Environment {
         if let Some(library) = &config.monitor.nvml_library {
             monitor.nvml = NvmlSource::Path(library.clone());
         }
-        // Armed on the memory pressure file the monitor reads: the daemon's v2 cgroup's when it
-        // runs in one, else the host's.
         let trigger = if config.monitor.psi_trigger {
-            Trigger::Psi(
-                PressureFiles::discover(&monitor.proc_root, &monitor.sys_root).memory,
-                config.monitor.psi_poll_interval.polling(),
-            )
+            Trigger::Psi(config.monitor.psi_poll_interval.polling())
         } else {
             Trigger::None
         };
@@ -176,6 +171,9 @@ fn set_up_cgroups(roots: &CgroupRoots, sample_interval: Duration) -> Cgroups {
                 .iter()
                 .map(|d| d.display().to_string())
                 .collect();
+            if let (Some(leaf), Some(scope)) = (tree.daemon_leaf(), tree.scope_v2()) {
+                tracing::info!(leaf = %leaf.display(), scope, "the daemon moved into a leaf of its cgroup so that the cgroup can hand controllers to its plugins' cgroups; pressure, memory and CPU are read for the whole cgroup");
+            }
             tracing::info!(version = tree.version().as_str(), dirs = %dirs.join(", "), "plugin processes run in cgroups of their own: the kernel enforces their memory limits");
             if let Some(why) = tree.cpu_unavailable() {
                 tracing::warn!(reason = %why, "plugins get no CPU quota (cpu_limit)");
@@ -238,7 +236,7 @@ impl Topology {
     pub async fn build(config: Arc<Config>, env: Environment) -> Result<Topology> {
         let Environment {
             clock,
-            monitor: monitor_config,
+            monitor: mut monitor_config,
             trigger,
             data_dir,
             worker_program,
@@ -255,9 +253,21 @@ impl Topology {
         let live = Arc::new(LiveView::new(now, config.scaler.mode));
         let metrics = Arc::new(Metrics::new());
 
+        // Plugin cgroups first: on v2 the daemon may move into a leaf of its cgroup, which then
+        // is the scope the monitor reads.
+        let cgroups = plugin_cgroups.map_or(Cgroups::Off, |roots| {
+            set_up_cgroups(&roots, process_sample_interval)
+        });
+        if let Cgroups::Tree(tree) = &cgroups
+            && let Some(scope) = tree.scope_v2()
+        {
+            monitor_config.cgroup_v2_path = Some(scope.to_owned());
+        }
+
         // One monitor: the facts for the tier and the sample for the start-up plan come from it
         // now, then the monitor actor owns it.
         let mut monitor = Monitor::new(monitor_config);
+        let psi_memory = monitor.pressure_files().memory.clone();
         let facts = monitor.hardware_facts().map_err(|e| e.to_string());
         let tier_clock = Arc::clone(&clock);
         let tier_actor = TierActor::new(config.tier.clone(), move || facts.clone())
@@ -277,9 +287,6 @@ impl Topology {
             .iter()
             .filter_map(|p| Some((p.name.clone(), p.checkpoint_interval?)))
             .collect();
-        let cgroups = plugin_cgroups.map_or(Cgroups::Off, |roots| {
-            set_up_cgroups(&roots, process_sample_interval)
-        });
         let cgroup_tree = match &cgroups {
             Cgroups::Tree(tree) => Some(Arc::clone(tree)),
             Cgroups::Off | Cgroups::Unavailable(_) => None,
@@ -592,8 +599,8 @@ impl Topology {
                 .with_subscriber(subscriber);
             let actor = match trigger {
                 Trigger::None => actor.with_trigger(NoTrigger),
-                Trigger::Psi(path, polling) => actor.with_trigger(StallTee {
-                    inner: PsiTrigger::memory(path).with_polling(polling),
+                Trigger::Psi(polling) => actor.with_trigger(StallTee {
+                    inner: PsiTrigger::memory(psi_memory.clone()).with_polling(polling),
                     checkpointer: checkpointer.clone(),
                 }),
                 Trigger::Manual(manual) => actor.with_trigger(StallTee {

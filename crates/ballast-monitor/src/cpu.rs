@@ -42,8 +42,8 @@ impl CpuSampler {
     /// Measures utilization against the CPU quota of the cgroup `<proc_root>/self/cgroup`
     /// names, under `<sys_root>/fs/cgroup`, when it has one. Without cgroup information (or
     /// when it cannot be read) the figures stay the host's.
-    pub fn with_cgroup(mut self, proc_root: &Path, sys_root: &Path) -> Self {
-        match CpuCgroup::discover(proc_root, sys_root) {
+    pub fn with_cgroup(mut self, proc_root: &Path, sys_root: &Path, v2_path: Option<&str>) -> Self {
+        match CpuCgroup::discover(proc_root, sys_root, v2_path) {
             Ok(cgroup) => self.cgroup = cgroup,
             Err(error) => {
                 tracing::debug!(%error, "no cgroup CPU information: CPU figures are the host's")

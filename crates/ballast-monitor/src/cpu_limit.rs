@@ -10,7 +10,7 @@ use ballast_core::MemoryScope;
 use crate::memory::find_dir;
 use crate::parse::{
     CgroupEntry, parse_cfs_quota, parse_cgroup_u64, parse_cpu_max, parse_memory_stat_key,
-    parse_proc_cgroup,
+    parse_proc_cgroup, with_v2_path,
 };
 use crate::source::{SampleError, Source};
 
@@ -48,11 +48,15 @@ pub(crate) struct CpuCgroup {
 impl CpuCgroup {
     /// Finds the CPU quota files of the cgroup `<proc>/self/cgroup` names, v1 first (as for
     /// memory), under `<sys>/fs/cgroup`. `None` when there is no cgroup information or no CPU
-    /// controller.
-    pub(crate) fn discover(proc_root: &Path, sys_root: &Path) -> Result<Option<Self>, SampleError> {
+    /// controller. `v2_path`, when given, is the v2 cgroup to read instead of the daemon's own.
+    pub(crate) fn discover(
+        proc_root: &Path,
+        sys_root: &Path,
+        v2_path: Option<&str>,
+    ) -> Result<Option<Self>, SampleError> {
         let mut source = Source::under(proc_root, "self/cgroup");
         let entries = match source.parse(parse_proc_cgroup) {
-            Ok(entries) => entries,
+            Ok(entries) => with_v2_path(entries, v2_path),
             Err(error) if error.is_not_found() => return Ok(None),
             Err(error) => return Err(error),
         };
@@ -132,8 +136,9 @@ fn discover_in(entries: &[CgroupEntry], cgroup_root: &Path) -> Option<CpuCgroup>
 pub(crate) fn cpu_limit_cores(
     proc_root: &Path,
     sys_root: &Path,
+    v2_path: Option<&str>,
 ) -> Result<Option<f64>, SampleError> {
-    match CpuCgroup::discover(proc_root, sys_root)? {
+    match CpuCgroup::discover(proc_root, sys_root, v2_path)? {
         Some(mut cgroup) => cgroup.quota_cores(),
         None => Ok(None),
     }

@@ -7,6 +7,7 @@ use ballast_core::{MemoryReading, MemoryScope};
 
 use crate::parse::{
     parse_cgroup_limit, parse_cgroup_u64, parse_meminfo, parse_memory_stat_key, parse_proc_cgroup,
+    with_v2_path,
 };
 use crate::source::{SampleError, Source};
 
@@ -32,10 +33,11 @@ impl CgroupMemory {
     /// Finds the daemon's memory cgroup from `/proc/self/cgroup`, under the cgroup mounts at
     /// `<sys>/fs/cgroup` (v2) or `<sys>/fs/cgroup/memory` (v1). Inside a cgroup namespace the
     /// mount's root is the cgroup itself, so the mount root is tried when the path is not found.
-    fn discover(proc_root: &Path, sys_root: &Path) -> Option<CgroupMemory> {
+    /// `v2_path`, when given, is the v2 cgroup to read instead of the daemon's own.
+    fn discover(proc_root: &Path, sys_root: &Path, v2_path: Option<&str>) -> Option<CgroupMemory> {
         let mut source = Source::under(proc_root, "self/cgroup");
         let entries = match source.parse(parse_proc_cgroup) {
-            Ok(entries) => entries,
+            Ok(entries) => with_v2_path(entries, v2_path),
             Err(error) => {
                 tracing::debug!(%error, "no cgroup information: memory is the host's");
                 return None;
@@ -115,11 +117,12 @@ pub struct MemoryOutcome {
 }
 
 impl MemorySampler {
-    /// A sampler over `<proc_root>/meminfo` and the cgroup files under `<sys_root>/fs/cgroup`.
-    pub fn new(proc_root: &Path, sys_root: &Path) -> Self {
+    /// A sampler over `<proc_root>/meminfo` and the cgroup files under `<sys_root>/fs/cgroup`
+    /// (of the v2 cgroup `v2_path` when given, else of the daemon's own cgroup).
+    pub fn new(proc_root: &Path, sys_root: &Path, v2_path: Option<&str>) -> Self {
         MemorySampler {
             meminfo: Source::under(proc_root, "meminfo"),
-            cgroup: CgroupMemory::discover(proc_root, sys_root),
+            cgroup: CgroupMemory::discover(proc_root, sys_root, v2_path),
         }
     }
 

@@ -30,6 +30,11 @@ pub struct MonitorConfig {
     pub disk_paths: Vec<PathBuf>,
     /// Where NVML comes from.
     pub nvml: NvmlSource,
+    /// The v2 cgroup whose pressure, memory and CPU quota are read, as a path inside the
+    /// hierarchy (`/system.slice/ballast.service`), when it is not the one `/proc/self/cgroup`
+    /// names: the cgroup the daemon moved out of into a leaf of it, which holds the daemon and
+    /// its plugins. `None`: the daemon's own cgroup.
+    pub cgroup_v2_path: Option<String>,
 }
 
 impl Default for MonitorConfig {
@@ -40,6 +45,7 @@ impl Default for MonitorConfig {
             sys_root: PathBuf::from("/sys"),
             disk_paths: Vec::new(),
             nvml: NvmlSource::System,
+            cgroup_v2_path: None,
         }
     }
 }
@@ -100,10 +106,11 @@ impl Monitor {
     /// unavailable in each sample. NVML is loaded here, once.
     pub fn new(config: MonitorConfig) -> Self {
         let proc = config.proc_root.as_path();
-        let pressure = PressureFiles::discover(proc, &config.sys_root);
+        let v2_path = config.cgroup_v2_path.as_deref();
+        let pressure = PressureFiles::discover(proc, &config.sys_root, v2_path);
         let mut monitor = Monitor {
-            memory: MemorySampler::new(proc, &config.sys_root),
-            cpu: CpuSampler::new(proc).with_cgroup(proc, &config.sys_root),
+            memory: MemorySampler::new(proc, &config.sys_root, v2_path),
+            cpu: CpuSampler::new(proc).with_cgroup(proc, &config.sys_root, v2_path),
             psi: [
                 PsiSource {
                     key: "psi.cpu",
@@ -309,8 +316,11 @@ impl Monitor {
         } else {
             (None, None)
         };
-        let cpu_limit_cores =
-            crate::cpu_limit::cpu_limit_cores(&self.config.proc_root, &self.config.sys_root)?;
+        let cpu_limit_cores = crate::cpu_limit::cpu_limit_cores(
+            &self.config.proc_root,
+            &self.config.sys_root,
+            self.config.cgroup_v2_path.as_deref(),
+        )?;
         Ok(HardwareFacts {
             memory_total_bytes: memory.total_bytes,
             memory_scope: memory.scope,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ballast_core::MemoryScope;
 
-use crate::parse::parse_proc_cgroup;
+use crate::parse::{parse_proc_cgroup, with_v2_path};
 use crate::source::Source;
 
 /// Where the v2 hierarchy is mounted under `<sys>`: alone (`fs/cgroup`), or next to the v1
@@ -42,12 +42,14 @@ impl PressureFiles {
     /// cgroup other than the root (whose files are the host's own figures) and it has them;
     /// else the host's. Inside a cgroup namespace `/proc/self/cgroup` says `/` and the mount's
     /// root is the cgroup itself: it is taken when it is not the real root (it has
-    /// `cgroup.type`, which the root cgroup lacks).
-    pub fn discover(proc_root: &Path, sys_root: &Path) -> Self {
+    /// `cgroup.type`, which the root cgroup lacks). `v2_path`, when given, is the v2 cgroup to
+    /// read instead of the daemon's own.
+    pub fn discover(proc_root: &Path, sys_root: &Path, v2_path: Option<&str>) -> Self {
         let mut source = Source::under(proc_root, "self/cgroup");
         let Ok(entries) = source.parse(parse_proc_cgroup) else {
             return PressureFiles::host(proc_root);
         };
+        let entries = with_v2_path(entries, v2_path);
         let Some(entry) = entries.iter().find(|e| e.is_v2()) else {
             return PressureFiles::host(proc_root);
         };

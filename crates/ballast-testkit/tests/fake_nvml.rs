@@ -23,6 +23,7 @@ fn the_monitor_charges_the_processes_a_test_sets_to_its_plugins() {
         sys_root: machine.sys_root().to_owned(),
         disk_paths: Vec::new(),
         nvml: NvmlSource::Path(nvml.library().to_owned()),
+        cgroup_v2_path: None,
     });
     monitor.report_plugin_usage(PluginUsage {
         plugin: "indexer".into(),

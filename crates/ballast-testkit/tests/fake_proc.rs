@@ -13,6 +13,7 @@ fn the_monitor_reads_the_figures_a_test_sets() {
         sys_root: machine.sys_root().to_owned(),
         disk_paths: Vec::new(),
         nvml: NvmlSource::Disabled,
+        cgroup_v2_path: None,
     });
     let _first = monitor.sample(Timestamp::from_secs(1));
     machine.set_memory(16 * GIB, 10 * GIB);

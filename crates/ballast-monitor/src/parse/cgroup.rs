@@ -25,6 +25,24 @@ impl CgroupEntry {
     }
 }
 
+/// `entries` with the v2 entry's path replaced by `v2_path` when one is given: the cgroup to
+/// measure when it is not the one the process is in (the cgroup a daemon moved out of into a
+/// leaf of it, which holds the daemon and its plugins).
+pub fn with_v2_path(mut entries: Vec<CgroupEntry>, v2_path: Option<&str>) -> Vec<CgroupEntry> {
+    let Some(path) = v2_path else {
+        return entries;
+    };
+    match entries.iter_mut().find(|e| e.is_v2()) {
+        Some(entry) => path.clone_into(&mut entry.path),
+        None => entries.push(CgroupEntry {
+            hierarchy: 0,
+            controllers: Vec::new(),
+            path: path.to_owned(),
+        }),
+    }
+    entries
+}
+
 /// Parses `/proc/<pid>/cgroup`.
 pub fn parse_proc_cgroup(file: &str, text: &str) -> Result<Vec<CgroupEntry>, ParseError> {
     let mut entries = Vec::new();

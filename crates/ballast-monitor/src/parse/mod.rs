@@ -10,7 +10,7 @@ mod psi;
 
 pub use cgroup::{
     CgroupEntry, parse_cfs_quota, parse_cgroup_limit, parse_cgroup_u64, parse_cpu_max,
-    parse_memory_stat_key, parse_proc_cgroup,
+    parse_memory_stat_key, parse_proc_cgroup, with_v2_path,
 };
 pub use proc::{
     CAP_SYS_RESOURCE, CpuTimes, Meminfo, ProcessTimes, StatIds, has_capability, parse_cap_eff,

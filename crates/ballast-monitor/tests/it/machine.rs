@@ -89,6 +89,7 @@ impl FakeMachine {
             sys_root: self.path("sys"),
             disk_paths: vec![self.root().to_path_buf()],
             nvml: NvmlSource::Disabled,
+            cgroup_v2_path: None,
         }
     }
 }

@@ -111,6 +111,71 @@ fn inside_a_cgroup_namespace_the_mount_root_is_the_cgroup() {
     assert_eq!(memory_avg10(&mut monitor), 42.0);
 }
 
+#[test]
+fn a_daemon_in_a_leaf_of_its_cgroup_reads_the_cgroup_it_moved_out_of() {
+    // The daemon moved into `daemon/` so that its cgroup could hand controllers to its plugins'
+    // cgroups: the service's cgroup, with its limits, holds the daemon and the plugins.
+    let machine = FakeMachine::new();
+    machine.write(
+        "proc/self/cgroup",
+        "0::/system.slice/ballast.service/daemon
+",
+    );
+    let service = "sys/fs/cgroup/system.slice/ballast.service";
+    v2_cgroup(&machine, service);
+    v2_cgroup(&machine, &format!("{service}/daemon"));
+    machine.write(
+        &format!("{service}/daemon/memory.pressure"),
+        "some avg10=1.00 avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+    );
+    let mib = 1u64 << 20;
+    machine.write(
+        &format!("{service}/memory.max"),
+        &format!("{}\n", 512 * mib),
+    );
+    machine.write(
+        &format!("{service}/memory.current"),
+        &format!("{}\n", 300 * mib),
+    );
+    machine.write(&format!("{service}/memory.stat"), "inactive_file 0\n");
+    machine.write(&format!("{service}/daemon/memory.max"), "max\n");
+    machine.write(&format!("{service}/cpu.max"), "50000 100000\n");
+    machine.write(&format!("{service}/cpu.stat"), "usage_usec 5000\n");
+
+    // Without being told, it reads its leaf: no limit, and the leaf's own pressure.
+    let mut leaf = Monitor::new(machine.config());
+    assert_eq!(memory_avg10(&mut leaf), 1.0);
+    assert_eq!(
+        leaf.sample_memory().value().unwrap().scope,
+        MemoryScope::Host
+    );
+
+    let mut monitor = Monitor::new(ballast_monitor::MonitorConfig {
+        cgroup_v2_path: Some("/system.slice/ballast.service".into()),
+        ..machine.config()
+    });
+    let scope = MemoryScope::CgroupV2 {
+        path: "/system.slice/ballast.service".into(),
+    };
+    assert_eq!(monitor.pressure_files().scope, scope);
+    assert_eq!(
+        monitor.pressure_files().memory,
+        machine.path(&format!("{service}/memory.pressure"))
+    );
+    assert_eq!(memory_avg10(&mut monitor), 42.0);
+    let memory = monitor.sample_memory();
+    let memory = memory.value().unwrap();
+    assert_eq!(
+        (memory.total_bytes, memory.used_bytes),
+        (512 * mib, 300 * mib)
+    );
+    assert_eq!(memory.scope, scope);
+    machine.set_cpu_ticks(100 + 200, 1000 + 400);
+    let cpu = monitor.sample_cpu();
+    let quota = cpu.value().unwrap().quota.clone().unwrap();
+    assert_eq!((quota.cores, quota.scope), (0.5, scope));
+}
+
 /// USER_HZ, as the monitor converts jiffies with it.
 fn hz() -> f64 {
     // SAFETY: sysconf has no memory-safety preconditions.

@@ -12,6 +12,11 @@
 //!                                    indexer.3/  ... its restart
 //! ```
 //!
+//! On v2 a cgroup other than the root can hand controllers to its children only while it holds
+//! no process, so a daemon alone in its cgroup (systemd's `Delegate=yes`, a container) first
+//! moves itself into a leaf, `<daemon's cgroup>/daemon/`, beside its directory; its cgroup,
+//! which then holds the daemon and its plugins, stays the scope the monitor reads.
+//!
 //! A process joins its cgroup before it runs anything of its own: between fork and exec
 //! ([`crate::Spawn::cgroups`]). Its cgroup is removed once it has exited, with anything left in
 //! it killed. A daemon killed with SIGKILL leaves its directory behind; the next daemon started
@@ -32,7 +37,7 @@ use std::path::PathBuf;
 pub use events::{EventTracker, Reading};
 pub use layout::{Layout, Version};
 pub use limits::Limits;
-pub use tree::{CgroupRoots, CgroupTree, PluginCgroup, remove_stale};
+pub use tree::{CgroupRoots, CgroupTree, DAEMON_LEAF, PluginCgroup, remove_stale, settle_in_leaf};
 
 /// Why a cgroup file could not be used.
 #[derive(Debug, thiserror::Error)]

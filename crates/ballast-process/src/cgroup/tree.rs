@@ -151,7 +151,17 @@ pub struct CgroupTree {
     cpu_unavailable: Option<String>,
     /// What was cleaned at start.
     cleaned: Vec<PathBuf>,
+    /// Where the daemon moved itself to on v2 ([`settle_in_leaf`]), and the path (inside the
+    /// hierarchy) of the cgroup it moved out of.
+    moved: Option<Moved>,
     serial: AtomicU64,
+}
+
+/// A v2 daemon that moved into a leaf of its cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Moved {
+    leaf: PathBuf,
+    scope: String,
 }
 
 impl CgroupTree {
@@ -178,6 +188,7 @@ impl CgroupTree {
             branches: Vec::new(),
             cpu_unavailable: None,
             cleaned: Vec::new(),
+            moved: None,
             serial: AtomicU64::new(0),
         };
         let mut bases = Vec::new();
@@ -193,7 +204,14 @@ impl CgroupTree {
                 } else {
                     vec!["memory"]
                 };
-                let base = v2_base(&roots.under(dir), &wanted)?;
+                let (base, leaf) = v2_base(&roots.under(dir), &wanted, own.pid)?;
+                tree.moved = leaf.map(|leaf| Moved {
+                    leaf,
+                    scope: lines
+                        .iter()
+                        .find(|l| l.is_v2())
+                        .map_or_else(|| "/".to_owned(), |l| l.path.clone()),
+                });
                 bases.push((wanted.iter().map(|c| (*c).to_owned()).collect(), base));
             }
         }
@@ -316,6 +334,19 @@ impl CgroupTree {
         &self.cleaned
     }
 
+    /// The leaf the daemon moved itself into at start ([`settle_in_leaf`]), if it did.
+    pub fn daemon_leaf(&self) -> Option<&Path> {
+        self.moved.as_ref().map(|m| m.leaf.as_path())
+    }
+
+    /// The cgroup whose pressure, memory and CPU are the daemon's own scope, as a path inside
+    /// the v2 hierarchy (as `/proc/self/cgroup` writes it), when it is not the one the daemon
+    /// is in: after the daemon moved into a leaf, the cgroup it moved out of, which holds the
+    /// daemon and its plugins' cgroups (and carries the limits set for the daemon).
+    pub fn scope_v2(&self) -> Option<&str> {
+        self.moved.as_ref().map(|m| m.scope.as_str())
+    }
+
     /// Creates the cgroup of a new process of `plugin`, with `limits` in force.
     pub fn create(&self, plugin: &str, limits: &Limits) -> Result<PluginCgroup, CgroupError> {
         let name = plugin_dir_name(plugin, self.serial.fetch_add(1, Ordering::Relaxed) + 1);
@@ -358,31 +389,79 @@ impl Drop for CgroupTree {
     }
 }
 
-/// Where a v2 daemon's directory goes: under its own cgroup when that hands `wanted` down to
-/// its children (already, or once asked: it holds no process, or is the root), else beside it,
-/// under its parent, which hands them down to the daemon's cgroup already (as systemd's
-/// `DelegateSubgroup=` arranges it).
-fn v2_base(own: &Path, wanted: &[&str]) -> Result<PathBuf, String> {
+/// Where a v2 daemon's directory goes, and the leaf the daemon moved into if it did: under its
+/// own cgroup when that hands `wanted` down to its children (already, or once asked: it holds
+/// no process, or is the root, or the daemon, alone in it, moves into a leaf of it with
+/// [`settle_in_leaf`]), else beside it, under its parent, which hands them down to the daemon's
+/// cgroup already.
+fn v2_base(own: &Path, wanted: &[&str], pid: u32) -> Result<(PathBuf, Option<PathBuf>), String> {
     let control = own.join("cgroup.subtree_control");
     let text = read_file(&control).map_err(|e| e.to_string())?;
     let missing = missing_controllers(&text, wanted);
     if missing.is_empty() {
-        return Ok(own.to_owned());
+        return Ok((own.to_owned(), None));
     }
     let enable: Vec<String> = missing.iter().map(|c| format!("+{c}")).collect();
-    let error = match write_file(&control, &enable.join(" ")) {
-        Ok(()) => return Ok(own.to_owned()),
-        Err(error) => error,
+    let mut error = match write_file(&control, &enable.join(" ")) {
+        Ok(()) => return Ok((own.to_owned(), None)),
+        Err(error) => error.to_string(),
     };
+    if procs(own) == [pid] {
+        match settle_in_leaf(own, pid, &missing) {
+            Ok(leaf) => return Ok((own.to_owned(), Some(leaf))),
+            Err(moving) => error = format!("{error}; {moving}"),
+        }
+    }
     let parent = own
         .parent()
         .filter(|p| p.join("cgroup.subtree_control").is_file());
     match parent {
-        Some(parent) => Ok(parent.to_owned()),
+        Some(parent) => Ok((parent.to_owned(), None)),
         None => Err(format!(
-            "{error} (a cgroup v2 cgroup that holds processes cannot hand controllers to child cgroups: run ballast in a cgroup that holds no other process, e.g. with systemd's Delegate=yes and DelegateSubgroup=)"
+            "{error} (a cgroup v2 cgroup that holds processes cannot hand controllers to child cgroups: run ballast in a cgroup that holds no other process, e.g. with systemd's Delegate=yes)"
         )),
     }
+}
+
+/// The leaf a v2 daemon moves into when it is alone in its cgroup: `<its cgroup>/daemon`.
+pub const DAEMON_LEAF: &str = "daemon";
+
+/// Moves process `pid` out of the v2 cgroup `own` into the leaf [`DAEMON_LEAF`] under it, then
+/// enables `wanted` for `own`'s children, and returns the leaf. The kernel lets a cgroup other
+/// than the root hand controllers to its children only while it holds no process itself;
+/// systemd's `Delegate=yes` puts the daemon in the delegated cgroup, and `DelegateSubgroup=`
+/// (systemd 254 and later) is not there to move it. Docker-in-Docker's entrypoint does the same
+/// with an `init` cgroup. Refused when `own` holds another process (one the daemon does not
+/// own); when the move or the enabling fails, `pid` is moved back and the error says what
+/// failed.
+pub fn settle_in_leaf(own: &Path, pid: u32, wanted: &[&str]) -> Result<PathBuf, CgroupError> {
+    let procs_file = own.join("cgroup.procs");
+    let others: Vec<u32> = procs(own).into_iter().filter(|p| *p != pid).collect();
+    if !others.is_empty() {
+        return Err(CgroupError::Parse {
+            file: procs_file.display().to_string(),
+            problem: format!(
+                "it holds processes other than the daemon ({}), which it would have to move",
+                others
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    let leaf = own.join(DAEMON_LEAF);
+    make_dir(&leaf)?;
+    write_file(&leaf.join("cgroup.procs"), &pid.to_string())?;
+    let enable: Vec<String> = wanted.iter().map(|c| format!("+{c}")).collect();
+    if let Err(error) = write_file(&own.join("cgroup.subtree_control"), &enable.join(" ")) {
+        if let Err(back) = write_file(&procs_file, &pid.to_string()) {
+            tracing::warn!(%back, "cannot move the daemon back into its cgroup");
+        }
+        let _ = std::fs::remove_dir(&leaf);
+        return Err(error);
+    }
+    Ok(leaf)
 }
 
 /// Removes the plugin cgroups that daemons no longer running left beside this process's own

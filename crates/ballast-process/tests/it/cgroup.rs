@@ -16,7 +16,7 @@ use ballast_process::cgroup::events::{
 use ballast_process::cgroup::layout::{discover, parse_mountinfo, parse_proc_cgroup};
 use ballast_process::cgroup::stale::Owner;
 use ballast_process::cgroup::{
-    CgroupRoots, CgroupTree, EventTracker, Limits, PluginCgroup, Reading, Version,
+    CgroupRoots, CgroupTree, EventTracker, Limits, PluginCgroup, Reading, Version, settle_in_leaf,
 };
 use ballast_process::{CgroupJoinError, ChildEvent, Exit, Spawn, spawn};
 use proptest::prelude::*;
@@ -722,4 +722,119 @@ fn real_the_cgroups_a_dead_daemon_left_are_removed_with_what_runs_in_them() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
+}
+
+#[test]
+fn a_leaf_move_that_cannot_enable_the_controllers_moves_the_daemon_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("ballast.service");
+    write(&own.join("cgroup.procs"), "4242\n");
+    // Not a file the daemon can write: the enabling fails as an undelegated cgroup's would.
+    std::fs::create_dir_all(own.join("cgroup.subtree_control")).unwrap();
+    std::fs::create_dir_all(own.join("daemon")).unwrap();
+    write(&own.join("daemon/cgroup.procs"), "");
+    let error = settle_in_leaf(&own, 4242, &["memory"]).unwrap_err();
+    assert!(
+        error.to_string().contains("cgroup.subtree_control"),
+        "{error}"
+    );
+    assert_eq!(read(&own.join("cgroup.procs")), "4242", "moved back");
+
+    // A cgroup that holds another process is left as it is.
+    write(&own.join("cgroup.procs"), "4242\n77\n");
+    let error = settle_in_leaf(&own, 4242, &["memory"]).unwrap_err();
+    assert!(
+        error.to_string().contains("other than the daemon (77)"),
+        "{error}"
+    );
+    assert_eq!(read(&own.join("daemon/cgroup.procs")), "4242");
+}
+
+/// The v2 hierarchy's mount point and a controller it offers, when this process may write it.
+fn writable_v2_with_a_controller(test: &str) -> Option<(PathBuf, String)> {
+    let mounts = parse_mountinfo(&read(Path::new("/proc/self/mountinfo"))).unwrap();
+    let Some(mount) = mounts.into_iter().find(|m| m.v2 && !m.read_only) else {
+        skipped(test, "no writable cgroup v2 hierarchy is mounted");
+        return None;
+    };
+    let root = mount.mount_point;
+    let offered = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let Some(controller) = offered.split_ascii_whitespace().next() else {
+        skipped(test, "the cgroup v2 hierarchy offers no controller");
+        return None;
+    };
+    let probe = root.join(format!("ballast-probe-{}", std::process::id()));
+    if let Err(error) = std::fs::create_dir(&probe) {
+        skipped(test, &format!("cannot create {}: {error}", probe.display()));
+        return None;
+    }
+    let _ = std::fs::remove_dir(&probe);
+    // The root cgroup offers it to its children (the root may hold processes and still do so).
+    let _ = std::fs::write(
+        root.join("cgroup.subtree_control"),
+        format!("+{controller}"),
+    );
+    Some((root, controller.to_owned()))
+}
+
+#[test]
+fn real_a_process_alone_in_its_v2_cgroup_moves_into_a_leaf_and_the_cgroup_hands_controllers_down() {
+    let test = "the daemon's leaf";
+    let Some((root, controller)) = writable_v2_with_a_controller(test) else {
+        return;
+    };
+    let own = root.join(format!("ballast-leaf-test-{}", std::process::id()));
+    std::fs::create_dir(&own).unwrap();
+    let procs = own.join("cgroup.procs");
+    let mut daemon = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    std::fs::write(&procs, daemon.id().to_string()).unwrap();
+    std::fs::write(&procs, other.id().to_string()).unwrap();
+    // The kernel's rule: a cgroup that holds processes cannot hand controllers down.
+    let enable = own.join("cgroup.subtree_control");
+    let refused = std::fs::write(&enable, format!("+{controller}")).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EBUSY), "{refused}");
+
+    // With another process beside it, the daemon stays where it is.
+    let error = settle_in_leaf(&own, daemon.id(), &[controller.as_str()]).unwrap_err();
+    assert!(
+        error.to_string().contains(&other.id().to_string()),
+        "{error}"
+    );
+    let own_path = format!("/{}", own.file_name().unwrap().to_string_lossy());
+    assert_eq!(cgroup_of(daemon.id(), "v2").as_deref(), Some(&*own_path));
+
+    // Alone, it moves into the leaf, and its cgroup hands the controller to a plugin's.
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let leaf = settle_in_leaf(&own, daemon.id(), &[controller.as_str()]).unwrap();
+    assert_eq!(leaf, own.join("daemon"));
+    assert_eq!(
+        cgroup_of(daemon.id(), "v2"),
+        Some(format!("{own_path}/daemon"))
+    );
+    assert!(
+        read(&enable)
+            .split_ascii_whitespace()
+            .any(|c| c == controller)
+    );
+    let plugin = own.join("plugin.1");
+    std::fs::create_dir(&plugin).unwrap();
+    assert!(
+        read(&plugin.join("cgroup.controllers"))
+            .split_ascii_whitespace()
+            .any(|c| c == controller)
+    );
+
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    for dir in [plugin, leaf, own] {
+        std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
 }

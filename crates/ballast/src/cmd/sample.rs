@@ -73,6 +73,7 @@ impl SourceArgs {
             sys_root: self.sys_root.clone(),
             disk_paths,
             nvml,
+            cgroup_v2_path: None,
         }
     }
 }
