@@ -18,8 +18,8 @@ pub struct CpuSampler {
     previous: Option<CpuTimes>,
     last_utilization: Option<f64>,
     cgroup: Option<CpuCgroup>,
-    /// The cgroup's CPU time (µs) and the host's total jiffies at the previous reading.
-    previous_cgroup: Option<(u64, u64)>,
+    /// Whose quota held, its CPU time (µs) and the host's total jiffies at the previous reading.
+    previous_cgroup: Option<(usize, u64, u64)>,
     last_cgroup_utilization: Option<f64>,
     ticks_per_second: u64,
 }
@@ -100,7 +100,15 @@ impl CpuSampler {
         let Some(usage_us) = cgroup.usage_us()? else {
             return Ok(None);
         };
-        if let Some((previous_us, previous_total)) = self.previous_cgroup {
+        let (binding, scope) = cgroup.binding();
+        // Another cgroup's quota holds now: its use is another counter, so start over.
+        if self
+            .previous_cgroup
+            .is_some_and(|(level, _, _)| level != binding)
+        {
+            self.previous_cgroup = None;
+        }
+        if let Some((_, previous_us, previous_total)) = self.previous_cgroup {
             let jiffies = times.total.saturating_sub(previous_total);
             let per_core = u64::from(times.cores.max(1)) * self.ticks_per_second;
             let elapsed_us = jiffies as f64 * 1e6 / per_core as f64;
@@ -111,13 +119,13 @@ impl CpuSampler {
         }
         if self
             .previous_cgroup
-            .is_none_or(|(_, total)| total != times.total)
+            .is_none_or(|(_, _, total)| total != times.total)
         {
-            self.previous_cgroup = Some((usage_us, times.total));
+            self.previous_cgroup = Some((binding, usage_us, times.total));
         }
         Ok(Some(CpuQuota {
             cores,
-            scope: cgroup.scope().clone(),
+            scope: scope.clone(),
         }))
     }
 }

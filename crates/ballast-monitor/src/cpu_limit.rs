@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ballast_core::MemoryScope;
 
-use crate::memory::find_dir;
+use crate::memory::{find_dir, levels_of};
 use crate::parse::{
     CgroupEntry, parse_cfs_quota, parse_cgroup_u64, parse_cpu_max, parse_memory_stat_key,
     parse_proc_cgroup, with_v2_path,
@@ -37,18 +37,30 @@ enum Usage {
     StatUsec(Source),
 }
 
-/// The daemon's cgroup's CPU files.
+/// One cgroup's CPU files: the daemon's own, or one of its ancestors'.
 #[derive(Debug)]
-pub(crate) struct CpuCgroup {
+struct Level {
     scope: MemoryScope,
     quota: Quota,
     usage: Option<Usage>,
 }
 
+/// The CPU files of the daemon's cgroup and of its ancestors up to the mount: the quota that
+/// holds is the tightest of them (a slice's `CPUQuota=` binds the services in it), and the use
+/// measured against it is that cgroup's.
+#[derive(Debug)]
+pub(crate) struct CpuCgroup {
+    /// The daemon's cgroup first, then each ancestor that has a quota file.
+    levels: Vec<Level>,
+    /// The level whose quota held at the last [`CpuCgroup::quota_cores`].
+    binding: usize,
+}
+
 impl CpuCgroup {
-    /// Finds the CPU quota files of the cgroup `<proc>/self/cgroup` names, v1 first (as for
-    /// memory), under `<sys>/fs/cgroup`. `None` when there is no cgroup information or no CPU
-    /// controller. `v2_path`, when given, is the v2 cgroup to read instead of the daemon's own.
+    /// Finds the CPU quota files of the cgroup `<proc>/self/cgroup` names and of its ancestors,
+    /// v1 first (as for memory), under `<sys>/fs/cgroup`. `None` when there is no cgroup
+    /// information or no CPU controller. `v2_path`, when given, is the v2 cgroup to read instead
+    /// of the daemon's own.
     pub(crate) fn discover(
         proc_root: &Path,
         sys_root: &Path,
@@ -63,21 +75,36 @@ impl CpuCgroup {
         Ok(discover_in(&entries, &sys_root.join("fs/cgroup")))
     }
 
-    /// The quota in cores, `None` when unlimited.
+    /// The tightest quota in cores, `None` when none is limited. Remembers whose it is.
     pub(crate) fn quota_cores(&mut self) -> Result<Option<f64>, SampleError> {
-        match &mut self.quota {
-            Quota::Cfs { quota, period } => {
-                let period_text = period.read()?.to_owned();
-                let period_name = period.name.clone();
-                quota.parse(|file, text| parse_cfs_quota(file, text, &period_name, &period_text))
+        let mut tightest: Option<(f64, usize)> = None;
+        for (index, level) in self.levels.iter_mut().enumerate() {
+            let cores = match &mut level.quota {
+                Quota::Cfs { quota, period } => {
+                    let period_text = period.read()?.to_owned();
+                    let period_name = period.name.clone();
+                    quota.parse(|file, text| {
+                        parse_cfs_quota(file, text, &period_name, &period_text)
+                    })?
+                }
+                Quota::Max(max) => max.parse(parse_cpu_max)?,
+            };
+            if let Some(cores) = cores
+                && tightest.is_none_or(|(least, _)| cores < least)
+            {
+                tightest = Some((cores, index));
             }
-            Quota::Max(max) => max.parse(parse_cpu_max),
         }
+        Ok(tightest.map(|(cores, index)| {
+            self.binding = index;
+            cores
+        }))
     }
 
-    /// The cgroup's CPU time so far, in microseconds; `None` when it is not counted here.
+    /// The CPU time so far of the cgroup whose quota held, in microseconds; `None` when it is
+    /// not counted there.
     pub(crate) fn usage_us(&mut self) -> Result<Option<u64>, SampleError> {
-        match &mut self.usage {
+        match &mut self.levels[self.binding].usage {
             None => Ok(None),
             Some(Usage::CpuacctNs(source)) => Ok(Some(source.parse(parse_cgroup_u64)? / 1_000)),
             Some(Usage::StatUsec(source)) => source
@@ -86,50 +113,67 @@ impl CpuCgroup {
         }
     }
 
-    /// Whose quota it is.
-    pub(crate) fn scope(&self) -> &MemoryScope {
-        &self.scope
+    /// Whose quota held at the last [`CpuCgroup::quota_cores`], as an index (a change means
+    /// the use is counted elsewhere) and as a scope.
+    pub(crate) fn binding(&self) -> (usize, &MemoryScope) {
+        (self.binding, &self.levels[self.binding].scope)
     }
 }
 
 fn discover_in(entries: &[CgroupEntry], cgroup_root: &Path) -> Option<CpuCgroup> {
     let has = |e: &&CgroupEntry, c: &str| e.controllers.iter().any(|x| x == c);
+    let found =
+        |levels: Vec<Level>| (!levels.is_empty()).then_some(CpuCgroup { levels, binding: 0 });
     if let Some(entry) = entries.iter().find(|e| has(e, "cpu")) {
+        let acct = entries.iter().find(|e| has(e, "cpuacct"));
         for mount in V1_CPU_MOUNTS {
-            if let Some(dir) = find_dir(&cgroup_root.join(mount), &entry.path, "cpu.cfs_quota_us") {
-                let usage = entries.iter().find(|e| has(e, "cpuacct")).and_then(|acct| {
-                    V1_CPUACCT_MOUNTS
-                        .iter()
-                        .find_map(|m| find_dir(&cgroup_root.join(m), &acct.path, "cpuacct.usage"))
-                });
-                return Some(CpuCgroup {
-                    scope: MemoryScope::CgroupV1 {
-                        path: entry.path.clone(),
-                    },
-                    quota: Quota::Cfs {
-                        quota: Source::new(dir.join("cpu.cfs_quota_us")),
-                        period: Source::new(dir.join("cpu.cfs_period_us")),
-                    },
-                    usage: usage.map(|d| Usage::CpuacctNs(Source::new(d.join("cpuacct.usage")))),
-                });
+            let quota_levels = levels_of(&cgroup_root.join(mount), &entry.path, "cpu.cfs_quota_us");
+            if quota_levels.is_empty() {
+                continue;
             }
+            let levels = quota_levels
+                .into_iter()
+                .enumerate()
+                .map(|(index, (path, dir))| {
+                    // The cpuacct cgroup of the same path (the daemon's own found as memory's).
+                    let usage = acct.and_then(|acct| {
+                        V1_CPUACCT_MOUNTS.iter().find_map(|m| {
+                            let mount = cgroup_root.join(m);
+                            if index == 0 {
+                                find_dir(&mount, &acct.path, "cpuacct.usage")
+                            } else {
+                                let dir = mount.join(path.trim_start_matches('/'));
+                                dir.join("cpuacct.usage").is_file().then_some(dir)
+                            }
+                        })
+                    });
+                    Level {
+                        scope: MemoryScope::CgroupV1 { path },
+                        quota: Quota::Cfs {
+                            quota: Source::new(dir.join("cpu.cfs_quota_us")),
+                            period: Source::new(dir.join("cpu.cfs_period_us")),
+                        },
+                        usage: usage
+                            .map(|d| Usage::CpuacctNs(Source::new(d.join("cpuacct.usage")))),
+                    }
+                })
+                .collect();
+            return found(levels);
         }
     }
-    if let Some(entry) = entries.iter().find(|e| e.is_v2())
-        && let Some(dir) = find_dir(cgroup_root, &entry.path, "cpu.max")
-    {
-        return Some(CpuCgroup {
-            scope: MemoryScope::CgroupV2 {
-                path: entry.path.clone(),
-            },
+    let entry = entries.iter().find(|e| e.is_v2())?;
+    let levels = levels_of(cgroup_root, &entry.path, "cpu.max")
+        .into_iter()
+        .map(|(path, dir)| Level {
+            scope: MemoryScope::CgroupV2 { path },
             quota: Quota::Max(Source::new(dir.join("cpu.max"))),
             usage: dir
                 .join("cpu.stat")
                 .is_file()
                 .then(|| Usage::StatUsec(Source::new(dir.join("cpu.stat")))),
-        });
-    }
-    None
+        })
+        .collect();
+    found(levels)
 }
 
 /// The daemon's cgroup CPU quota in cores, `None` when there is none (or no cgroup information).

@@ -18,22 +18,32 @@ enum Version {
     V2,
 }
 
-/// The memory files of the daemon's own cgroup.
+/// The memory files of one cgroup: the daemon's own, or one of its ancestors.
 #[derive(Debug)]
-struct CgroupMemory {
-    version: Version,
-    /// The cgroup's path inside its hierarchy, as `/proc/self/cgroup` names it.
+struct Level {
+    /// The cgroup's path inside its hierarchy, as `/proc/self/cgroup` writes it.
     path: String,
     limit: Source,
     usage: Source,
     stat: Source,
 }
 
+/// The memory files of the daemon's own cgroup and of its ancestors up to the mount: the limit
+/// that holds is the tightest of them (a systemd slice's `MemoryMax=` binds the services in it,
+/// a Kubernetes pod's limit its containers), and the figures are that cgroup's.
+#[derive(Debug)]
+struct CgroupMemory {
+    version: Version,
+    /// The daemon's cgroup first, then each ancestor that has a limit file.
+    levels: Vec<Level>,
+}
+
 impl CgroupMemory {
     /// Finds the daemon's memory cgroup from `/proc/self/cgroup`, under the cgroup mounts at
-    /// `<sys>/fs/cgroup` (v2) or `<sys>/fs/cgroup/memory` (v1). Inside a cgroup namespace the
-    /// mount's root is the cgroup itself, so the mount root is tried when the path is not found.
-    /// `v2_path`, when given, is the v2 cgroup to read instead of the daemon's own.
+    /// `<sys>/fs/cgroup` (v2) or `<sys>/fs/cgroup/memory` (v1), and its ancestors. Inside a
+    /// cgroup namespace the mount's root is the cgroup itself, so the mount root is tried when
+    /// the path is not found. `v2_path`, when given, is the v2 cgroup to read instead of the
+    /// daemon's own.
     fn discover(proc_root: &Path, sys_root: &Path, v2_path: Option<&str>) -> Option<CgroupMemory> {
         let mut source = Source::under(proc_root, "self/cgroup");
         let entries = match source.parse(parse_proc_cgroup) {
@@ -46,40 +56,46 @@ impl CgroupMemory {
         let cgroup_root = sys_root.join("fs/cgroup");
         let v1 = entries.iter().find(|e| e.has_memory_controller());
         let v2 = entries.iter().find(|e| e.is_v2());
-        if let Some(entry) = v1 {
-            let mount = cgroup_root.join("memory");
-            if let Some(dir) = find_dir(&mount, &entry.path, "memory.limit_in_bytes") {
-                return Some(CgroupMemory {
-                    version: Version::V1,
-                    path: entry.path.clone(),
-                    limit: Source::new(dir.join("memory.limit_in_bytes")),
-                    usage: Source::new(dir.join("memory.usage_in_bytes")),
-                    stat: Source::new(dir.join("memory.stat")),
-                });
-            }
-        }
-        if let Some(entry) = v2
-            && let Some(dir) = find_dir(&cgroup_root, &entry.path, "memory.max")
+        let found = |version: Version, mount: &Path, path: &str, files: [&str; 3]| {
+            let levels: Vec<Level> = levels_of(mount, path, files[0])
+                .into_iter()
+                .map(|(path, dir)| Level {
+                    path,
+                    limit: Source::new(dir.join(files[0])),
+                    usage: Source::new(dir.join(files[1])),
+                    stat: Source::new(dir.join(files[2])),
+                })
+                .collect();
+            (!levels.is_empty()).then_some(CgroupMemory { version, levels })
+        };
+        if let Some(entry) = v1
+            && let Some(found) = found(
+                Version::V1,
+                &cgroup_root.join("memory"),
+                &entry.path,
+                [
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                    "memory.stat",
+                ],
+            )
         {
-            return Some(CgroupMemory {
-                version: Version::V2,
-                path: entry.path.clone(),
-                limit: Source::new(dir.join("memory.max")),
-                usage: Source::new(dir.join("memory.current")),
-                stat: Source::new(dir.join("memory.stat")),
-            });
+            return Some(found);
         }
-        None
+        let entry = v2?;
+        found(
+            Version::V2,
+            &cgroup_root,
+            &entry.path,
+            ["memory.max", "memory.current", "memory.stat"],
+        )
     }
 
-    fn scope(&self) -> MemoryScope {
+    fn scope(&self, level: usize) -> MemoryScope {
+        let path = self.levels[level].path.clone();
         match self.version {
-            Version::V1 => MemoryScope::CgroupV1 {
-                path: self.path.clone(),
-            },
-            Version::V2 => MemoryScope::CgroupV2 {
-                path: self.path.clone(),
-            },
+            Version::V1 => MemoryScope::CgroupV1 { path },
+            Version::V2 => MemoryScope::CgroupV2 { path },
         }
     }
 
@@ -89,6 +105,30 @@ impl CgroupMemory {
             Version::V2 => "inactive_file",
         }
     }
+}
+
+/// The cgroup `path` under `mount` and each of its ancestors below the hierarchy's root that
+/// holds `file`, nearest first, with their paths inside the hierarchy. When `path` is not under
+/// `mount` (inside a cgroup namespace the mount's root is the cgroup itself), the mount's root
+/// if it holds `file`.
+pub(crate) fn levels_of(mount: &Path, path: &str, file: &str) -> Vec<(String, PathBuf)> {
+    let relative = path.trim_start_matches('/');
+    if relative.is_empty() || !mount.join(relative).join(file).is_file() {
+        return find_dir(mount, path, file)
+            .map(|dir| (path.to_owned(), dir))
+            .into_iter()
+            .collect();
+    }
+    let mut levels = Vec::new();
+    let mut current = Some(relative);
+    while let Some(relative) = current.filter(|r| !r.is_empty()) {
+        let dir = mount.join(relative);
+        if dir.join(file).is_file() {
+            levels.push((format!("/{relative}"), dir));
+        }
+        current = relative.rsplit_once('/').map(|(parent, _)| parent);
+    }
+    levels
 }
 
 /// `<mount>/<path>` if it holds `file`, else `<mount>` if that does.
@@ -153,7 +193,7 @@ impl MemorySampler {
             };
         };
         match read_cgroup(cgroup) {
-            Ok(Some((limit, used))) if limit < host.total => {
+            Ok(Some((limit, used, level))) if limit < host.total => {
                 let used = used.min(limit);
                 MemoryOutcome {
                     reading: Ok(MemoryReading {
@@ -162,7 +202,7 @@ impl MemorySampler {
                         available_bytes: limit - used,
                         swap_total_bytes: host.swap_total,
                         swap_used_bytes: swap_used,
-                        scope: cgroup.scope(),
+                        scope: cgroup.scope(level),
                     }),
                     cgroup_problem: None,
                 }
@@ -179,16 +219,26 @@ impl MemorySampler {
     }
 }
 
-/// The cgroup's limit and its working set (usage less inactive file cache, as the kernel would
-/// reclaim that first), or `None` when it has no limit.
-fn read_cgroup(cgroup: &mut CgroupMemory) -> Result<Option<(u64, u64)>, SampleError> {
-    let Some(limit) = cgroup.limit.parse(parse_cgroup_limit)? else {
+/// The tightest limit among the cgroup and its ancestors, the working set of the cgroup it is
+/// set on (usage less inactive file cache, as the kernel would reclaim that first) and which
+/// level that is, or `None` when none has a limit.
+fn read_cgroup(cgroup: &mut CgroupMemory) -> Result<Option<(u64, u64, usize)>, SampleError> {
+    let mut tightest: Option<(u64, usize)> = None;
+    for (index, level) in cgroup.levels.iter_mut().enumerate() {
+        if let Some(limit) = level.limit.parse(parse_cgroup_limit)?
+            && tightest.is_none_or(|(least, _)| limit < least)
+        {
+            tightest = Some((limit, index));
+        }
+    }
+    let Some((limit, index)) = tightest else {
         return Ok(None);
     };
-    let usage = cgroup.usage.parse(parse_cgroup_u64)?;
     let key = cgroup.inactive_file_key();
-    let inactive = cgroup
+    let level = &mut cgroup.levels[index];
+    let usage = level.usage.parse(parse_cgroup_u64)?;
+    let inactive = level
         .stat
         .parse(|file, text| parse_memory_stat_key(file, text, key))?;
-    Ok(Some((limit, usage.saturating_sub(inactive))))
+    Ok(Some((limit, usage.saturating_sub(inactive), index)))
 }

@@ -103,6 +103,103 @@ fn cgroup_v2_limit_makes_memory_relative_to_the_cgroup() {
     );
 }
 
+/// A v2 cgroup's memory files: its limit (`max` for none), usage and inactive file cache.
+fn v2_memory(machine: &FakeMachine, dir: &str, max: &str, current: u64, inactive: u64) {
+    machine.write(&format!("{dir}/memory.max"), &format!("{max}\n"));
+    machine.write(&format!("{dir}/memory.current"), &format!("{current}\n"));
+    machine.write(
+        &format!("{dir}/memory.stat"),
+        &format!("anon 1\ninactive_file {inactive}\n"),
+    );
+}
+
+#[test]
+fn a_limit_on_an_ancestor_binds_and_its_figures_are_read() {
+    // `MemoryMax=` on the slice, none on the service: the slice's limit holds the service.
+    let machine = FakeMachine::new();
+    machine.write(
+        "proc/self/cgroup",
+        "0::/ballast.slice/ballast.service
+",
+    );
+    let slice = "sys/fs/cgroup/ballast.slice";
+    let service = format!("{slice}/ballast.service");
+    v2_memory(&machine, &service, "max", 300 * MIB, 0);
+    v2_memory(
+        &machine,
+        slice,
+        &(1024 * MIB).to_string(),
+        700 * MIB,
+        100 * MIB,
+    );
+    let mut monitor = Monitor::new(machine.config());
+    let memory = monitor.sample_memory();
+    let memory = memory.value().unwrap();
+    assert_eq!(
+        (memory.total_bytes, memory.used_bytes),
+        (1024 * MIB, 600 * MIB)
+    );
+    assert_eq!(
+        memory.scope,
+        MemoryScope::CgroupV2 {
+            path: "/ballast.slice".into()
+        }
+    );
+
+    // A tighter limit set later on the service itself (`systemctl set-property`) takes over.
+    v2_memory(&machine, &service, &(512 * MIB).to_string(), 300 * MIB, 0);
+    let memory = monitor.sample_memory();
+    let memory = memory.value().unwrap();
+    assert_eq!(
+        (memory.total_bytes, memory.used_bytes),
+        (512 * MIB, 300 * MIB)
+    );
+    assert_eq!(
+        memory.scope,
+        MemoryScope::CgroupV2 {
+            path: "/ballast.slice/ballast.service".into()
+        }
+    );
+
+    // v1 the same: the parent's `memory.limit_in_bytes` binds.
+    let v1 = FakeMachine::new();
+    v1.write("proc/self/cgroup", "4:memory:/docker/abc\n0::/\n");
+    let docker = "sys/fs/cgroup/memory/docker";
+    v1.write(
+        &format!("{docker}/abc/memory.limit_in_bytes"),
+        "9223372036854771712\n",
+    );
+    v1.write(
+        &format!("{docker}/memory.limit_in_bytes"),
+        &format!("{}\n", 256 * MIB),
+    );
+    v1.write(
+        &format!("{docker}/memory.usage_in_bytes"),
+        &format!("{}\n", 64 * MIB),
+    );
+    v1.write(&format!("{docker}/memory.stat"), "total_inactive_file 0\n");
+    let memory = Monitor::new(v1.config()).sample_memory();
+    let memory = memory.value().unwrap();
+    assert_eq!(
+        (memory.total_bytes, memory.used_bytes),
+        (256 * MIB, 64 * MIB)
+    );
+    assert_eq!(
+        memory.scope,
+        MemoryScope::CgroupV1 {
+            path: "/docker".into()
+        }
+    );
+
+    // No limit anywhere: the host's.
+    v2_memory(&machine, &service, "max", 300 * MIB, 0);
+    v2_memory(&machine, slice, "max", 700 * MIB, 0);
+    assert_eq!(
+        monitor.sample_memory().value().unwrap().scope,
+        MemoryScope::Host
+    );
+}
+
 #[test]
 fn cgroup_v1_limit_including_a_namespaced_mount_root() {
     let machine = FakeMachine::new();

@@ -142,13 +142,10 @@ fn a_daemon_in_a_leaf_of_its_cgroup_reads_the_cgroup_it_moved_out_of() {
     machine.write(&format!("{service}/cpu.max"), "50000 100000\n");
     machine.write(&format!("{service}/cpu.stat"), "usage_usec 5000\n");
 
-    // Without being told, it reads its leaf: no limit, and the leaf's own pressure.
+    // Without being told, it reads its leaf's pressure (the service's memory limit it finds
+    // among its ancestors' anyway).
     let mut leaf = Monitor::new(machine.config());
     assert_eq!(memory_avg10(&mut leaf), 1.0);
-    assert_eq!(
-        leaf.sample_memory().value().unwrap().scope,
-        MemoryScope::Host
-    );
 
     let mut monitor = Monitor::new(ballast_monitor::MonitorConfig {
         cgroup_v2_path: Some("/system.slice/ballast.service".into()),
@@ -232,6 +229,65 @@ fn cpu_utilization_is_relative_to_a_v2_quota() {
     let cpu = cpu.value().unwrap();
     assert_eq!(cpu.quota, None);
     assert_eq!(cpu.utilization, 0.25);
+}
+
+#[test]
+fn a_quota_on_an_ancestor_binds_and_its_use_is_measured() {
+    // `CPUQuota=50%` on the slice, none on the service.
+    let machine = FakeMachine::new();
+    machine.write("proc/self/cgroup", "0::/ballast.slice/ballast.service\n");
+    let slice = "sys/fs/cgroup/ballast.slice";
+    let service = format!("{slice}/ballast.service");
+    machine.write(&format!("{service}/cpu.max"), "max 100000\n");
+    machine.write(&format!("{service}/cpu.stat"), "usage_usec 0\n");
+    machine.write(&format!("{slice}/cpu.max"), "50000 100000\n");
+    machine.write(&format!("{slice}/cpu.stat"), "usage_usec 0\n");
+    let mut monitor = Monitor::new(machine.config());
+    // The slice used a quarter of a core over the interval: half its half-core quota (the
+    // service's own counter, which says less, is not the one measured).
+    machine.set_cpu_ticks(100 + 200, 1000 + 400);
+    let used = (0.25 * elapsed_us_for(400)) as u64;
+    machine.write(
+        &format!("{slice}/cpu.stat"),
+        &format!("usage_usec {used}\n"),
+    );
+    machine.write(&format!("{service}/cpu.stat"), "usage_usec 10\n");
+    let cpu = monitor.sample_cpu();
+    let cpu = cpu.value().unwrap();
+    assert!((cpu.utilization - 0.5).abs() < 1e-3, "{cpu:?}");
+    let quota = cpu.quota.clone().unwrap();
+    assert_eq!(quota.cores, 0.5);
+    assert_eq!(
+        quota.scope,
+        MemoryScope::CgroupV2 {
+            path: "/ballast.slice".into()
+        }
+    );
+
+    // A tighter quota set later on the service takes over: its counter is another, so the
+    // utilization is measured afresh from the next interval.
+    machine.write(&format!("{service}/cpu.max"), "25000 100000\n");
+    machine.set_cpu_ticks(300 + 200, 1400 + 400);
+    let cpu = monitor.sample_cpu();
+    let quota = cpu.value().unwrap().quota.clone().unwrap();
+    assert_eq!(quota.cores, 0.25);
+    assert_eq!(
+        quota.scope,
+        MemoryScope::CgroupV2 {
+            path: "/ballast.slice/ballast.service".into()
+        }
+    );
+    let service_used = (0.25 * elapsed_us_for(400)) as u64;
+    machine.write(
+        &format!("{service}/cpu.stat"),
+        &format!("usage_usec {}\n", 10 + service_used),
+    );
+    machine.set_cpu_ticks(500 + 200, 1800 + 400);
+    let cpu = monitor.sample_cpu();
+    assert!(
+        (cpu.value().unwrap().utilization - 1.0).abs() < 1e-3,
+        "{cpu:?}"
+    );
 }
 
 #[test]
