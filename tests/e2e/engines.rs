@@ -203,6 +203,20 @@ impl Prometheus {
     /// Starts `prometheus` on `config` (written to `dir/prometheus.yml`), storing in
     /// `dir/data`, listening on a free loopback port; waits until it is ready.
     pub fn start(dir: &Path, config: &str) -> Prometheus {
+        Prometheus::start_with(dir, config, None, |url| {
+            ballast_testkit::http::get(url).is_ok_and(|(status, _)| status == 200)
+        })
+    }
+
+    /// [`Prometheus::start`] with its web config (`--web.config.file`: TLS, basic auth users)
+    /// when one is given, serving `https://`; `ready` answers whether GET of the URL it is
+    /// given (`/-/ready`) succeeds.
+    pub fn start_with(
+        dir: &Path,
+        config: &str,
+        web_config: Option<&Path>,
+        ready: impl Fn(&str) -> bool,
+    ) -> Prometheus {
         let path = dir.join("prometheus.yml");
         std::fs::write(&path, config).expect("the Prometheus config can be written");
         let port = crate::support::free_port();
@@ -215,18 +229,26 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn");
+        if let Some(web) = web_config {
+            command.arg(format!("--web.config.file={}", web.display()));
+        }
+        let scheme = if web_config.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut prometheus = Prometheus {
             process: Process::spawn(command, dir.join("prometheus.log"), "prometheus"),
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
         };
-        let ready = format!("{}/-/ready", prometheus.url);
+        let url = format!("{}/-/ready", prometheus.url);
         let waited = ballast_testkit::wait_for(
             "Prometheus to be ready",
             Duration::from_secs(60),
             Duration::from_millis(50),
             || {
                 prometheus.process.check_running();
-                ballast_testkit::http::get(&ready).is_ok_and(|(status, _)| status == 200)
+                ready(&url)
             },
         );
         if let Err(error) = waited {

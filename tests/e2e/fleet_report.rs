@@ -453,4 +453,133 @@ fn the_fleet_report_from_a_backfilled_prometheus_matches_the_trace() {
         "{stderr}"
     );
     assert!(stderr.contains("has no series"), "{stderr}");
+
+    // The same server behind TLS and basic auth, as Prometheus's web config sets them up: with
+    // `--http-config` naming the CA that signed its certificate, a user and a password file,
+    // the report is the same.
+    drop(prometheus);
+    let tls = Tls::new(dir.path());
+    let secure = Prometheus::start_with(
+        dir.path(),
+        "global:\n  scrape_interval: 1m\n",
+        Some(&tls.web_config),
+        |url| tls.ready(url),
+    );
+    assert!(secure.url.starts_with("https://"), "{}", secure.url);
+    let http_config = tls.http_config(dir.path(), "http.yml", USER_PASSWORD);
+    let output = report(
+        &secure.url,
+        &fleet,
+        &["--json", "--http-config", &http_config],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut over_tls: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    let mut plain = json.clone();
+    for report in [&mut over_tls, &mut plain] {
+        report["source"] = Value::Null;
+    }
+    assert_eq!(over_tls, plain, "the same report over HTTPS");
+
+    // Without the CA the certificate is not trusted; with a wrong password the server says
+    // 401. Each is an error naming the URL, and no report.
+    let wrong = tls.http_config(dir.path(), "wrong.yml", "not-the-password");
+    for (extra, expected) in [
+        (vec![], "certificate"),
+        (vec!["--http-config", wrong.as_str()], "HTTP 401"),
+    ] {
+        let failed = report(&secure.url, &fleet, &extra);
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(!failed.status.success(), "{stderr}");
+        assert!(failed.stdout.is_empty(), "{stderr}");
+        assert!(stderr.contains(&secure.url), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}
+
+/// The password of the user the HTTPS server lets in, and its bcrypt hash (cost 4, made once
+/// with Python's `crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`), as
+/// Prometheus's web config wants it.
+const USER_PASSWORD: &str = "fleet-pass";
+const USER_HASH: &str = "$2b$04$uhhmp1Bhno4QG9ngFNmIzOC05HagnWsUCnYw8AJbhLKsm6i0Itz32";
+
+/// A CA made for the test, the server's certificate for 127.0.0.1 signed by it, and
+/// Prometheus's web config serving them with the user `fleet`.
+struct Tls {
+    ca_pem: String,
+    web_config: std::path::PathBuf,
+}
+
+impl Tls {
+    fn new(dir: &Path) -> Tls {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ballast test CA");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.join("server-key.pem"), server_key.serialize_pem()).unwrap();
+        let web_config = dir.join("web.yml");
+        std::fs::write(
+            &web_config,
+            format!(
+                "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\nbasic_auth_users:\n  fleet: {USER_HASH}\n"
+            ),
+        )
+        .unwrap();
+        Tls {
+            ca_pem: ca.pem(),
+            web_config,
+        }
+    }
+
+    /// Writes `name`, an HTTP client config trusting the CA (its file beside it) with the user
+    /// `fleet` and `password` (in a file too); its path.
+    fn http_config(&self, dir: &Path, name: &str, password: &str) -> String {
+        std::fs::write(dir.join("ca.pem"), &self.ca_pem).unwrap();
+        let password_file = format!("{name}.password");
+        std::fs::write(dir.join(&password_file), format!("{password}\n")).unwrap();
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "basic_auth:\n  username: fleet\n  password_file: {password_file}\ntls_config:\n  ca_file: ca.pem\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+
+    /// Whether GET `url` over TLS, trusting the CA, as `fleet`, answers 200.
+    fn ready(&self, url: &str) -> bool {
+        let ca = ureq::tls::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+                    .build(),
+            )
+            .timeout_global(Some(std::time::Duration::from_secs(2)))
+            .build()
+            .into();
+        use base64::Engine as _;
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("fleet:{USER_PASSWORD}"));
+        agent
+            .get(url)
+            .header("Authorization", &format!("Basic {auth}"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    }
 }

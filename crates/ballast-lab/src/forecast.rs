@@ -62,6 +62,11 @@ struct ReportArgs {
     /// With --prometheus: the queries' resolution.
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration, requires = "prometheus")]
     step: Duration,
+    /// With --prometheus: Prometheus's HTTP client config (the YAML `promtool --http.config.file`
+    /// reads): basic_auth, authorization or bearer_token(_file), tls_config (ca_file, cert_file,
+    /// key_file, insecure_skip_verify).
+    #[arg(long, value_name = "FILE", requires = "prometheus")]
+    http_config: Option<PathBuf>,
     /// With --prometheus: how long each query may take.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, requires = "prometheus")]
     timeout: Duration,
@@ -190,7 +195,11 @@ fn run_fleet_report(args: &ReportArgs, url: &str) -> anyhow::Result<ExitCode> {
         end,
         step: args.step,
     };
-    let client = Prometheus::new(url, args.timeout)?;
+    let http = match &args.http_config {
+        Some(path) => prometheus::HttpConfig::load(path)?,
+        None => prometheus::HttpConfig::plain(),
+    };
+    let client = Prometheus::new(url, args.timeout, &http)?;
     let queries = Queries::new(&args.selector);
     let answers = prometheus::fetch(&client, &queries, range)?;
     let source = Source {

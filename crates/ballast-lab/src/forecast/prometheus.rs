@@ -231,27 +231,34 @@ pub struct Prometheus {
     url: String,
     timeout: Duration,
     agent: ureq::Agent,
+    authorization: Option<String>,
 }
 
 impl Prometheus {
-    /// A client of the server at `url` (`http://host:port`, with a path prefix if it has one),
-    /// each query given at most `timeout`.
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Prometheus> {
+    /// A client of the server at `url` (`http://host:port` or `https://...`, with a path prefix
+    /// if it has one), each query given at most `timeout`, made as `http` says (authorization,
+    /// TLS, redirects).
+    pub fn new(url: &str, timeout: Duration, http: &HttpConfig) -> anyhow::Result<Prometheus> {
         let url = url.trim_end_matches('/').to_owned();
-        if !url.starts_with("http://") {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
             anyhow::bail!(
-                "--prometheus must be an http:// URL like http://localhost:9090, got `{url}`"
+                "--prometheus must be an http:// or https:// URL like http://localhost:9090, got `{url}`"
             );
         }
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .build()
-            .into();
+            .timeout_global(Some(timeout));
+        if let Some(tls) = http.tls() {
+            config = config.tls_config(tls.clone());
+        }
+        if !http.follow_redirects() {
+            config = config.max_redirects(0).max_redirects_will_error(false);
+        }
         Ok(Prometheus {
             url,
             timeout,
-            agent,
+            agent: config.build().into(),
+            authorization: http.authorization().map(str::to_owned),
         })
     }
 
@@ -266,7 +273,11 @@ impl Prometheus {
         ];
         let url = self.url.clone();
         let query_text = query.to_owned();
-        let response = self.agent.post(&endpoint).send_form(form);
+        let mut request = self.agent.post(&endpoint);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.send_form(form);
         let mut response = match response {
             Ok(response) => response,
             Err(error) => return Err(self.failed(query, &error)),
@@ -299,7 +310,13 @@ impl Prometheus {
                 url,
                 query: query_text,
                 status,
-                body: excerpt(&body, 300),
+                body: match status {
+                    401 | 403 => format!(
+                        "{} (credentials go in --http-config: basic_auth, authorization or bearer_token_file)",
+                        excerpt(&body, 300)
+                    ),
+                    _ => excerpt(&body, 300),
+                },
             }),
             Err((_, what)) => Err(QueryError::Malformed {
                 url,
@@ -331,6 +348,9 @@ impl Prometheus {
             }
             ureq::Error::ConnectionFailed => "connection failed".to_owned(),
             ureq::Error::HostNotFound => "host not found".to_owned(),
+            other if other.to_string().contains("certificate") => format!(
+                "{other}; trust the CA that signed the server's certificate with --http-config's tls_config.ca_file"
+            ),
             other => other.to_string(),
         };
         QueryError::Unreachable {
@@ -805,6 +825,10 @@ pub fn fleet_markdown(report: &FleetReport) -> String {
     }
     out
 }
+
+pub mod http_config;
+
+pub use http_config::HttpConfig;
 
 #[cfg(test)]
 mod tests;
