@@ -717,9 +717,9 @@ impl Metrics {
             .observe(duration.as_secs_f64());
         let caller = {
             let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
-            if callers.contains(caller)
-                || (callers.len() < MAX_CALLER_SERIES && caller != OTHER_CALLERS)
-            {
+            if callers.contains(caller) {
+                caller
+            } else if callers.len() < MAX_CALLER_SERIES && caller != OTHER_CALLERS {
                 callers.insert(caller.to_owned());
                 caller
             } else {
