@@ -27,8 +27,8 @@ struct File {
     tls_config: Option<Tls>,
     follow_redirects: Option<bool>,
     /// Accepted for files written for Prometheus; queries go over HTTP/1.1 either way.
-    #[allow(dead_code)]
-    enable_http2: Option<bool>,
+    #[serde(rename = "enable_http2")]
+    _enable_http2: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
