@@ -184,10 +184,11 @@ fn the_daemon_serves_sheds_on_command_survives_a_crash_and_stops_cleanly() {
     }
 
     // A crash (SIGKILL) and a restart keep the pin and the history.
-    assert!(
-        daemon.data_dir.join("pins.json").exists(),
-        "pins are stored when set"
-    );
+    // The pin writer stores them on the disk arbiter, after the override is applied.
+    let pins = daemon.data_dir.join("pins.json");
+    daemon.wait_until(Duration::from_secs(30), "the pins stored", |_| {
+        std::fs::read_to_string(&pins).is_ok_and(|text| text.contains("voice"))
+    });
     daemon.restart();
     wait_state(&mut daemon, "android", "enabled");
     assert_eq!(
