@@ -72,6 +72,20 @@ pub fn plan(
         };
         let n_levels = spec.hints.n_levels();
         let cheapest = Level(n_levels.saturating_sub(1));
+        if best > cheapest {
+            // The tier's rules ask more of this machine for every level the plugin has.
+            let why = tier
+                .and_then(|t| t.plugins.get(&spec.name))
+                .map_or("", |a| a.reason());
+            out.push(Planned {
+                name: spec.name.clone(),
+                level: None,
+                reason: format!(
+                    "not enabled: the tier allows it only at level {best} or cheaper, and its cheapest level is {cheapest} ({why})"
+                ),
+            });
+            continue;
+        }
         let Some((total, _)) = memory else {
             out.push(Planned {
                 name: spec.name.clone(),
@@ -137,7 +151,10 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use ballast_core::plugin::{LevelHints, ResourceHints};
-    use ballast_core::{MemoryReading, MemoryScope, Metric, Timestamp};
+    use ballast_core::{
+        MemoryReading, MemoryScope, Metric, Timestamp,
+        tier::{HardwareFacts, PluginAllowance},
+    };
 
     use super::*;
 
@@ -231,6 +248,55 @@ mod tests {
                 .contains("even its cheapest level needs 1024 MiB"),
             "{}",
             plan[1].reason
+        );
+    }
+
+    #[test]
+    fn a_tier_that_allows_only_levels_the_plugin_lacks_leaves_it_off_saying_why() {
+        // Both of voice's levels need a better tier: the tier allows only a level 2.
+        let reason = "not level 0: tier `constrained` is below `gpu`; not level 1: tier \
+                      `constrained` is below `standard`; level 2 has no requirement";
+        let tier = Tier {
+            name: "constrained".into(),
+            rank: 0,
+            rule: "`constrained` has no conditions".into(),
+            facts: HardwareFacts {
+                memory_total_bytes: 2 * GIB,
+                memory_scope: MemoryScope::Host,
+                cores: 2,
+                cpu_limit_cores: None,
+                physical_cores: None,
+                cpu_arch: None,
+                gpus: Metric::available(Vec::new()),
+            },
+            profile: ThresholdProfile::default(),
+            plugins: [(
+                "voice".to_owned(),
+                PluginAllowance::Allowed {
+                    best_level: Level(2),
+                    reason: reason.into(),
+                },
+            )]
+            .into(),
+            detected_at: Timestamp::ZERO,
+        };
+        let specs = [
+            spec("voice", 10, false, &[1, 1]),
+            spec("stubs", 5, false, &[1]),
+        ];
+        let plan = plan(
+            &specs,
+            Some(&sample(100, 0)),
+            &ThresholdProfile::default(),
+            Some(&tier),
+            &[],
+        );
+        assert_eq!(levels(&plan), [("voice", None), ("stubs", Some(0))]);
+        assert_eq!(
+            plan[0].reason,
+            format!(
+                "not enabled: the tier allows it only at level 2 or cheaper, and its cheapest level is 1 ({reason})"
+            )
         );
     }
 

@@ -214,11 +214,11 @@ impl Slot {
                 level: self.lowest_level(),
             },
             Some(PinTarget::On { level }) => Placement::On { level },
+            // A tier that allows only levels cheaper than the plugin's cheapest (the rules ask
+            // more of this machine for every level it has) keeps it off.
             None => match self.allowance {
-                Some(best) => Placement::On {
-                    level: best.min(self.lowest_level()),
-                },
-                None => Placement::Off {
+                Some(best) if best <= self.lowest_level() => Placement::On { level: best },
+                Some(_) | None => Placement::Off {
                     suspended: false,
                     level: self.lowest_level(),
                 },
@@ -1047,8 +1047,9 @@ impl Scaler {
         Ok(())
     }
 
-    /// Sets the fullest level the hardware tier allows `plugin` (`None`: it may not run here).
-    /// Restores never go above it; an operator pin still may. A plugin already running above it
+    /// Sets the fullest level the hardware tier allows `plugin` (`None`: it may not run here;
+    /// a level past the plugin's cheapest: none of its levels may). Restores never go above
+    /// it; an operator pin still may. A plugin already running above it
     /// is left alone until the policy next sheds it.
     pub fn set_allowance(&mut self, plugin: &str, best: Option<Level>) -> Result<(), ScalerError> {
         let index = self.slot_index(plugin)?;

@@ -87,6 +87,24 @@ fn restores_stop_at_the_fullest_level_the_tier_allows() {
 }
 
 #[test]
+fn a_tier_that_allows_only_levels_cheaper_than_the_plugins_keeps_it_off() {
+    let mut h = Harness::new(scaler(plugins()));
+    // The tier's rules want more of this machine for both of voice's levels: it allows only a
+    // level 2, which voice does not have.
+    h.scaler.set_allowance("voice", Some(level(2))).unwrap();
+    h.memory(0, 1, 1, 0.97);
+    h.memory(1, 3000, 10, 0.3);
+    expect![[r#"
+        0s shed discord (disable) [emergency]
+        0s shed voice (disable) [emergency]
+        0s shed android (disable) [emergency]
+        301s restore android (enable at level 0) [stabilized]
+        601s restore discord (enable at level 0) [stabilized]
+    "#]]
+    .assert_eq(&h.timeline());
+}
+
+#[test]
 fn restore_waits_on_a_timer_not_on_the_next_assessment() {
     let mut h = Harness::new(scaler(vec![spec("discord", 10, 1)]));
     h.memory(0, 1, 1, 0.9);
