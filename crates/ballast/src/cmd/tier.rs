@@ -188,7 +188,9 @@ pub fn render(tier: &Tier, config: &TierConfig) -> String {
             plugins.row([name.clone(), allowed, allowance.reason().to_owned()]);
         }
         out.push_str(&plugins.render());
-        out.push_str("plugins without rules may run at every level\n");
+        out.push_str(
+            "plugins without rules may run at every level; a plugin allowed only past its cheapest level does not run\n",
+        );
     }
     out
 }
