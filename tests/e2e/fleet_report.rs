@@ -11,7 +11,6 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use ballast_lab::trace::parse_timestamp;
 use serde_json::Value;
 
 use crate::engines::{Prometheus, on_path, skipped};
@@ -28,31 +27,18 @@ const PLUGINS: [(&str, &str); 2] = [
     ("conv", "AzureLLMInferenceTrace_conv.csv"),
 ];
 /// Every state `ballast_plugin_state` has a series for.
-const STATES: [&str; 8] = [
-    "loaded",
-    "enabled",
-    "draining",
-    "disabled",
-    "suspended",
-    "restarting",
-    "failed",
-    "idle",
-];
+const STATES: [&str; 8] = ballast_core::PluginState::NAMES;
 /// The recent window, in minutes.
 const HORIZON_MIN: u64 = 20;
 
-/// Arrival times (ms since the epoch) of one trace, in file order.
+/// Arrival times (ms since the epoch) of one trace.
 fn arrivals(path: &Path) -> Vec<u64> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .skip(1)
-        .filter_map(|line| line.split(',').next())
-        .map(|cell| {
-            parse_timestamp(cell)
-                .unwrap_or_else(|| panic!("{}: bad timestamp {cell}", path.display()))
-                .as_millis()
-        })
+    ballast_lab::trace::parse_arrivals(&path.display().to_string(), &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|at| at.as_millis())
         .collect()
 }
 

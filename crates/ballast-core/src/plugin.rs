@@ -139,6 +139,18 @@ pub enum PluginState {
 }
 
 impl PluginState {
+    /// Every state's [`PluginState::name`], in the order metrics list them.
+    pub const NAMES: [&'static str; 8] = [
+        "loaded",
+        "enabled",
+        "draining",
+        "disabled",
+        "suspended",
+        "restarting",
+        "failed",
+        "idle",
+    ];
+
     /// A short name: loaded, enabled, draining, disabled, suspended, idle, restarting, failed.
     pub fn name(&self) -> &'static str {
         match self {
@@ -573,6 +585,25 @@ pub struct MemoryEventCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_lists_every_states_name_once() {
+        let every = [
+            PluginState::Loaded,
+            PluginState::Enabled { level: Level(1) },
+            PluginState::Draining,
+            PluginState::Disabled,
+            PluginState::Suspended,
+            PluginState::Idle,
+            PluginState::Restarting,
+            PluginState::Failed { reason: "x".into() },
+        ];
+        let mut names: Vec<&str> = every.iter().map(PluginState::name).collect();
+        let mut listed = PluginState::NAMES.to_vec();
+        names.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(names, listed);
+    }
 
     #[test]
     fn hints_have_at_least_one_level() {

@@ -36,16 +36,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every lifecycle state a plugin can be in, as the `state` label spells it.
-const PLUGIN_STATES: [&str; 8] = [
-    "loaded",
-    "enabled",
-    "draining",
-    "disabled",
-    "suspended",
-    "restarting",
-    "failed",
-    "idle",
-];
+const PLUGIN_STATES: [&str; 8] = PluginState::NAMES;
 
 /// Every scaler mode, as the `mode` label spells it.
 const MODES: [Mode; 3] = [Mode::Observe, Mode::Advise, Mode::Enforce];

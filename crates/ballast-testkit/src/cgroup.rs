@@ -161,9 +161,9 @@ fn remove(top: &Path) {
 /// `/proc/pressure/memory`. (A trigger armed by a process without `CAP_SYS_RESOURCE` is checked
 /// only when the kernel's worker runs the 2 s averaging of its file, and a read of the file that
 /// comes when that averaging is due runs it instead, without the check: a reader of the same
-/// file every few milliseconds makes such a trigger miss most of its checks.) Made on the v2 hierarchy of a hybrid layout
-/// (`/sys/fs/cgroup/unified`), beside the v1 controllers, so that a process can be in it and in
-/// a v1 [`MemoryCgroup`] at once; removed when dropped.
+/// file every few milliseconds makes such a trigger miss most of its checks.) Made on the v2
+/// hierarchy of a hybrid layout (`/sys/fs/cgroup/unified`), beside the v1 controllers, so that
+/// a process can be in it and in a v1 [`MemoryCgroup`] at once; removed when dropped.
 #[derive(Debug)]
 pub struct PressureGroup {
     dir: PathBuf,

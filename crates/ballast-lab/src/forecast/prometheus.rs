@@ -583,7 +583,7 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         let name = plugin_name(plugin);
         let mut previous: Option<(&str, Option<OutOfService>)> = None;
         for (at, state) in timeline {
-            let kind = state_service(state);
+            let kind = OutOfService::of_name(state);
             let changed = previous.is_none_or(|(p, _)| p != *state);
             if changed {
                 inputs.service_changes.push(ServiceChange {
@@ -621,14 +621,6 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         }
     }
     inputs
-}
-
-fn state_service(state: &str) -> Option<OutOfService> {
-    match state {
-        "draining" | "disabled" | "suspended" => Some(OutOfService::Shed),
-        "failed" | "restarting" => Some(OutOfService::Failed),
-        _ => None,
-    }
 }
 
 /// The inputs of the fleet and of each node (by its `instance`), from the answers.

@@ -415,13 +415,17 @@ impl OutOfService {
     /// What a state means for service: `None` while the plugin takes calls (idle included: the
     /// next call wakes it).
     pub fn of(state: &PluginState) -> Option<OutOfService> {
+        OutOfService::of_name(state.name())
+    }
+
+    /// The same for a state's name ([`PluginState::name`], a metric's `state` label); `None`
+    /// for a name that is no state.
+    pub fn of_name(state: &str) -> Option<OutOfService> {
         match state {
-            PluginState::Disabled | PluginState::Suspended | PluginState::Draining => {
-                Some(OutOfService::Shed)
-            }
+            "disabled" | "suspended" | "draining" => Some(OutOfService::Shed),
             // A process that crashed and waits for its restart is out as surely as a failed one.
-            PluginState::Failed { .. } | PluginState::Restarting => Some(OutOfService::Failed),
-            PluginState::Loaded | PluginState::Enabled { .. } | PluginState::Idle => None,
+            "failed" | "restarting" => Some(OutOfService::Failed),
+            _ => None,
         }
     }
 

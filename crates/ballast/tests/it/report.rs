@@ -17,15 +17,12 @@ const BIN_MS: u64 = 10_000;
 
 /// Arrival times (ms) of one trace.
 fn arrivals(path: &Path) -> Vec<u64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .skip(1)
-        .filter_map(|line| line.split(',').next())
-        .map(|cell| {
-            parse_timestamp(cell)
-                .unwrap_or_else(|| panic!("{}: bad timestamp {cell}", path.display()))
-                .as_millis()
-        })
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    ballast_lab::trace::parse_arrivals(&path.display().to_string(), &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|at| at.as_millis())
         .collect()
 }
 
