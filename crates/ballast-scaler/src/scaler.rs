@@ -388,9 +388,7 @@ struct ForecastFigures {
     view: ResourceFigures,
     /// The forecast.
     forecast: f64,
-    /// What the step adds to the resource.
-    added: f64,
-    /// The forecast's recent error (an early restore's margin; 0 for a hold).
+    /// The forecast's recent error (an early restore's margin).
     error: f64,
     /// What the check compared with the threshold.
     after: f64,
@@ -398,13 +396,12 @@ struct ForecastFigures {
     horizon: Duration,
 }
 
-/// What the confident forecasts say about a restore step ([`Scaler::outlook`]).
+/// What the confident forecasts say about a restore step ([`Scaler::outlook`]): when every
+/// resource stays under its restore threshold with the step (its forecast confident), the one
+/// with the least room left. (A forecast that holds a restore needs no check of its own: a
+/// confident forecast is in the pressure the pre-flight check compares.)
 #[derive(Clone, Debug, Default)]
 struct Outlook {
-    /// The first resource whose forecast with the step's need reaches its shed threshold.
-    held: Option<ForecastFigures>,
-    /// When every resource stays under its restore threshold with the step (its forecast
-    /// confident), the one with the least room left.
     calm: Option<ForecastFigures>,
 }
 
@@ -1637,11 +1634,10 @@ impl Scaler {
     }
 
     /// What each resource's confident forecast says about moving the plugin at `index` to `to`:
-    /// whether it holds the restore (the forecast with the plugin's need added reaches the shed
-    /// threshold) and whether it lets the restore come at the stabilization floor (every
-    /// resource has a confident forecast, and the pressure, forecast included, stays under the
-    /// restore threshold with the need added). Resources without a confident forecast hold
-    /// nothing and let nothing come early.
+    /// whether it lets the restore come at the stabilization floor (every resource has a
+    /// confident forecast, and the pressure, forecast included, stays under the restore
+    /// threshold with the need added and the forecast's recent error). A resource without a
+    /// confident forecast lets nothing come early.
     fn outlook(&self, index: usize, to: Placement) -> Outlook {
         let slot = &self.slots[index];
         let machine = self.config.machine;
@@ -1660,19 +1656,10 @@ impl Scaler {
                 }
             };
             let horizon = self.horizons[i].unwrap_or_default();
-            if forecast + added >= view.thresholds.shed && outlook.held.is_none() {
-                outlook.held = Some(ForecastFigures {
-                    view: view.clone(),
-                    forecast,
-                    added,
-                    error: 0.0,
-                    after: forecast + added,
-                    horizon,
-                });
-            }
-            // Well under: by more than the forecast has missed by lately.
+            // Well under: by more than the forecast has missed by lately. (The pressure holds
+            // the confident forecast already.)
             let error = self.forecast_errors[i].unwrap_or(0.0);
-            let after = view.pressure.max(forecast) + added + error;
+            let after = view.pressure + added + error;
             if after >= view.thresholds.restore {
                 all_calm = false;
             } else if outlook.calm.as_ref().is_none_or(|c| {
@@ -1682,7 +1669,6 @@ impl Scaler {
                 outlook.calm = Some(ForecastFigures {
                     view: view.clone(),
                     forecast,
-                    added,
                     error,
                     after,
                     horizon,
@@ -1740,47 +1726,19 @@ impl Scaler {
         let early = may_be_early && now < plain_ready;
         let stabilization = self.stabilization_for(&self.slots[index]);
         let slot = &self.slots[index];
-        // The forecast's own pre-flight: the confident forecast with the step's needs added must
-        // stay under every shed threshold over its horizon.
-        if let Some(held) = outlook.held {
-            if !self.preflight_warned {
-                self.preflight_warned = true;
-                let reason = format!(
-                    "restore held: {} forecast {:.2} at confidence {:.2} within {} with {} \
-                     restored ({action}: {:.2} + its {:.2}), not under shed {:.2}",
-                    held.view.resource,
-                    held.forecast + held.added,
-                    held.view.confidence.unwrap_or(0.0),
-                    humantime::format_duration(held.horizon),
-                    slot.spec.name,
-                    held.forecast,
-                    held.added,
-                    held.view.thresholds.shed
-                );
-                self.record(
-                    now,
-                    DecisionKind::Warn,
-                    Action::None,
-                    Some(index),
-                    Rule::PreflightFailed,
-                    Some(held.view),
-                    None,
-                    reason,
-                );
-            }
-            return;
-        }
         // The pre-flight check: the declared needs of the step must fit under every shed
-        // threshold, given the pressure now.
+        // threshold, given the pressure now, a confident forecast included (over its horizon).
         let machine = self.config.machine;
-        let mut blocked: Option<(ResourceFigures, f64)> = None;
+        let mut blocked: Option<(ResourceFigures, f64, f64, usize)> = None;
         let mut headroom: Option<(ResourceFigures, f64)> = None;
-        for view in self.views.iter().flatten() {
-            let added = slot.need(to, view.resource, &machine)
-                - slot.need(slot.placement, view.resource, &machine);
-            let projected = view.pressure + added.max(0.0);
+        for (i, view) in self.views.iter().enumerate() {
+            let Some(view) = view else { continue };
+            let added = (slot.need(to, view.resource, &machine)
+                - slot.need(slot.placement, view.resource, &machine))
+            .max(0.0);
+            let projected = view.pressure + added;
             if projected >= view.thresholds.shed && blocked.is_none() {
-                blocked = Some((view.clone(), projected));
+                blocked = Some((view.clone(), projected, added, i));
             }
             let margin = view.pressure - view.thresholds.restore;
             if headroom
@@ -1790,13 +1748,30 @@ impl Scaler {
                 headroom = Some((view.clone(), projected));
             }
         }
-        if let Some((view, projected)) = blocked {
+        if let Some((view, projected, added, i)) = blocked {
             if !self.preflight_warned {
                 self.preflight_warned = true;
-                let reason = format!(
-                    "restoring {} ({action}) would bring {} to {projected:.2}, not under shed {:.2}",
-                    slot.spec.name, view.resource, view.thresholds.shed
-                );
+                let reason = match view
+                    .forecast
+                    .filter(|f| view.forecast_used && *f >= view.pressure)
+                {
+                    // The confident forecast is what reaches the threshold: the restore is held
+                    // for what is coming, not for what is.
+                    Some(forecast) => format!(
+                        "restore held: {} forecast {:.2} at confidence {:.2} within {} with {} \
+                         restored ({action}: {forecast:.2} + its {added:.2}), not under shed {:.2}",
+                        view.resource,
+                        projected,
+                        view.confidence.unwrap_or(0.0),
+                        humantime::format_duration(self.horizons[i].unwrap_or_default()),
+                        slot.spec.name,
+                        view.thresholds.shed
+                    ),
+                    None => format!(
+                        "restoring {} ({action}) would bring {} to {projected:.2}, not under shed {:.2}",
+                        slot.spec.name, view.resource, view.thresholds.shed
+                    ),
+                };
                 self.record(
                     now,
                     DecisionKind::Warn,

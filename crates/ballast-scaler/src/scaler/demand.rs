@@ -419,8 +419,8 @@ impl Scaler {
                 };
                 let headroom = view.thresholds.shed - view.pressure;
                 let forecast = view.forecast.filter(|_| view.forecast_used);
-                let fits = view.pressure + need < view.thresholds.shed
-                    && forecast.is_none_or(|f| f + need < view.thresholds.shed);
+                // The pressure holds the confident forecast already.
+                let fits = view.pressure + need < view.thresholds.shed;
                 PreflightResource {
                     resource: view.resource,
                     need,
