@@ -949,10 +949,7 @@ impl Scaler {
             }
             // The next restore's earlier time, while the confident forecast stays calm.
             if let Some(index) = self.restore_candidate(self.now, calm_since) {
-                let (_, to) = self.restore_action(index);
-                if self.outlook(index, to).calm.is_some() {
-                    consider(self.floor_ready_at(calm_since));
-                }
+                consider(self.restore_ready_at(index, calm_since).0);
             }
         }
         next
@@ -1575,8 +1572,12 @@ impl Scaler {
     /// When the machine as a whole has been calm long enough for any restore: the stabilization
     /// period after the start of the calm or the last step, whichever is later.
     fn calm_ready_at(&self, calm_since: Timestamp) -> Timestamp {
-        let start = self.last_step_at.map_or(calm_since, |t| t.max(calm_since));
-        start + self.profile.stabilization
+        self.wait_start(calm_since) + self.profile.stabilization
+    }
+
+    /// Where a restore's wait starts: the start of the calm or the last step, whichever is later.
+    fn wait_start(&self, calm_since: Timestamp) -> Timestamp {
+        self.last_step_at.map_or(calm_since, |t| t.max(calm_since))
     }
 
     /// When `slot`'s own back-off ends: its stabilization (doubled per flap) after the start of
@@ -1590,8 +1591,26 @@ impl Scaler {
     /// When a restore may come while the confident forecast stays calm: the stabilization floor
     /// after the start of the calm or the last step, whichever is later.
     fn floor_ready_at(&self, calm_since: Timestamp) -> Timestamp {
-        let start = self.last_step_at.map_or(calm_since, |t| t.max(calm_since));
-        start + self.config.floor_of(self.profile.stabilization)
+        self.wait_start(calm_since) + self.config.floor_of(self.profile.stabilization)
+    }
+
+    /// When the restore of the plugin at `index` may come, and what the confident forecasts say
+    /// of it: at the stabilization floor where they let it come early (it has not flapped, and
+    /// [`Scaler::outlook`] is calm), else after the whole stabilization.
+    fn restore_ready_at(&self, index: usize, calm_since: Timestamp) -> (Timestamp, Outlook) {
+        let plain = self.calm_ready_at(calm_since);
+        // A plugin that flapped waits its whole back-off (it is the candidate only once that is
+        // over) and the machine's whole stabilization too.
+        if self.slots[index].flaps > 0 {
+            return (plain, Outlook::default());
+        }
+        let (_, to) = self.restore_action(index);
+        let outlook = self.outlook(index, to);
+        let ready = match outlook.calm {
+            Some(_) => self.floor_ready_at(calm_since).min(plain),
+            None => plain,
+        };
+        (ready, outlook)
     }
 
     /// The plugin a restore step at `now` goes to: the first in restore order that has not
@@ -1708,22 +1727,18 @@ impl Scaler {
         let Some(index) = self.restore_candidate(now, calm_since) else {
             return;
         };
-        let (action, to) = self.restore_action(index);
-        let outlook = self.outlook(index, to);
-        // A plugin that flapped waits its whole back-off (it is the candidate only once that is
-        // over) and the machine's whole stabilization too.
-        let may_be_early = outlook.calm.is_some() && self.slots[index].flaps == 0;
+        // Before the floor nothing can come, whatever the forecast says.
         let plain_ready = self.calm_ready_at(calm_since);
-        let ready = if may_be_early {
-            self.floor_ready_at(calm_since).min(plain_ready)
-        } else {
-            plain_ready
-        };
+        if now < self.floor_ready_at(calm_since).min(plain_ready) {
+            return;
+        }
+        let (ready, outlook) = self.restore_ready_at(index, calm_since);
         if now < ready {
             return;
         }
+        let (action, to) = self.restore_action(index);
         // Early: before the whole stabilization period, which the forecast let it skip.
-        let early = may_be_early && now < plain_ready;
+        let early = now < plain_ready;
         let stabilization = self.stabilization_for(&self.slots[index]);
         let slot = &self.slots[index];
         // The pre-flight check: the declared needs of the step must fit under every shed
@@ -1788,7 +1803,7 @@ impl Scaler {
         let calm_for = now - calm_since;
         let mut reason = match outlook.calm.as_ref().filter(|_| early) {
             Some(calm) => {
-                let since = now - self.last_step_at.map_or(calm_since, |t| t.max(calm_since));
+                let since = now - self.wait_start(calm_since);
                 format!(
                     "every resource below its restore threshold for {}, {} since the last step: \
                      past the stabilization floor {} (instead of {}) as the confident forecast \
