@@ -6,8 +6,6 @@
 
 use std::collections::VecDeque;
 
-use crate::parse::{ParseError, parse_psi};
-
 /// At most this many readings are kept: a window of 2 s polled every 100 ms needs 21. Past it the
 /// oldest go, which can only make the stall within the window look smaller.
 const MAX_READINGS: usize = 4096;
@@ -81,18 +79,6 @@ impl StallDetector {
     /// sooner without reading often while nothing stalls.
     pub fn is_building(&self) -> bool {
         self.building
-    }
-
-    /// Reads the `some` total from a pressure file's `text` and observes it. A text that is not
-    /// a pressure file's is an error and changes nothing.
-    pub fn observe_text(
-        &mut self,
-        now_us: u64,
-        file: &str,
-        text: &str,
-    ) -> Result<bool, ParseError> {
-        let reading = parse_psi(file, text)?;
-        Ok(self.observe(now_us, reading.some.total_us))
     }
 
     /// The stall within the window that starts at `start`: `total_us` less the total at the
@@ -225,25 +211,5 @@ mod tests {
         assert!(!d.observe(1000 * MS, u64::MAX));
         assert!(!d.observe(1000 * MS, u64::MAX));
         assert!(!d.observe(u64::MAX, u64::MAX));
-    }
-
-    #[test]
-    fn text_that_is_not_a_pressure_file_changes_nothing() {
-        let mut d = StallDetector::new(150 * MS, 2000 * MS);
-        let file = |total: u64| {
-            format!(
-                "some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n\
-                 full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-            )
-        };
-        assert!(!d.observe_text(0, "memory.pressure", &file(1000)).unwrap());
-        let e = d
-            .observe_text(50 * MS, "memory.pressure", "garbage")
-            .unwrap_err();
-        assert!(e.to_string().starts_with("memory.pressure: "), "{e}");
-        assert!(
-            d.observe_text(100 * MS, "memory.pressure", &file(200_000))
-                .unwrap()
-        );
     }
 }

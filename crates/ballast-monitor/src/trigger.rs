@@ -8,12 +8,13 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::parse::{CAP_SYS_RESOURCE, has_capability, parse_cap_eff};
+use crate::parse::{CAP_SYS_RESOURCE, has_capability, parse_cap_eff, parse_psi};
+use crate::source::Source;
 use crate::stall::StallDetector;
 
 /// Why the monitor was woken outside its tick.
@@ -175,27 +176,21 @@ impl PsiTrigger {
     /// Starts the poller: reads the file once now (so that a file that cannot be read is said
     /// at once) and then every `interval` on a thread of its own.
     fn poll(&self, interval: Duration, sink: Box<dyn WakeSink>) -> Result<(), String> {
-        let shown = self.path.display().to_string();
-        let file = std::fs::File::open(&self.path)
-            .map_err(|e| format!("cannot open {shown} to poll it for stalls: {e}"))?;
+        let mut source = Source::new(self.path.clone());
         let mut detector = StallDetector::new(self.stall_us, self.window_us);
-        let mut buffer = Vec::with_capacity(256);
         let epoch = Instant::now();
-        let text = read_at_start(&file, &mut buffer)
-            .map_err(|e| format!("cannot read {shown} to poll it for stalls: {e}"))?;
-        detector
-            .observe_text(micros_since(epoch), &shown, text)
-            .map_err(|e| format!("cannot poll {shown} for stalls: {e}"))?;
+        let reading = source
+            .parse(parse_psi)
+            .map_err(|e| format!("cannot poll {} for stalls: {e}", source.name))?;
+        detector.observe(micros_since(epoch), reading.some.total_us);
         let interval = interval.max(Duration::from_millis(1));
         std::thread::Builder::new()
             .name("ballast-psi-poll".into())
             .spawn(move || {
                 let poller = Poller {
-                    file,
-                    shown,
+                    source,
                     interval,
                     detector,
-                    buffer,
                     epoch,
                 };
                 poller.run(sink.as_ref());
@@ -255,19 +250,9 @@ impl PsiTrigger {
         tracing::info!(
             "{why}: polling {} every {} instead",
             self.path.display(),
-            humanize(interval)
+            ballast_core::format::duration(interval)
         );
         Ok(())
-    }
-}
-
-/// `100ms`, `1s`, `1500ms`.
-fn humanize(interval: Duration) -> String {
-    let ms = interval.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
     }
 }
 
@@ -276,32 +261,12 @@ fn micros_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Reads `file` from its start into `buffer` (with one `pread` for a pressure file, which is
-/// under 256 bytes), as text; bytes that are not UTF-8 make text the parser rejects.
-fn read_at_start<'a>(file: &std::fs::File, buffer: &'a mut Vec<u8>) -> std::io::Result<&'a str> {
-    buffer.clear();
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = file.read_at(&mut chunk, buffer.len() as u64)?;
-        if n == 0 || buffer.len() >= 64 * 1024 {
-            break;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        if n < chunk.len() {
-            break;
-        }
-    }
-    Ok(std::str::from_utf8(buffer).unwrap_or(""))
-}
-
 /// The poller's thread: reads the pressure file every `interval` and wakes the monitor as the
 /// kernel's trigger would.
 struct Poller {
-    file: std::fs::File,
-    shown: String,
+    source: Source,
     interval: Duration,
     detector: StallDetector,
-    buffer: Vec<u8>,
     epoch: Instant,
 }
 
@@ -319,33 +284,25 @@ impl Poller {
             if due > now {
                 std::thread::sleep(due - now);
             }
-            let text = match read_at_start(&self.file, &mut self.buffer) {
-                Ok(text) => text,
-                Err(error) => {
-                    tracing::warn!(
-                        file = %self.shown,
-                        %error,
-                        "cannot read the pressure file to poll it; sampling on the tick only"
-                    );
-                    return;
+            // A file that cannot be read or parsed skips the reading (and is opened again next
+            // time, as a cgroup may have been re-created); said once.
+            match self.source.parse(parse_psi) {
+                Ok(reading) => {
+                    if self
+                        .detector
+                        .observe(micros_since(self.epoch), reading.some.total_us)
+                    {
+                        // Logged as the stall is seen, like the kernel trigger's `PSI trigger
+                        // fired` (`cargo xtask measure` reads either).
+                        tracing::debug!(file = %self.source.name, "PSI stall detected");
+                        sink.wake(Wake::MemoryPressure);
+                    }
                 }
-            };
-            match self
-                .detector
-                .observe_text(micros_since(self.epoch), &self.shown, text)
-            {
-                Ok(true) => {
-                    // Logged as the stall is seen, like the kernel trigger's `PSI trigger fired`
-                    // (`cargo xtask measure` reads either).
-                    tracing::debug!(file = %self.shown, "PSI stall detected");
-                    sink.wake(Wake::MemoryPressure);
-                }
-                Ok(false) => {}
                 Err(error) if !said_bad => {
                     said_bad = true;
                     tracing::warn!(
                         %error,
-                        "the pressure file is not as expected; its readings are skipped"
+                        "cannot read the pressure file it polls; its readings are skipped until it can"
                     );
                 }
                 Err(_) => {}
@@ -540,7 +497,7 @@ mod tests {
         let missing = PsiTrigger::memory(dir.path().join("missing"))
             .with_polling(PsiPolling::Always(Duration::from_millis(5)));
         let e = Box::new(missing).start(sink().0).unwrap_err();
-        assert!(e.contains("cannot open") && e.contains("missing"), "{e}");
+        assert!(e.contains("cannot read") && e.contains("missing"), "{e}");
         let garbage = dir.path().join("garbage");
         std::fs::write(&garbage, "not a pressure file\n").unwrap();
         let e = Box::new(
@@ -549,12 +506,5 @@ mod tests {
         .start(sink().0)
         .unwrap_err();
         assert!(e.contains("cannot poll") && e.contains("garbage"), "{e}");
-    }
-
-    #[test]
-    fn intervals_are_said_as_configured() {
-        assert_eq!(humanize(Duration::from_millis(100)), "100ms");
-        assert_eq!(humanize(Duration::from_secs(2)), "2s");
-        assert_eq!(humanize(Duration::from_millis(1500)), "1500ms");
     }
 }

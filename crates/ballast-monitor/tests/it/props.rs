@@ -72,7 +72,9 @@ proptest! {
         let mut fired: Vec<u64> = Vec::new();
         for (dt, grow, text) in &steps {
             let _ = wild.observe(*dt, *grow);
-            let _ = wild.observe_text(*dt, "f", text);
+            if let Ok(reading) = ballast_monitor::parse::parse_psi("f", text) {
+                let _ = wild.observe(*dt, reading.some.total_us);
+            }
             now = now.saturating_add(*dt);
             total = total.saturating_add(*grow);
             if steady.observe(now, total) {
