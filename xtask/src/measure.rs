@@ -468,29 +468,11 @@ fn latency_round(
 }
 
 fn summary(name: &str, rounds: &[Round]) {
-    let mut decision: Vec<i64> = rounds.iter().map(|r| r.decision).collect();
-    decision.sort_unstable();
-    let mut released: Vec<i64> = rounds.iter().filter_map(|r| r.released).collect();
-    released.sort_unstable();
-    let show = |v: &[i64]| {
-        if v.is_empty() {
-            "-".to_owned()
-        } else {
-            format!(
-                "median {} ms, max {} ms ({} rounds: {})",
-                v[v.len() / 2],
-                v[v.len() - 1],
-                v.len(),
-                v.iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        }
-    };
+    let decision: Vec<i64> = rounds.iter().map(|r| r.decision).collect();
+    let released: Vec<i64> = rounds.iter().filter_map(|r| r.released).collect();
     println!("  {name}");
-    println!("    to the decision         {}", show(&decision));
-    println!("    to the memory released  {}", show(&released));
+    println!("    to the decision         {}", figures(decision));
+    println!("    to the memory released  {}", figures(released));
     println!(
         "    PSI trigger woke the monitor in {} of {} rounds",
         rounds.iter().filter(|r| r.psi_woke).count(),
@@ -512,23 +494,9 @@ const STALL_ANON: u64 = 1536 << 20;
 /// Milliseconds since the epoch of a daemon log line's leading RFC 3339 UTC time
 /// (`2026-12-06T03:10:11.123456Z  DEBUG ...`), or `None` if it has none.
 fn log_time_ms(line: &str) -> Option<u64> {
-    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
-    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
-    let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let ms = ((days * 24 + h) * 60 + min) * 60_000 + sec * 1000 + millis;
-    u64::try_from(ms).ok()
+    let at = humantime::parse_rfc3339(line.split_whitespace().next()?).ok()?;
+    let since_epoch = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since_epoch.as_millis()).ok()
 }
 
 /// The `some` total (microseconds) of a pressure file.
