@@ -93,14 +93,14 @@ impl CpuSampler {
         let Some(cgroup) = &mut self.cgroup else {
             return Ok(None);
         };
-        let Some(cores) = cgroup.quota_cores()? else {
+        let Some((cores, binding)) = cgroup.quota_cores()? else {
             self.previous_cgroup = None;
             return Ok(None);
         };
-        let Some(usage_us) = cgroup.usage_us()? else {
+        let Some(usage_us) = cgroup.usage_us(binding)? else {
             return Ok(None);
         };
-        let (binding, scope) = cgroup.binding();
+        let scope = cgroup.scope(binding);
         // Another cgroup's quota holds now: its use is another counter, so start over.
         if self
             .previous_cgroup

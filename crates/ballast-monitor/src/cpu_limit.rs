@@ -52,8 +52,6 @@ struct Level {
 pub(crate) struct CpuCgroup {
     /// The daemon's cgroup first, then each ancestor that has a quota file.
     levels: Vec<Level>,
-    /// The level whose quota held at the last [`CpuCgroup::quota_cores`].
-    binding: usize,
 }
 
 impl CpuCgroup {
@@ -75,12 +73,17 @@ impl CpuCgroup {
         Ok(discover_in(&entries, &sys_root.join("fs/cgroup")))
     }
 
-    /// The tightest quota in cores, `None` when none is limited. Remembers whose it is.
-    pub(crate) fn quota_cores(&mut self) -> Result<Option<f64>, SampleError> {
+    /// The tightest quota in cores and the level it is set on (for [`CpuCgroup::usage_us`] and
+    /// [`CpuCgroup::scope`]), `None` when none is limited.
+    pub(crate) fn quota_cores(&mut self) -> Result<Option<(f64, usize)>, SampleError> {
         let mut tightest: Option<(f64, usize)> = None;
         for (index, level) in self.levels.iter_mut().enumerate() {
             let cores = match &mut level.quota {
                 Quota::Cfs { quota, period } => {
+                    // Unlimited (most ancestors): the period is not needed.
+                    if quota.read()?.trim() == "-1" {
+                        continue;
+                    }
                     let period_text = period.read()?.to_owned();
                     let period_name = period.name.clone();
                     quota.parse(|file, text| {
@@ -95,16 +98,13 @@ impl CpuCgroup {
                 tightest = Some((cores, index));
             }
         }
-        Ok(tightest.map(|(cores, index)| {
-            self.binding = index;
-            cores
-        }))
+        Ok(tightest)
     }
 
-    /// The CPU time so far of the cgroup whose quota held, in microseconds; `None` when it is
-    /// not counted there.
-    pub(crate) fn usage_us(&mut self) -> Result<Option<u64>, SampleError> {
-        match &mut self.levels[self.binding].usage {
+    /// The CPU time so far of the cgroup at `level`, in microseconds; `None` when it is not
+    /// counted there.
+    pub(crate) fn usage_us(&mut self, level: usize) -> Result<Option<u64>, SampleError> {
+        match &mut self.levels[level].usage {
             None => Ok(None),
             Some(Usage::CpuacctNs(source)) => Ok(Some(source.parse(parse_cgroup_u64)? / 1_000)),
             Some(Usage::StatUsec(source)) => source
@@ -113,17 +113,15 @@ impl CpuCgroup {
         }
     }
 
-    /// Whose quota held at the last [`CpuCgroup::quota_cores`], as an index (a change means
-    /// the use is counted elsewhere) and as a scope.
-    pub(crate) fn binding(&self) -> (usize, &MemoryScope) {
-        (self.binding, &self.levels[self.binding].scope)
+    /// Whose quota it is at `level`.
+    pub(crate) fn scope(&self, level: usize) -> &MemoryScope {
+        &self.levels[level].scope
     }
 }
 
 fn discover_in(entries: &[CgroupEntry], cgroup_root: &Path) -> Option<CpuCgroup> {
     let has = |e: &&CgroupEntry, c: &str| e.controllers.iter().any(|x| x == c);
-    let found =
-        |levels: Vec<Level>| (!levels.is_empty()).then_some(CpuCgroup { levels, binding: 0 });
+    let found = |levels: Vec<Level>| (!levels.is_empty()).then_some(CpuCgroup { levels });
     if let Some(entry) = entries.iter().find(|e| has(e, "cpu")) {
         let acct = entries.iter().find(|e| has(e, "cpuacct"));
         for mount in V1_CPU_MOUNTS {
@@ -183,7 +181,7 @@ pub(crate) fn cpu_limit_cores(
     v2_path: Option<&str>,
 ) -> Result<Option<f64>, SampleError> {
     match CpuCgroup::discover(proc_root, sys_root, v2_path)? {
-        Some(mut cgroup) => cgroup.quota_cores(),
+        Some(mut cgroup) => Ok(cgroup.quota_cores()?.map(|(cores, _)| cores)),
         None => Ok(None),
     }
 }
