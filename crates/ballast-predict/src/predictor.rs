@@ -179,9 +179,6 @@ struct Track {
     sorted: Vec<f64>,
     /// When the latest sample was taken, in milliseconds.
     last_sample_ms: u64,
-    /// The latest bucket closed, so that a bucket closed at once (sparse samples) is not closed
-    /// twice when a late sample lands in it.
-    closed: Option<u64>,
 }
 
 /// Forecasts every measured resource from the samples it is fed. See the crate docs.
@@ -285,7 +282,6 @@ impl Predictor {
                 model_label: String::new(),
                 sorted: Vec::with_capacity(self.config.window_buckets + 1),
                 last_sample_ms: now.as_millis(),
-                closed: None,
             }));
         }
         let track = slot.as_mut()?;
@@ -323,10 +319,14 @@ impl Track {
         self.bucket_sum = 0.0;
         self.bucket_count = 0;
         // A late sample in a bucket already closed at once: the bucket stands as it was.
-        if self.closed == Some(self.bucket_index) {
+        // (The window's newest bucket is the latest closed: closing never removes it.)
+        if self
+            .window
+            .back()
+            .is_some_and(|(i, _)| *i == self.bucket_index)
+        {
             return;
         }
-        self.closed = Some(self.bucket_index);
         self.window.push_back((self.bucket_index, mean));
         let at = self.sorted.partition_point(|v| v.total_cmp(&mean).is_lt());
         self.sorted.insert(at, mean);
