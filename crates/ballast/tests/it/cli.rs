@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+use crate::dead_address;
+
 fn ballast(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ballast"))
         .args(args)
@@ -14,12 +16,6 @@ fn ballast(args: &[&str]) -> std::process::Output {
 }
 
 /// An address where nothing listens.
-fn dead_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{address}")
-}
 
 #[test]
 fn every_client_says_when_the_daemon_is_not_running() {

@@ -90,9 +90,7 @@ fn answering(status: &'static str, body: &'static str) -> String {
 
 #[test]
 fn a_prometheus_that_is_down_is_named_with_the_query() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let url = crate::dead_address();
     assert_fails(&report(&url, &[]), &url, "connection refused");
 }
 

@@ -9,6 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use crate::dead_address;
+
 use ballast_api::views::StatusView;
 use ballast_core::decision::Mode;
 use ballast_core::{
@@ -99,12 +101,6 @@ fn process_table(output: &std::process::Output) -> String {
 }
 
 /// An address where nothing listens.
-fn dead_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{address}")
-}
 
 /// A daemon's `/status` answer whose latest sample holds the plugins and shows the daemon's own
 /// process charged to `vision`, the one in-process plugin that declares a GPU.
