@@ -287,26 +287,13 @@ fn duration(seconds: f64) -> String {
 /// The summaries side by side: one row per figure, one column per config.
 pub(crate) fn to_text(inputs: &[Inputs], scales: &[Scale], compared: &[Compared]) -> String {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    rows.push((
-        "resource".to_owned(),
-        compared
-            .iter()
-            .map(|c| {
-                let resources: BTreeSet<String> =
-                    c.per_trace.iter().map(|s| s.resource.to_string()).collect();
-                match resources.len() {
-                    1 => resources.into_iter().next().unwrap_or_default(),
-                    _ => c.summary.resource.to_string(),
-                }
-            })
-            .collect(),
-    ));
     let mut row = |label: &str, value: &dyn Fn(&Summary) -> String| {
         rows.push((
             label.to_owned(),
             compared.iter().map(|c| value(&c.summary)).collect(),
         ));
     };
+    row("resource", &|s| s.resource.to_string());
     row("sheds", &|s| s.sheds.to_string());
     row("restores", &|s| s.restores.to_string());
     row("flaps", &|s| s.flaps.to_string());
