@@ -33,8 +33,8 @@ use ballast_core::{Resource, Timestamp};
 use serde::Serialize;
 
 use super::report::{
-    DemandReport, DispatchPosture, Inputs, OutOfService, ReportError, ServiceChange, markdown,
-    rate_text, report_from,
+    DemandReport, Inputs, OutOfService, ReportError, ServiceChange, markdown, rate_text,
+    report_from,
 };
 
 /// The most points a range query may return per series (Prometheus refuses more than 11,000).
@@ -811,10 +811,7 @@ pub fn fleet_markdown(report: &FleetReport) -> String {
             nr.surge_factor
                 .map_or_else(|| "unbounded".to_owned(), |f| format!("{f:.2}")),
             nr.demand_level.as_str(),
-            match nr.dispatch_posture {
-                DispatchPosture::Normal => "normal",
-                DispatchPosture::Degraded => "degraded",
-            },
+            nr.dispatch_posture.as_str(),
             nr.plugin_outages.len()
         );
     }

@@ -175,6 +175,15 @@ pub enum DispatchPosture {
     Degraded,
 }
 
+impl DispatchPosture {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DispatchPosture::Normal => "normal",
+            DispatchPosture::Degraded => "degraded",
+        }
+    }
+}
+
 /// How demand compares with its baseline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -1166,10 +1175,7 @@ pub fn markdown(report: &DemandReport, source: &str, bad_lines: &[BadLine]) -> S
     let _ = writeln!(
         out,
         "| dispatch posture | {} |",
-        match r.dispatch_posture {
-            DispatchPosture::Normal => "normal",
-            DispatchPosture::Degraded => "degraded",
-        }
+        r.dispatch_posture.as_str()
     );
     let _ = writeln!(
         out,
