@@ -89,11 +89,15 @@ pub enum ForecastSource {
     Predictor,
     /// No forecast at all: the scaler acts on the smoothed value (and the reading) alone.
     None,
-    /// The seed's forecast: a least-squares line through the predictor's window of buckets,
-    /// extrapolated `horizon_buckets` ahead, always counted (confidence 1). It is here to be
-    /// measured against, not to be used: on the shared traces it is worse than persistence.
+    /// The seed's forecast: a least-squares line through the last `window_buckets` closed
+    /// buckets (counted, however far apart in time), extrapolated `horizon_buckets` past the
+    /// newest, always counted (confidence 1). It is here to be measured against, not to be used:
+    /// on the shared traces it is worse than persistence.
     Line,
 }
+
+#[cfg(test)]
+mod line_tests;
 
 /// The seed's forecaster ([`ForecastSource::Line`]): readings averaged into buckets, a
 /// least-squares line through the last `window` of them, extrapolated `horizon` buckets past the
