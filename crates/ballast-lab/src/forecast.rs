@@ -140,21 +140,20 @@ fn history_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// `--end`: RFC 3339 or seconds since the epoch.
+/// `--end`: seconds since the epoch, or a UTC date and time (`2026-12-06T03:00:00Z`).
+/// Numbers of 1e11 and more (milliseconds, most likely) are refused.
 fn parse_end(text: &str) -> anyhow::Result<Timestamp> {
-    if let Ok(secs) = text.parse::<f64>() {
-        if (0.0..1e11).contains(&secs) {
-            return Ok(Timestamp::from_millis((secs * 1000.0).round() as u64));
-        }
-        anyhow::bail!("--end must be a time: seconds since the epoch or RFC 3339, got `{text}`");
+    let in_range = text
+        .trim()
+        .parse::<f64>()
+        .map_or(true, |secs| (0.0..1e11).contains(&secs));
+    match crate::trace::parse_timestamp(text) {
+        Some(end) if in_range => Ok(end),
+        _ => anyhow::bail!(
+            "--end must be a time: seconds since the epoch or a UTC date and time \
+             (2026-12-06T03:00:00Z), got `{text}`"
+        ),
     }
-    let time = humantime::parse_rfc3339_weak(text).with_context(|| {
-        format!(
-            "--end must be a time: RFC 3339 (2026-12-06T03:00:00Z) or seconds since the epoch, \
-             got `{text}`"
-        )
-    })?;
-    Ok(Timestamp::from_system_time(time))
 }
 
 fn run_fleet_report(args: &ReportArgs, url: &str) -> anyhow::Result<ExitCode> {
@@ -437,6 +436,18 @@ mod tests {
             );
         }
         parse_trace("cpu.csv", &text, &TraceOptions::default()).expect("the trace parses")
+    }
+
+    #[test]
+    fn end_is_seconds_or_a_utc_date_and_time() {
+        let end = Timestamp::from_millis(1_796_526_000_000);
+        assert_eq!(parse_end("2026-12-06T03:00:00Z").unwrap(), end);
+        assert_eq!(parse_end("2026-12-06 03:00:00").unwrap(), end);
+        assert_eq!(parse_end("1796526000").unwrap(), end);
+        for bad in ["1796526000000", "-5", "yesterday"] {
+            let message = parse_end(bad).unwrap_err().to_string();
+            assert!(message.starts_with("--end must be a time"), "{message}");
+        }
     }
 
     #[test]

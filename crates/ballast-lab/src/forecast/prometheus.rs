@@ -33,8 +33,8 @@ use ballast_core::{Resource, Timestamp};
 use serde::Serialize;
 
 use super::report::{
-    DemandReport, DispatchPosture, Inputs, OutOfService, ReportError, ServiceChange, markdown,
-    rate_text, report_from,
+    DemandReport, Inputs, OutOfService, ReportError, ServiceChange, markdown, rate_text,
+    report_from,
 };
 
 /// The most points a range query may return per series (Prometheus refuses more than 11,000).
@@ -523,7 +523,7 @@ fn increases(
     out
 }
 
-fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) -> Inputs {
+fn node_inputs(series: &NodeSeries<'_>) -> Inputs {
     let mut inputs = Inputs::default();
     let all_points = series
         .calls
@@ -564,7 +564,7 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         .min()
         .unwrap_or_default();
     inputs.calls = tally(&series.calls, node_start, |s| {
-        (plugin_name(s.label("plugin")), "-".to_owned())
+        (s.label("plugin").to_owned(), "-".to_owned())
     });
     // Callers: the same, per caller (`ok`, `refused`, `failed`).
     inputs.caller_calls = tally(&series.callers, node_start, |s| {
@@ -580,7 +580,6 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
         }
     }
     for (plugin, timeline) in &timelines {
-        let name = plugin_name(plugin);
         let mut previous: Option<(&str, Option<OutOfService>)> = None;
         for (at, state) in timeline {
             let kind = OutOfService::of_name(state);
@@ -588,7 +587,7 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
             if changed {
                 inputs.service_changes.push(ServiceChange {
                     at: *at,
-                    plugin: name.clone(),
+                    plugin: plugin.clone(),
                     // The first step: the state it was already in.
                     before: previous.map_or(kind, |(_, k)| k),
                     after: kind,
@@ -603,10 +602,10 @@ fn node_inputs(series: &NodeSeries<'_>, plugin_name: &dyn Fn(&str) -> String) ->
 
     // Sheds: ballast_plugin_shed going from 0 to 1.
     for s in &series.shed {
-        let name = plugin_name(s.label("plugin"));
+        let plugin = s.label("plugin");
         for pair in s.points.windows(2) {
             if pair[0].1 < 0.5 && pair[1].1 >= 0.5 {
-                inputs.sheds.push((pair[1].0, name.clone()));
+                inputs.sheds.push((pair[1].0, plugin.to_owned()));
             }
         }
     }
@@ -652,10 +651,7 @@ pub fn fleet_inputs(answers: &Answers) -> (Inputs, BTreeMap<String, Inputs>) {
     let mut fleet = Inputs::default();
     let mut per_node = BTreeMap::new();
     for (node, series) in &nodes {
-        let own = node_inputs(series, &|plugin| plugin.to_owned());
-        // In the fleet's total, a plugin's calls add up over the nodes; its outages and sheds are
-        // one node's each, so they are named with the node.
-        let named = node_inputs(series, &|plugin| format!("{plugin} on {node}"));
+        let own = node_inputs(series);
         fleet.from = [fleet.from, own.from].into_iter().flatten().min();
         fleet.to = [fleet.to, own.to].into_iter().flatten().max();
         fleet.calls.extend(own.calls.iter().cloned());
@@ -667,22 +663,29 @@ pub fn fleet_inputs(answers: &Answers) -> (Inputs, BTreeMap<String, Inputs>) {
                 .or_default()
                 .extend(points.iter().copied());
         }
+        // In the fleet's total, a plugin's calls add up over the nodes; its outages and sheds are
+        // one node's each, so they are named with the node.
+        let on_node = |plugin: &str| format!("{plugin} on {node}");
         // Only the plugins that were out of service somewhere, so that the fleet's plugin table
         // does not list every plugin again for every node.
-        let out: BTreeSet<&str> = named
+        let out: BTreeSet<&str> = own
             .service_changes
             .iter()
             .filter(|c| c.before.is_some() || c.after.is_some())
             .map(|c| c.plugin.as_str())
             .collect();
         fleet.service_changes.extend(
-            named
-                .service_changes
+            own.service_changes
                 .iter()
                 .filter(|c| out.contains(c.plugin.as_str()))
-                .cloned(),
+                .map(|c| ServiceChange {
+                    plugin: on_node(&c.plugin),
+                    ..c.clone()
+                }),
         );
-        fleet.sheds.extend(named.sheds);
+        fleet
+            .sheds
+            .extend(own.sheds.iter().map(|(at, plugin)| (*at, on_node(plugin))));
         fleet.records += own.records;
         per_node.insert((*node).to_owned(), own);
     }
@@ -808,10 +811,7 @@ pub fn fleet_markdown(report: &FleetReport) -> String {
             nr.surge_factor
                 .map_or_else(|| "unbounded".to_owned(), |f| format!("{f:.2}")),
             nr.demand_level.as_str(),
-            match nr.dispatch_posture {
-                DispatchPosture::Normal => "normal",
-                DispatchPosture::Degraded => "degraded",
-            },
+            nr.dispatch_posture.as_str(),
             nr.plugin_outages.len()
         );
     }

@@ -1,9 +1,11 @@
-//! The demand forecast report: a pure function from the daemon's parsed telemetry and decision
-//! records to what demand looks like now against its baseline, where it is heading, what is
-//! failing or shed, and what to do about it. `ballast forecast report` is its shell.
+//! The demand forecast report: a pure function from [`Inputs`] (call tallies, utilization
+//! readings, plugin state changes and sheds, read from the daemon's telemetry and decision logs
+//! or from a fleet's Prometheus series) to what demand looks like now against its baseline,
+//! where it is heading, what is failing or shed, and what to do about it.
+//! `ballast forecast report` is its shell.
 //!
-//! The history ends at its latest record. The recent window is the last `horizon` of it, the
-//! baseline everything before. Call tallies (`calls` records) are split between the windows in
+//! The inputs end at their latest record (or point). The recent window is the last `horizon` of
+//! them, the baseline everything before. Call tallies are split between the windows in
 //! proportion to how much of their interval falls in each; samples count where they were taken;
 //! plugin state changes are replayed to know how long each plugin was out of service. Nothing
 //! here reads a clock or a file.
@@ -173,6 +175,15 @@ pub enum DispatchPosture {
     Normal,
     /// At least one plugin failed, reported itself unhealthy or failed calls.
     Degraded,
+}
+
+impl DispatchPosture {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DispatchPosture::Normal => "normal",
+            DispatchPosture::Degraded => "degraded",
+        }
+    }
 }
 
 /// How demand compares with its baseline.
@@ -1166,10 +1177,7 @@ pub fn markdown(report: &DemandReport, source: &str, bad_lines: &[BadLine]) -> S
     let _ = writeln!(
         out,
         "| dispatch posture | {} |",
-        match r.dispatch_posture {
-            DispatchPosture::Normal => "normal",
-            DispatchPosture::Degraded => "degraded",
-        }
+        r.dispatch_posture.as_str()
     );
     let _ = writeln!(
         out,

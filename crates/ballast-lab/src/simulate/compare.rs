@@ -3,7 +3,7 @@
 //! config ([`super::reference`]), one replay per config and trace in parallel, and their
 //! summaries, added up over the traces, side by side.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -250,44 +250,15 @@ fn to_json(inputs: &[Inputs], scales: &[Scale], compared: &[Compared]) -> serde_
 
 /// Summaries added up: counts and times summed (per plugin for the time shed), peaks the highest,
 /// the resource the first's. Calls are replayed against one trace, so they are the first's.
+/// No summaries add up to an empty one.
 pub(crate) fn total(summaries: &[Summary]) -> Summary {
-    let mut iter = summaries.iter();
-    let Some(first) = iter.next() else {
-        return Summary {
-            resource: ballast_core::Resource::Cpu,
-            samples: 0,
-            duration_seconds: 0.0,
-            sheds: 0,
-            restores: 0,
-            flaps: 0,
-            throttles: 0,
-            warnings: 0,
-            seconds_over_high: 0.0,
-            seconds_in_emergency: 0.0,
-            seconds_shed: BTreeMap::new(),
-            peak_replayed: 0.0,
-            peak_trace: 0.0,
-            calls: BTreeMap::new(),
-        };
+    let Some((first, rest)) = summaries.split_first() else {
+        return Summary::empty(ballast_core::Resource::Cpu);
     };
-    let mut sum = first.clone();
-    for s in iter {
-        sum.samples += s.samples;
-        sum.duration_seconds += s.duration_seconds;
-        sum.sheds += s.sheds;
-        sum.restores += s.restores;
-        sum.flaps += s.flaps;
-        sum.throttles += s.throttles;
-        sum.warnings += s.warnings;
-        sum.seconds_over_high += s.seconds_over_high;
-        sum.seconds_in_emergency += s.seconds_in_emergency;
-        for (plugin, seconds) in &s.seconds_shed {
-            *sum.seconds_shed.entry(plugin.clone()).or_default() += seconds;
-        }
-        sum.peak_replayed = sum.peak_replayed.max(s.peak_replayed);
-        sum.peak_trace = sum.peak_trace.max(s.peak_trace);
-    }
-    sum
+    rest.iter().fold(first.clone(), |mut sum, s| {
+        sum.add(s);
+        sum
+    })
 }
 
 /// One figure of a calls summary, as a cell.
@@ -316,26 +287,13 @@ fn duration(seconds: f64) -> String {
 /// The summaries side by side: one row per figure, one column per config.
 pub(crate) fn to_text(inputs: &[Inputs], scales: &[Scale], compared: &[Compared]) -> String {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    rows.push((
-        "resource".to_owned(),
-        compared
-            .iter()
-            .map(|c| {
-                let resources: BTreeSet<String> =
-                    c.per_trace.iter().map(|s| s.resource.to_string()).collect();
-                match resources.len() {
-                    1 => resources.into_iter().next().unwrap_or_default(),
-                    _ => c.summary.resource.to_string(),
-                }
-            })
-            .collect(),
-    ));
     let mut row = |label: &str, value: &dyn Fn(&Summary) -> String| {
         rows.push((
             label.to_owned(),
             compared.iter().map(|c| value(&c.summary)).collect(),
         ));
     };
+    row("resource", &|s| s.resource.to_string());
     row("sheds", &|s| s.sheds.to_string());
     row("restores", &|s| s.restores.to_string());
     row("flaps", &|s| s.flaps.to_string());

@@ -89,11 +89,15 @@ pub enum ForecastSource {
     Predictor,
     /// No forecast at all: the scaler acts on the smoothed value (and the reading) alone.
     None,
-    /// The seed's forecast: a least-squares line through the predictor's window of buckets,
-    /// extrapolated `horizon_buckets` ahead, always counted (confidence 1). It is here to be
-    /// measured against, not to be used: on the shared traces it is worse than persistence.
+    /// The seed's forecast: a least-squares line through the last `window_buckets` closed
+    /// buckets (counted, however far apart in time), extrapolated `horizon_buckets` past the
+    /// newest, always counted (confidence 1). It is here to be measured against, not to be used:
+    /// on the shared traces it is worse than persistence.
     Line,
 }
+
+#[cfg(test)]
+mod line_tests;
 
 /// The seed's forecaster ([`ForecastSource::Line`]): readings averaged into buckets, a
 /// least-squares line through the last `window` of them, extrapolated `horizon` buckets past the
@@ -365,6 +369,47 @@ pub struct Summary {
     /// What the callers of each plugin replayed with calls saw, and what the plugin held.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, CallSummary>,
+}
+
+impl Summary {
+    /// Nothing replayed yet, as `resource`.
+    pub(crate) fn empty(resource: Resource) -> Summary {
+        Summary {
+            resource,
+            samples: 0,
+            duration_seconds: 0.0,
+            sheds: 0,
+            restores: 0,
+            flaps: 0,
+            throttles: 0,
+            warnings: 0,
+            seconds_over_high: 0.0,
+            seconds_in_emergency: 0.0,
+            seconds_shed: BTreeMap::new(),
+            peak_replayed: 0.0,
+            peak_trace: 0.0,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `other` in: counts and times summed (per plugin for the time shed), peaks the
+    /// highest. The resource and the calls stay this summary's.
+    pub(crate) fn add(&mut self, other: &Summary) {
+        self.samples += other.samples;
+        self.duration_seconds += other.duration_seconds;
+        self.sheds += other.sheds;
+        self.restores += other.restores;
+        self.flaps += other.flaps;
+        self.throttles += other.throttles;
+        self.warnings += other.warnings;
+        self.seconds_over_high += other.seconds_over_high;
+        self.seconds_in_emergency += other.seconds_in_emergency;
+        for (plugin, seconds) in &other.seconds_shed {
+            *self.seconds_shed.entry(plugin.clone()).or_default() += seconds;
+        }
+        self.peak_replayed = self.peak_replayed.max(other.peak_replayed);
+        self.peak_trace = self.peak_trace.max(other.peak_trace);
+    }
 }
 
 /// The calls to one plugin over the replay.
@@ -733,22 +778,7 @@ impl Sim {
             plugins,
             report: Report {
                 decisions: Vec::new(),
-                summary: Summary {
-                    resource,
-                    samples: 0,
-                    duration_seconds: 0.0,
-                    sheds: 0,
-                    restores: 0,
-                    flaps: 0,
-                    throttles: 0,
-                    warnings: 0,
-                    seconds_over_high: 0.0,
-                    seconds_in_emergency: 0.0,
-                    seconds_shed: BTreeMap::new(),
-                    peak_replayed: 0.0,
-                    peak_trace: 0.0,
-                    calls: BTreeMap::new(),
-                },
+                summary: Summary::empty(resource),
             },
             last_raw: 0.0,
             accounted_at: None,
