@@ -735,7 +735,17 @@ pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
         Some(s) => s.parse().ok()?,
         None => 0,
     };
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=month_days).contains(&day) {
         return None;
     }
     if second > 60 || !(1970..=9999).contains(&year) {
@@ -833,6 +843,9 @@ mod tests {
             "",
             "yesterday",
             "2014-13-01 00:00:00",
+            "2026-02-31T00:00:00Z",
+            "2023-02-29 00:00:00",
+            "2014-04-31 00:00:00",
             "2014-02-14",
             "-5",
             "NaN",

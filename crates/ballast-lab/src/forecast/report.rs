@@ -130,7 +130,8 @@ pub enum ReportError {
     #[error(
         "the history covers {covered} (from {from} to {to}), not more than the recent window of \
          {horizon}: there is no baseline to compare against; pass a shorter --horizon (at most \
-         half the history, e.g. --horizon {suggested}) or more history"
+         half the history, e.g. --horizon {suggested}) or more history (with --prometheus, a \
+         longer --range that the server has data for)"
     )]
     NoBaseline {
         /// How long the history is.

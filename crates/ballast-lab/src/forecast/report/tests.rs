@@ -322,7 +322,7 @@ fn empty_or_short_histories_say_what_is_missing() {
     );
     let short = history(vec![cpu(0, 0.5), cpu(1800, 0.5)]);
     expect![[r#"
-        "the history covers 30m (from 1970-01-01T00:00:00Z to 1970-01-01T00:30:00Z), not more than the recent window of 6h: there is no baseline to compare against; pass a shorter --horizon (at most half the history, e.g. --horizon 15m) or more history"
+        "the history covers 30m (from 1970-01-01T00:00:00Z to 1970-01-01T00:30:00Z), not more than the recent window of 6h: there is no baseline to compare against; pass a shorter --horizon (at most half the history, e.g. --horizon 15m) or more history (with --prometheus, a longer --range that the server has data for)"
     "#]]
     .assert_debug_eq(&demand_report(&short, Duration::from_secs(6 * HOUR)).unwrap_err().to_string());
     // Samples alone: a report with zero rates that says why.
