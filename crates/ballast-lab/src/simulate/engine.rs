@@ -351,6 +351,8 @@ pub struct Summary {
     pub restores: u64,
     /// Restores followed by a shed of the same plugin within the stabilization period, its end
     /// included (at 5-minute readings a shed at the next reading after a restore is a flap).
+    /// The scaler's own flap back-off is stricter about the end: a shed exactly one
+    /// stabilization after the restore does not double the plugin's next wait.
     pub flaps: u64,
     /// Concurrency limits lowered.
     pub throttles: u64,
