@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ballast_lab::trace::{Spacing, Trace, TraceOptions, read_trace};
+use ballast_lab::trace::{Trace, TraceOptions, read_trace};
 use ballast_predict::forecast::{ForecastConfig, evaluate};
 
 /// Files the goal was set on: the test fails, naming them, if any is missing, so that an empty
@@ -159,9 +159,6 @@ fn forecast_never_loses_to_persistence_on_the_shared_traces() {
                 "{name}: evaluate reports a ratio of {:?}, the figures give {ratio}",
                 evaluation.ratio
             );
-            if matches!(trace.spacing, Spacing::Binned(_)) {
-                assert!(interval.as_secs() > 0, "{name}: binned into seconds");
-            }
             println!(
                 "{name:<66} {:>14.6} {baseline:>14.6} {ratio:>7.3}",
                 evaluation.mae
