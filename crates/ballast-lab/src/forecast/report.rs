@@ -20,16 +20,6 @@ use ballast_core::{PluginEventKind, PluginState, Resource, Timestamp};
 use ballast_predict::forecast::{ForecastConfig, SeriesPredictor};
 use serde::Serialize;
 
-/// A state change as the replay reads it: when, which plugin, out of service before and after,
-/// and why.
-type Change<'a> = (
-    Timestamp,
-    &'a str,
-    Option<OutOfService>,
-    Option<OutOfService>,
-    &'a str,
-);
-
 /// A surge factor above this is `critical` demand.
 pub const CRITICAL_SURGE: f64 = 3.0;
 /// A surge factor above this is `elevated` demand, puts resources in `surge` mode and asks for
@@ -700,39 +690,31 @@ pub fn report_from(inputs: &Inputs, horizon: Duration) -> Result<DemandReport, R
         .collect();
 
     // Plugin states, replayed per plugin.
-    let mut events: Vec<Change<'_>> = inputs
-        .service_changes
-        .iter()
-        .map(|c| {
-            (
-                c.at,
-                c.plugin.as_str(),
-                c.before,
-                c.after,
-                c.reason.as_str(),
-            )
-        })
-        .collect();
+    let mut events: Vec<&ServiceChange> = inputs.service_changes.iter().collect();
     let mut unhealthy: BTreeMap<&str, &str> = BTreeMap::new();
     for (at, plugin, message) in &inputs.unhealthy {
         if recent.contains(ms(*at)) {
             unhealthy.insert(plugin, message);
         }
     }
-    events.sort_by_key(|e| e.0);
+    events.sort_by_key(|e| e.at);
     let mut outages: BTreeMap<(&str, OutOfService), PluginOutage> = BTreeMap::new();
     let mut out_of_service: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    let plugins_with_events: BTreeSet<&str> = events.iter().map(|e| e.1).collect();
+    let plugins_with_events: BTreeSet<&str> = events.iter().map(|e| e.plugin.as_str()).collect();
     for plugin in &plugins_with_events {
         let plugin: &str = plugin;
-        let mine: Vec<_> = events.iter().filter(|e| e.1 == plugin).collect();
+        let mine: Vec<&ServiceChange> = events
+            .iter()
+            .copied()
+            .filter(|e| e.plugin == plugin)
+            .collect();
         // The state before the first event is that event's `from`. Intervals of one state:
         // (outage kind, start, end, the reason given for entering it).
         let mut intervals: Vec<(Option<OutOfService>, f64, f64, &str)> = Vec::new();
-        let (mut state, mut since, mut reason) = (mine[0].2, ms(from), "");
-        for (at, _, _, after, why) in &mine {
-            intervals.push((state, since, ms(*at), reason));
-            (state, since, reason) = (*after, ms(*at), why);
+        let (mut state, mut since, mut reason) = (mine[0].before, ms(from), "");
+        for change in &mine {
+            intervals.push((state, since, ms(change.at), reason));
+            (state, since, reason) = (change.after, ms(change.at), change.reason.as_str());
         }
         intervals.push((state, since, ms(to), reason));
         // Draining then disabled is one episode: merge neighbours of the same kind, keeping the
