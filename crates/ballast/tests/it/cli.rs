@@ -15,8 +15,6 @@ fn ballast(args: &[&str]) -> std::process::Output {
         .expect("the ballast binary runs")
 }
 
-/// An address where nothing listens.
-
 #[test]
 fn every_client_says_when_the_daemon_is_not_running() {
     let url = dead_address();

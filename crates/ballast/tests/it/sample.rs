@@ -100,8 +100,6 @@ fn process_table(output: &std::process::Output) -> String {
     text[start..end].to_owned()
 }
 
-/// An address where nothing listens.
-
 /// A daemon's `/status` answer whose latest sample holds the plugins and shows the daemon's own
 /// process charged to `vision`, the one in-process plugin that declares a GPU.
 fn status() -> StatusView {
